@@ -1,0 +1,1 @@
+"""Benchmarks: IQA metrics, evaluation protocols, suites, and speed benchmarks of the engine."""

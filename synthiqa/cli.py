@@ -1,0 +1,78 @@
+"""The ``synthiqa`` command line. It only parses options and calls one library function per command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+
+from synthiqa.errors import SynthiqaError
+
+app = typer.Typer(
+    help="synthiqa: synthetic distortion datasets, quality models and benchmarks for IQA research.",
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+)
+bench_app = typer.Typer(help="Benchmarks: quality suites and speed of the engine.", no_args_is_help=True)
+app.add_typer(bench_app, name="bench")
+
+console = Console()
+err_console = Console(stderr=True)
+
+
+@app.command("list")
+def list_command(
+    profile: str = typer.Option("kadid", help="Profile: kadid, arniqa or basic8."),
+    extra: bool = typer.Option(False, "--extra", help="Also list the extra group (rain, fog, ...)."),
+) -> None:
+    """List the distortions of a profile with their KADID id, group and level table."""
+    from rich.table import Table
+
+    from synthiqa.distortions import get_distortion, list_distortions
+
+    table = Table(title=f"profile {profile}")
+    for col in ("name", "kadid id", "group", "parameters per level 1..5", "exact on"):
+        table.add_column(col)
+    for name in list_distortions(profile, include_extra=extra):
+        d = get_distortion(name, profile)
+        params = "; ".join(f"{k}={list(v)}" for k, v in d.table.params.items())
+        table.add_row(name, str(d.kadid_id or "-"), d.group, params, ",".join(d.exact_on))
+    console.print(table)
+
+
+# --- synthiqa grid (reports/grid.py) ---------------------------------------------------------------
+
+
+# --- synthiqa generate / merge (datasets/generate.py) ----------------------------------------------
+
+
+# --- synthiqa train / predict / evaluate (models/) -------------------------------------------------
+
+
+# --- synthiqa bench speed / bench generate / bench run (benchmarks/) -------------------------------
+
+
+# --- synthiqa report (reports/) --------------------------------------------------------------------
+
+
+def main(argv: Optional[list[str]] = None) -> None:  # noqa: UP045 (typer needs Optional on 3.10)
+    """Entry point: user mistakes print one line on stderr and exit with status 2."""
+    try:
+        app(args=argv, prog_name="synthiqa", standalone_mode=True)
+    except SynthiqaError as exc:
+        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("interrupted; finished outputs are kept, rerun with --resume to continue")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
+
+
+__all__ = ["app", "main", "Path"]

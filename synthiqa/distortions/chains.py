@@ -1,0 +1,172 @@
+"""Ordered chains of distortions (ARNIQA's degradation model): sample, parse, and apply in batches.
+
+Applying a batch walks the chain positions; at each position the samples are grouped by distortion and
+each distortion runs once on its sub-batch, so kernel launches scale with positions x types, not samples.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from synthiqa.distortions.base import NUM_LEVELS, check_images, check_levels, params_to
+from synthiqa.distortions.registry import distortion_groups, get_distortion, get_profile, resolve_name
+from synthiqa.distortions.rng import as_seed_tensor, derive_seed
+from synthiqa.errors import DistortionInputError
+
+
+@dataclass(frozen=True)
+class ChainOp:
+    """One step of a chain: a registered distortion name and a level in [1, 5]."""
+
+    name: str
+    level: float
+
+    def __str__(self) -> str:
+        lv = int(self.level) if float(self.level).is_integer() else self.level
+        return f"{self.name}:{lv}"
+
+
+Chain = tuple[ChainOp, ...]
+PRISTINE = "pristine"
+
+
+def format_chain(chain: Sequence[ChainOp]) -> str:
+    """``gaussian_blur:3>jpeg:2``; the empty chain is ``pristine``."""
+    return ">".join(str(op) for op in chain) if chain else PRISTINE
+
+
+def parse_chain(text: str, profile: str = "kadid") -> Chain:
+    """Parse ``name:level>name:level``; ``pristine`` or an empty string is the empty chain."""
+    text = text.strip()
+    if text in ("", PRISTINE):
+        return ()
+    ops = []
+    for part in text.split(">"):
+        name, sep, level = part.strip().partition(":")
+        if not sep:
+            raise DistortionInputError(f"chain step {part.strip()!r} must be NAME:LEVEL (e.g. jpeg:3)")
+        try:
+            lv = float(level)
+        except ValueError:
+            raise DistortionInputError(
+                f"chain step {part.strip()!r}: level {level!r} is not a number"
+            ) from None
+        canonical = resolve_name(name.strip())
+        get_distortion(canonical, profile)  # the profile must know it
+        check_levels(lv, 1, canonical)
+        ops.append(ChainOp(canonical, lv))
+    return tuple(ops)
+
+
+def level_probabilities(num_levels: int = NUM_LEVELS, sigma: float = 2.5) -> list[float]:
+    """ARNIQA's half-Gaussian level law: P(level i+1) ~ exp(-i^2 / (2 sigma^2)), i = 0..num_levels-1."""
+    w = [math.exp(-(i**2) / (2 * sigma**2)) for i in range(num_levels)]
+    total = sum(w)
+    return [x / total for x in w]
+
+
+def sample_chain(seed: int, profile: str = "arniqa", max_distortions: int | None = None,
+                 pristine_prob: float | None = None, num_levels: int = NUM_LEVELS,
+                 include_extra: bool = False) -> Chain:
+    """One chain by ARNIQA's rules, from one sample's seed.
+
+    The length is uniform in 1..max_distortions; that many distinct groups are drawn in random order
+    (the application order), one type uniformly within each group, and each level independently from
+    the half-Gaussian law. With probability ``pristine_prob`` the chain is empty.
+    """
+    prof = get_profile(profile)
+    max_d = prof.max_distortions if max_distortions is None else max_distortions
+    p0 = prof.pristine_prob if pristine_prob is None else pristine_prob
+    groups = distortion_groups(profile, include_extra)
+    if not 1 <= max_d <= len(groups):
+        raise DistortionInputError(f"max_distortions must lie in 1..{len(groups)} for profile {profile!r}")
+    if not 1 <= num_levels <= NUM_LEVELS:
+        raise DistortionInputError(f"num_levels must lie in 1..{NUM_LEVELS}")
+    rng = random.Random(derive_seed(seed, "chain"))
+    if rng.random() < p0:
+        return ()
+    n = rng.randint(1, max_d)
+    probs = level_probabilities(num_levels, prof.level_sigma)
+    chain = []
+    for group in rng.sample(sorted(groups), n):
+        name = rng.choice(groups[group])
+        level = rng.choices(range(1, num_levels + 1), weights=probs)[0]
+        chain.append(ChainOp(name, float(level)))
+    return tuple(chain)
+
+
+def minmax_stretch(images: torch.Tensor) -> torch.Tensor:
+    """Stretch each image (all channels together) to [0, 1]; flat images are left as they are."""
+    flat = images.flatten(1)
+    lo = flat.amin(1).view(-1, 1, 1, 1)
+    hi = flat.amax(1).view(-1, 1, 1, 1)
+    span = hi - lo
+    return torch.where(span > 1e-12, (images - lo) / span.clamp_min(1e-12), images)
+
+
+def _to_python(v: torch.Tensor) -> Any:
+    return v.item() if v.numel() == 1 else v.tolist()
+
+
+def apply_chains(images: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
+                 seeds: torch.Tensor | Sequence[int] | int, profile: str = "kadid",
+                 ) -> tuple[torch.Tensor, list[list[dict[str, Any]]]]:
+    """Apply one chain per image; return the images and, per image, the parameters of each step.
+
+    Args:
+        images: ``[B,3,H,W]`` float in [0, 1] or uint8, on any device.
+        chains: B chains (the empty chain leaves an image pristine).
+        seeds: per-image seeds (``[B]``), or one run seed from which image i gets seed (run, i).
+        profile: whose level tables (and min-max wrapping) to use.
+
+    The output of image i depends only on its image, chain, seed and device, never on its batch mates.
+    """
+    x = check_images(images)
+    if len(chains) != x.shape[0]:
+        raise DistortionInputError(f"got {len(chains)} chains for a batch of {x.shape[0]} images")
+    prof = get_profile(profile)
+    seed_t = as_seed_tensor(seeds, x.shape[0])
+    records: list[list[dict[str, Any]]] = [[] for _ in chains]
+    out = x.clone()
+    depth = max((len(c) for c in chains), default=0)
+    for pos in range(depth):
+        by_name: dict[str, list[int]] = {}
+        for i, chain in enumerate(chains):
+            if pos < len(chain):
+                by_name.setdefault(chain[pos].name, []).append(i)
+        for name, idx_list in by_name.items():
+            dist = get_distortion(name, profile)
+            idx = torch.tensor(idx_list, dtype=torch.long, device=out.device)
+            levels = torch.tensor([chains[i][pos].level for i in idx_list], dtype=torch.float64)
+            step_seeds = torch.tensor([derive_seed(int(seed_t[i]), pos, dist.name) for i in idx_list],
+                                      dtype=torch.int64)
+            params = dist.sample(levels, step_seeds)
+            sub = out.index_select(0, idx)
+            if prof.minmax_wrap:
+                sub = minmax_stretch(sub)
+            sub = dist.apply(sub, params_to(params, out.device)).clamp_(0.0, 1.0)
+            if prof.minmax_wrap:
+                sub = minmax_stretch(sub)
+            out.index_copy_(0, idx, sub.to(out.dtype))
+            for j, i in enumerate(idx_list):
+                rec = {"name": dist.name, "group": dist.group, "level": chains[i][pos].level,
+                       "seed": int(step_seeds[j])}
+                rec.update({k: _to_python(v[j]) for k, v in params.items() if k != "level"})
+                records[i].append(rec)
+    return out, records
+
+
+def apply_distortion(images: torch.Tensor, name: str, levels: float | Sequence[float] | torch.Tensor,
+                     seeds: torch.Tensor | Sequence[int] | int, profile: str = "kadid",
+                     ) -> tuple[torch.Tensor, list[list[dict[str, Any]]]]:
+    """Apply one distortion at per-image levels: a chain of length one, with the profile's wrapping."""
+    x = check_images(images)
+    lv = check_levels(levels, x.shape[0], name)
+    canonical = resolve_name(name)
+    return apply_chains(x, [(ChainOp(canonical, float(v)),) for v in lv.tolist()], seeds, profile)

@@ -1,0 +1,1 @@
+"""Quality models: CENIQA and its parts, other methods, classical baselines; one registry and factory."""

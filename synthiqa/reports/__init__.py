@@ -1,0 +1,1 @@
+"""Reports: distortion grids, t-SNE, cluster plots, prediction scatter plots and one HTML report."""
