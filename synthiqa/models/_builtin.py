@@ -1,0 +1,8 @@
+"""Imports the built-in model modules so that each registers itself."""
+
+import importlib
+
+BUILTIN_MODULES: tuple[str, ...] = ()
+
+for _module in BUILTIN_MODULES:
+    importlib.import_module(f"synthiqa.models.{_module}")
