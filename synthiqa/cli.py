@@ -45,6 +45,33 @@ def list_command(
 
 
 # --- synthiqa grid (reports/grid.py) ---------------------------------------------------------------
+def _float_list(text: str, option: str) -> list[float]:
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise SynthiqaError(f"{option} must be comma-separated numbers, got {text!r}") from None
+
+
+@app.command("grid")
+def grid_command(
+    image: Optional[Path] = typer.Argument(None, help="Reference image; default: the built-in astronaut."),  # noqa: UP045
+    profile: str = typer.Option("kadid", help="Profile: kadid, arniqa or basic8."),
+    out: Path = typer.Option(Path("grid.png"), help="Output PNG (written atomically)."),
+    levels: Optional[str] = typer.Option(  # noqa: UP045
+        None, help="Comma-separated levels in [1,5]; default 1..5 (basic8: severities .25,.5,.75,1)."),
+    extra: bool = typer.Option(False, "--extra", help="Add the extra group (rain, fog, lens, aberration)."),
+    size: int = typer.Option(256, help="Shorter image side in px, resized before distorting."),
+    seed: int = typer.Option(0, help="Run seed (each row uses one seed in every column)."),
+    device: str = typer.Option("cpu", help="torch device, e.g. cpu or cuda."),
+) -> None:
+    """Render distortions (rows) x levels (columns) on one image as a labelled PNG."""
+    from synthiqa.reports.grid import render_distortion_grid
+
+    cols = _float_list(levels, "--levels") if levels else None
+    grid = render_distortion_grid(image, profile, cols, out, include_extra=extra, size=size, seed=seed,
+                                  device=device)
+    console.print(f"wrote {out} ({grid.width}x{grid.height} px)")
+
 
 
 # --- synthiqa generate / merge (datasets/generate.py) ----------------------------------------------
