@@ -20,9 +20,9 @@ from synthiqa.distortions.rng import SampleRNG, normal_field, uniform_field
 from synthiqa.errors import DistortionInputError
 
 
-def _col(v: torch.Tensor) -> torch.Tensor:
-    """A per-sample ``[B]`` tensor shaped ``[B,1,1,1]`` for broadcasting over images."""
-    return v.reshape(-1, 1, 1, 1)
+def _col(v: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """A per-sample ``[B]`` parameter as ``[B,1,1,1]`` with the dtype and device of ``like``."""
+    return v.to(like).reshape(-1, 1, 1, 1)
 
 
 def _fft_conv_same(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
@@ -81,14 +81,14 @@ class Rain(Distortion):
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         b, _, h, w = images.shape
         u = uniform_field(params["field_seed"], (1, h, w), images.device)
-        density = _col(params["density"])
+        density = _col(params["density"], images)
         # a drop where u < density; its strength (0.5..1) reuses u's position inside [0, density)
         drops = torch.where(u < density, 0.5 + 0.5 * u / density.clamp_min(1e-8), torch.zeros_like(u))
         lengths = (params["length"] * min(h, w)).clamp_min(3.0)
         streaks = _fft_conv_same(drops, _line_kernels(lengths, params["angle"], images.device)).clamp(0, 1)
-        alpha = _col(params["opacity"]) * streaks
-        dimmed = images * (1 - float(self.options.get("dim", 0.25)) * _col(params["opacity"]))
-        return dimmed * (1 - alpha) + _col(params["brightness"]) * alpha
+        alpha = _col(params["opacity"], images) * streaks
+        dimmed = images * (1 - float(self.options.get("dim", 0.25)) * _col(params["opacity"], images))
+        return dimmed * (1 - alpha) + _col(params["brightness"], images) * alpha
 
 
 @register_distortion
@@ -123,8 +123,8 @@ class Fog(Distortion):
         lo = noise.amin(dim=(1, 2, 3), keepdim=True)
         hi = noise.amax(dim=(1, 2, 3), keepdim=True)
         n = (noise - lo) / (hi - lo).clamp_min(1e-6)
-        t = _col(params["thickness"]) * (0.4 + 0.6 * n)
-        return images * (1 - t) + _col(params["airlight"]) * t
+        t = _col(params["thickness"], images) * (0.4 + 0.6 * n)
+        return images * (1 - t) + _col(params["airlight"], images) * t
 
 
 def _base_grid(b: int, h: int, w: int, device: torch.device) -> torch.Tensor:
@@ -166,7 +166,7 @@ class LensDistortion(Distortion):
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         b, _, h, w = images.shape
-        k = (params["sign"] * params["strength"]).view(-1, 1, 1, 1)
+        k = _col(params["sign"] * params["strength"], images)
         grid = _base_grid(b, h, w, images.device)
         ax, ay = w / math.hypot(w, h), h / math.hypot(w, h)  # half-sides in units of the half-diagonal
         r2 = (grid[..., :1] * ax) ** 2 + (grid[..., 1:] * ay) ** 2
@@ -196,7 +196,7 @@ class ChromaticAberration(Distortion):
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         b, _, h, w = images.shape
         grid = _base_grid(b, h, w, images.device)
-        s = (params["sign"] * params["shift"]).view(-1, 1, 1, 1)
+        s = _col(params["sign"] * params["shift"], images)
         red = F.grid_sample(images[:, :1], grid * (1 - s), mode="bilinear", padding_mode="border",
                             align_corners=True)
         blue = F.grid_sample(images[:, 2:], grid * (1 + s), mode="bilinear", padding_mode="border",

@@ -1,0 +1,349 @@
+"""Throughput of the distortion engine against Albumentations and Kornia, op by op, in one run.
+
+For each ``kadid`` distortion at one level (default 4, where no KADID amount is zero), images/s of:
+- synthiqa: ``apply_distortion`` (sampling, checks, KADID's min-max wrap and records included) on a float
+  ``[B,3,H,W]`` batch on the chosen device;
+- Albumentations (optional extra ``bench``): its nearest op with the same parameter, CPU, one uint8
+  ``HxWx3`` NumPy image at a time;
+- Kornia: its nearest batched op on the same device and float batch.
+Each timing is the median of ``repeats`` runs after one warm-up run. Peer ops marked "approx" compute a
+related but different distortion (stated in ``label``); all peers are listed in the table and JSON.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import platform
+import statistics
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthiqa.atomic import atomic_write_text
+from synthiqa.distortions import ChainOp, apply_chains, apply_distortion, get_distortion, list_distortions
+from synthiqa.distortions.base import NUM_LEVELS
+from synthiqa.errors import ConfigError
+
+Params = dict[str, float]
+
+
+@dataclass(frozen=True)
+class SpeedConfig:
+    """What to measure. ``size`` is (width, height) in px; ``level`` in 1..5."""
+
+    device: str = "cpu"
+    size: tuple[int, int] = (512, 384)
+    batch: int = 32
+    repeats: int = 3
+    level: int = 4
+    only: tuple[str, ...] = ()
+    seed: int = 0
+
+
+@dataclass
+class SpeedRow:
+    """One distortion's throughputs (images/s; None where the peer has no equivalent or is missing)."""
+
+    name: str
+    synthiqa: float
+    albumentations: float | None = None
+    albumentations_op: str | None = None
+    kornia: float | None = None
+    kornia_op: str | None = None
+
+    @property
+    def ratio_albumentations(self) -> float | None:
+        return self.synthiqa / self.albumentations if self.albumentations else None
+
+    @property
+    def ratio_kornia(self) -> float | None:
+        return self.synthiqa / self.kornia if self.kornia else None
+
+
+@dataclass
+class SpeedResult:
+    config: SpeedConfig
+    rows: list[SpeedRow]
+    kadid_mix: float | None
+    environment: dict[str, Any] = field(default_factory=dict)
+
+    def geomean_ratio(self, peer: str) -> float | None:
+        """Geometric mean of synthiqa/peer over the ops both have."""
+        ratios = [getattr(r, f"ratio_{peer}") for r in self.rows]
+        ratios = [x for x in ratios if x]
+        return math.exp(sum(math.log(x) for x in ratios) / len(ratios)) if ratios else None
+
+    def to_dict(self) -> dict[str, Any]:
+        rows = []
+        for r in self.rows:
+            d = asdict(r)
+            d["ratio_albumentations"], d["ratio_kornia"] = r.ratio_albumentations, r.ratio_kornia
+            rows.append(d)
+        return {
+            "config": asdict(self.config), "environment": self.environment, "unit": "images/s", "rows": rows,
+            "geomean_ratio_albumentations": self.geomean_ratio("albumentations"),
+            "geomean_ratio_kornia": self.geomean_ratio("kornia"),
+            "kadid_mix_without_jpeg2000": self.kadid_mix,
+        }
+
+
+# -- peer ops ------------------------------------------------------------------------------------------
+def _odd(n: float) -> int:
+    k = max(3, int(round(n)))
+    return k if k % 2 else k + 1
+
+
+def _gamma_for(value_at_half: float) -> float:
+    """Gamma g with 0.5**g equal to a tone curve's value at 0.5 (how brighten/darken are approximated)."""
+    return math.log(min(max(value_at_half, 1e-3), 0.999)) / math.log(0.5)
+
+
+def _pixelate_scale(p: Params) -> float:
+    return 0.95 - p["strength"] ** 0.6
+
+
+def _albumentations_ops() -> dict[str, tuple[str, Callable[[Params], Any]]]:
+    """distortion -> (label, transform factory from the level's parameters)."""
+    import albumentations as A
+    import cv2
+
+    nearest = {"downscale": cv2.INTER_NEAREST, "upscale": cv2.INTER_NEAREST}
+    return {
+        "gaussian_blur": ("GaussianBlur(sigma, ks 2*ceil(2s)+1)", lambda p: A.GaussianBlur(
+            blur_limit=(_odd(2 * math.ceil(2 * p["sigma"]) + 1),) * 2, sigma_limit=(p["sigma"],) * 2, p=1)),
+        "lens_blur": ("Defocus(radius) (approx: + alias blur)", lambda p: A.Defocus(
+            radius=(int(p["radius"]),) * 2, alias_blur=(0.1, 0.1), p=1)),
+        "motion_blur": ("MotionBlur(odd length)", lambda p: A.MotionBlur(
+            blur_limit=(_odd(p["length"]),) * 2, angle_range=(0, 180), direction_range=(0, 0),
+            allow_shifted=False, p=1)),
+        "color_saturation_hsv": ("ColorJitter(saturation=max(f,0))", lambda p: A.ColorJitter(
+            brightness=(1, 1), contrast=(1, 1), saturation=(max(p["factor"], 0.0),) * 2, hue=(0, 0), p=1)),
+        "jpeg": ("ImageCompression(jpeg, quality)", lambda p: A.ImageCompression(
+            quality_range=(int(p["quality"]),) * 2, p=1)),
+        "white_noise": ("GaussNoise(std=sqrt(var))", lambda p: A.GaussNoise(
+            std_range=(math.sqrt(p["variance"]),) * 2, per_channel=True, p=1)),
+        "impulse_noise": ("SaltAndPepper(amount=density)", lambda p: A.SaltAndPepper(
+            amount=(p["density"],) * 2, salt_vs_pepper=(0.5, 0.5), p=1)),
+        "multiplicative_noise": ("MultiplicativeNoise(uniform, same var)", lambda p: A.MultiplicativeNoise(
+            multiplier=(1 - math.sqrt(3 * p["variance"]), 1 + math.sqrt(3 * p["variance"])),
+            per_channel=True, elementwise=True, p=1)),
+        "brighten": ("RandomGamma (approx: same f(0.5))", lambda p: A.RandomGamma(
+            gamma_limit=(100 * _gamma_for(0.5 + 0.5 * p["amount"]),) * 2, p=1)),
+        "darken": ("RandomGamma (approx: same f(0.5))", lambda p: A.RandomGamma(
+            gamma_limit=(100 * _gamma_for(0.5 - 0.5 * p["amount"]),) * 2, p=1)),
+        "mean_shift": ("RandomBrightnessContrast(brightness=offset)", lambda p: A.RandomBrightnessContrast(
+            brightness_limit=(p["offset"],) * 2, contrast_limit=(0, 0), p=1)),
+        "pixelate": ("Downscale(nearest/nearest)", lambda p: A.Downscale(
+            scale_range=(_pixelate_scale(p),) * 2, interpolation_pair=nearest, p=1)),
+        "quantization": ("Posterize(bits=round(log2 N)) (approx)", lambda p: A.Posterize(
+            num_bits=max(1, round(math.log2(p["levels"]))), p=1)),
+        "color_block": ("CoarseDropout(32x32, random_uniform)", lambda p: A.CoarseDropout(
+            num_holes_range=(int(p["blocks"]),) * 2, hole_height_range=(32, 32), hole_width_range=(32, 32),
+            fill="random_uniform", p=1)),
+        "high_sharpen": ("UnsharpMask(13, sigma 3, alpha 1) (approx)", lambda p: A.UnsharpMask(
+            blur_limit=(13, 13), sigma_limit=(3, 3), alpha=(1.0, 1.0), threshold=0, p=1)),
+        "contrast_change": ("RandomBrightnessContrast(contrast=amount) (approx)",
+                            lambda p: A.RandomBrightnessContrast(brightness_limit=(0, 0),
+                                                                 contrast_limit=(p["amount"],) * 2, p=1)),
+    }
+
+
+def _kornia_ops() -> dict[str, tuple[str, Callable[[torch.Tensor, Params], torch.Tensor]]]:
+    """distortion -> (label, batched function of the float batch and the level's parameters)."""
+    import kornia
+    from kornia import enhance, filters
+
+    def per_sample(x: torch.Tensor, v: float) -> torch.Tensor:
+        return torch.full((x.shape[0],), float(v), device=x.device)
+
+    def gaussian(x: torch.Tensor, p: Params) -> torch.Tensor:
+        k = 2 * math.ceil(2 * p["sigma"]) + 1
+        return filters.gaussian_blur2d(x, (k, k), per_sample(x, p["sigma"]).unsqueeze(1).expand(-1, 2),
+                                       border_type="replicate")
+
+    def motion(x: torch.Tensor, p: Params) -> torch.Tensor:
+        angle = torch.linspace(0, 180, x.shape[0], device=x.device)
+        return filters.motion_blur(x, _odd(p["length"]), angle, per_sample(x, 0.0), border_type="replicate")
+
+    def pixelate(x: torch.Tensor, p: Params) -> torch.Tensor:
+        h, w = x.shape[-2:]
+        z = _pixelate_scale(p)
+        small = kornia.geometry.transform.resize(x, (int(z * h), int(z * w)), interpolation="nearest")
+        return kornia.geometry.transform.resize(small, (h, w), interpolation="nearest")
+
+    def unsharp(x: torch.Tensor, p: Params) -> torch.Tensor:
+        return filters.unsharp_mask(x, (13, 13), (3.0, 3.0), border_type="replicate")
+
+    noise_cache: dict[float, Any] = {}
+
+    def gauss_noise(x: torch.Tensor, p: Params) -> torch.Tensor:
+        std = math.sqrt(p["variance"])
+        aug = noise_cache.setdefault(std, kornia.augmentation.RandomGaussianNoise(std=std, p=1.0))
+        return aug(x).clamp(0, 1)
+
+    def salt_pepper(x: torch.Tensor, p: Params) -> torch.Tensor:
+        key = -p["density"]
+        aug = noise_cache.setdefault(key, kornia.augmentation.RandomSaltAndPepperNoise(
+            amount=(p["density"],) * 2, salt_vs_pepper=(0.5, 0.5), p=1.0))
+        return aug(x)
+
+    return {
+        "gaussian_blur": ("filters.gaussian_blur2d(per-sample sigma)", gaussian),
+        "motion_blur": ("filters.motion_blur(odd length, per-sample angle)", motion),
+        "color_saturation_hsv": ("enhance.adjust_saturation (clamps S)",
+                                 lambda x, p: enhance.adjust_saturation(x, per_sample(x, p["factor"]))),
+        "jpeg": ("enhance.jpeg_codec_differentiable (approx codec)",
+                 lambda x, p: enhance.jpeg_codec_differentiable(x, per_sample(x, p["quality"]))),
+        "white_noise": ("RandomGaussianNoise(std) + clamp", gauss_noise),
+        "impulse_noise": ("RandomSaltAndPepperNoise (per pixel)", salt_pepper),
+        "brighten": ("enhance.adjust_gamma (approx)", lambda x, p: enhance.adjust_gamma(
+            x, per_sample(x, _gamma_for(0.5 + 0.5 * p["amount"])))),
+        "darken": ("enhance.adjust_gamma (approx)", lambda x, p: enhance.adjust_gamma(
+            x, per_sample(x, _gamma_for(0.5 - 0.5 * p["amount"])))),
+        "mean_shift": ("enhance.adjust_brightness(offset)", lambda x, p: enhance.adjust_brightness(
+            x, per_sample(x, p["offset"]))),
+        "pixelate": ("geometry.resize nearest down + up", pixelate),
+        "quantization": ("enhance.posterize(round(log2 N)) (approx)", lambda x, p: enhance.posterize(
+            x, max(1, round(math.log2(p["levels"]))))),
+        "high_sharpen": ("filters.unsharp_mask(13, sigma 3) (approx)", unsharp),
+        "contrast_change": ("enhance.adjust_contrast(1+amount) (approx)",
+                            lambda x, p: enhance.adjust_contrast(x, per_sample(x, 1 + p["amount"]))),
+    }
+
+
+# -- timing -------------------------------------------------------------------------------------------
+def _median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device) -> float:
+    def sync() -> None:
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+
+    fn()  # warm-up: kernel caches, lazy imports, allocator
+    sync()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _inputs(config: SpeedConfig, device: torch.device) -> tuple[torch.Tensor, list[np.ndarray]]:
+    """The built-in photograph resized to the configured size: float batch on device, uint8 HWC list."""
+    from synthiqa.datasets.builtin import builtin_reference
+
+    w, h = config.size
+    ref = torch.from_numpy(np.array(builtin_reference("astronaut"))).permute(2, 0, 1).float() / 255
+    img = torch.nn.functional.interpolate(ref[None], size=(h, w), mode="bilinear", antialias=True,
+                                          align_corners=False).clamp(0, 1)
+    x = img.expand(config.batch, -1, -1, -1).contiguous().to(device)
+    u8 = (img[0] * 255).round().byte().permute(1, 2, 0).numpy()
+    return x, [u8.copy() for _ in range(config.batch)]
+
+
+def peer_availability() -> dict[str, str | None]:
+    """Library -> version, or None when it cannot be imported."""
+    out: dict[str, str | None] = {}
+    for lib in ("albumentations", "kornia"):
+        try:
+            out[lib] = __import__(lib).__version__
+        except ImportError:
+            out[lib] = None
+    return out
+
+
+def run_speed_benchmark(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> SpeedResult:
+    """Measure every requested ``kadid`` distortion, its peers, and the whole kadid mix (no JPEG2000)."""
+    if config.device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"--device {config.device}: CUDA is not available on this machine")
+    if not 1 <= config.level <= NUM_LEVELS:
+        raise ConfigError(f"--level must lie in 1..{NUM_LEVELS}, got {config.level}")
+    if config.batch < 1 or config.repeats < 1:
+        raise ConfigError("--batch and --repeats must be at least 1")
+    device = torch.device(config.device)
+    names = list_distortions("kadid")
+    if config.only:
+        names = [get_distortion(n, "kadid").name for n in config.only]
+    versions = peer_availability()
+    alb_ops = _albumentations_ops() if versions["albumentations"] else {}
+    kor_ops = _kornia_ops() if versions["kornia"] else {}
+    x, u8_images = _inputs(config, device)
+    seeds = list(range(config.seed, config.seed + config.batch))
+    rows = []
+    with torch.inference_mode():
+        for name in names:
+            if progress:
+                progress(name)
+            dist = get_distortion(name, "kadid")
+            p = {k: float(v[config.level - 1]) for k, v in dist.table.params.items()}
+            t = _median_seconds(lambda n=name: apply_distortion(x, n, float(config.level), seeds, "kadid"),
+                                config.repeats, device)
+            row = SpeedRow(name, config.batch / t)
+            if name in alb_ops:
+                label, make = alb_ops[name]
+                transform = make(p)
+                t = _median_seconds(lambda tr=transform: [tr(image=im)["image"] for im in u8_images],
+                                    config.repeats, torch.device("cpu"))
+                row.albumentations, row.albumentations_op = config.batch / t, label
+            if name in kor_ops:
+                label, fn = kor_ops[name]
+                t = _median_seconds(lambda f=fn, q=p: f(x, q), config.repeats, device)
+                row.kornia, row.kornia_op = config.batch / t, label
+            rows.append(row)
+        mix = None
+        if not config.only:
+            if progress:
+                progress("kadid mix")
+            pool = [n for n in list_distortions("kadid") if n != "jpeg2000"]
+            chains = [(ChainOp(pool[i % len(pool)], float(1 + i % NUM_LEVELS)),) for i in range(config.batch)]
+            mix = config.batch / _median_seconds(lambda: apply_chains(x, chains, seeds, "kadid"),
+                                                 config.repeats, device)
+    env = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+           "python": platform.python_version(), "machine": platform.machine(),
+           "albumentations": versions["albumentations"], "kornia": versions["kornia"],
+           "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
+                           else platform.processor())}
+    return SpeedResult(config, rows, mix, env)
+
+
+def write_speed_json(result: SpeedResult, path: str) -> None:
+    """The result as JSON, written atomically."""
+    atomic_write_text(path, json.dumps(result.to_dict(), indent=2) + "\n")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``512x384`` -> (512, 384) (width x height); a one-line error otherwise."""
+    try:
+        w, h = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise ConfigError(f"--size must be WIDTHxHEIGHT such as 512x384, got {text!r}") from None
+    if min(w, h) < 32:
+        raise ConfigError(f"--size {text}: each side must be at least 32 px")
+    return w, h
+
+
+def format_rate(v: float | None) -> str:
+    return "-" if v is None else f"{v:,.1f}"
+
+
+def format_ratio(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}x"
+
+
+def summary_lines(result: SpeedResult) -> Sequence[str]:
+    """The lines printed under the table."""
+    lines = [f"geometric mean synthiqa/albumentations over shared ops: "
+             f"{format_ratio(result.geomean_ratio('albumentations'))}",
+             "geometric mean synthiqa/kornia over shared ops: "
+             f"{format_ratio(result.geomean_ratio('kornia'))}"]
+    if result.kadid_mix is not None:
+        lines.append(f"whole kadid mix without jpeg2000 (one op per image, levels 1..5): "
+                     f"{format_rate(result.kadid_mix)} images/s")
+    if result.environment.get("albumentations") is None:
+        lines.append("albumentations is not installed: pip install 'synthiqa[bench]' to compare with it")
+    return lines
