@@ -181,10 +181,11 @@ def resolve_inside(root: Path, relative: str, source: str, row: str) -> Path:
     text = str(relative).strip()
     if not text or text.lower() == "nan":
         raise DatasetError(f"{source} {row}: empty image path")
-    path = Path(os.path.normpath(root / text.replace("\\", "/")))
-    if path != root and root not in path.parents:
+    base = str(root)
+    joined = os.path.normpath(os.path.join(base, text.replace("\\", "/")))
+    if not joined.startswith(base.rstrip(os.sep) + os.sep):
         raise DatasetError(f"{source} {row}: path {text!r} resolves outside the dataset root {root}")
-    return path
+    return Path(joined)
 
 
 def resolve_all(root: Path, relatives: Iterable[str], source: str,
@@ -218,5 +219,11 @@ def require_files(paths: Iterable[Path], root: Path, source: str, what: str = "i
 
 
 def relative_key(root: Path, path: Path) -> str:
-    """The key of an image: its path relative to the dataset root, with ``/`` separators."""
+    """The key of an image: its path relative to the dataset root, with ``/`` separators.
+
+    Raises ValueError when ``path`` is not inside ``root``.
+    """
+    base, text = str(root).rstrip(os.sep) + os.sep, str(path)
+    if text.startswith(base):
+        return text[len(base):].replace(os.sep, "/")
     return path.relative_to(root).as_posix()
