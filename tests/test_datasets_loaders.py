@@ -354,3 +354,14 @@ def test_generated_set_refuses_escaping_paths_and_missing_json(tmp_path):
     (tmp_path / "dataset.json").unlink()
     with pytest.raises(DatasetError, match="dataset.json not found"):
         load_dataset("synthiqa", tmp_path)
+
+
+def test_symlinked_image_folder_is_allowed(tmp_path):
+    elsewhere = tmp_path / "big_disk"
+    make_kadid(elsewhere, refs=1)
+    root = tmp_path / "kadid"
+    root.mkdir()
+    (root / "images").symlink_to(elsewhere / "images", target_is_directory=True)
+    (root / "dmos.csv").write_bytes((elsewhere / "dmos.csv").read_bytes())
+    ds = load_dataset("kadid10k", root)
+    assert len(ds) == 10 and ds.records[0].image == root / "images" / "I01_01_01.png"
