@@ -14,4 +14,6 @@ ARNIQA = register_profile(Profile(
 BASIC8 = register_profile(Profile(
     name="basic8",
     description="the eight basic types of the CENIQA distorted-dataset guide, severity 0.2-1.0 = level 1-5",
+    members=("gaussian_blur", "motion_blur", "white_noise", "jpeg", "color_saturation_hsv",
+             "nonlinear_contrast_change", "darken", "pixelate"),  # the guide's order; tables in basic8.py
 ))

@@ -1,0 +1,129 @@
+"""Distortion grids, the speed benchmark command, and the custom-distortion example."""
+
+import importlib.util
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from synthiqa.cli import app, main
+from synthiqa.distortions import apply_chains, get_distortion, parse_chain, registry
+from synthiqa.errors import DistortionInputError
+from synthiqa.reports.grid import CAPTION_HEIGHT, HEADER_HEIGHT, LABEL_WIDTH, PAD, render_distortion_grid
+
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "custom_distortion.py"
+
+
+def _image(h=40, w=60):
+    g = np.random.default_rng(0)
+    img = np.zeros((h, w, 3), np.uint8)
+    img[..., 0] = np.linspace(0, 255, w, dtype=np.uint8)[None]
+    img[h // 4:h // 2, w // 4:w // 2] = 230
+    return (img + g.integers(0, 20, size=img.shape)).astype(np.uint8)
+
+
+def test_grid_layout_cells_and_atomic_write(tmp_path):
+    out = tmp_path / "sub" / "grid.png"
+    grid = render_distortion_grid(_image(), "kadid", [1, 3, 5], out, names=["fog", "chromatic_aberration"],
+                                  size=40, seed=1)
+    cell_w, cell_h = 60, 40
+    assert grid.size == (LABEL_WIDTH + 4 * (cell_w + PAD),
+                         HEADER_HEIGHT + 2 * (cell_h + CAPTION_HEIGHT + PAD))
+    assert out.is_file() and [p.name for p in out.parent.iterdir()] == ["grid.png"]
+    arr = np.asarray(Image.open(out).convert("RGB")).astype(int)
+    top = HEADER_HEIGHT
+    ref = arr[top:top + cell_h, LABEL_WIDTH:LABEL_WIDTH + cell_w]
+    cells = [arr[top:top + cell_h, LABEL_WIDTH + j * (cell_w + PAD):LABEL_WIDTH + j * (cell_w + PAD) + cell_w]
+             for j in range(1, 4)]
+    diffs = [np.abs(c - ref).mean() for c in cells]
+    assert 0 < diffs[0] < diffs[1] < diffs[2]  # fog thickens from level 1 to 5
+
+
+def test_grid_rows_use_one_seed_per_row(tmp_path):
+    a = render_distortion_grid(_image(), "kadid", [4, 4], names=["rain"], size=40, seed=3)
+    arr = np.asarray(a).astype(int)
+    x0, x1, x2 = (LABEL_WIDTH + j * (60 + PAD) for j in range(3))  # reference, level 4, level 4
+    row = arr[HEADER_HEIGHT:HEADER_HEIGHT + 40]
+    assert np.array_equal(row[:, x1:x1 + 60], row[:, x2:x2 + 60])
+    assert not np.array_equal(row[:, x0:x0 + 60], row[:, x1:x1 + 60])
+
+
+def test_grid_errors_are_one_line(tmp_path, capsys):
+    with pytest.raises(DistortionInputError, match="no level table"):
+        render_distortion_grid(_image(), "kadid", names=["nonlinear_contrast_change"], size=40)
+    with pytest.raises(SystemExit) as exc:
+        main(["grid", str(tmp_path / "missing.png"), "--out", str(tmp_path / "g.png")])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "Traceback" not in err
+    with pytest.raises(SystemExit):
+        main(["grid", "--levels", "1,x", "--out", str(tmp_path / "g.png")])
+    assert "--levels" in capsys.readouterr().err
+
+
+def test_grid_command_writes_png(tmp_path):
+    img = tmp_path / "ref.png"
+    Image.fromarray(_image(48, 64)).save(img)
+    out = tmp_path / "grid.png"
+    res = CliRunner().invoke(app, ["grid", str(img), "--profile", "basic8", "--levels", "1,5", "--size", "32",
+                                   "--out", str(out), "--extra"])
+    assert res.exit_code == 0, res.output
+    im = Image.open(out)
+    assert im.size[1] == HEADER_HEIGHT + 12 * (32 + CAPTION_HEIGHT + PAD)  # 8 basic + 4 extra rows
+
+
+def test_bench_speed_writes_json(tmp_path):
+    out = tmp_path / "speed.json"
+    res = CliRunner().invoke(app, ["bench", "speed", "--device", "cpu", "--size", "64x48", "--batch", "2",
+                                   "--repeats", "1", "--only", "white_noise,mean_shift,fog",
+                                   "--json", str(out)])
+    assert res.exit_code == 0, res.output
+    data = json.loads(out.read_text())
+    assert [r["name"] for r in data["rows"]] == ["white_noise", "mean_shift", "fog"]
+    assert data["config"]["size"] == [64, 48] and data["unit"] == "images/s"
+    assert all(r["synthiqa"] > 0 for r in data["rows"])
+    fog = data["rows"][2]
+    assert fog["albumentations"] is None and fog["kornia"] is None
+    if data["environment"]["albumentations"]:
+        assert data["rows"][0]["albumentations_op"].startswith("GaussNoise")
+        assert data["geomean_ratio_albumentations"] > 0
+    assert data["rows"][1]["kornia_op"].startswith("enhance.adjust_brightness")
+    assert data["kadid_mix_without_jpeg2000"] is None  # --only skips the mix
+
+
+def test_bench_speed_rejects_bad_options(tmp_path, capsys):
+    with pytest.raises(SystemExit):
+        main(["bench", "speed", "--size", "64by48"])
+    assert "WIDTHxHEIGHT" in capsys.readouterr().err
+
+
+@pytest.fixture
+def clean_registry(monkeypatch):
+    """Let a test register distortions without leaking them into later tests."""
+    monkeypatch.setattr(registry, "_DISTORTIONS", dict(registry._DISTORTIONS))
+    monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))
+    registry._instance.cache_clear()
+    yield
+    registry._instance.cache_clear()
+
+
+def test_custom_distortion_example(tmp_path, clean_registry, capsys):
+    spec = importlib.util.spec_from_file_location("custom_distortion_example", EXAMPLE)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    d = get_distortion("vignette", "arniqa")
+    x = torch.full((3, 3, 40, 48), 0.8)
+    out, params = d(x, [1, 3, 5], [0, 0, 0])
+    corner = out[:, :, 0, 0].mean(1)
+    assert torch.all(corner[1:] < corner[:-1]) and abs(out[0, 0, 20, 24].item() - 0.8) < 0.05
+    chain = parse_chain("vignette:4>fog:2", "basic8")
+    y, rec = apply_chains(x[:1], [chain], 0, "basic8")
+    assert [s["name"] for s in rec[0]] == ["vignette", "fog"] and "cx" in rec[0][0]
+    grid = render_distortion_grid(None, "kadid", [1, 5], names=["vignette"], size=32)
+    assert grid.size[1] == HEADER_HEIGHT + 32 + CAPTION_HEIGHT + PAD
+    module.main(str(tmp_path / "vignette.png"))
+    assert (tmp_path / "vignette.png").is_file() and "vignette:3>jpeg:2" in capsys.readouterr().out
