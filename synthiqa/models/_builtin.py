@@ -2,7 +2,7 @@
 
 import importlib
 
-BUILTIN_MODULES: tuple[str, ...] = ("baselines",)
+BUILTIN_MODULES: tuple[str, ...] = ("baselines", "ceniqa")
 
 for _module in BUILTIN_MODULES:
     importlib.import_module(f"synthiqa.models.{_module}")

@@ -1,0 +1,561 @@
+"""CENIQA: cluster-enhanced neural IQA. Model, three-stage training, checkpoints and the predictor.
+
+Network (``CENIQANet``): backbone -> feature extractors (multi-scale pooled maps, blockwise DCT
+statistics, attention-pooled patch features) -> projection to ``feature_dim`` (the embedding) ->
+Gaussian-mixture posteriors (soft, differentiable) -> regression head on embedding + posteriors ->
+sigmoid: the score, in [0, 1], higher is better. A linear head on the embedding predicts the distortion
+type (consistency loss).
+
+Training (``CENIQATask`` in the shared loop of ``training.py``):
+1. ``pretrain_epochs`` of self-supervised pre-training, no quality labels: contrastive on distortion type,
+   consistency (type classification), ranking by level within a reference.
+2. Mixture fitting on the embeddings of the training images: K = ``n_clusters``, or chosen by BIC over
+   ``bic_range`` if ``use_bic_selection``.
+3. ``epochs`` of end-to-end fine-tuning with all six losses; the mixture is refitted (warm start) every
+   ``refit_interval`` epochs; the cluster loss weighs ``lambda_cluster * cluster_loss_weight``.
+Active clusters (holding >= 5% of the images) are logged every fine-tuning epoch and a collapse warns.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import time
+import warnings
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+from torch.utils.data import DataLoader
+
+from synthiqa.atomic import atomic_write_text
+from synthiqa.datasets.records import IQARecord
+from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
+from synthiqa.models.backbones import create_backbone
+from synthiqa.models.config import CENIQAConfig
+from synthiqa.models.data import LabelSpace, OnTheFlyBatches, RecordImages, SceneBatchSampler, collate
+from synthiqa.models.features import FrequencyFeatures, MultiScaleFeatures, PatchQualityFeatures
+from synthiqa.models.gmm import GaussianMixture, select_by_bic, warn_on_collapse
+from synthiqa.models.inference import Outputs, evaluate_outputs, records_scores, run_model
+from synthiqa.models.losses import (
+    LossWeights,
+    cluster_loss,
+    combine,
+    consistency_loss,
+    contrastive_loss,
+    monotonic_loss,
+    quality_loss,
+    ranking_loss,
+)
+from synthiqa.models.registry import Method, register_method, register_model
+from synthiqa.models.regressors import create_regressor
+from synthiqa.models.training import LoopSettings, load_checkpoint, resolve_device, run_training
+
+METHOD = "ceniqa"
+#: Most training embeddings the mixture is fitted on (a random subset beyond that).
+GMM_FIT_SAMPLES = 2000
+#: A cluster is active when it holds at least this share of the images.
+ACTIVE_FRACTION = 0.05
+
+#: Named settings: ``quick`` is the benchmark harness's fast suite (about 2-3 minutes on two CPU cores
+#: for a few thousand images).
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "quick": {"pretrain_epochs": 1, "epochs": 3, "image_size": 96, "test_crops": 2, "train_samples": 1500,
+              "val_samples": 400},
+}
+
+
+def preset_config(name: str = "default", **overrides: Any) -> CENIQAConfig:
+    """The config of a named preset, with ``overrides`` applied."""
+    if name not in PRESETS:
+        raise ConfigError(f"unknown CENIQA preset {name!r}; known: {', '.join(PRESETS)}")
+    return CENIQAConfig().replace(**PRESETS[name]).replace(**overrides)
+
+
+class CENIQANet(nn.Module):
+    """The CENIQA network (see the module docstring). ``n_types``: distortion types of the type head."""
+
+    def __init__(self, config: CENIQAConfig, n_types: int, n_components: int | None = None):
+        super().__init__()
+        self.config = config
+        self.backbone = create_backbone(config.backbone, pretrained=config.pretrained,
+                                        checkpoint=config.backbone_checkpoint, image_size=config.image_size)
+        dims = 0
+        self.multiscale = MultiScaleFeatures(self.backbone.channels) if config.use_multiscale else None
+        self.frequency = FrequencyFeatures(config.dct_block) if config.use_frequency else None
+        self.patch_stage = _patch_stage(self.backbone.reductions)
+        self.patch = (PatchQualityFeatures(self.backbone.channels[self.patch_stage], config.patch_dim)
+                      if config.use_patch else None)
+        for part in (self.multiscale, self.frequency, self.patch):
+            dims += part.out_dim if part is not None else 0
+        hidden = max(2 * config.feature_dim, 256)
+        self.project = nn.Sequential(nn.BatchNorm1d(dims), nn.Linear(dims, hidden), nn.GELU(),
+                                     nn.Linear(hidden, config.feature_dim), nn.LayerNorm(config.feature_dim))
+        self.gmm = GaussianMixture(n_components or config.n_clusters, covariance_type=config.covariance_type,
+                                   seed=config.seed, max_iter=200)
+        self.regressor = create_regressor(config.regressor_type, config.feature_dim,
+                                          n_clusters=config.max_clusters)
+        self.type_head = nn.Linear(config.feature_dim, max(n_types, 1))
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Embeddings ``[B, feature_dim]`` of [0, 1] RGB images ``[B,3,H,W]``."""
+        parts = []
+        if self.multiscale is not None or self.patch is not None:
+            maps = self.backbone(images)
+            if self.multiscale is not None:
+                parts.append(self.multiscale(maps))
+            if self.patch is not None:
+                parts.append(self.patch(maps[self.patch_stage]))
+        if self.frequency is not None:
+            parts.append(self.frequency(images))
+        return self.project(torch.cat([p.float() for p in parts], 1))
+
+    def posteriors(self, embeddings: torch.Tensor) -> torch.Tensor | None:
+        """Mixture posteriors ``[B, max_clusters]`` (unused components 0), or None before fitting.
+        Differentiable with respect to the embeddings; computed in float32."""
+        if not self.gmm.fitted:
+            return None
+        with torch.autocast(embeddings.device.type, enabled=False):
+            post = self.gmm.predict_proba(embeddings.float())
+        width = self.config.max_clusters
+        return nn.functional.pad(post, (0, width - post.shape[1])) if post.shape[1] < width else post
+
+    def score(self, embeddings: torch.Tensor, posteriors: torch.Tensor | None) -> torch.Tensor:
+        """Quality ``[B]`` in [0, 1], higher is better."""
+        return torch.sigmoid(self.regressor(embeddings, posteriors).float())
+
+    def outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """``score [B]``, ``posterior [B, K]`` (None before fitting), ``embedding [B, D]``,
+        ``type_logits [B, n_types]``."""
+        emb = self.embed(images)
+        post = self.posteriors(emb)
+        return {"score": self.score(emb, post), "posterior": post, "embedding": emb,
+                "type_logits": self.type_head(emb)}
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B]`` in [0, 1], higher is better."""
+        emb = self.embed(images)
+        return self.score(emb, self.posteriors(emb))
+
+    def gmm_state(self) -> dict[str, Any]:
+        """The mixture for checkpoints: component count, covariance type and fitted tensors (CPU)."""
+        g = self.gmm
+        state: dict[str, Any] = {"n_components": g.n_components, "covariance_type": g.covariance_type}
+        state.update({k: v.detach().cpu() for k, v in g.state_dict().items()})
+        return state
+
+    def set_gmm(self, gmm: GaussianMixture) -> None:
+        self.gmm = gmm.to(next(self.parameters()).device)
+
+
+def _patch_stage(reductions: Sequence[int]) -> int:
+    """The map whose stride is closest to 8 px (16x16 patches on a 128 px crop)."""
+    return min(range(len(reductions)), key=lambda i: (abs(math.log2(reductions[i] / 8)), -i))
+
+
+# ---------------------------------------------------------------------------------------- data
+@dataclass
+class DataBundle:
+    """Where a run's batches come from: files (records) or the engine (on the fly)."""
+
+    labels: LabelSpace
+    train_records: list[IQARecord] | None = None
+    val_records: list[IQARecord] | None = None
+    test_records: list[IQARecord] | None = None
+    onthefly: tuple[OnTheFlyBatches, OnTheFlyBatches, OnTheFlyBatches] | None = None
+    description: str = ""
+
+
+def parse_data_spec(data: str) -> tuple[str, str]:
+    """``KIND:PATH`` or a folder made by ``synthiqa generate`` (kind ``synthiqa``)."""
+    kind, sep, path = data.partition(":")
+    if sep and len(kind) > 1 and not Path(data).exists():  # a Windows drive letter is not a kind
+        return kind, path
+    return "synthiqa", data
+
+
+def load_record_splits(data: str, label: str | None, seed: int
+                       ) -> tuple[list[IQARecord], list[IQARecord], list[IQARecord], str]:
+    """(train, val, test) records of ``data``: the manifest's ``split`` column where the set has one,
+    else one reference-disjoint 70/10/20 split (seeded)."""
+    from synthiqa.datasets import apply_split, load_dataset, reference_disjoint_splits, stored_split
+
+    kind, path = parse_data_spec(data)
+    options = {"label": label} if label and kind == "synthiqa" else {}
+    if label and kind != "synthiqa":
+        raise ConfigError(f"--label only applies to generated sets, not to kind {kind!r}")
+    dataset = load_dataset(kind, path, **options)
+    if any(r.extra.get("split") in ("train", "val", "test") for r in dataset.records):
+        split = stored_split(dataset)
+    else:
+        split = reference_disjoint_splits(dataset, n_splits=1, seed=seed)[0]
+    train, val, test = apply_split(dataset, split)
+    if not train:
+        raise DatasetError(f"{data}: the split leaves no training images")
+    sizes = f"{len(train)}/{len(val)}/{len(test)}"
+    desc = f"{kind}:{path} ({dataset.score_info.name}; split {split.name}: {sizes} train/val/test)"
+    return train, val, test, desc
+
+
+def onthefly_bundle(ref_dir: str, config: CENIQAConfig, device: torch.device) -> DataBundle:
+    """Reference-disjoint 70/10/20 split of the references of ``ref_dir``; distorted crops made on
+    ``device`` each step. Sizes: ``train_samples`` (default 200 per reference) images per epoch,
+    ``val_samples`` (default 400) for validation and as many for the test set, both fixed."""
+    from synthiqa.datasets.references import ReferenceSkipped, decode_reference, scan_references
+    from synthiqa.distortions import get_distortion, list_distortions
+
+    scan = scan_references(ref_dir, min_side=config.image_size, warn=lambda m: warnings.warn(m, stacklevel=2))
+    refs, names = [], []
+    for ref in scan.references:
+        try:
+            refs.append(torch.from_numpy(decode_reference(ref.path)).permute(2, 0, 1).contiguous())
+            names.append(ref.name)
+        except ReferenceSkipped as exc:
+            warnings.warn(f"skipped {ref.path}: {exc}", stacklevel=2)
+    if len(refs) < 3:
+        raise DatasetError(f"{ref_dir}: on-the-fly training needs at least 3 usable reference images, "
+                           f"found {len(refs)}")
+    types = list_distortions(config.onthefly_profile)
+    if not types:
+        raise ConfigError(f"profile {config.onthefly_profile!r} has no distortions to generate with")
+    groups = sorted({get_distortion(t, config.onthefly_profile).group for t in types})
+    labels = LabelSpace(types, groups, names)
+    order = np.random.default_rng([config.seed, 27]).permutation(len(refs))
+    n_test = max(1, round(0.2 * len(refs)))
+    n_val = max(1, round(0.1 * len(refs)))
+    parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+    b = config.batch_size
+    sizes = {"train": config.train_samples or 200 * len(parts["train"]),
+             "val": config.val_samples or 400, "test": config.val_samples or 400}
+    sources = []
+    for i, part in enumerate(("train", "val", "test")):
+        idx = parts[part]
+        sources.append(OnTheFlyBatches(
+            [refs[j] for j in idx], [int(j) for j in idx], labels, config.onthefly_profile, config.image_size,
+            b, config.distortions_per_image, steps=max(1, sizes[part] // b), seed=config.seed + 7919 * i,
+            device=device, fixed=part != "train"))
+    desc = (f"on the fly from {ref_dir}: {len(refs)} references "
+            f"({len(parts['train'])}/{len(parts['val'])}/{len(parts['test'])} train/val/test), "
+            f"profile {config.onthefly_profile}")
+    return DataBundle(labels, onthefly=(sources[0], sources[1], sources[2]), description=desc)
+
+
+# ---------------------------------------------------------------------------------------- training
+class CENIQATask:
+    """CENIQA's part of the shared training loop: batches, losses per stage, mixture refits, validation."""
+
+    method = METHOD
+
+    def __init__(self, config: CENIQAConfig, bundle: DataBundle, device: torch.device):
+        self.config = config
+        self.bundle = bundle
+        self.device = device
+        self.model = CENIQANet(config, len(bundle.labels.types))
+        self.bic_table: dict[int, float] = {}
+        self.fit_active = 0
+        if bundle.onthefly is None:
+            assert bundle.train_records is not None
+            self.train_images = RecordImages(bundle.train_records, bundle.labels, config.image_size,
+                                             train=True, seed=config.seed)
+            scenes = [int(self.train_images.targets(i)["scene"]) for i in range(len(self.train_images))]
+            self.sampler = SceneBatchSampler(scenes, config.batch_size, config.images_per_scene,
+                                             seed=config.seed, limit=config.train_samples)
+
+    # -- loop interface --------------------------------------------------------------------------
+    def phase(self, epoch: int) -> tuple[str, int, int]:
+        c = self.config
+        if epoch < c.pretrain_epochs:
+            return "pretrain", 0, c.pretrain_epochs
+        return "finetune", c.pretrain_epochs, c.epochs
+
+    def batches(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]:
+        if self.bundle.onthefly is not None:
+            source = self.bundle.onthefly[0]
+            source.set_epoch(epoch)
+            return source
+        self.train_images.set_epoch(epoch)
+        self.sampler.set_epoch(epoch)
+        return DataLoader(self.train_images, batch_sampler=self.sampler, collate_fn=collate,
+                          num_workers=self.config.num_workers, persistent_workers=False,
+                          pin_memory=self.device.type == "cuda")
+
+    def start_epoch(self, epoch: int) -> dict[str, float]:
+        c = self.config
+        phase, start, _ = self.phase(epoch)
+        if phase != "finetune" or (epoch - start) % c.refit_interval:
+            return {}
+        t0 = time.perf_counter()
+        emb = self.collect_embeddings()
+        self.fit_mixture(emb, warm=self.model.gmm.fitted)
+        with torch.no_grad():
+            resp = self.model.gmm.predict_proba(emb)
+        self.fit_active = warn_on_collapse(resp, ACTIVE_FRACTION, context=f"epoch {epoch + 1} mixture fit")
+        return {"gmm_components": float(self.model.gmm.n_components),
+                "gmm_active_train": float(self.fit_active), "gmm_fit_seconds": time.perf_counter() - t0}
+
+    def step(self, batch: dict[str, torch.Tensor], epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        c = self.config
+        model = self.model
+        emb = model.embed(batch["image"])
+        logits = model.type_head(emb)
+        types, level, scene = batch["type"], batch["level"], batch["scene"]
+        parts = {
+            "contrast": contrastive_loss(emb, types, temperature=c.contrast_temperature),
+            "consistency": consistency_loss(logits.float(), types),
+        }
+        finetune = self.phase(epoch)[0] == "finetune"
+        post = model.posteriors(emb) if finetune else None
+        scores = model.score(emb, post)
+        parts["ranking"] = ranking_loss(scores, scene, types, level)
+        weights = LossWeights(c.lambda_contrast, c.lambda_consistency, c.lambda_ranking,
+                              c.lambda_cluster * c.cluster_loss_weight, c.lambda_quality, c.lambda_monotonic)
+        if finetune:
+            parts["quality"] = quality_loss(scores, batch["score"])
+            parts["monotonic"] = monotonic_loss(scores, scene, types, level)
+            if post is not None:
+                k = model.gmm.n_components
+                with torch.autocast(emb.device.type, enabled=False):
+                    parts["cluster"] = cluster_loss(emb.float(), post[:, :k], model.gmm.means_.float())
+        return combine(parts, weights)
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        if self.phase(epoch)[0] != "finetune":
+            return {}
+        out = self.evaluate_split("val")
+        if out is None:
+            return {}
+        metrics = evaluate_outputs(out)
+        if out.posteriors is not None:
+            warn_on_collapse(torch.from_numpy(out.posteriors), ACTIVE_FRACTION,
+                             context=f"epoch {epoch + 1} validation")
+        return {k: float(v) for k, v in metrics.items() if k in ("srcc", "plcc", "rmse", "active_clusters",
+                                                                  "purity")}
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"gmm": self.model.gmm_state(), "labels": self.bundle.labels.to_dict(),
+                "bic": {str(k): v for k, v in self.bic_table.items()}}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        gmm = state.get("gmm") or {}
+        self.model.set_gmm(GaussianMixture(int(gmm.get("n_components", self.config.n_clusters)),
+                                           covariance_type=self.config.covariance_type, seed=self.config.seed,
+                                           max_iter=200))
+
+    # -- helpers ---------------------------------------------------------------------------------
+    def eval_batches(self, part: str, limit: int | None = None) -> Iterable[dict[str, torch.Tensor]] | None:
+        """Evaluation batches of ``train``/``val``/``test`` (fixed crops), or None when the part is empty."""
+        c = self.config
+        if self.bundle.onthefly is not None:
+            source = self.bundle.onthefly[("train", "val", "test").index(part)]
+            if part == "train":
+                source = OnTheFlyBatches(source.references, source.scene_ids, source.labels, source.profile,
+                                         source.size, source.batch_size, source.per_ref - 1,
+                                         steps=max(1, min(GMM_FIT_SAMPLES // source.batch_size, len(source))),
+                                         seed=source.seed + 1, device=source.device, fixed=True)
+            return source
+        records = {"train": self.bundle.train_records, "val": self.bundle.val_records,
+                   "test": self.bundle.test_records}[part] or []
+        if not records:
+            return None
+        if limit is not None and len(records) > limit:
+            pick = np.random.default_rng(c.seed).choice(len(records), limit, replace=False)
+            records = [records[i] for i in sorted(pick)]
+        crops = 1 if part == "train" else c.test_crops
+        ds = RecordImages(records, self.bundle.labels, c.image_size, train=False, crops=crops)
+        return DataLoader(ds, batch_size=max(1, 2 * c.batch_size // crops), collate_fn=collate,
+                          num_workers=c.num_workers)
+
+    def evaluate_split(self, part: str) -> Outputs | None:
+        limit = self.config.val_samples if part == "val" else None
+        batches = self.eval_batches(part, limit)
+        if batches is None:
+            return None
+        return run_model(self.model, batches, self.device, self.config.amp)
+
+    @torch.no_grad()
+    def collect_embeddings(self) -> torch.Tensor:
+        """Embeddings of (up to ``GMM_FIT_SAMPLES``) training images, centre crops, eval mode."""
+        was_training = self.model.training
+        self.model.eval()
+        batches = self.eval_batches("train", GMM_FIT_SAMPLES)
+        assert batches is not None
+        embs = []
+        for batch in batches:
+            images = batch["image"].to(self.device)
+            images = images.flatten(0, 1) if images.dim() == 5 else images
+            embs.append(self.model.embed(images).float())
+        self.model.train(was_training)
+        return torch.cat(embs)
+
+    def fit_mixture(self, emb: torch.Tensor, warm: bool) -> None:
+        """Stage 2 (first fit: BIC selection or K = n_clusters) or a warm-started refit."""
+        c = self.config
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # EM not converged within max_iter: still usable
+            if warm:
+                self.model.gmm.fit(emb, warm_start=True)
+            elif c.use_bic_selection:
+                lo, hi = c.bic_range
+                gmm, table = select_by_bic(emb, range(lo, min(hi, c.max_clusters) + 1), c.covariance_type,
+                                           seed=c.seed, max_iter=200)
+                self.bic_table = table
+                self.model.set_gmm(gmm)
+            else:
+                self.model.set_gmm(GaussianMixture(c.n_clusters, covariance_type=c.covariance_type,
+                                                   seed=c.seed, max_iter=200).fit(emb))
+
+
+def build_model(state: dict[str, Any]) -> tuple[CENIQANet, CENIQAConfig, LabelSpace]:
+    """Rebuild a trained network from a checkpoint dict (no pretrained download: weights come from it)."""
+    config = CENIQAConfig.from_dict(dict(state["config"]), source="checkpoint config")
+    config = dataclasses.replace(config, pretrained=False, backbone_checkpoint=None)
+    labels = LabelSpace(**state.get("labels", {}))
+    gmm = state.get("gmm") or {}
+    model = CENIQANet(config, len(labels.types), n_components=int(gmm.get("n_components", config.n_clusters)))
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise SynthiqaError(f"checkpoint weights do not fit the CENIQA network ({str(exc).splitlines()[0]})"
+                            ) from None
+    model.eval()
+    return model, config, labels
+
+
+def train_ceniqa(options: dict[str, Any], data: str | None, out: str | Path | None) -> Path:
+    """``synthiqa train --method ceniqa``: train, write ``best.pt``, ``last.pt``, ``log.csv``,
+    ``config.yaml`` and ``run.json`` (test metrics) into ``out``; returns the best checkpoint's path.
+
+    ``options``: ``config`` (a JSON/YAML file), ``preset`` (``default``/``quick``), ``overrides`` (field ->
+    value), ``label`` (generated sets: ``level_quality`` or ``fr_pseudo_mos``), ``on_the_fly`` (a
+    reference folder, instead of ``data``), ``resume`` (a ``last.pt``), ``progress`` (bool).
+    """
+    config = (CENIQAConfig.load(options["config"]) if options.get("config")
+              else preset_config(options.get("preset") or "default"))
+    config = config.replace(**(options.get("overrides") or {}))
+    if out is None:
+        raise ConfigError("--out RUN_DIR is required")
+    out_dir = Path(out)
+    device = resolve_device(config.device)
+    if options.get("on_the_fly"):
+        bundle = onthefly_bundle(str(options["on_the_fly"]), config, device)
+    elif data:
+        train, val, test, desc = load_record_splits(data, options.get("label"), config.seed)
+        bundle = DataBundle(LabelSpace.from_records(train), train, val, test, description=desc)
+    else:
+        raise ConfigError("give --data DIR (or KIND:PATH), or --on-the-fly REF_DIR")
+    torch.manual_seed(config.seed)
+    task = CENIQATask(config, bundle, device)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save(out_dir / "config.yaml")
+    settings = LoopSettings(config.total_epochs, config.learning_rate, config.weight_decay, config.scheduler,
+                            config.grad_clip, config.seed, device, config.amp,
+                            progress=bool(options.get("progress", True)))
+    t0 = time.perf_counter()
+    result = run_training(task, settings, out_dir, resume=options.get("resume"))
+    train_seconds = time.perf_counter() - t0
+    best = load_checkpoint(result.best_path)
+    task.load_extra_state(best)
+    task.model.load_state_dict(best["model"])
+    t1 = time.perf_counter()
+    test_out = task.evaluate_split("test")
+    eval_seconds = time.perf_counter() - t1
+    report: dict[str, Any] = {
+        "method": METHOD, "data": bundle.description, "device": str(device),
+        "best_epoch": result.best_epoch, "best_val_srcc": result.best_srcc,
+        "train_seconds": train_seconds, "train_images_per_s": result.images_per_second,
+        "gmm_components": task.model.gmm.n_components, "bic": {str(k): v for k, v in task.bic_table.items()},
+    }
+    if test_out is not None:
+        metrics = evaluate_outputs(test_out, bundle.labels.types)
+        report["test"] = metrics
+        n = len(test_out.scores)
+        report["test_images_per_s"] = n / max(eval_seconds, 1e-9)
+    atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2, default=_json_default) + "\n")
+    return result.best_path  # type: ignore[return-value]
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    raise TypeError(type(v).__name__)
+
+
+# ---------------------------------------------------------------------------------------- predictor
+@register_model(METHOD)
+class CENIQAPredictor:
+    """CENIQA behind the ``QualityPredictor`` interface: ``fit`` trains in memory on the records (no
+    files written), ``predict`` gives scores in [0, 1] (higher is better), ``embed`` the embeddings.
+
+    Args:
+        preset: ``default`` or ``quick`` (the harness's fast suite).
+        config: a full ``CENIQAConfig`` (overrides ``preset``), or None.
+        **overrides: config fields to change.
+    """
+
+    name = METHOD
+    needs_reference = False
+    trainable = True
+
+    def __init__(self, preset: str = "default", config: CENIQAConfig | None = None, progress: bool = False,
+                 **overrides: Any):
+        self.config = (config or preset_config(preset)).replace(**overrides)
+        self.progress = progress
+        self.device = resolve_device(self.config.device)
+        self.model: CENIQANet | None = None
+        self.labels = LabelSpace()
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> CENIQAPredictor:
+        state = load_checkpoint(path)
+        if state.get("method") != METHOD:
+            raise SynthiqaError(f"{path}: a {state.get('method')!r} checkpoint, not a CENIQA one")
+        model, config, labels = build_model(state)
+        predictor = cls(config=config)
+        predictor.model = model.to(predictor.device)
+        predictor.labels = labels
+        return predictor
+
+    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
+        if not train:
+            raise DatasetError("CENIQA: no training records")
+        bundle = DataBundle(LabelSpace.from_records(train), list(train), list(val or []), [])
+        task = CENIQATask(self.config, bundle, self.device)
+        c = self.config
+        settings = LoopSettings(c.total_epochs, c.learning_rate, c.weight_decay, c.scheduler, c.grad_clip,
+                                c.seed, self.device, c.amp, progress=self.progress)
+        result = run_training(task, settings, out_dir=None)
+        task.load_extra_state(result.best_state)
+        task.model.load_state_dict(result.best_state["model"])
+        self.model, self.labels = task.model.eval(), bundle.labels
+
+    def _outputs(self, records: Sequence[IQARecord]) -> Outputs:
+        if self.model is None:
+            raise SynthiqaError("CENIQA: call fit() or load a checkpoint before predicting")
+        c = self.config
+        return records_scores(self.model, records, self.labels, c.image_size, c.test_crops,
+                              max(1, 2 * c.batch_size // c.test_crops), self.device)
+
+    def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
+        return self._outputs(records).scores
+
+    def embed(self, records: Sequence[IQARecord]) -> np.ndarray | None:
+        return self._outputs(records).embeddings
+
+    def clusters(self, records: Sequence[IQARecord]) -> np.ndarray | None:
+        """Most probable mixture component per record (for cluster reports)."""
+        return self._outputs(records).clusters
+
+
+register_method(Method(
+    name=METHOD, train=train_ceniqa, load=CENIQAPredictor.from_checkpoint,
+    description="cluster-enhanced neural IQA: backbone + DCT/patch features, GMM posteriors, 3 stages",
+))

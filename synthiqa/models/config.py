@@ -1,0 +1,255 @@
+"""CENIQA's configuration: one dataclass, saved and loaded as JSON or YAML, overridable field by field.
+
+The defaults are the CENIQA guide's published values where the guide fixes them (``n_clusters=8``,
+``scheduler='cosine'``, the loss weights) and, elsewhere, a small setting that trains on two CPU cores in
+minutes: 128 px crops, the compact CNN backbone, DCT frequency statistics, a few epochs.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import types
+import typing
+from dataclasses import asdict, dataclass, fields
+from pathlib import Path
+from typing import Any
+
+from synthiqa.atomic import atomic_write_text
+from synthiqa.errors import ConfigError
+
+SCHEDULERS = ("cosine", "step", "none")
+REGRESSORS = ("mlp", "monotonic", "kan", "transformer", "gru", "attention")
+COVARIANCES = ("diag", "full")
+
+
+@dataclass
+class CENIQAConfig:
+    """Every setting of a CENIQA model and its three-stage training.
+
+    Model:
+        backbone: registry name (``compact``, ``unet``, or any timm name such as ``resnet18``).
+        pretrained: load the backbone's published weights through timm (needs a network).
+        backbone_checkpoint: local weights file for the backbone (works offline), or None.
+        feature_dim: size of the projected feature vector the mixture and the heads see.
+        n_clusters: number of mixture components (the maximum when BIC selects).
+        use_bic_selection: choose the number of components by BIC over ``bic_range``.
+        bic_range: inclusive (low, high) range of component counts BIC tries.
+        covariance_type: ``diag`` or ``full``.
+        regressor_type: quality head on features + posteriors (mlp, monotonic, kan, transformer, gru,
+            attention).
+        use_multiscale / use_frequency / use_patch: feature extractors to use (at least one).
+        dct_block: block side of the frequency extractor, px.
+        patch_dim: width of the patch-wise quality features.
+        image_size: training and evaluation crop side, px.
+        test_crops: crops per image averaged at evaluation and prediction (1 = centre crop).
+    Training:
+        pretrain_epochs: stage 1, self-supervised (contrastive, consistency, ranking; no MOS).
+        epochs: stage 3, end-to-end fine-tuning with every loss.
+        learning_rate, weight_decay, scheduler (cosine, step, none), batch_size, grad_clip.
+        refit_interval: refit the mixture every this many fine-tuning epochs.
+        cluster_loss_weight: multiplies ``lambda_cluster`` during fine-tuning.
+        train_samples / val_samples: cap on training / validation images per epoch (None = all).
+        distortions_per_image: on-the-fly generation: distorted versions per reference crop and pass.
+        onthefly_profile: distortion profile used when generating on the fly.
+        images_per_scene: images of one reference drawn together into a batch (ranking pairs).
+        lambda_*: loss weights (quality, contrastive, consistency, ranking, cluster, monotonic).
+        contrast_temperature: temperature of the contrastive loss.
+        seed, device (``auto``, ``cpu``, ``cuda``...), amp (mixed precision, used on CUDA only),
+        num_workers: image decoding workers.
+    """
+
+    backbone: str = "compact"
+    pretrained: bool = False
+    backbone_checkpoint: str | None = None
+    feature_dim: int = 128
+    n_clusters: int = 8
+    use_bic_selection: bool = False
+    bic_range: tuple[int, int] = (4, 12)
+    covariance_type: str = "diag"
+    regressor_type: str = "mlp"
+    use_multiscale: bool = True
+    use_frequency: bool = True
+    use_patch: bool = True
+    dct_block: int = 8
+    patch_dim: int = 64
+    image_size: int = 128
+    test_crops: int = 4
+
+    pretrain_epochs: int = 2
+    epochs: int = 8
+    learning_rate: float = 2e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"
+    batch_size: int = 32
+    grad_clip: float = 5.0
+    refit_interval: int = 2
+    cluster_loss_weight: float = 1.0
+    train_samples: int | None = None
+    val_samples: int | None = None
+    distortions_per_image: int = 5
+    onthefly_profile: str = "basic8"
+    images_per_scene: int = 4
+
+    lambda_quality: float = 1.0
+    lambda_contrast: float = 1.0
+    lambda_consistency: float = 0.5
+    lambda_ranking: float = 0.5
+    lambda_cluster: float = 0.3
+    lambda_monotonic: float = 0.1
+    contrast_temperature: float = 0.1
+
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    num_workers: int = 0
+
+    def __post_init__(self) -> None:
+        self.bic_range = tuple(int(v) for v in self.bic_range)  # type: ignore[assignment]
+        self.validate()
+
+    # -- checks ------------------------------------------------------------------------------------
+    def validate(self) -> None:
+        """One-line ``ConfigError`` naming the first bad field."""
+        positive = ("feature_dim", "n_clusters", "image_size", "batch_size", "refit_interval",
+                    "distortions_per_image", "dct_block", "patch_dim", "test_crops", "images_per_scene")
+        for name in positive:
+            if int(getattr(self, name)) < 1:
+                raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
+        for name in ("epochs", "pretrain_epochs", "num_workers"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        for name in ("train_samples", "val_samples"):
+            v = getattr(self, name)
+            if v is not None and int(v) < 1:
+                raise ConfigError(f"{name} must be at least 1 (or null for all), got {v}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        if self.scheduler not in SCHEDULERS:
+            raise ConfigError(f"scheduler must be one of {', '.join(SCHEDULERS)}, got {self.scheduler!r}")
+        if self.regressor_type not in REGRESSORS:
+            raise ConfigError(f"regressor_type must be one of {', '.join(REGRESSORS)}, "
+                              f"got {self.regressor_type!r}")
+        if self.covariance_type not in COVARIANCES:
+            raise ConfigError(f"covariance_type must be diag or full, got {self.covariance_type!r}")
+        lo, hi = self.bic_range if len(self.bic_range) == 2 else (0, -1)
+        if not 1 <= lo <= hi:
+            raise ConfigError(f"bic_range must be two counts 1 <= low <= high, got {list(self.bic_range)}")
+        if self.image_size < 32 or self.image_size % self.dct_block:
+            raise ConfigError(f"image_size must be >= 32 and a multiple of dct_block={self.dct_block}, "
+                              f"got {self.image_size}")
+        if not (self.use_multiscale or self.use_frequency or self.use_patch):
+            raise ConfigError("enable at least one of use_multiscale, use_frequency, use_patch")
+        for f in fields(self):
+            if f.name.startswith("lambda_") and getattr(self, f.name) < 0:
+                raise ConfigError(f"{f.name} must be >= 0, got {getattr(self, f.name)}")
+
+    @property
+    def max_clusters(self) -> int:
+        """Width of the posterior vector the quality head reads (unused components get zero)."""
+        return max(self.n_clusters, self.bic_range[1]) if self.use_bic_selection else self.n_clusters
+
+    @property
+    def total_epochs(self) -> int:
+        return self.pretrain_epochs + self.epochs
+
+    # -- (de)serialisation -------------------------------------------------------------------------
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["bic_range"] = list(self.bic_range)
+        return d
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], source: str = "config") -> CENIQAConfig:
+        """Build from a mapping; unknown keys and wrongly typed values give a one-line ``ConfigError``."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of options, got {type(data).__name__}")
+        known = {f.name: f for f in fields(cls)}
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), list(known), n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{source}: unknown option {key!r}{hint}")
+        hints = typing.get_type_hints(cls)
+        values = {k: _coerce(v, hints[k], k, source) for k, v in data.items()}
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def replace(self, **overrides: Any) -> CENIQAConfig:
+        """A copy with some fields changed (``None`` values are ignored: the CLI's unset options)."""
+        d = self.to_dict()
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return CENIQAConfig.from_dict(d, source="options")
+
+    def save(self, path: str | Path) -> None:
+        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
+        p = Path(path)
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            atomic_write_text(p, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            atomic_write_text(p, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> CENIQAConfig:
+        """Read a JSON or YAML file; a missing or unparsable file is a one-line ``ConfigError``."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        text = p.read_text(encoding="utf-8")
+        try:
+            if p.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"{p}: cannot parse ({first})") from None
+        return cls.from_dict(data, source=str(p))
+
+
+def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
+    """Convert a JSON/YAML/CLI value to the field's type, or raise a one-line ``ConfigError``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return _coerce(value, inner[0], name, source)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return low in ("true", "1", "yes")
+            if not isinstance(value, (bool, int)):
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if hint is str:
+            if not isinstance(value, (str, int, float)):
+                raise ValueError(value)
+            return str(value)
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(_coerce(v, args[0], name, source) for v in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: option {name!r} has a bad value {value!r}") from None
+    return value

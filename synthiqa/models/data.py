@@ -1,0 +1,296 @@
+"""Training data for the models: batches of image crops with every label the losses need.
+
+A batch is a dict of tensors: ``image`` (float ``[B,3,S,S]`` in [0, 1]; ``[B,n,3,S,S]`` with ``n`` crops at
+evaluation), ``score`` (normalised quality in [0, 1], higher is better; NaN where unknown), ``type`` and
+``group`` (ids in the ``LabelSpace``; -1 for pristine or unknown), ``level`` (0 pristine, 1..5, NaN
+unknown), ``scene`` (reference id) and ``index`` (position in the record list).
+
+Two sources give such batches: ``RecordImages`` (files on disk, through a ``DataLoader`` and the
+``SceneBatchSampler`` that keeps several images of one reference together so ranking pairs exist) and
+``OnTheFlyBatches`` (reference crops distorted by the engine on the device, labelled by the level rule).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch.utils.data import Dataset, Sampler
+
+from synthiqa.datasets.records import IQARecord
+from synthiqa.errors import DatasetError
+
+PRISTINE = "pristine"
+#: JPEG's block grid: crops start on multiples of this so blockwise DCT features see the codec's grid.
+CROP_ALIGN = 8
+
+
+@dataclass
+class LabelSpace:
+    """Names behind the integer labels: distortion types, groups and scenes (index = id)."""
+
+    types: list[str] = field(default_factory=list)
+    groups: list[str] = field(default_factory=list)
+    scenes: list[str] = field(default_factory=list)
+
+    @classmethod
+    def from_records(cls, records: Sequence[IQARecord]) -> LabelSpace:
+        """Sorted type and group names (pristine excluded) and scene names seen in ``records``."""
+        types = sorted({r.dist_type for r in records if r.dist_type and r.dist_type != PRISTINE})
+        groups = sorted({r.dist_group for r in records if r.dist_group and r.dist_type != PRISTINE})
+        scenes = sorted({_scene(r) for r in records})
+        return cls(types, groups, scenes)
+
+    def type_id(self, name: str | None) -> int:
+        return self.types.index(name) if name in self.types else -1
+
+    def group_id(self, name: str | None) -> int:
+        return self.groups.index(name) if name in self.groups else -1
+
+    def to_dict(self) -> dict[str, list[str]]:
+        return {"types": list(self.types), "groups": list(self.groups), "scenes": list(self.scenes)}
+
+
+def _scene(record: IQARecord) -> str:
+    if record.scene:
+        return record.scene
+    return str(record.reference) if record.reference else str(record.image)
+
+
+def read_rgb(path: str | Path) -> torch.Tensor:
+    """Decode an image file to a uint8 ``[3,H,W]`` RGB tensor; ``DatasetError`` if unreadable."""
+    import cv2
+
+    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
+    arr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
+    if arr is None:
+        raise DatasetError(f"{path}: not a readable image")
+    return torch.from_numpy(np.ascontiguousarray(arr[:, :, ::-1])).permute(2, 0, 1)
+
+
+def fit_min_side(image: torch.Tensor, size: int) -> torch.Tensor:
+    """Upscale (bilinear) an image whose shorter side is below ``size`` px; others are returned as is."""
+    h, w = image.shape[-2:]
+    if min(h, w) >= size:
+        return image
+    scale = size / min(h, w)
+    out = F.interpolate(image[None].float(), size=(max(size, round(h * scale)), max(size, round(w * scale))),
+                        mode="bilinear", align_corners=False)
+    return out[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def crop_origins(h: int, w: int, size: int, n: int) -> list[tuple[int, int]]:
+    """``n`` deterministic crop origins spread over the image (the centre for ``n=1``), grid-aligned."""
+    if n == 1:
+        return [(_align((h - size) // 2), _align((w - size) // 2))]
+    rows = math.ceil(math.sqrt(n))
+    cols = math.ceil(n / rows)
+    origins = []
+    for i in range(n):
+        r, c = divmod(i, cols)
+        y = (h - size) * (r + 0.5) / rows
+        x = (w - size) * (c + 0.5) / cols
+        origins.append((_align(int(y)), _align(int(x))))
+    return origins
+
+
+def _align(v: int) -> int:
+    return max(0, v - v % CROP_ALIGN)
+
+
+def random_origin(h: int, w: int, size: int, rng: random.Random) -> tuple[int, int]:
+    """A random crop origin on the ``CROP_ALIGN`` grid."""
+    return (_align(rng.randint(0, h - size)), _align(rng.randint(0, w - size)))
+
+
+class RecordImages(Dataset):
+    """Crops of the images of ``records`` with their labels.
+
+    Args:
+        records: the images (``score_norm``, ``dist_type``, ``level``, ``scene`` used where present).
+        labels: id spaces for types, groups and scenes (usually built from the training records).
+        size: crop side, px (images with a shorter side are upscaled first).
+        train: random grid-aligned crop per access; else ``crops`` fixed crops per image.
+        crops: number of evaluation crops (``image`` is then ``[crops,3,S,S]``).
+        seed: base seed of the random crops (combined with the epoch via ``set_epoch``).
+    """
+
+    def __init__(self, records: Sequence[IQARecord], labels: LabelSpace, size: int, train: bool,
+                 crops: int = 1, seed: int = 0):
+        self.records = list(records)
+        self.labels = labels
+        self.size = size
+        self.train = train
+        self.crops = crops
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def targets(self, i: int) -> dict[str, Any]:
+        """The label tensors of record ``i`` (no image decoding)."""
+        r = self.records[i]
+        pristine = r.dist_type == PRISTINE
+        level = 0.0 if pristine else (float(r.level) if r.level is not None else math.nan)
+        scene = _scene(r)
+        return {
+            "score": torch.tensor(float(r.score_norm) if r.score_norm is not None else math.nan),
+            "type": torch.tensor(-1 if pristine else self.labels.type_id(r.dist_type)),
+            "group": torch.tensor(-1 if pristine else self.labels.group_id(r.dist_group)),
+            "level": torch.tensor(level),
+            "scene": torch.tensor(self.labels.scenes.index(scene) if scene in self.labels.scenes else -1),
+            "index": torch.tensor(i),
+        }
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image = fit_min_side(read_rgb(self.records[i].image), self.size)
+        h, w = image.shape[-2:]
+        s = self.size
+        if self.train:
+            y, x = random_origin(h, w, s, random.Random(hash((self.seed, self.epoch, i))))
+            crop = image[:, y:y + s, x:x + s]
+        else:
+            crop = torch.stack([image[:, y:y + s, x:x + s] for y, x in crop_origins(h, w, s, self.crops)])
+        out = self.targets(i)
+        out["image"] = crop
+        return out
+
+
+class SceneBatchSampler(Sampler[list[int]]):
+    """Batches made of groups of ``per_scene`` images of the same scene (so ranking pairs exist).
+
+    Each epoch (``set_epoch``) reshuffles the images within each scene, cuts them into groups, shuffles
+    the groups and packs them into batches of ``batch_size``; ``limit`` caps the images per epoch.
+    """
+
+    def __init__(self, scenes: Sequence[int], batch_size: int, per_scene: int, seed: int = 0,
+                 limit: int | None = None):
+        self.scenes = list(scenes)
+        self.batch_size = batch_size
+        self.per_scene = max(1, min(per_scene, batch_size))
+        self.seed = seed
+        self.limit = limit
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def _batches(self) -> list[list[int]]:
+        rng = random.Random(hash((self.seed, self.epoch, "batches")))
+        by_scene: dict[int, list[int]] = {}
+        for i, s in enumerate(self.scenes):
+            by_scene.setdefault(s, []).append(i)
+        groups = []
+        for members in by_scene.values():
+            rng.shuffle(members)
+            groups += [members[j:j + self.per_scene] for j in range(0, len(members), self.per_scene)]
+        rng.shuffle(groups)
+        order = [i for g in groups for i in g]
+        if self.limit is not None:
+            order = order[: self.limit]
+        return [order[j:j + self.batch_size] for j in range(0, len(order), self.batch_size)
+                if len(order[j:j + self.batch_size]) > 1]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._batches())
+
+    def __len__(self) -> int:
+        return len(self._batches())
+
+
+def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
+    """Stack the items of a batch; uint8 images become float in [0, 1]."""
+    batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
+    batch["image"] = batch["image"].float().div_(255.0)
+    return batch
+
+
+class OnTheFlyBatches:
+    """Batches generated on the device from reference crops: no files.
+
+    Each batch takes ``ceil(batch_size / (distortions_per_image + 1))`` references, one random
+    grid-aligned crop of each, and makes its pristine copy plus ``distortions_per_image`` versions, each
+    with a random distortion of ``profile`` at a random level 1..5, applied by the engine in one call.
+    Labels: the level rule of ``synthiqa.datasets.labels.level_quality`` (normalised to [0, 1]), the type,
+    its group, the level and the reference. Batch ``t`` of epoch ``e`` depends only on (seed, e, t).
+
+    Args:
+        references: uint8 ``[3,H,W]`` reference images (kept on the CPU; crops go to ``device``).
+        scene_ids: id of each reference in ``labels.scenes``.
+        labels: type and group names (the profile's distortions) and scenes.
+        steps: batches per epoch.
+        fixed: draw the same batches every epoch (validation and test sets).
+    """
+
+    def __init__(self, references: Sequence[torch.Tensor], scene_ids: Sequence[int], labels: LabelSpace,
+                 profile: str, size: int, batch_size: int, distortions_per_image: int, steps: int,
+                 seed: int, device: torch.device | str = "cpu", fixed: bool = False):
+        if not references:
+            raise DatasetError("on-the-fly generation needs at least one reference image")
+        self.references = [fit_min_side(r, size) for r in references]
+        self.scene_ids = list(scene_ids)
+        self.labels = labels
+        self.profile = profile
+        self.size = size
+        self.batch_size = batch_size
+        self.per_ref = distortions_per_image + 1
+        self.steps = steps
+        self.seed = seed
+        self.device = torch.device(device)
+        self.fixed = fixed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for step in range(self.steps):
+            yield self.batch(0 if self.fixed else self.epoch, step)
+
+    def batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
+        """Batch ``step`` of ``epoch`` (deterministic)."""
+        from synthiqa.datasets.labels import level_quality
+        from synthiqa.distortions import ChainOp, apply_chains, derive_seed, get_distortion
+
+        rng = random.Random(derive_seed(self.seed, "onthefly", epoch, step))
+        n_refs = math.ceil(self.batch_size / self.per_ref)
+        crops, chains, scenes = [], [], []
+        for _ in range(n_refs):
+            ref_index = rng.randrange(len(self.references))
+            ref = self.references[ref_index]
+            y, x = random_origin(ref.shape[1], ref.shape[2], self.size, rng)
+            crop = ref[:, y:y + self.size, x:x + self.size]
+            for v in range(self.per_ref):
+                crops.append(crop)
+                scenes.append(self.scene_ids[ref_index])
+                if v == 0:
+                    chains.append(())
+                else:
+                    chains.append((ChainOp(rng.choice(self.labels.types), float(rng.randint(1, 5))),))
+        images = torch.stack(crops).to(self.device)
+        seeds = [derive_seed(self.seed, "onthefly-image", epoch, step, i) for i in range(len(chains))]
+        out, _ = apply_chains(images, chains, seeds, profile=self.profile)
+        groups = [get_distortion(c[0].name, self.profile).group if c else None for c in chains]
+        return {
+            "image": out.float(),
+            "score": torch.tensor([level_quality(c, self.profile) / 100.0 for c in chains]),
+            "type": torch.tensor([self.labels.type_id(c[0].name) if c else -1 for c in chains]),
+            "group": torch.tensor([self.labels.group_id(g) for g in groups]),
+            "level": torch.tensor([c[0].level if c else 0.0 for c in chains]),
+            "scene": torch.tensor(scenes),
+            "index": torch.arange(len(chains)),
+        }

@@ -1,0 +1,178 @@
+"""Prediction and evaluation with a trained CENIQA network: scores, clusters and embeddings in batches.
+
+Scores are in [0, 1], higher is better (the network ends in a sigmoid; the training target is the dataset's
+normalised score). With several evaluation crops per image, the crops' scores, posteriors and embeddings
+are averaged. SRCC and PLCC are computed on the raw predictions (no logistic fit: the model regresses
+the normalised score directly, the learned-IQA convention); RMSE is on the [0, 1] scale.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from synthiqa.atomic import atomic_write_text
+from synthiqa.datasets.records import IQARecord
+from synthiqa.errors import DatasetError, SynthiqaError
+from synthiqa.models.data import LabelSpace, RecordImages, collate, crop_origins, fit_min_side, read_rgb
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+
+@dataclass
+class Outputs:
+    """Per-image outputs of a pass: ``scores [N]`` in [0, 1], ``posteriors [N, K]`` (None before the
+    mixture is fitted), ``embeddings [N, D]``, and the batch labels (``score``, ``type``, ``group``,
+    ``level``, ``scene``; each ``[N]``)."""
+
+    scores: np.ndarray
+    posteriors: np.ndarray | None
+    embeddings: np.ndarray
+    labels: dict[str, np.ndarray]
+
+    @property
+    def clusters(self) -> np.ndarray | None:
+        """Most probable mixture component per image (``[N]``), or None."""
+        return None if self.posteriors is None else self.posteriors.argmax(1)
+
+
+@torch.no_grad()
+def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], device: torch.device,
+              amp: bool = False) -> Outputs:
+    """Evaluate ``model`` (a ``CENIQANet``) on every batch; images ``[B,3,S,S]`` or ``[B,n,3,S,S]``."""
+    model.eval()
+    scores, posts, embs = [], [], []
+    labels: dict[str, list[np.ndarray]] = {}
+    for batch in batches:
+        images = batch["image"].to(device, non_blocking=True)
+        n_crops = images.shape[1] if images.dim() == 5 else 1
+        flat = images.flatten(0, 1) if images.dim() == 5 else images
+        with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
+            out = model.outputs(flat)
+        b = flat.shape[0] // n_crops
+        scores.append(out["score"].float().view(b, n_crops).mean(1).cpu().numpy())
+        embs.append(out["embedding"].float().view(b, n_crops, -1).mean(1).cpu().numpy())
+        if out["posterior"] is not None:
+            posts.append(out["posterior"].float().view(b, n_crops, -1).mean(1).cpu().numpy())
+        for k in ("score", "type", "group", "level", "scene"):
+            if k in batch:
+                labels.setdefault(k, []).append(batch[k].cpu().numpy())
+    if not scores:
+        raise SynthiqaError("no images to evaluate")
+    return Outputs(np.concatenate(scores), np.concatenate(posts) if posts else None, np.concatenate(embs),
+                   {k: np.concatenate(v) for k, v in labels.items()})
+
+
+def quality_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
+    """SRCC, PLCC (raw, no logistic fit) and RMSE of ``pred`` against ``true`` (finite pairs only)."""
+    from synthiqa.benchmarks.metrics import plcc, rmse, srcc
+
+    ok = np.isfinite(pred) & np.isfinite(true)
+    p, t = pred[ok], true[ok]
+    return {"srcc": srcc(p, t), "plcc": plcc(p, t), "rmse": rmse(p, t), "n": int(p.size)}
+
+
+def cluster_summary(posteriors: np.ndarray | None, groups: np.ndarray | None,
+                    min_fraction: float = 0.05) -> dict[str, float]:
+    """Active clusters (holding >= ``min_fraction`` of the images) and purity against ``groups`` (ids
+    >= 0; pristine and unknown, -1, are left out of the purity)."""
+    from synthiqa.benchmarks.metrics import cluster_purity
+
+    if posteriors is None:
+        return {}
+    hard = posteriors.argmax(1)
+    shares = np.bincount(hard, minlength=posteriors.shape[1]) / max(len(hard), 1)
+    out = {"active_clusters": float((shares >= min_fraction).sum())}
+    if groups is not None and (groups >= 0).any():
+        out["purity"] = cluster_purity(hard[groups >= 0], groups[groups >= 0])
+    return out
+
+
+def evaluate_outputs(out: Outputs, type_names: Sequence[str] | None = None) -> dict[str, object]:
+    """Overall metrics, cluster summary, and per-type SRCC/PLCC/RMSE where types are known."""
+    result: dict[str, object] = dict(quality_metrics(out.scores, out.labels["score"]))
+    result.update(cluster_summary(out.posteriors, out.labels.get("group")))
+    types = out.labels.get("type")
+    if types is not None and type_names:
+        per_type = {}
+        for tid in np.unique(types[types >= 0]):
+            sel = types == tid
+            per_type[type_names[int(tid)]] = quality_metrics(out.scores[sel], out.labels["score"][sel])
+        result["per_type"] = per_type
+    return result
+
+
+def list_images(target: str | Path) -> list[Path]:
+    """The image files of ``target`` (a file, or a folder searched recursively), sorted."""
+    p = Path(target)
+    if p.is_file():
+        return [p]
+    if not p.is_dir():
+        raise SynthiqaError(f"{p}: no such image or folder")
+    files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise SynthiqaError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+    return files
+
+
+def _crops(image: torch.Tensor, size: int, n: int) -> torch.Tensor:
+    image = fit_min_side(image, size)
+    h, w = image.shape[-2:]
+    return torch.stack([image[:, y:y + size, x:x + size] for y, x in crop_origins(h, w, size, n)])
+
+
+def predict_files(model: torch.nn.Module, paths: Sequence[Path], size: int, crops: int, batch_size: int,
+                  device: torch.device, warn: Callable[[str], None] | None = None,
+                  ) -> list[tuple[Path, float, int | None]]:
+    """(path, score in [0, 1], cluster) for every readable image; unreadable ones are reported through
+    ``warn`` (one line each) and skipped."""
+    results: list[tuple[Path, float, int | None]] = []
+    pending: list[tuple[Path, torch.Tensor]] = []
+
+    def flush() -> None:
+        if not pending:
+            return
+        batch = {"image": torch.stack([c for _, c in pending]).float().div_(255.0)}
+        out = run_model(model, [batch], device)
+        clusters = out.clusters
+        for i, (path, _) in enumerate(pending):
+            results.append((path, float(out.scores[i]), None if clusters is None else int(clusters[i])))
+        pending.clear()
+
+    for path in paths:
+        try:
+            pending.append((path, _crops(read_rgb(path), size, crops)))
+        except DatasetError as exc:
+            if warn is not None:
+                warn(f"skipped {exc}")
+            continue
+        if len(pending) >= batch_size:
+            flush()
+    flush()
+    return results
+
+
+def write_predictions(path: str | Path, rows: Sequence[tuple[Path, float, int | None]]) -> None:
+    """CSV ``image,score,cluster`` (score in [0, 1], higher is better), written atomically."""
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["image", "score", "cluster"])
+    for image, score, cluster in rows:
+        w.writerow([str(image), f"{score:.6f}", "" if cluster is None else cluster])
+    atomic_write_text(path, buf.getvalue())
+
+
+def records_scores(model: torch.nn.Module, records: Sequence[IQARecord], labels: LabelSpace, size: int,
+                   crops: int, batch_size: int, device: torch.device) -> Outputs:
+    """Outputs for dataset records, with type/group ids from ``labels`` (unreadable images are an error
+    here: a dataset must be complete)."""
+    from torch.utils.data import DataLoader
+
+    ds = RecordImages(records, labels, size, train=False, crops=crops)
+    return run_model(model, DataLoader(ds, batch_size=batch_size, collate_fn=collate), device)

@@ -1,0 +1,291 @@
+"""The training loop every trainable method reuses: device, seeding, mixed precision, learning-rate
+schedule, progress bar, a CSV log per epoch, checkpoints (best validation SRCC and last) and resume.
+
+A method contributes a ``TrainingTask``: its model, its batches, one step's losses, what to do at the
+start of an epoch (CENIQA refits its mixture) and its validation. The loop does the rest.
+
+Checkpoints are plain dicts of tensors and primitive containers, loadable with
+``torch.load(path, weights_only=True)``: ``method``, ``config``, ``model`` (state dict), ``epoch``
+(number of finished epochs), ``metrics``, ``best_srcc``, the task's ``extra_state()`` entries, and in
+``last.pt`` only, ``optimizer`` (its state dict) for resuming.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import random
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import nn
+
+from synthiqa.atomic import atomic_path, atomic_write_text
+from synthiqa.errors import ConfigError, SynthiqaError
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA when available, else the CPU; an unavailable device is a one-line error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:1...)") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here")
+    return device
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (all devices)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def lr_factor(schedule: str, epoch: int, phase_start: int, phase_epochs: int, floor: float = 0.02) -> float:
+    """Learning-rate multiplier of ``epoch`` within a phase: ``cosine`` (1 down to ``floor``), ``step``
+    (x0.1 after two thirds of the phase) or ``none``."""
+    t = (epoch - phase_start) / max(1, phase_epochs)
+    if schedule == "cosine":
+        return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
+    if schedule == "step":
+        return 0.1 if t >= 2 / 3 else 1.0
+    return 1.0
+
+
+class TrainingTask(Protocol):
+    """What a method gives the loop."""
+
+    method: str
+    model: nn.Module
+
+    def batches(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]:
+        """The training batches of ``epoch`` (tensors; the loop moves them to the device)."""
+
+    def phase(self, epoch: int) -> tuple[str, int, int]:
+        """(name, first epoch, number of epochs) of the phase ``epoch`` is in (the LR restarts per phase)."""
+
+    def start_epoch(self, epoch: int) -> dict[str, float]:
+        """Work before an epoch's steps (refits...); returns values to log."""
+
+    def step(self, batch: dict[str, torch.Tensor], epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        """(loss to minimise, values to log) for one batch, under the loop's autocast."""
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        """Validation metrics (``srcc`` selects ``best.pt``); empty to skip this epoch."""
+
+    def config_dict(self) -> dict[str, Any]:
+        """The run's configuration (saved in checkpoints)."""
+
+    def extra_state(self) -> dict[str, Any]:
+        """More checkpoint entries (tensors and primitives only)."""
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore what ``extra_state`` saved."""
+
+
+@dataclass
+class LoopSettings:
+    """Optimisation settings of the loop.
+
+    Attributes:
+        epochs: total epochs over all phases.
+        learning_rate, weight_decay: AdamW's.
+        scheduler: ``cosine``, ``step`` or ``none`` (restarted at each phase).
+        grad_clip: max gradient norm (0 = off).
+        seed: each epoch reseeds with (seed, epoch), so a resumed run equals an uninterrupted one.
+        device: torch device.
+        amp: float16 autocast with gradient scaling (used on CUDA only).
+        progress: show a rich progress bar.
+    """
+
+    epochs: int
+    learning_rate: float
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"
+    grad_clip: float = 5.0
+    seed: int = 0
+    device: torch.device | str = "cpu"
+    amp: bool = True
+    progress: bool = True
+
+
+@dataclass
+class TrainResult:
+    """What a run produced: the checkpoints written (None when not writing files), the best validation
+    SRCC and its epoch, the per-epoch log rows, the last epoch's training throughput (images/s), and the
+    best model state (CPU tensors) for in-memory use."""
+
+    best_path: Path | None
+    last_path: Path | None
+    best_srcc: float
+    best_epoch: int
+    rows: list[dict[str, Any]]
+    images_per_second: float
+    best_state: dict[str, Any]
+
+
+def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) if torch.is_tensor(v) else v for k, v in batch.items()}
+
+
+def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    """``torch.save`` under a temporary name, then rename."""
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    """A checkpoint dict, read with ``weights_only=True``; one-line errors for missing/foreign files."""
+    p = Path(path)
+    if not p.is_file():
+        raise SynthiqaError(f"{p}: checkpoint not found")
+    try:
+        state = torch.load(p, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise SynthiqaError(f"{p}: not a readable synthiqa checkpoint ({type(exc).__name__})") from None
+    if not isinstance(state, dict) or "model" not in state:
+        raise SynthiqaError(f"{p}: not a synthiqa checkpoint (no 'model' entry)")
+    return state
+
+
+def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
+    columns: list[str] = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    buf = io.StringIO()
+    writer = csv.DictWriter(buf, fieldnames=columns, restval="")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    atomic_write_text(path, buf.getvalue())
+
+
+def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
+
+
+def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path | None = None,
+                 resume: str | Path | None = None) -> TrainResult:
+    """Train ``task`` for ``settings.epochs`` epochs.
+
+    With ``out_dir``, writes ``log.csv`` (one row per epoch: phase, lr, mean losses, validation metrics,
+    throughput, seconds), ``last.pt`` after every epoch and ``best.pt`` whenever validation SRCC improves.
+    ``resume`` (a ``last.pt``) restores model, optimizer, log and best score and continues with the next
+    epoch.
+    """
+    device = torch.device(settings.device)
+    model = task.model.to(device)
+    use_amp = settings.amp and device.type == "cuda"
+    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                  weight_decay=settings.weight_decay)
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    out = Path(out_dir) if out_dir is not None else None
+    rows: list[dict[str, Any]] = []
+    best_srcc, best_epoch, start = -math.inf, -1, 0
+    best_state: dict[str, Any] = {}
+    if resume is not None:
+        state = load_checkpoint(resume)
+        if state.get("method") != task.method:
+            raise SynthiqaError(f"{resume}: a {state.get('method')!r} checkpoint, not {task.method!r}")
+        if "optimizer" not in state:
+            raise SynthiqaError(f"{resume}: has no optimizer state; resume from last.pt")
+        task.load_extra_state(state)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        start = int(state["epoch"])
+        best_srcc = float(state.get("best_srcc", -math.inf))
+        best_epoch = int(state.get("best_epoch", -1))
+        rows = [dict(r) for r in state.get("log", [])]
+        best_state = {"model": _cpu_state(model), **task.extra_state()}
+    images_per_second = 0.0
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
+                        disable=not settings.progress)
+    with progress:
+        for epoch in range(start, settings.epochs):
+            t0 = time.perf_counter()
+            seed_everything(settings.seed * 1000 + epoch)
+            phase, phase_start, phase_epochs = task.phase(epoch)
+            lr = settings.learning_rate * lr_factor(settings.scheduler, epoch, phase_start, phase_epochs)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            row: dict[str, Any] = {"epoch": epoch + 1, "phase": phase, "lr": lr}
+            row.update(task.start_epoch(epoch))
+            model.train()
+            batches = task.batches(epoch)
+            bar = progress.add_task(f"epoch {epoch + 1}/{settings.epochs} {phase}",
+                                    total=len(batches) if hasattr(batches, "__len__") else None, info="")
+            sums: dict[str, float] = {}
+            n_steps, n_images, t_train = 0, 0, time.perf_counter()
+            for batch in batches:
+                batch = to_device(batch, device)
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    loss, parts = task.step(batch, epoch)
+                if not torch.isfinite(loss):
+                    raise SynthiqaError(f"epoch {epoch + 1}: the loss became {float(loss)}; lower the "
+                                        f"learning rate (now {lr:.3g})")
+                optimizer.zero_grad(set_to_none=True)
+                scaler.scale(loss).backward()
+                if settings.grad_clip > 0:
+                    scaler.unscale_(optimizer)
+                    nn.utils.clip_grad_norm_(model.parameters(), settings.grad_clip)
+                scaler.step(optimizer)
+                scaler.update()
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                n_steps += 1
+                n_images += int(batch["image"].shape[0])
+                progress.update(bar, advance=1, info=f"loss {float(loss.detach()):.4f}")
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            images_per_second = n_images / max(time.perf_counter() - t_train, 1e-9)
+            progress.remove_task(bar)
+            row.update({f"loss_{k}": v / max(n_steps, 1) for k, v in sums.items()})
+            row["train_images_per_s"] = images_per_second
+            model.eval()
+            metrics = task.validate(epoch)
+            row.update({f"val_{k}": v for k, v in metrics.items()})
+            row["seconds"] = time.perf_counter() - t0
+            rows.append(row)
+            improved = "srcc" in metrics and math.isfinite(metrics["srcc"]) and metrics["srcc"] > best_srcc
+            if improved:
+                best_srcc, best_epoch = float(metrics["srcc"]), epoch + 1
+            state = {"method": task.method, "config": task.config_dict(), "model": _cpu_state(model),
+                     "epoch": epoch + 1, "metrics": {k: float(v) for k, v in metrics.items()},
+                     "best_srcc": best_srcc, "best_epoch": best_epoch, **task.extra_state()}
+            if improved:
+                best_state = dict(state)
+            summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                               for k, v in row.items() if k not in ("epoch",))
+            progress.console.print(f"epoch {epoch + 1}/{settings.epochs}: {summary}", highlight=False)
+            if out is not None:
+                out.mkdir(parents=True, exist_ok=True)
+                if improved:
+                    save_checkpoint(out / "best.pt", state)
+                save_checkpoint(out / "last.pt", {**state, "optimizer": optimizer.state_dict(),
+                                                  "log": [dict(r) for r in rows]})
+                _write_log(out / "log.csv", rows)
+    if not best_state:  # no validation ran: the last epoch is the best we have
+        best_state = {"model": _cpu_state(model), **task.extra_state()}
+        if out is not None and (out / "last.pt").is_file() and not (out / "best.pt").is_file():
+            last = load_checkpoint(out / "last.pt")
+            last.pop("optimizer", None)
+            last.pop("log", None)
+            save_checkpoint(out / "best.pt", last)
+    return TrainResult(
+        best_path=out / "best.pt" if out is not None else None,
+        last_path=out / "last.pt" if out is not None else None,
+        best_srcc=best_srcc, best_epoch=best_epoch, rows=rows, images_per_second=images_per_second,
+        best_state=best_state,
+    )
