@@ -1,0 +1,643 @@
+"""``synthiqa generate``: a labelled, reproducible distorted dataset from a folder of reference photographs.
+
+Pipeline (bounded memory whatever the folder size): a thread pool decodes references (at most
+``workers + 1`` ahead); the main process distorts each chunk of jobs in one batch on the device and
+computes its labels; a thread pool encodes and writes the images (at most two chunks in flight). Every
+file is written under a temporary name and renamed; a chunk's record is written only after its images,
+so ``--resume`` redoes exactly the unfinished chunks and the final files are rebuilt from the records
+(``datasets.manifest``), which is also what ``merge`` does with shards.
+
+Jobs are a pure function of (reference name, index, options): image i of reference r has seed
+``derive_seed(run seed, r, i)``; chunks are fixed slices of a reference's job list. Output therefore does
+not depend on worker count, shard, interruption or device placement of the thread pools.
+
+Modes:
+- ``grid``: every type of the profile at levels 1..5, named like KADID-10k: ``I{ref}_{type}_{level}.png``
+  (type = KADID id under ``kadid``, else the 1-based position in the profile's list); the references are
+  numbered ``I01, I02, ...`` in scan order and also copied into ``images/`` as KADID-10k does.
+- ``chains``: ``per_image`` chains per reference by ARNIQA's rules (``sample_chain``), ``{ref}__{i:04d}``.
+- ``basic``: the CENIQA guide's recipe: image 0 is the pristine copy, images 1..N one distortion each;
+  types cycle through a per-reference seeded permutation of the profile's types (balanced), severity is
+  uniform in [0.2, 1.0] (3 decimals) and level = 5 * severity.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import math
+import os
+import random
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from synthiqa.atomic import atomic_write_bytes, atomic_write_text
+from synthiqa.datasets.labels import (
+    FR_PSEUDO_MOS,
+    fr_components,
+    fuse_fr,
+    label_columns,
+    level_quality,
+    parse_label_families,
+)
+from synthiqa.datasets.manifest import (
+    CONFIG_FILE,
+    PARTS_DIR,
+    STATE_DIR,
+    dumps,
+    finalize_dataset,
+    read_parts,
+    write_part,
+)
+from synthiqa.datasets.references import (
+    DEFAULT_MAX_PIXELS,
+    MIN_SIDE,
+    Reference,
+    ReferenceSkipped,
+    decode_reference,
+    normalise_reference,
+    scan_references,
+)
+from synthiqa.distortions.chains import Chain, ChainOp, apply_chains, format_chain, sample_chain
+from synthiqa.distortions.registry import get_distortion, get_profile, list_distortions
+from synthiqa.distortions.rng import derive_seed
+from synthiqa.errors import ConfigError, DatasetError
+
+MODES = ("grid", "chains", "basic")
+IMAGE_FORMATS = ("png", "bmp")
+#: Default images per reference in chains and basic mode (basic: plus the pristine copy).
+DEFAULT_PER_IMAGE = 5
+#: Default longest side of the built-in references (they are 300..1000 px).
+BUILTIN_MAX_SIDE = 512
+#: FR labels are computed in sub-batches of this many images (bounded memory; fixed slices).
+FR_SUB_BATCH = 4
+SEVERITY_RANGE = (0.2, 1.0)
+#: Options that define the dataset; a resumed run or a merged shard must match them all.
+IDENTITY_KEYS = ("source", "profile", "mode", "per_image", "max_chain", "seed", "max_side", "crop",
+                 "labels", "image_format", "max_pixels")
+
+
+@dataclass
+class GenerateConfig:
+    """Everything ``synthiqa generate`` needs; serialises to JSON (``.synthiqa/config.json``).
+
+    Attributes:
+        out: output folder.
+        ref_dir: folder of reference images (recursive), or None for the built-in references.
+        profile: distortion profile (``kadid``, ``arniqa``, ``basic8``).
+        mode: ``grid``, ``chains`` or ``basic``.
+        per_image: images per reference in chains/basic mode (default 5; ignored by grid).
+        max_chain: longest chain in chains mode (default: the profile's, 4).
+        seed: run seed.
+        max_side: shrink references so the longer side is at most this (px); built-ins default to 512.
+        crop: (width, height) centre crop instead of ``max_side``.
+        labels: label families, ``level`` and/or ``fr``.
+        image_format: ``png`` (default) or ``bmp``; both lossless.
+        shard: (index, count) with 1 <= index <= count: this run does references index, index+count, ...
+        device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (where the distortions and FR metrics run).
+        batch_size: images per chunk (one device batch); a resumed run keeps the first run's value.
+        workers: threads for decoding and for encoding/writing (each).
+        resume: continue the run in ``out`` (same options) instead of refusing a non-empty folder.
+        max_pixels: decompression-bomb guard; larger references are skipped.
+    """
+
+    out: str
+    ref_dir: str | None = None
+    profile: str = "basic8"
+    mode: str = "basic"
+    per_image: int | None = None
+    max_chain: int | None = None
+    seed: int = 0
+    max_side: int | None = None
+    crop: tuple[int, int] | None = None
+    labels: tuple[str, ...] = ("level", "fr")
+    image_format: str = "png"
+    shard: tuple[int, int] | None = None
+    device: str = "auto"
+    batch_size: int = 16
+    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    resume: bool = False
+    max_pixels: int = DEFAULT_MAX_PIXELS
+
+    def resolved(self) -> GenerateConfig:
+        """Validated copy with mode-dependent defaults filled in; one-line errors for bad values."""
+        if self.mode not in MODES:
+            raise ConfigError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
+        prof = get_profile(self.profile)
+        if not list_distortions(self.profile):
+            raise ConfigError(f"--profile {self.profile!r} has no registered distortions")
+        if self.image_format not in IMAGE_FORMATS:
+            raise ConfigError(f"--format {self.image_format!r}: choose one of {', '.join(IMAGE_FORMATS)}"
+                              " (lossless, so the labels describe the written pixels)")
+        if self.batch_size < 1:
+            raise ConfigError(f"--batch-size must be at least 1, got {self.batch_size}")
+        if self.workers < 1:
+            raise ConfigError(f"--workers must be at least 1, got {self.workers}")
+        if self.max_side is not None and self.max_side < MIN_SIDE:
+            raise ConfigError(f"--max-side must be at least {MIN_SIDE} px, got {self.max_side}")
+        if self.crop is not None and self.max_side is not None:
+            raise ConfigError("use either --max-side or --crop, not both")
+        per_image = self.per_image
+        if self.mode == "grid":
+            per_image = None
+        elif per_image is None:
+            per_image = DEFAULT_PER_IMAGE
+        elif per_image < 1:
+            raise ConfigError(f"--per-image must be at least 1, got {per_image}")
+        max_chain = None
+        if self.mode == "chains":
+            max_chain = prof.max_distortions if self.max_chain is None else self.max_chain
+            sample_chain(0, self.profile, max_distortions=max_chain)  # range check, one-line error
+        max_side = self.max_side
+        if self.ref_dir is None and max_side is None and self.crop is None:
+            max_side = BUILTIN_MAX_SIDE
+        if self.shard is not None:
+            i, n = self.shard
+            if not 1 <= i <= n:
+                raise ConfigError(f"--shard {i}/{n}: the index must lie in 1..{n}")
+        return replace(self, per_image=per_image, max_chain=max_chain, max_side=max_side,
+                       labels=parse_label_families(self.labels))
+
+    @property
+    def source(self) -> str:
+        return "builtin" if self.ref_dir is None else str(Path(self.ref_dir).resolve())
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["labels"] = list(self.labels)
+        d["crop"] = list(self.crop) if self.crop else None
+        d["shard"] = list(self.shard) if self.shard else None
+        d["source"] = self.source
+        return d
+
+    def identity(self) -> dict[str, Any]:
+        """The options that define the dataset (what resume and merge compare)."""
+        d = self.to_dict()
+        return {k: d[k] for k in IDENTITY_KEYS}
+
+    def run_record(self) -> dict[str, Any]:
+        """What ``.synthiqa/config.json`` keeps: the identity, the chunking and the shard."""
+        d = self.to_dict()
+        return {**self.identity(), "batch_size": d["batch_size"], "shard": d["shard"]}
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """``"2/4"`` -> (2, 4); a one-line error otherwise."""
+    if text is None:
+        return None
+    m = re.fullmatch(r"\s*(\d+)\s*/\s*(\d+)\s*", text)
+    if not m or not 1 <= int(m.group(1)) <= int(m.group(2)):
+        raise ConfigError(f"--shard {text!r} must be I/N with 1 <= I <= N (e.g. 1/4)")
+    return int(m.group(1)), int(m.group(2))
+
+
+@dataclass(frozen=True)
+class Job:
+    """One output image: its reference, index, file name, chain, per-image seed and severity."""
+
+    ref: str
+    index: int
+    file: str
+    chain: Chain
+    seed: int
+    severity: float | None = None
+
+
+@dataclass(frozen=True)
+class RefPlan:
+    """What to make from one reference: its output stem (file names) and its jobs."""
+
+    ref: Reference
+    stem: str
+    jobs: tuple[Job, ...]
+
+
+def _type_number(name: str, position: int, profile: str) -> int:
+    kadid_id = get_distortion(name, profile).kadid_id
+    return kadid_id if profile == "kadid" and kadid_id is not None else position
+
+
+def plan_jobs(ref_name: str, stem: str, cfg: GenerateConfig) -> tuple[Job, ...]:
+    """Every job of one reference, a pure function of (reference name, options)."""
+    ext = cfg.image_format
+    names = list_distortions(cfg.profile)
+    jobs = []
+    if cfg.mode == "grid":
+        for pos, name in enumerate(names, start=1):
+            t = _type_number(name, pos, cfg.profile)
+            for level in range(1, 6):
+                index = (pos - 1) * 5 + level - 1
+                jobs.append(Job(ref_name, index, f"{stem}_{t:02d}_{level:02d}.{ext}",
+                                (ChainOp(name, float(level)),), derive_seed(cfg.seed, ref_name, index)))
+    elif cfg.mode == "chains":
+        for i in range(cfg.per_image):
+            seed = derive_seed(cfg.seed, ref_name, i)
+            chain = sample_chain(seed, cfg.profile, max_distortions=cfg.max_chain)
+            jobs.append(Job(ref_name, i, f"{stem}__{i:04d}.{ext}", chain, seed))
+    else:
+        order = list(names)
+        random.Random(derive_seed(cfg.seed, ref_name, "types")).shuffle(order)
+        jobs.append(Job(ref_name, 0, f"{stem}__0000.{ext}", (), derive_seed(cfg.seed, ref_name, 0), 0.0))
+        for i in range(1, cfg.per_image + 1):
+            seed = derive_seed(cfg.seed, ref_name, i)
+            severity = round(random.Random(derive_seed(seed, "severity")).uniform(*SEVERITY_RANGE), 3)
+            chain = (ChainOp(order[(i - 1) % len(order)], round(5.0 * severity, 6)),)
+            jobs.append(Job(ref_name, i, f"{stem}__{i:04d}.{ext}", chain, seed, severity))
+    return tuple(jobs)
+
+
+def _chunks(jobs: tuple[Job, ...], size: int) -> list[tuple[Job, ...]]:
+    return [jobs[i:i + size] for i in range(0, len(jobs), size)]
+
+
+def _part_name(stem: str, chunk: tuple[Job, ...]) -> str:
+    return f"{stem}.{chunk[0].index:05d}"
+
+
+def encode_image(rgb: np.ndarray, image_format: str) -> bytes:
+    """Lossless encoding of an RGB uint8 ``HxWx3`` array (OpenCV, default settings)."""
+    import cv2
+
+    ok, buf = cv2.imencode(f".{image_format}", np.ascontiguousarray(rgb[..., ::-1]))
+    if not ok:
+        raise DatasetError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} image as {image_format}")
+    return buf.tobytes()
+
+
+def _write_image(path: Path, rgb: np.ndarray, image_format: str) -> None:
+    atomic_write_bytes(path, encode_image(rgb, image_format))
+
+
+def resolve_device(device: str) -> torch.device:
+    """``auto`` -> CUDA when available, else CPU; a one-line error for an unusable choice."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except RuntimeError:
+        raise ConfigError(f"--device {device!r}: use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
+    if dev.type not in ("cpu", "cuda"):
+        raise ConfigError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
+    return dev
+
+
+@dataclass
+class GenerateSummary:
+    """What a run did: counts, skipped files, time."""
+
+    out: Path
+    references: int
+    images_total: int
+    images_written: int
+    skipped: list[tuple[str, str]]
+    seconds: float
+    device: str
+
+    @property
+    def images_per_second(self) -> float:
+        return self.images_written / self.seconds if self.seconds > 0 else 0.0
+
+
+class Reporter:
+    """Progress and warnings; the CLI passes a rich console, library callers may pass nothing."""
+
+    def __init__(self, console: Any = None, progress: bool = True):
+        self.console = console
+        self.progress_enabled = progress and console is not None
+
+    def warn(self, text: str) -> None:
+        if self.console is not None:
+            self.console.print(f"[yellow]warning:[/] {text}", highlight=False, soft_wrap=True)
+
+    @contextlib.contextmanager
+    def progress(self, total: int, description: str) -> Iterator[Callable[[int], None]]:
+        if not self.progress_enabled:
+            yield lambda n: None
+            return
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            ProgressColumn,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
+        from rich.text import Text
+
+        class _Rate(ProgressColumn):
+            def render(self, task: Any) -> Text:
+                return Text(f"{task.speed or 0:.1f} img/s")
+
+        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), _Rate(),
+                      TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                      console=self.console, transient=False) as bar:
+            task = bar.add_task(description, total=total)
+            yield lambda n: bar.advance(task, n)
+
+
+def _prepare_out(out: Path, cfg: GenerateConfig) -> GenerateConfig:
+    """Create or check the output folder; on resume, return the stored config's chunking."""
+    config_path = out / CONFIG_FILE
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} exists and is not a folder")
+    if config_path.is_file():
+        if not cfg.resume:
+            raise ConfigError(f"--out {out} already holds a synthiqa run; pass --resume to finish it, "
+                              "or choose another folder")
+        stored = json.loads(config_path.read_text(encoding="utf-8"))
+        mine = cfg.identity()
+        diff = [k for k in IDENTITY_KEYS if stored.get(k) != mine[k]]
+        if stored.get("shard") != (list(cfg.shard) if cfg.shard else None):
+            diff.append("shard")
+        if diff:
+            k = diff[0]
+            raise ConfigError(f"--resume: option {k} differs from the run in {out} "
+                              f"({stored.get(k)!r} there, {cfg.run_record()[k]!r} now)")
+        return replace(cfg, batch_size=int(stored["batch_size"]))
+    if out.is_dir() and any(out.iterdir()) and not cfg.resume:
+        raise ConfigError(f"--out {out} is not empty; choose a new or empty folder")
+    return cfg
+
+
+def remove_temporaries(out: Path) -> None:
+    """Delete temporary files a killed run left behind (names ``.<file>.<random>.tmp``)."""
+    for sub in ("images", "references", PARTS_DIR, STATE_DIR, "."):
+        folder = out / sub
+        if folder.is_dir():
+            for p in folder.glob(".*.tmp"):
+                with contextlib.suppress(FileNotFoundError):
+                    p.unlink()
+
+
+def _scan(cfg: GenerateConfig, reporter: Reporter) -> tuple[list[Reference], list[tuple[str, str]],
+                                                            dict[str, np.ndarray]]:
+    if cfg.ref_dir is None:
+        from synthiqa.datasets.builtin import builtin_reference_images
+
+        arrays = dict(builtin_reference_images())
+        refs = [Reference(name, None, (a.shape[1], a.shape[0])) for name, a in arrays.items()]
+        return refs, [], arrays
+    min_side = MIN_SIDE
+    result = scan_references(cfg.ref_dir, min_side, cfg.crop, cfg.max_pixels, warn=reporter.warn)
+    return result.references, list(result.skipped), {}
+
+
+def _stems(refs: list[Reference], mode: str) -> dict[str, str]:
+    if mode != "grid":
+        return {r.name: r.name for r in refs}
+    width = max(2, len(str(len(refs))))
+    return {r.name: f"I{i:0{width}d}" for i, r in enumerate(refs, start=1)}
+
+
+def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iterable[Any],
+                 ahead: int) -> Iterator[tuple[Any, Future]]:
+    """(item, future) in order, with at most ``ahead`` items submitted but not yet consumed."""
+    queue: deque[tuple[Any, Future]] = deque()
+    for item in items:
+        queue.append((item, pool.submit(fn, item)))
+        if len(queue) >= ahead:
+            yield queue.popleft()
+    while queue:
+        yield queue.popleft()
+
+
+class _ChunkRunner:
+    """Distort one chunk on the device and compute its labels; returns uint8 images and manifest rows."""
+
+    def __init__(self, cfg: GenerateConfig, device: torch.device):
+        self.cfg = cfg
+        self.device = device
+        self.label_cols = label_columns(cfg.labels)
+
+    @torch.inference_mode()
+    def __call__(self, ref_u8: torch.Tensor, plan: RefPlan, chunk: tuple[Job, ...],
+                 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+        n = len(chunk)
+        batch = ref_u8.unsqueeze(0).expand(n, -1, -1, -1)
+        chains = [job.chain for job in chunk]
+        if any(chains):
+            seeds = torch.tensor([job.seed for job in chunk], dtype=torch.int64)
+            out, records = apply_chains(batch, chains, seeds, self.cfg.profile)
+            out_u8 = out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+        else:
+            out_u8, records = batch.clone(), [[] for _ in chunk]
+        labels: dict[str, list[float]] = {}
+        if "fr" in self.cfg.labels:
+            ref_f = ref_u8.float().div(255.0).unsqueeze(0)
+            parts: dict[str, list[torch.Tensor]] = {}
+            for s in range(0, n, FR_SUB_BATCH):
+                comps = fr_components(out_u8[s:s + FR_SUB_BATCH].float().div(255.0), ref_f)
+                comps[FR_PSEUDO_MOS] = fuse_fr(comps)
+                for k, v in comps.items():
+                    parts.setdefault(k, []).append(v)
+            labels = {k: torch.cat(v).tolist() for k, v in parts.items()}
+        rows = []
+        for j, job in enumerate(chunk):
+            rows.append(self._row(plan, job, records[j], {k: v[j] for k, v in labels.items()}))
+        return out_u8.permute(0, 2, 3, 1).contiguous().cpu().numpy(), rows
+
+    def _row(self, plan: RefPlan, job: Job, steps: list[dict[str, Any]],
+             fr: dict[str, float]) -> dict[str, Any]:
+        names = [s["name"] for s in steps]
+        groups = [s["group"] for s in steps]
+        row: dict[str, Any] = {
+            "image": f"images/{job.file}",
+            "reference": f"references/{plan.stem}.{self.cfg.image_format}",
+            "scene": plan.ref.name,
+            "image_id": job.index,
+            "chain": format_chain(job.chain),
+            "dist_type": ">".join(names) if names else "pristine",
+            "dist_group": ">".join(groups) if groups else "pristine",
+            "level": float(max((op.level for op in job.chain), default=0.0)),
+            "n_distortions": len(job.chain),
+            "seed": job.seed,
+            "params_json": json.dumps(steps, sort_keys=True, separators=(",", ":")),
+        }
+        if self.cfg.mode == "basic":
+            row["severity"] = job.severity
+        if "level" in self.cfg.labels:
+            row["level_quality"] = level_quality(job.chain, self.cfg.profile)
+        for k in self.label_cols:
+            if k in fr:
+                row[k] = float(fr[k])
+        for k, v in row.items():
+            if isinstance(v, float) and not math.isfinite(v):
+                raise DatasetError(f"{job.file}: label or level {k} is not finite ({v})")
+        return row
+
+
+def _load(item: tuple[RefPlan, GenerateConfig, dict[str, np.ndarray]]) -> np.ndarray:
+    plan, cfg, arrays = item
+    ref = plan.ref
+    arr = arrays[ref.name] if ref.path is None else decode_reference(ref.path, cfg.max_pixels)
+    return normalise_reference(arr, cfg.max_side, cfg.crop)
+
+
+def generate(config: GenerateConfig, console: Any = None, progress: bool = True) -> GenerateSummary:
+    """Run (or resume) a generation job; see the module docstring. Returns what was done."""
+    t0 = time.perf_counter()
+    reporter = Reporter(console, progress)
+    cfg = config.resolved()
+    device = resolve_device(cfg.device)
+    out = Path(cfg.out)
+    cfg = _prepare_out(out, cfg)
+    refs, skipped, arrays = _scan(cfg, reporter)
+    if not refs:
+        raise DatasetError(f"no usable reference image in {cfg.ref_dir} ({len(skipped)} files skipped)")
+    out.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out)
+    atomic_write_text(out / CONFIG_FILE, dumps(cfg.run_record()))
+    stems = _stems(refs, cfg.mode)
+    if cfg.shard is not None:
+        i, n = cfg.shard
+        refs = [r for k, r in enumerate(refs) if k % n == i - 1]
+    done = set(read_parts(out))
+    work: list[tuple[RefPlan, list[tuple[Job, ...]], bool]] = []
+    total_images = 0
+    for ref in refs:
+        plan = RefPlan(ref, stems[ref.name], plan_jobs(ref.name, stems[ref.name], cfg))
+        todo = [c for c in _chunks(plan.jobs, cfg.batch_size) if _part_name(plan.stem, c) not in done]
+        total_images += len(plan.jobs)
+        need_ref = not (out / "references" / f"{plan.stem}.{cfg.image_format}").is_file()
+        if todo or need_ref:
+            work.append((plan, todo, need_ref))
+    to_make = sum(len(c) for _, todo, _ in work for c in todo)
+    runner = _ChunkRunner(cfg, device)
+    written = 0
+    decode_pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="synthiqa-decode")
+    write_pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="synthiqa-write")
+    pending: deque[tuple[str, list[dict[str, Any]], list[Future]]] = deque()
+    try:
+        with reporter.progress(to_make, f"generate {cfg.mode}/{cfg.profile}") as advance:
+            def flush_one() -> None:
+                nonlocal written
+                part, rows, futures = pending.popleft()
+                for f in futures:
+                    f.result()
+                write_part(out, part, rows)
+                written += len(rows)
+                advance(len(rows))
+
+            items = ((plan, cfg, arrays) for plan, _, _ in work)
+            todo_by_ref = {plan.ref.name: (todo, need_ref) for plan, todo, need_ref in work}
+            for (plan, _, _), fut in _bounded_map(decode_pool, _load, items, cfg.workers + 1):
+                try:
+                    arr = fut.result()
+                except ReferenceSkipped as exc:
+                    label = plan.ref.name if plan.ref.path is None else str(plan.ref.path)
+                    skipped.append((label, str(exc)))
+                    reporter.warn(f"skipped {label}: {exc}")
+                    continue
+                todo, need_ref = todo_by_ref[plan.ref.name]
+                ref_futures: list[Future] = []
+                ref_files = [out / "references" / f"{plan.stem}.{cfg.image_format}"]
+                if cfg.mode == "grid":
+                    ref_files.append(out / "images" / f"{plan.stem}.{cfg.image_format}")
+                for path in ref_files:
+                    if need_ref or not path.is_file():
+                        ref_futures.append(write_pool.submit(_write_image, path, arr, cfg.image_format))
+                ref_u8 = torch.from_numpy(np.require(arr, requirements=["C", "W"])).permute(2, 0, 1).to(device)
+                for chunk in todo:
+                    images, rows = runner(ref_u8, plan, chunk)
+                    futures = [write_pool.submit(_write_image, out / "images" / job.file, images[j],
+                                                 cfg.image_format) for j, job in enumerate(chunk)]
+                    pending.append((_part_name(plan.stem, chunk), rows, futures + ref_futures))
+                    while pending and (len(pending) > 2 or all(f.done() for f in pending[0][2])):
+                        flush_one()
+                if not todo:
+                    for f in ref_futures:
+                        f.result()
+            while pending:
+                flush_one()
+    finally:
+        for f in (f for _, _, fs in pending for f in fs):
+            f.cancel()
+        write_pool.shutdown(wait=True, cancel_futures=True)
+        decode_pool.shutdown(wait=True, cancel_futures=True)
+    if not read_parts(out):
+        raise DatasetError(f"no usable reference image in {cfg.ref_dir or 'the built-in set'} "
+                           f"({len(skipped)} files skipped)")
+    from synthiqa import __version__ as version
+
+    frame = finalize_dataset(out, cfg.run_record(), version)
+    return GenerateSummary(out, int(frame["scene"].nunique()), len(frame), written, skipped,
+                           time.perf_counter() - t0, str(device))
+
+
+def merge(shard_dirs: list[str | Path], out: str | Path, console: Any = None) -> GenerateSummary:
+    """Merge shard runs into ``out``; equals one unsharded run byte for byte (same options)."""
+    from synthiqa import __version__ as version
+
+    t0 = time.perf_counter()
+    reporter = Reporter(console, progress=False)
+    out = Path(out)
+    if not shard_dirs:
+        raise ConfigError("merge: give at least one shard folder")
+    configs = []
+    for d in shard_dirs:
+        path = Path(d) / CONFIG_FILE
+        if not path.is_file():
+            raise DatasetError(f"merge: {d} is not a synthiqa generate run (no {CONFIG_FILE})")
+        configs.append(json.loads(path.read_text(encoding="utf-8")))
+    first = configs[0]
+    for d, c in zip(shard_dirs[1:], configs[1:], strict=True):
+        diff = [k for k in IDENTITY_KEYS if k != "source" and c.get(k) != first.get(k)]
+        if diff:
+            raise ConfigError(f"merge: {d} was made with another {diff[0]} ({c.get(diff[0])!r} vs "
+                              f"{first.get(diff[0])!r})")
+        if c.get("source") != first.get("source"):
+            reporter.warn(f"{d} read its references from {c.get('source')}, not {first.get('source')}")
+    shards = [tuple(c["shard"]) if c.get("shard") else None for c in configs]
+    counts = {s[1] for s in shards if s is not None}
+    if len(counts) == 1 and None not in shards:
+        n = counts.pop()
+        missing = sorted(set(range(1, n + 1)) - {s[0] for s in shards})
+        if missing:
+            reporter.warn(f"shards {', '.join(f'{i}/{n}' for i in missing)} are missing from the merge")
+    if out.exists() and any(out.iterdir()):
+        raise ConfigError(f"--out {out} is not empty; choose a new or empty folder")
+    copied = 0
+    for d in shard_dirs:
+        src = Path(d)
+        for sub in ("images", "references", PARTS_DIR):
+            folder = src / sub
+            if not folder.is_dir():
+                continue
+            for f in sorted(folder.iterdir()):
+                if f.is_file() and not f.name.startswith("."):
+                    target = out / sub / f.name
+                    if sub == PARTS_DIR and target.exists():
+                        raise DatasetError(f"merge: chunk {f.stem} appears in two shards")
+                    _copy_file(f, target)
+                    copied += sub == "images"
+    merged = dict(first, shard=None)
+    atomic_write_text(out / CONFIG_FILE, dumps(merged))
+    frame = finalize_dataset(out, merged, version)
+    return GenerateSummary(out, int(frame["scene"].nunique()), len(frame), copied, [],
+                           time.perf_counter() - t0, "-")
+
+
+def _copy_file(src: Path, dst: Path) -> None:
+    """Copy one finished file (hard link where possible), through a temporary name."""
+    import shutil
+
+    from synthiqa.atomic import atomic_path
+
+    with atomic_path(dst) as tmp:
+        tmp.unlink()
+        try:
+            os.link(src, tmp)
+        except OSError:
+            shutil.copyfile(src, tmp)
