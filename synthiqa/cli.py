@@ -132,9 +132,197 @@ def merge_command(
 
 
 # --- synthiqa train / predict / evaluate (models/) -------------------------------------------------
+@app.command("train")
+def train_command(
+    data: Optional[str] = typer.Option(None, "--data", help="A generated set's folder, or KIND:PATH "  # noqa: UP045
+                                       "(live, kadid10k, csv, synthiqa)."),
+    out: Path = typer.Option(..., "--out", help="Run folder: best.pt, last.pt, log.csv, run.json."),
+    method: str = typer.Option("ceniqa", "--method", help="Trainable method."),
+    config: Optional[Path] = typer.Option(None, "--config", help="Config file (YAML or JSON)."),  # noqa: UP045
+    preset: Optional[str] = typer.Option(None, "--preset", help="Named config: default or quick."),  # noqa: UP045
+    label: Optional[str] = typer.Option(None, "--label", help="Generated sets: level_quality or "  # noqa: UP045
+                                        "fr_pseudo_mos [the set's primary label]."),
+    on_the_fly: Optional[Path] = typer.Option(None, "--on-the-fly", help="Reference folder: distort "  # noqa: UP045
+                                              "crops with the engine on the device instead of --data."),
+    resume: Optional[Path] = typer.Option(None, "--resume", help="A last.pt to continue from."),  # noqa: UP045
+    backbone: Optional[str] = typer.Option(None, "--backbone", help="compact, unet or a timm name."),  # noqa: UP045
+    backbone_checkpoint: Optional[str] = typer.Option(None, "--backbone-checkpoint",  # noqa: UP045
+                                                      help="Local backbone weights file."),
+    pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",  # noqa: UP045
+                                              help="timm's published backbone weights (needs a network)."),
+    n_clusters: Optional[int] = typer.Option(None, "--n_clusters", "--n-clusters"),  # noqa: UP045
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Fine-tuning epochs."),  # noqa: UP045
+    pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain_epochs", "--pretrain-epochs"),  # noqa: UP045
+    batch_size: Optional[int] = typer.Option(None, "--batch_size", "--batch-size"),  # noqa: UP045
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),  # noqa: UP045
+    refit_interval: Optional[int] = typer.Option(None, "--refit_interval", "--refit-interval"),  # noqa: UP045
+    cluster_loss_weight: Optional[float] = typer.Option(None, "--cluster_loss_weight",  # noqa: UP045
+                                                        "--cluster-loss-weight"),
+    train_samples: Optional[int] = typer.Option(None, "--train_samples", "--train-samples"),  # noqa: UP045
+    val_samples: Optional[int] = typer.Option(None, "--val_samples", "--val-samples"),  # noqa: UP045
+    distortions_per_image: Optional[int] = typer.Option(None, "--distortions_per_image",  # noqa: UP045
+                                                        "--distortions-per-image"),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),  # noqa: UP045
+    seed: Optional[int] = typer.Option(None, "--seed"),  # noqa: UP045
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="Any config field: --set NAME=VALUE "  # noqa: UP045
+                                             "(repeatable)."),
+    quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+) -> None:
+    """Train a quality model (CENIQA by default) and write its checkpoints, log and test metrics."""
+    import json
+
+    from synthiqa.errors import ConfigError
+    from synthiqa.models.registry import get_method
+
+    overrides = {
+        "backbone": backbone, "backbone_checkpoint": backbone_checkpoint, "pretrained": pretrained,
+        "n_clusters": n_clusters, "epochs": epochs, "pretrain_epochs": pretrain_epochs,
+        "batch_size": batch_size, "learning_rate": lr, "refit_interval": refit_interval,
+        "cluster_loss_weight": cluster_loss_weight, "train_samples": train_samples,
+        "val_samples": val_samples, "distortions_per_image": distortions_per_image, "device": device,
+        "seed": seed,
+    }
+    for item in set_ or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--set {item!r}: expected NAME=VALUE")
+        overrides[key.strip()] = value.strip()
+    options = {"config": config, "preset": preset, "label": label, "on_the_fly": on_the_fly,
+               "resume": resume, "progress": not quiet,
+               "overrides": {k: v for k, v in overrides.items() if v is not None}}
+    best = get_method(method).train(options, data, out)
+    run = Path(out) / "run.json"
+    if run.is_file():
+        test = json.loads(run.read_text()).get("test", {})
+        figures = " ".join(f"{k}={test[k]:.4f}" for k in ("srcc", "plcc", "rmse", "active_clusters", "purity")
+                           if isinstance(test.get(k), float))
+        console.print(f"test: {figures}", highlight=False)
+    console.print(f"best checkpoint: {best}", highlight=False)
+
+
+@app.command("predict")
+def predict_command(
+    target: Path = typer.Argument(..., help="An image or a folder of images (recursive)."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A trained model's best.pt / last.pt."),
+    out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (image,score,cluster); "  # noqa: UP045
+                                       "default: print."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per batch."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+) -> None:
+    """Score images: quality in [0, 1], higher is better, and the mixture cluster of each image.
+    Unreadable images are reported one line each and skipped."""
+    from synthiqa.models.ceniqa import CENIQAPredictor
+    from synthiqa.models.inference import list_images, predict_files, write_predictions
+    from synthiqa.models.training import resolve_device
+
+    predictor = CENIQAPredictor.from_checkpoint(checkpoint)
+    dev = resolve_device(device)
+    assert predictor.model is not None
+    c = predictor.config
+    skipped: list[str] = []
+
+    def warn(line: str) -> None:
+        skipped.append(line)
+        err_console.print(f"warning: {line}", highlight=False, soft_wrap=True)
+
+    rows = predict_files(predictor.model.to(dev), list_images(target), c.image_size, c.test_crops, batch_size,
+                         dev, warn=warn)
+    if out is not None:
+        write_predictions(out, rows)
+        console.print(f"{out}: {len(rows)} images scored, {len(skipped)} skipped", highlight=False)
+    else:
+        for image, score, cluster in rows:
+            console.print(f"{image}\t{score:.4f}\t{'' if cluster is None else cluster}", highlight=False)
+
+
+@app.command("evaluate")
+def evaluate_command(
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="A trained model's checkpoint."),
+    dataset: str = typer.Option(..., "--dataset", help="KIND:PATH (live, kadid10k, csv, synthiqa) or a "
+                                "generated set's folder."),
+    label: Optional[str] = typer.Option(None, "--label", help="Generated sets: which label column."),  # noqa: UP045
+    split: Optional[str] = typer.Option(None, "--split", help="Only the manifest's train, val or test "  # noqa: UP045
+                                        "part [all images]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics as JSON."),  # noqa: UP045
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+) -> None:
+    """SRCC, PLCC and RMSE of a checkpoint on a dataset, overall and per distortion type."""
+    import json
+
+    from rich.table import Table
+
+    from synthiqa.atomic import atomic_write_text
+    from synthiqa.models.ceniqa import evaluate_checkpoint
+
+    result = evaluate_checkpoint(checkpoint, dataset, label=label, split=split, device=device)
+    table = Table(title=f"{checkpoint} on {dataset}")
+    for col in ("distortion type", "n", "SRCC", "PLCC", "RMSE"):
+        table.add_column(col)
+    rows = [("all", result)] + sorted(result.get("per_type", {}).items())
+    for name, m in rows:
+        table.add_row(name, str(m["n"]), f"{m['srcc']:.4f}", f"{m['plcc']:.4f}", f"{m['rmse']:.4f}")
+    console.print(table)
+    if "active_clusters" in result:
+        purity = f", purity vs group {result['purity']:.3f}" if "purity" in result else ""
+        console.print(f"active clusters: {int(result['active_clusters'])}{purity}", highlight=False)
+    if out is not None:
+        atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+
 
 
 # --- synthiqa bench speed / bench generate / bench run (benchmarks/) -------------------------------
+@bench_app.command("run")
+def bench_run_command(
+    suite: str = typer.Argument(..., help="Suite YAML file, or a built-in suite: quick."),
+    out: Path = typer.Option(..., "--out", help="Results folder; finished cells found there are reused."),
+    live: Optional[Path] = typer.Option(None, "--live", help="LIVE Release 2 folder."),  # noqa: UP045
+    kadid: Optional[Path] = typer.Option(None, "--kadid", help="KADID-10k folder."),  # noqa: UP045
+    synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="Set made by synthiqa generate."),  # noqa: UP045
+    csv: Optional[list[str]] = typer.Option(None, "--csv", help="NAME=PATH of a CSV dataset (repeatable)."),  # noqa: UP045
+    seed: Optional[int] = typer.Option(None, help="Override the suite's seed."),  # noqa: UP045
+    fresh: bool = typer.Option(False, "--fresh", help="Recompute every cell, ignoring finished ones."),
+) -> None:
+    """Run a benchmark suite (models x datasets x protocols) and write results.parquet/csv/md."""
+    import dataclasses
+
+    from rich.table import Table
+
+    from synthiqa.benchmarks import suite as S
+    from synthiqa.errors import ConfigError
+
+    spec = S.load_suite(suite)
+    paths: dict[str, tuple[str, str]] = {}
+    for flag, value in (("live", live), ("kadid", kadid), ("synthetic", synthetic)):
+        if value is not None:
+            name, kind = S.CLI_DATASETS[flag]
+            paths[name] = (kind, str(value))
+    for item in csv or []:
+        name, sep, path = item.partition("=")
+        if not sep or not name or not path:
+            raise ConfigError(f"--csv {item!r}: expected NAME=PATH")
+        paths[name] = ("csv", path)
+    spec = S.with_dataset_paths(spec, paths)
+    if seed is not None:
+        spec = dataclasses.replace(spec, seed=seed)
+    def log(msg: str) -> None:
+        err_console.print(msg, highlight=False)
+
+    summary = S.run_suite(spec, out, log=log, resume=not fresh)
+    table = Table(title=f"suite {spec.name}: median over splits (test), higher is better except RMSE")
+    frame = S.summary_table(S.pd.read_parquet(Path(out) / "results.parquet"))
+    cols = ["model", "dataset", "protocol", "splits", "SRCC", "PLCC raw", "PLCC fit", "RMSE fit", "purity"]
+    for col in cols:
+        table.add_column(col, justify="left" if col in ("model", "dataset", "protocol") else "right")
+    for _, row in frame.iterrows():
+        table.add_row(*[str(row[c]) if c in cols[:4] else S._fmt(row[c]) for c in cols])
+    console.print(table)
+    console.print(f"{summary.computed} cells computed, {summary.reused} reused, "
+                  f"{len(summary.failures)} failed in {summary.seconds:.1f} s; results in {out}",
+                  highlight=False)
+    if summary.failures:
+        err_console.print(f"failed cells are listed in {Path(out) / 'failures.txt'}", highlight=False)
+
+
 @bench_app.command("speed")
 def bench_speed_command(
     device: str = typer.Option("cpu", help="torch device for synthiqa and Kornia: cpu or cuda."),

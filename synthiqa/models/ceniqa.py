@@ -555,6 +555,33 @@ class CENIQAPredictor:
         return self._outputs(records).clusters
 
 
+def evaluate_checkpoint(checkpoint: str | Path, data: str, label: str | None = None, split: str | None = None,
+                        device: str = "auto") -> dict[str, Any]:
+    """SRCC, PLCC, RMSE (overall and per distortion type), active clusters and purity against the
+    distortion group of a checkpoint on ``data`` (``KIND:PATH`` or a generated folder); ``split`` keeps
+    only the manifest's ``train``/``val``/``test`` part."""
+    from synthiqa.datasets import load_dataset
+
+    kind, path = parse_data_spec(data)
+    if label and kind != "synthiqa":
+        raise ConfigError(f"--label only applies to generated sets, not to kind {kind!r}")
+    dataset = load_dataset(kind, path, **({"label": label} if label else {}))
+    records = dataset.records
+    if split is not None:
+        records = [r for r in records if r.extra.get("split") == split]
+        if not records:
+            raise DatasetError(f"{data}: no images with split {split!r}")
+    predictor = CENIQAPredictor.from_checkpoint(checkpoint)
+    predictor.device = resolve_device(device)
+    assert predictor.model is not None
+    predictor.model.to(predictor.device)
+    labels = LabelSpace.from_records(records)
+    c = predictor.config
+    out = records_scores(predictor.model, records, labels, c.image_size, c.test_crops,
+                         max(1, 2 * c.batch_size // c.test_crops), predictor.device)
+    return evaluate_outputs(out, labels.types)
+
+
 register_method(Method(
     name=METHOD, train=train_ceniqa, load=CENIQAPredictor.from_checkpoint,
     description="cluster-enhanced neural IQA: backbone + DCT/patch features, GMM posteriors, 3 stages",
