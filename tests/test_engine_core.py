@@ -15,13 +15,13 @@ from synthiqa.distortions import (
     parse_chain,
     register_distortion,
     sample_chain,
+    unregister_distortion,
 )
 from synthiqa.distortions.base import check_images, interpolate_levels
 from synthiqa.distortions.rng import derive_seed, normal_field
 from synthiqa.errors import DistortionInputError
 
 
-@register_distortion
 class _TestNoise(Distortion):
     name = "test_noise_core"
     group = "extra"
@@ -34,6 +34,13 @@ class _TestNoise(Distortion):
         noise = normal_field(params["field_seed"], images.shape[1:], images.device)
         shift = params["offset"].view(-1, 1, 1, 1)
         return images + params["sigma"].view(-1, 1, 1, 1) * noise + shift
+
+
+@pytest.fixture(autouse=True)
+def _registered_test_noise():
+    register_distortion(_TestNoise)
+    yield
+    unregister_distortion(_TestNoise.name)
 
 
 def _images(n, seed=0):

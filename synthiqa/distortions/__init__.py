@@ -34,6 +34,7 @@ from synthiqa.distortions.registry import (
     register_distortion,
     register_profile,
     resolve_name,
+    unregister_distortion,
 )
 from synthiqa.distortions.rng import SampleRNG, derive_seed, normal_field, uniform_field
 
@@ -43,4 +44,5 @@ __all__ = [
     "distortion_groups", "format_chain", "get_distortion", "get_profile", "interpolate_levels",
     "level_probabilities", "list_distortions", "list_profiles", "normal_field", "parse_chain",
     "register_distortion", "register_profile", "resolve_name", "sample_chain", "uniform_field",
+    "unregister_distortion",
 ]

@@ -77,6 +77,16 @@ def register_distortion(cls: type[Distortion]) -> type[Distortion]:
     return cls
 
 
+def unregister_distortion(name: str) -> None:
+    """Remove a registered distortion (and its aliases and added tables); for plugins and tests."""
+    cls = _DISTORTIONS.pop(resolve_name(name))
+    for alias in cls.aliases:
+        _ALIASES.pop(alias, None)
+    for key in [k for k in _EXTRA_TABLES if k[0] == cls.name]:
+        del _EXTRA_TABLES[key]
+    _instance.cache_clear()
+
+
 def add_level_table(name: str, profile: str, table: LevelTable) -> None:
     """Give an existing distortion a level table for another profile without touching its code."""
     _ensure_builtin()
