@@ -8,8 +8,10 @@ so ``--resume`` redoes exactly the unfinished chunks and the final files are reb
 (``datasets.manifest``), which is also what ``merge`` does with shards.
 
 Jobs are a pure function of (reference name, index, options): image i of reference r has seed
-``derive_seed(run seed, r, i)``; chunks are fixed slices of a reference's job list. Output therefore does
-not depend on worker count, shard, interruption or device placement of the thread pools.
+``derive_seed(run seed, r, i)``; chunks are fixed slices of a reference's job list (a resumed run keeps
+the first run's ``batch_size``). Output therefore does not depend on worker count, shard or interruption.
+FR labels are computed one image at a time on the CPU, so they do not depend on the batch size either;
+the images depend on it only as far as the engine's batch invariance goes (it is designed to have it).
 
 Modes:
 - ``grid``: every type of the profile at levels 1..5, named like KADID-10k: ``I{ref}_{type}_{level}.png``
@@ -78,8 +80,9 @@ IMAGE_FORMATS = ("png", "bmp")
 DEFAULT_PER_IMAGE = 5
 #: Default longest side of the built-in references (they are 300..1000 px).
 BUILTIN_MAX_SIDE = 512
-#: FR labels are computed in sub-batches of this many images (bounded memory; fixed slices).
-FR_SUB_BATCH = 4
+#: FR labels are computed in fixed sub-batches of this many images on CUDA (bounded memory) and one
+#: image at a time on the CPU, where piq's reductions can differ in the last bits with the batch size.
+FR_SUB_BATCH_CUDA = 4
 SEVERITY_RANGE = (0.2, 1.0)
 #: Options that define the dataset; a resumed run or a merged shard must match them all.
 IDENTITY_KEYS = ("source", "profile", "mode", "per_image", "max_chain", "seed", "max_side", "crop",
@@ -437,8 +440,9 @@ class _ChunkRunner:
         if "fr" in self.cfg.labels:
             ref_f = ref_u8.float().div(255.0).unsqueeze(0)
             parts: dict[str, list[torch.Tensor]] = {}
-            for s in range(0, n, FR_SUB_BATCH):
-                comps = fr_components(out_u8[s:s + FR_SUB_BATCH].float().div(255.0), ref_f)
+            step = FR_SUB_BATCH_CUDA if self.device.type == "cuda" else 1
+            for s in range(0, n, step):
+                comps = fr_components(out_u8[s:s + step].float().div(255.0), ref_f)
                 comps[FR_PSEUDO_MOS] = fuse_fr(comps)
                 for k, v in comps.items():
                     parts.setdefault(k, []).append(v)
@@ -548,7 +552,7 @@ def generate(config: GenerateConfig, console: Any = None, progress: bool = True)
                 for path in ref_files:
                     if need_ref or not path.is_file():
                         ref_futures.append(write_pool.submit(_write_image, path, arr, cfg.image_format))
-                ref_u8 = torch.from_numpy(np.require(arr, requirements=["C", "W"])).permute(2, 0, 1).to(device)
+                ref_u8 = torch.from_numpy(np.require(arr, requirements="CW")).permute(2, 0, 1).to(device)
                 for chunk in todo:
                     images, rows = runner(ref_u8, plan, chunk)
                     futures = [write_pool.submit(_write_image, out / "images" / job.file, images[j],
