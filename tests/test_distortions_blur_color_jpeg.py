@@ -9,6 +9,7 @@ import torch
 from PIL import Image
 
 from synthiqa.distortions import LevelTable, apply_distortion, get_distortion, list_distortions
+from synthiqa.distortions.color import quantize_palette_dither, wu_palette
 from synthiqa.distortions.colorspace import lab_to_rgb, rgb_to_lab
 from synthiqa.distortions.compression import JPEG, decode_image, encode_jpeg2000, encode_jpeg_libjpeg
 from synthiqa.distortions.filters import (
@@ -255,6 +256,15 @@ def test_color_quantization_palette_size(image):
     for img, n in zip(out, (16, 8), strict=True):
         colours = torch.unique((img * 255).round().reshape(3, -1), dim=1)
         assert colours.shape[1] <= n
+
+
+def test_wu_palette_recovers_a_few_colours_exactly():
+    cols = np.array([[10, 20, 30], [200, 40, 90], [90, 250, 5], [0, 0, 0]], dtype=np.uint8)
+    img = cols[np.random.default_rng(0).integers(0, 4, (40, 48))]
+    assert sorted(map(tuple, wu_palette(img, 8).tolist())) == sorted(map(tuple, cols.tolist()))
+    assert np.array_equal(quantize_palette_dither(img, 8), img)  # nothing to diffuse
+    two = wu_palette(img, 2)
+    assert len(two) == 2 and len(wu_palette(np.full((8, 8, 3), 77, np.uint8), 8)) == 1
 
 
 def test_lab_ops_truncate_to_8bit_grid(image):
