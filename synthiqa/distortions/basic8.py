@@ -26,15 +26,15 @@ BASIC8_TABLES: dict[str, LevelTable] = {
     # additive Gaussian noise variance on [0, 1] RGB (sigma 0.045 .. 0.19)
     "white_noise": LevelTable({"variance": (0.002, 0.005, 0.01, 0.02, 0.035)}),
     # libjpeg quality
-    "jpeg": LevelTable({"quality": (60, 40, 25, 12, 5)}),
+    "jpeg": LevelTable({"quality": (50, 30, 18, 10, 5)}),
     # HSV saturation factor, down to grey
     "color_saturation_hsv": LevelTable({"factor": (0.8, 0.6, 0.4, 0.2, 0.0)}),
     # output half-range around 0.5 (0.5 would be the identity): contrast x 0.8 .. x 0.2
     "nonlinear_contrast_change": LevelTable({"half_range": (0.4, 0.325, 0.25, 0.175, 0.1)}),
     # darkening curve x - 2a x (1 - x): mid-grey 0.5 becomes 0.46 .. 0.30
     "darken": LevelTable({"amount": (0.08, 0.16, 0.24, 0.32, 0.4)}),
-    # pixelate strength s, scale 0.95 - s^0.6 = 0.70 .. 0.14
-    "pixelate": LevelTable({"strength": (0.1, 0.2, 0.35, 0.5, 0.7)}),
+    # pixelate strength s: scale 0.95 - s^0.6 = 0.67, 0.40, 0.29, 0.20, 0.13 (blocks ~1.5, 2.5, 3.5, 5, 8 px)
+    "pixelate": LevelTable({"strength": (0.12, 0.37, 0.5, 0.62, 0.73)}),
 }
 
 #: The guide's quality at severity 1.0 per type (its range is floor..100; pristine is 100).
