@@ -28,6 +28,7 @@ from synthiqa.errors import ConfigError, SynthiqaError
 _LOG_2PI = math.log(2.0 * math.pi)
 COVARIANCE_TYPES = ("diag", "full")
 INIT_METHODS = ("kmeans++", "random")
+_BLOCK_ELEMENTS = 1 << 24  # full-covariance E-step: at most 16M values per block of rows (64 MB in float32)
 
 
 class ClusterCollapseWarning(UserWarning):
@@ -151,12 +152,13 @@ class GaussianMixture(nn.Module):
         return x.to(self.dtype)
 
     # ------------------------------------------------------------ EM steps (x already centred by shift_)
-    def _m_step(self, xc: torch.Tensor, resp: torch.Tensor) -> None:
+    def _m_step(self, xc: torch.Tensor, resp: torch.Tensor, xc2: torch.Tensor | None = None) -> None:
         """Weights, means and covariances from responsibilities ``resp [N, K]`` (rows sum to 1)."""
         nk = resp.sum(0) + 10 * torch.finfo(resp.dtype).eps
         means_c = (resp.T @ xc) / nk[:, None]
         if self.covariance_type == "diag":
-            cov = (resp.T @ (xc * xc)) / nk[:, None] - means_c * means_c + self.reg_covar
+            xc2 = xc * xc if xc2 is None else xc2
+            cov = (resp.T @ xc2) / nk[:, None] - means_c * means_c + self.reg_covar
             # float32 cancellation can leave tiny negatives where a component has (almost) no spread
             cov = cov.clamp_min(max(self.reg_covar, torch.finfo(self.dtype).tiny))
             prec_chol = cov.rsqrt()
@@ -171,25 +173,35 @@ class GaussianMixture(nn.Module):
         self.covariances_ = cov
         self.precisions_cholesky_ = prec_chol
 
-    def _log_gaussian(self, x: torch.Tensor) -> torch.Tensor:
-        """``[N, K]`` log N(x_n | mu_k, Sigma_k) in nats (differentiable w.r.t. ``x``)."""
-        xc = x - self.shift_
+    def _log_gaussian(self, xc: torch.Tensor, xc2: torch.Tensor | None = None) -> torch.Tensor:
+        """``[N, K]`` log N(x_n | mu_k, Sigma_k) in nats from centred ``xc = x - shift_`` (differentiable).
+
+        ``xc2 = xc * xc`` may be passed (diag) to reuse it across EM iterations.
+        """
         means_c = self.means_ - self.shift_
-        d = x.shape[1]
+        d = xc.shape[1]
+        k = self.n_components
         pc = self.precisions_cholesky_
         if self.covariance_type == "diag":
             prec = pc * pc
-            maha = ((xc * xc) @ prec.T - 2.0 * (xc @ (means_c * prec).T) + (means_c * means_c * prec).sum(1))
+            xc2 = xc * xc if xc2 is None else xc2
+            maha = (xc2 @ prec.T - 2.0 * (xc @ (means_c * prec).T) + (means_c * means_c * prec).sum(1))
             maha = maha.clamp_min(0.0)
             log_det = torch.log(pc).sum(1)
         else:
-            maha = torch.stack([((xc - means_c[k]) @ pc[k]).square().sum(1)
-                                for k in range(self.n_components)], 1)
+            # |(x - mu_k) P_k|^2 for all k with one matrix product per block of rows: [rows, D] @ [D, K*D]
+            p_all = pc.permute(1, 0, 2).reshape(d, k * d)
+            mu_p = torch.einsum("kd,kde->ke", means_c, pc)
+            rows = max(1, _BLOCK_ELEMENTS // (k * d))
+            maha = torch.cat([((blk @ p_all).view(-1, k, d) - mu_p).square().sum(-1)
+                              for blk in xc.split(rows)])
             log_det = torch.log(torch.diagonal(pc, dim1=-2, dim2=-1)).sum(1)
         return -0.5 * (d * _LOG_2PI + maha) + log_det
 
-    def _log_resp(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        weighted = self._log_gaussian(x) + torch.log(self.weights_)
+    def _log_resp(self, xc: torch.Tensor,
+                  xc2: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(log p(x_n) [N], log responsibilities [N, K])`` from centred ``xc``."""
+        weighted = self._log_gaussian(xc, xc2) + torch.log(self.weights_)
         norm = torch.logsumexp(weighted, dim=1)
         return norm, weighted - norm[:, None]
 
@@ -261,12 +273,13 @@ class GaussianMixture(nn.Module):
             else:
                 self.initialize(x, resp)
             xc = x - self.shift_
+            xc2 = xc * xc if self.covariance_type == "diag" else None
             lower = -math.inf
             self.converged_ = False
             for it in range(1, self.max_iter + 1):
                 prev = lower
-                log_norm, log_resp = self._log_resp(x)
-                self._m_step(xc, log_resp.exp())
+                log_norm, log_resp = self._log_resp(xc, xc2)
+                self._m_step(xc, log_resp.exp(), xc2)
                 lower = float(log_norm.mean())
                 self.n_iter_ = it
                 if abs(lower - prev) < self.tol:
@@ -286,12 +299,13 @@ class GaussianMixture(nn.Module):
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``[N]`` log-density of each sample under the mixture (nats); differentiable w.r.t. ``x``."""
         xx = self._check_x(x)
-        return torch.logsumexp(self._log_gaussian(xx) + torch.log(self.weights_), dim=1).to(_out_dtype(x))
+        weighted = self._log_gaussian(xx - self.shift_) + torch.log(self.weights_)
+        return torch.logsumexp(weighted, dim=1).to(_out_dtype(x))
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, K]`` posterior responsibilities (rows sum to 1); differentiable w.r.t. ``x``."""
         xx = self._check_x(x)
-        return self._log_resp(xx)[1].exp().to(_out_dtype(x))
+        return self._log_resp(xx - self.shift_)[1].exp().to(_out_dtype(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Soft assignments ``[N, K]``, as ``predict_proba``."""
@@ -300,7 +314,7 @@ class GaussianMixture(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """``[N]`` index of the most probable component (int64)."""
-        return self._log_resp(self._check_x(x))[1].argmax(1)
+        return self._log_resp(self._check_x(x) - self.shift_)[1].argmax(1)
 
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> float:
