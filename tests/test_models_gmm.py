@@ -80,6 +80,8 @@ def test_predict_proba_is_differentiable():
     assert torch.allclose(resp.sum(1), torch.ones(32), atol=1e-5)
     (resp[:, 0].sum() - gm.log_prob(pts).mean()).backward()
     assert torch.isfinite(pts.grad).all() and pts.grad.abs().sum() > 0
+    with torch.autocast("cpu", dtype=torch.bfloat16):  # mixture arithmetic stays float32 under AMP
+        assert torch.allclose(gm.predict_proba(pts), resp, atol=1e-6)
 
 
 def test_inits_warm_start_and_state_dict_round_trip():

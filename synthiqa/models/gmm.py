@@ -149,7 +149,8 @@ class GaussianMixture(nn.Module):
             raise SynthiqaError("GaussianMixture is not fitted; call fit(x) first")
         elif x.shape[1] != self.n_features:
             raise SynthiqaError(f"GaussianMixture was fitted on {self.n_features} features, got {x.shape[1]}")
-        return x.to(self.dtype)
+        # the buffers' dtype wins over ``dtype`` if the module was converted with ``.to(dtype)``
+        return x.to(self.means_.dtype if self.fitted and not fitting else self.dtype)
 
     # ------------------------------------------------------------ EM steps (x already centred by shift_)
     def _m_step(self, xc: torch.Tensor, resp: torch.Tensor, xc2: torch.Tensor | None = None) -> None:
@@ -209,7 +210,7 @@ class GaussianMixture(nn.Module):
     def initialize(self, x: torch.Tensor | np.ndarray, resp: torch.Tensor | None = None) -> GaussianMixture:
         """Set the parameters from the ``init`` strategy (or from responsibilities ``resp [N, K]``), no EM."""
         x = self._check_x(x, fitting=True)
-        with torch.no_grad():
+        with torch.no_grad(), _no_autocast(x):
             self.shift_ = x.mean(0)
             xc = x - self.shift_
             n, k = x.shape[0], self.n_components
@@ -264,12 +265,12 @@ class GaussianMixture(nn.Module):
         M-step on those responsibilities; otherwise from ``init``.
         """
         x = self._check_x(x, fitting=True)
-        with torch.no_grad():
+        with torch.no_grad(), _no_autocast(x):
             if warm_start and self.fitted:
                 if x.shape[1] != self.n_features:
                     raise SynthiqaError(f"GaussianMixture: warm start on {x.shape[1]} features, "
                                         f"fitted on {self.n_features}")
-                self._to_device(x.device)
+                self._to(x.device)
             else:
                 self.initialize(x, resp)
             xc = x - self.shift_
@@ -291,21 +292,23 @@ class GaussianMixture(nn.Module):
                           f"iterations (tol={self.tol}); raise max_iter or tol", RuntimeWarning, stacklevel=2)
         return self
 
-    def _to_device(self, device: torch.device) -> None:
+    def _to(self, device: torch.device) -> None:
         for name in ("weights_", "means_", "covariances_", "precisions_cholesky_", "shift_"):
-            setattr(self, name, getattr(self, name).to(device))
+            setattr(self, name, getattr(self, name).to(device=device, dtype=self.dtype))
 
     # ------------------------------------------------------------------ inference
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         """``[N]`` log-density of each sample under the mixture (nats); differentiable w.r.t. ``x``."""
         xx = self._check_x(x)
-        weighted = self._log_gaussian(xx - self.shift_) + torch.log(self.weights_)
-        return torch.logsumexp(weighted, dim=1).to(_out_dtype(x))
+        with _no_autocast(xx):
+            weighted = self._log_gaussian(xx - self.shift_) + torch.log(self.weights_)
+            return torch.logsumexp(weighted, dim=1).to(_out_dtype(x))
 
     def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
         """``[N, K]`` posterior responsibilities (rows sum to 1); differentiable w.r.t. ``x``."""
         xx = self._check_x(x)
-        return self._log_resp(xx - self.shift_)[1].exp().to(_out_dtype(x))
+        with _no_autocast(xx):
+            return self._log_resp(xx - self.shift_)[1].exp().to(_out_dtype(x))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Soft assignments ``[N, K]``, as ``predict_proba``."""
@@ -314,7 +317,9 @@ class GaussianMixture(nn.Module):
     @torch.no_grad()
     def predict(self, x: torch.Tensor) -> torch.Tensor:
         """``[N]`` index of the most probable component (int64)."""
-        return self._log_resp(self._check_x(x) - self.shift_)[1].argmax(1)
+        xx = self._check_x(x)
+        with _no_autocast(xx):
+            return self._log_resp(xx - self.shift_)[1].argmax(1)
 
     @torch.no_grad()
     def score(self, x: torch.Tensor) -> float:
@@ -356,6 +361,11 @@ class GaussianMixture(nn.Module):
         w = self.weights_.double().cpu().numpy()
         return {"weights_init": w / w.sum(), "means_init": self.means_.double().cpu().numpy(),
                 "precisions_init": self.precisions().double().cpu().numpy()}
+
+
+def _no_autocast(x: torch.Tensor) -> torch.autocast:
+    """Mixture arithmetic (squared distances, log-determinants) stays in the mixture's dtype under AMP."""
+    return torch.autocast(device_type=x.device.type, enabled=False)
 
 
 def _out_dtype(x: torch.Tensor | np.ndarray) -> torch.dtype:
