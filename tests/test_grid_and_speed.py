@@ -11,7 +11,13 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from synthiqa.cli import app, main
-from synthiqa.distortions import apply_chains, get_distortion, parse_chain, registry
+from synthiqa.distortions import (
+    apply_chains,
+    get_distortion,
+    list_distortions,
+    parse_chain,
+    unregister_distortion,
+)
 from synthiqa.errors import DistortionInputError
 from synthiqa.reports.grid import CAPTION_HEIGHT, HEADER_HEIGHT, LABEL_WIDTH, PAD, render_distortion_grid
 
@@ -102,28 +108,33 @@ def test_bench_speed_rejects_bad_options(tmp_path, capsys):
 
 
 @pytest.fixture
-def clean_registry(monkeypatch):
-    """Let a test register distortions without leaking them into later tests."""
-    monkeypatch.setattr(registry, "_DISTORTIONS", dict(registry._DISTORTIONS))
-    monkeypatch.setattr(registry, "_ALIASES", dict(registry._ALIASES))
-    registry._instance.cache_clear()
-    yield
-    registry._instance.cache_clear()
-
-
-def test_custom_distortion_example(tmp_path, clean_registry, capsys):
+def example_module():
+    """The example, imported (so ``vignette`` is registered) for one test, then unregistered."""
     spec = importlib.util.spec_from_file_location("custom_distortion_example", EXAMPLE)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
+    yield module
+    unregister_distortion("vignette")
+
+
+def test_custom_distortion_example(example_module):
     d = get_distortion("vignette", "arniqa")
+    assert list_distortions("kadid")[-1] == "vignette" and d.group == "brightness_change"
     x = torch.full((3, 3, 40, 48), 0.8)
     out, params = d(x, [1, 3, 5], [0, 0, 0])
     corner = out[:, :, 0, 0].mean(1)
     assert torch.all(corner[1:] < corner[:-1]) and abs(out[0, 0, 20, 24].item() - 0.8) < 0.05
-    chain = parse_chain("vignette:4>fog:2", "basic8")
-    y, rec = apply_chains(x[:1], [chain], 0, "basic8")
+    chain = parse_chain("vignette:4>fog:2", "kadid")
+    y, rec = apply_chains(x[:2], [chain, parse_chain("mean_shift:2>vignette:1")], 0, "kadid")
     assert [s["name"] for s in rec[0]] == ["vignette", "fog"] and "cx" in rec[0][0]
-    grid = render_distortion_grid(None, "kadid", [1, 5], names=["vignette"], size=32)
+    assert rec[1][1]["strength"] == 0.15 and not torch.equal(y[0], x[0])
+    grid = render_distortion_grid(None, "arniqa", [1, 5], names=["vignette"], size=32)
     assert grid.size[1] == HEADER_HEIGHT + 32 + CAPTION_HEIGHT + PAD
-    module.main(str(tmp_path / "vignette.png"))
-    assert (tmp_path / "vignette.png").is_file() and "vignette:3>jpeg:2" in capsys.readouterr().out
+    from synthiqa.datasets.generate import GenerateConfig, plan_jobs
+
+    jobs = plan_jobs("ref.png", "ref", GenerateConfig(out="unused", profile="kadid", mode="grid").resolved())
+    assert [j.chain[0].name for j in jobs[-5:]] == ["vignette"] * 5 and jobs[-1].file == "ref_26_05.png"
+
+
+def test_unregistered_example_leaves_the_profiles_as_they_were():
+    assert "vignette" not in list_distortions("kadid") and len(list_distortions("kadid")) == 25
