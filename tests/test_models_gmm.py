@@ -96,6 +96,9 @@ def test_inits_warm_start_and_state_dict_round_trip():
     assert warm.n_iter_ <= 2 and warm.score(xt) == pytest.approx(ref.score(xt), rel=1e-4)
     # responsibilities and given means as starts reach the same optimum on separated blobs
     from_resp = GaussianMixture(k, covariance_type="full").fit(xt, resp=ref.predict_proba(xt))
+    given = GaussianMixture(k, covariance_type="full", init=ref.means_.clone()).initialize(xt)
+    assert torch.allclose(given.means_, ref.means_, atol=1e-4)  # kept, covariances taken around them
+    assert torch.allclose(given.covariances_, ref.covariances_, rtol=0.05, atol=0.02)
     from_means = GaussianMixture(k, covariance_type="full", init=ref.means_.clone()).fit(xt)
     rnd = GaussianMixture(k, covariance_type="diag", init="random", max_iter=300).fit(xt)
     for other in (from_resp, from_means):

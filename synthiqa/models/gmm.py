@@ -153,13 +153,19 @@ class GaussianMixture(nn.Module):
         return x.to(self.means_.dtype if self.fitted and not fitting else self.dtype)
 
     # ------------------------------------------------------------ EM steps (x already centred by shift_)
-    def _m_step(self, xc: torch.Tensor, resp: torch.Tensor, xc2: torch.Tensor | None = None) -> None:
-        """Weights, means and covariances from responsibilities ``resp [N, K]`` (rows sum to 1)."""
+    def _m_step(self, xc: torch.Tensor, resp: torch.Tensor, xc2: torch.Tensor | None = None,
+                means_c: torch.Tensor | None = None) -> None:
+        """Weights, means and covariances from responsibilities ``resp [N, K]`` (rows sum to 1).
+
+        ``means_c [K, D]`` (centred) fixes the means instead of estimating them; covariances are taken
+        around them.
+        """
         nk = resp.sum(0) + 10 * torch.finfo(resp.dtype).eps
-        means_c = (resp.T @ xc) / nk[:, None]
+        avg_x = (resp.T @ xc) / nk[:, None]
+        means_c = avg_x if means_c is None else means_c
         if self.covariance_type == "diag":
             xc2 = xc * xc if xc2 is None else xc2
-            cov = (resp.T @ xc2) / nk[:, None] - means_c * means_c + self.reg_covar
+            cov = (resp.T @ xc2) / nk[:, None] - 2.0 * means_c * avg_x + means_c * means_c + self.reg_covar
             # float32 cancellation can leave tiny negatives where a component has (almost) no spread
             cov = cov.clamp_min(max(self.reg_covar, torch.finfo(self.dtype).tiny))
             prec_chol = cov.rsqrt()
@@ -234,26 +240,9 @@ class GaussianMixture(nn.Module):
                 labels = _sq_dist(xc, centers).argmin(1)
             else:
                 labels, centers = _kmeans(xc, k, self.kmeans_iter, gen)
-            self._m_step(xc, nn.functional.one_hot(labels, k).to(self.dtype))
-            if self.init == "means":
-                self.means_ = centers + self.shift_
-                self._refresh_covariances(xc, labels)
+            one_hot = nn.functional.one_hot(labels, k).to(self.dtype)
+            self._m_step(xc, one_hot, means_c=centers if self.init == "means" else None)
         return self
-
-    def _refresh_covariances(self, xc: torch.Tensor, labels: torch.Tensor) -> None:
-        # Given means are kept as they are; covariances are taken around them (one pass, hard labels).
-        resp = nn.functional.one_hot(labels, self.n_components).to(self.dtype)
-        nk = resp.sum(0) + 10 * torch.finfo(self.dtype).eps
-        means_c = self.means_ - self.shift_
-        if self.covariance_type == "diag":
-            cov = torch.stack([(resp[:, j, None] * (xc - means_c[j]).square()).sum(0) / nk[j]
-                               for j in range(self.n_components)]) + self.reg_covar
-            self.covariances_, self.precisions_cholesky_ = cov, cov.rsqrt()
-        else:
-            cov = torch.stack([((resp[:, j, None] * (xc - means_c[j])).T @ (xc - means_c[j])) / nk[j]
-                               for j in range(self.n_components)])
-            cov = cov + self.reg_covar * torch.eye(xc.shape[1], dtype=self.dtype, device=xc.device)
-            self.covariances_, self.precisions_cholesky_ = _full_precision_cholesky(cov, self.reg_covar)
 
     # ------------------------------------------------------------------ fitting
     def fit(self, x: torch.Tensor | np.ndarray, resp: torch.Tensor | None = None,
