@@ -1,0 +1,142 @@
+"""Evaluation protocols: how a dataset (or a pair of datasets) is cut into train / val / test tasks.
+
+* ``intra``: ``n_splits`` reference-disjoint random splits of one dataset (default 10, 70/10/20% of the
+  references); the model is selected on val and reported on test; the summary is the median over splits.
+* ``cross``: train on one dataset (selecting on a scene-disjoint 10% of it), test on all images of others.
+* ``loto``: leave one distortion type out: train on the other types, test on the held-out one.
+* ``loro``: leave one reference (scene) out.
+
+Splits come from ``synthiqa.datasets.splits`` and are keyed by image path, never by row index.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from synthiqa.datasets.records import IQADataset, IQARecord
+from synthiqa.errors import ConfigError
+
+PROTOCOLS = ("intra", "cross", "loto", "loro")
+
+
+@dataclass
+class ProtocolSpec:
+    """One protocol of a suite.
+
+    Attributes:
+        name: ``intra``, ``cross``, ``loto`` or ``loro``.
+        n_splits: number of random splits (``intra``).
+        ratios: train/val/test fractions of the references (``intra``).
+        train: training dataset name (``cross``).
+        test: test dataset names (``cross``; empty = every other dataset of the suite).
+        datasets: datasets this protocol runs on (``intra``/``loto``/``loro``; empty = all).
+        models: models this protocol runs (empty = all models of the suite).
+        max_splits: run only the first ``max_splits`` splits (quick suites), or None for all.
+        val_fraction: fraction of the training dataset's references held out for selection (``cross``).
+    """
+
+    name: str
+    n_splits: int = 10
+    ratios: tuple[float, float, float] = (0.7, 0.1, 0.2)
+    train: str | None = None
+    test: list[str] = field(default_factory=list)
+    datasets: list[str] = field(default_factory=list)
+    models: list[str] = field(default_factory=list)
+    max_splits: int | None = None
+    val_fraction: float = 0.1
+
+    def __post_init__(self) -> None:
+        if self.name not in PROTOCOLS:
+            raise ConfigError(f"unknown protocol {self.name!r}; choose one of: {', '.join(PROTOCOLS)}")
+        self.ratios = tuple(float(r) for r in self.ratios)  # type: ignore[assignment]
+        if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-6:
+            raise ConfigError(f"protocol {self.name}: ratios must be 3 non-negative fractions summing to 1")
+        if self.n_splits < 1:
+            raise ConfigError(f"protocol {self.name}: n_splits must be >= 1, got {self.n_splits}")
+        if self.name == "cross" and not self.train:
+            raise ConfigError("protocol cross: give 'train: DATASET_NAME'")
+        self.test = list(self.test)
+        self.datasets = list(self.datasets)
+        self.models = list(self.models)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | str) -> ProtocolSpec:
+        if isinstance(data, str):
+            return cls(name=data)
+        known = set(cls.__dataclass_fields__)
+        unknown = set(data) - known
+        if unknown:
+            names = ", ".join(sorted(unknown))
+            raise ConfigError(f"protocol {data.get('name')!r}: unknown option(s) {names}")
+        return cls(**dict(data))
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["ratios"] = list(self.ratios)
+        return out
+
+    @property
+    def label(self) -> str:
+        """Name used in results: the protocol name, with the training set for ``cross``."""
+        return f"cross_from_{self.train}" if self.name == "cross" else self.name
+
+
+@dataclass
+class Task:
+    """One train/val/test cut: what a model is fitted on, selected on and reported on."""
+
+    protocol: str
+    dataset: str
+    split: str
+    train_dataset: str
+    train: list[IQARecord]
+    val: list[IQARecord]
+    test: list[IQARecord]
+
+
+def _cap(items: list, limit: int | None) -> list:
+    return items if limit is None else items[:limit]
+
+
+def _from_splits(spec: ProtocolSpec, ds: IQADataset, splits: Sequence[Any]) -> list[Task]:
+    from synthiqa.datasets.splits import apply_split
+
+    tasks = []
+    for split in _cap(list(splits), spec.max_splits):
+        train, val, test = apply_split(ds, split)
+        tasks.append(Task(spec.label, ds.name, str(split.name), ds.name, list(train), list(val), list(test)))
+    return tasks
+
+
+def make_tasks(spec: ProtocolSpec, datasets: Mapping[str, IQADataset], seed: int) -> list[Task]:
+    """All tasks of one protocol over the loaded datasets (datasets not loaded are skipped)."""
+    from synthiqa.datasets import splits as S
+
+    if spec.name == "cross":
+        if spec.train not in datasets:
+            return []
+        source = datasets[spec.train]
+        tasks = []
+        for name in spec.test or [n for n in datasets if n != spec.train]:
+            if name not in datasets:
+                continue
+            split = S.cross_dataset(source, datasets[name], val_ratio=spec.val_fraction, seed=seed)
+            train, val, test = S.apply_split(source, split, test_dataset=datasets[name])
+            tasks.append(Task(spec.label, name, split.name, spec.train, train, val, test))
+        return tasks
+    tasks: list[Task] = []
+    for name, ds in datasets.items():
+        if spec.datasets and name not in spec.datasets:
+            continue
+        if spec.name == "intra":
+            splits = S.reference_disjoint_splits(ds, n_splits=spec.n_splits, ratios=spec.ratios, seed=seed)
+        elif spec.name == "loto":
+            if not any(r.dist_type for r in ds.records):
+                continue
+            splits = S.leave_one_type_out(ds)
+        else:
+            splits = S.leave_one_reference_out(ds)
+        tasks += _from_splits(spec, ds, splits)
+    return tasks

@@ -1,0 +1,689 @@
+"""Benchmark suites: models x datasets x protocols, as data (YAML), and the runner that writes one tidy table.
+
+A suite YAML::
+
+    name: my_suite
+    seed: 27
+    logistic: 4pl            # 4pl, 5pl or null (no fitted PLCC/RMSE)
+    n_boot: 1000             # bootstrap resamples for the 95% intervals (0 = none)
+    models: [psnr, haarpsi, niqe, {name: brisque, options: {c_grid: [1, 10]}}]
+    datasets:
+      - {name: live, kind: live}                  # root from --live PATH
+      - {name: kadid, kind: kadid10k, root: /data/kadid10k}
+    protocols:
+      - {name: intra, n_splits: 10}
+      - {name: cross, train: kadid, test: [live]}
+
+Every number of ``results.parquet`` / ``results.csv`` is one row: model, dataset, protocol, split, subset
+(``test``, or ``val`` for the selection split), dist_type (``all`` or one type), metric, mode (``raw``,
+``4pl``/``5pl``, ``raw_fallback``, or the cluster source), value, ci_low, ci_high, n.
+``results.md`` adds the summary: median over splits with the spread (standard deviation) over splits.
+
+One predictor instance per model serves every task of a run (caches of features and FR values are kept);
+``fit`` must therefore re-learn from scratch, which every built-in model does. Finished cells (model x
+dataset x protocol x split) are stored under ``cells/`` with a digest of their configuration and are
+skipped on a rerun, so an interrupted run resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import re
+import time
+import warnings
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from synthiqa.atomic import atomic_path, atomic_write_text
+from synthiqa.benchmarks.metrics import cluster_metrics, quality_metrics
+from synthiqa.benchmarks.protocols import ProtocolSpec, Task, make_tasks
+from synthiqa.datasets.records import IQADataset, IQARecord
+from synthiqa.errors import ConfigError, SynthiqaError
+
+RESULT_COLUMNS = ("model", "dataset", "protocol", "split", "subset", "dist_type", "metric", "mode", "value",
+                  "ci_low", "ci_high", "n")
+PREDICTION_COLUMNS = ("model", "dataset", "protocol", "split", "subset", "image", "scene", "dist_type",
+                      "dist_group", "level", "score", "score_norm", "pred", "cluster")
+#: Types with fewer test images than this get no per-type row.
+MIN_PER_TYPE = 3
+
+
+# --------------------------------------------------------------------------------------------------
+# suite description
+
+
+@dataclass
+class ModelSpec:
+    """A model of a suite: registry name, factory options and the label used in results."""
+
+    name: str
+    options: dict[str, Any] = field(default_factory=dict)
+    label: str | None = None
+
+    @property
+    def key(self) -> str:
+        return self.label or self.name
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any] | str) -> ModelSpec:
+        if isinstance(data, str):
+            return cls(name=data)
+        unknown = set(data) - {"name", "options", "label"}
+        if unknown or "name" not in data:
+            raise ConfigError(f"suite model {dict(data)!r}: needs 'name' (and optionally options, label)")
+        return cls(str(data["name"]), dict(data.get("options") or {}), data.get("label"))
+
+
+@dataclass
+class DatasetSpec:
+    """A dataset of a suite: its name in results, loader kind, folder and loader options.
+
+    ``required``: fail (one line) instead of skipping when it cannot be loaded; set for every dataset
+    whose folder the user gave (in the YAML or on the command line).
+    """
+
+    name: str
+    kind: str
+    root: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    required: bool = False
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> DatasetSpec:
+        unknown = set(data) - {"name", "kind", "root", "options", "required"}
+        if unknown or "name" not in data:
+            raise ConfigError(f"suite dataset {dict(data)!r}: needs 'name', 'kind' (optional root, options)")
+        root = data.get("root")
+        return cls(str(data["name"]), str(data.get("kind", data["name"])),
+                   None if root is None else str(root), dict(data.get("options") or {}),
+                   bool(data.get("required", root is not None)))
+
+
+@dataclass
+class Suite:
+    """Models x datasets x protocols, plus the settings that make a run reproducible.
+
+    Attributes:
+        builtin_data: ``quick`` to generate the built-in synthetic set into the results folder, or None.
+        logistic: ``4pl``, ``5pl`` or None.
+        n_boot: bootstrap resamples for 95% intervals (0 disables them).
+        embeddings: save test embeddings of the first split (t-SNE, clusters in the report).
+    """
+
+    name: str
+    models: list[ModelSpec]
+    datasets: list[DatasetSpec]
+    protocols: list[ProtocolSpec]
+    seed: int = 27
+    logistic: str | None = "4pl"
+    n_boot: int = 1000
+    embeddings: bool = True
+    builtin_data: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.models:
+            raise ConfigError(f"suite {self.name}: no models")
+        if not self.protocols:
+            raise ConfigError(f"suite {self.name}: no protocols")
+        if self.logistic not in (None, "4pl", "5pl"):
+            raise ConfigError(f"suite {self.name}: logistic must be 4pl, 5pl or null, got {self.logistic!r}")
+        keys = [m.key for m in self.models]
+        if len(set(keys)) != len(keys):
+            raise ConfigError(f"suite {self.name}: two models share a name; give them distinct 'label's")
+        if self.builtin_data not in (None, "quick"):
+            raise ConfigError(f"suite {self.name}: builtin_data must be 'quick' or null")
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> Suite:
+        known = {"name", "models", "datasets", "protocols", "seed", "logistic", "n_boot", "embeddings",
+                 "builtin_data"}
+        unknown = set(data) - known
+        if unknown:
+            raise ConfigError(f"suite: unknown key(s) {', '.join(sorted(unknown))}; "
+                              f"known: {', '.join(sorted(known))}")
+        return cls(
+            name=str(data.get("name", "suite")),
+            models=[ModelSpec.from_dict(m) for m in data.get("models") or []],
+            datasets=[DatasetSpec.from_dict(d) for d in data.get("datasets") or []],
+            protocols=[ProtocolSpec.from_dict(p) for p in data.get("protocols") or []],
+            seed=int(data.get("seed", 27)),
+            logistic=data.get("logistic", "4pl"),
+            n_boot=int(data.get("n_boot", 1000)),
+            embeddings=bool(data.get("embeddings", True)),
+            builtin_data=data.get("builtin_data"),
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["protocols"] = [p.to_dict() for p in self.protocols]
+        return out
+
+
+#: The built-in ``quick`` suite: the built-in references only, two CPU cores, a few minutes.
+QUICK_SUITE: dict[str, Any] = {
+    "name": "quick",
+    "seed": 27,
+    "logistic": "4pl",
+    "n_boot": 200,
+    "builtin_data": "quick",
+    "models": [
+        "psnr", "ssim", "ms_ssim", "fsim", "vsi", "haarpsi", "mdsi",
+        {"name": "niqe", "options": {"patch_size": 64}},
+        {"name": "brisque", "options": {"c_grid": [1, 10, 100], "gamma_grid": [0.03, 0.1, 0.3]}},
+    ],
+    "datasets": [],
+    "protocols": [
+        {"name": "intra", "n_splits": 3, "ratios": [0.5, 0.17, 0.33]},
+        {"name": "loto", "models": ["psnr", "haarpsi", "niqe", "brisque"]},
+    ],
+}
+
+BUILTIN_SUITES = {"quick": QUICK_SUITE}
+
+
+def load_suite(source: str | Path) -> Suite:
+    """A built-in suite by name (``quick``) or a suite YAML file; one-line error when unreadable."""
+    import yaml
+
+    if str(source) in BUILTIN_SUITES:
+        return Suite.from_dict(BUILTIN_SUITES[str(source)])
+    path = Path(source)
+    if not path.is_file():
+        raise ConfigError(f"{path}: suite file not found (built-in suites: {', '.join(BUILTIN_SUITES)})")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: not a readable suite YAML ({first})") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: a suite YAML must be a mapping with models, datasets, protocols")
+    data.setdefault("name", path.stem)
+    return Suite.from_dict(data)
+
+
+#: Command-line dataset flags: flag name -> (dataset name, loader kind).
+CLI_DATASETS = {"live": ("live", "live"), "kadid": ("kadid10k", "kadid10k"),
+                "synthetic": ("synthetic", "synthiqa")}
+
+
+def with_dataset_paths(suite: Suite, paths: Mapping[str, tuple[str, str]]) -> Suite:
+    """Set (or add) datasets given on the command line: ``{name: (kind, root)}``; these become required."""
+    datasets = list(suite.datasets)
+    for name, (kind, root) in paths.items():
+        for i, spec in enumerate(datasets):
+            if spec.name == name:
+                datasets[i] = DatasetSpec(name, spec.kind, str(root), spec.options, True)
+                break
+        else:
+            datasets.append(DatasetSpec(name, kind, str(root), {}, True))
+    return Suite(suite.name, suite.models, datasets, suite.protocols, suite.seed, suite.logistic,
+                 suite.n_boot, suite.embeddings, suite.builtin_data)
+
+
+# --------------------------------------------------------------------------------------------------
+# the built-in quick data
+
+
+QUICK_SIZE = 256
+QUICK_LEVELS = (1, 3, 5)
+QUICK_PROFILE = "kadid"
+#: KADID-10k types of the quick set: two blurs, two noises, two codecs, a brightness and a spatial change.
+QUICK_TYPES = ("gaussian_blur", "motion_blur", "white_noise", "impulse_noise", "jpeg", "jpeg2000", "darken",
+               "pixelate")
+
+
+def prepare_quick_dataset(folder: Path, seed: int) -> Path:
+    """Write the quick suite's synthetic set (built-in references, 256x256 centre crops, ``QUICK_TYPES``
+    at KADID levels 1/3/5, ``level_quality`` label) as a generated-set folder; reused when present."""
+    import torch
+    from PIL import Image
+
+    from synthiqa.datasets.builtin import builtin_reference_images
+    from synthiqa.datasets.labels import level_quality
+    from synthiqa.distortions import ChainOp, apply_distortion, derive_seed, get_distortion, list_distortions
+
+    if (folder / "manifest.parquet").is_file() and (folder / "dataset.json").is_file():
+        return folder
+    rows = []
+    known = set(list_distortions(QUICK_PROFILE))
+    types = [t for t in QUICK_TYPES if t in known]
+    if len(types) < 2:
+        raise SynthiqaError(f"quick suite: distortions {', '.join(QUICK_TYPES)} are not registered")
+    for name, rgb in builtin_reference_images():
+        h, w = rgb.shape[:2]
+        side = min(h, w)
+        crop = rgb[(h - side) // 2:(h - side) // 2 + side, (w - side) // 2:(w - side) // 2 + side]
+        ref = np.asarray(Image.fromarray(crop).resize((QUICK_SIZE, QUICK_SIZE), Image.BICUBIC))
+        ref_rel = f"references/{name}.png"
+        _write_png(folder / ref_rel, ref)
+        x = torch.from_numpy(ref.copy()).permute(2, 0, 1).float().div(255.0)[None]
+        for dist in types:
+            levels = list(QUICK_LEVELS)
+            seeds = [derive_seed(seed, name, dist, lv) for lv in levels]
+            out, _ = apply_distortion(x.expand(len(levels), -1, -1, -1), dist, levels, seeds, QUICK_PROFILE)
+            group = get_distortion(dist, QUICK_PROFILE).group
+            for lv, img in zip(levels, out, strict=True):
+                rel = f"images/{name}_{dist}_{lv}.png"
+                arr = img.clamp(0, 1).mul(255).round().byte().permute(1, 2, 0).numpy()
+                _write_png(folder / rel, arr)
+                rows.append({"image": rel, "reference": ref_rel, "scene": name, "dist_type": dist,
+                             "dist_group": group, "level": float(lv),
+                             "level_quality": level_quality((ChainOp(dist, float(lv)),), QUICK_PROFILE)})
+    with atomic_path(folder / "manifest.parquet") as tmp:
+        pd.DataFrame(rows).to_parquet(tmp, index=False)
+    info = {"name": "quick_synthetic", "profile": QUICK_PROFILE, "seed": seed,
+            "labels": {"level_quality": {"low": 0.0, "high": 100.0, "lower_better": False}},
+            "primary_label": "level_quality"}
+    atomic_write_text(folder / "dataset.json", json.dumps(info, indent=1) + "\n")
+    return folder
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    from PIL import Image
+
+    with atomic_path(path) as tmp:
+        Image.fromarray(rgb).save(tmp, format="PNG")
+
+
+# --------------------------------------------------------------------------------------------------
+# running
+
+
+def _digest(*parts: Any) -> str:
+    text = json.dumps(parts, sort_keys=True, default=str)
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def _seed_of(*parts: Any) -> int:
+    return int(_digest(*parts)[:8], 16)
+
+
+def _safe(text: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._=-]+", "_", text)[:120]
+
+
+def _load_datasets(suite: Suite, log: Any) -> dict[str, IQADataset]:
+    from synthiqa.datasets.loaders import load_dataset
+
+    loaded: dict[str, IQADataset] = {}
+    for spec in suite.datasets:
+        if spec.root is None:
+            flags = [f"--{f} " for f, (n, _) in CLI_DATASETS.items() if n == spec.name]
+            flag = flags[0] if flags else f"--csv {spec.name}="
+            log(f"dataset {spec.name}: no folder given ({flag}PATH or 'root:' in the suite); skipped")
+            continue
+        try:
+            ds = load_dataset(spec.kind, spec.root, **spec.options)
+        except SynthiqaError as exc:
+            if spec.required:
+                raise SynthiqaError(f"dataset {spec.name}: {exc}") from None
+            log(f"dataset {spec.name}: {exc}; skipped")
+            continue
+        ds.name = spec.name
+        loaded[spec.name] = ds
+    return loaded
+
+
+def _make_model(spec: ModelSpec, seed: int) -> Any:
+    from synthiqa.models.registry import _MODELS, create_model
+
+    options = dict(spec.options)
+    factory = _MODELS.get(spec.name)
+    if factory is not None and "seed" not in options:
+        try:
+            if "seed" in inspect.signature(factory).parameters:
+                options["seed"] = seed
+        except (TypeError, ValueError):
+            pass
+    return create_model(spec.name, **options)
+
+
+def _quality_rows(pred: np.ndarray, records: Sequence[IQARecord], logistic: str | None, n_boot: int,
+                  seed: int, subset: str) -> list[dict[str, Any]]:
+    true = np.array([r.score_norm for r in records], dtype=np.float64)
+    rows: list[dict[str, Any]] = []
+    groups: list[tuple[str, np.ndarray]] = [("all", np.ones(len(records), dtype=bool))]
+    types = np.array([r.dist_type or "" for r in records])
+    for t in sorted(set(types) - {""}):
+        mask = types == t
+        if mask.sum() >= MIN_PER_TYPE and mask.sum() < len(records):
+            groups.append((t, mask))
+    for i, (dist_type, mask) in enumerate(groups):
+        with warnings.catch_warnings():  # failed fits are recorded as mode raw_fallback
+            warnings.simplefilter("ignore", RuntimeWarning)
+            values, _ = quality_metrics(pred[mask], true[mask], logistic, n_boot if dist_type == "all" else 0,
+                                        seed + i)
+        n = int(mask.sum())
+        rows += [{"subset": subset, "dist_type": dist_type, **v.to_dict(), "n": n} for v in values]
+    return rows
+
+
+def _clusters(model: Any, records: Sequence[IQARecord], emb: np.ndarray | None, seed: int
+              ) -> tuple[np.ndarray | None, str]:
+    """Cluster ids per record: the model's own mixture if it has one, else a GMM on its embeddings."""
+    own = getattr(model, "cluster_assignments", None)
+    if callable(own):
+        out = own(records)
+        if out is not None:
+            return np.asarray(out), "model_mixture"
+    types = {r.dist_type for r in records if r.dist_type}
+    if emb is None or len(types) < 2 or len(records) < 2 * len(types):
+        return None, ""
+    from sklearn.mixture import GaussianMixture
+    from sklearn.preprocessing import StandardScaler
+
+    x = StandardScaler().fit_transform(np.nan_to_num(emb))
+    gmm = GaussianMixture(len(types), covariance_type="diag", random_state=seed % 2**31, reg_covar=1e-4)
+    return gmm.fit_predict(x), f"gmm_diag_k{len(types)}"
+
+
+def _cluster_rows(clusters: np.ndarray, records: Sequence[IQARecord], mode: str) -> list[dict[str, Any]]:
+    rows = []
+    for attr in ("dist_type", "dist_group"):
+        labels = [getattr(r, attr) for r in records]
+        keep = np.array([lbl is not None for lbl in labels])
+        if keep.sum() < 2:
+            continue
+        scores = cluster_metrics(clusters[keep], np.array([lbl for lbl in labels if lbl is not None]))
+        suffix = attr.removeprefix("dist_")
+        rows += [{"subset": "test", "dist_type": "all", "metric": f"{name}_{suffix}", "mode": mode,
+                  "value": value, "ci_low": math.nan, "ci_high": math.nan, "n": int(keep.sum())}
+                 for name, value in scores.items()]
+    return rows
+
+
+def _prediction_frame(records: Sequence[IQARecord], pred: np.ndarray, subset: str,
+                      clusters: np.ndarray | None) -> pd.DataFrame:
+    return pd.DataFrame({
+        "subset": subset,
+        "image": [str(r.image) for r in records],
+        "scene": [r.scene for r in records],
+        "dist_type": [r.dist_type for r in records],
+        "dist_group": [r.dist_group for r in records],
+        "level": [r.level for r in records],
+        "score": [r.score for r in records],
+        "score_norm": [r.score_norm for r in records],
+        "pred": pred,
+        "cluster": clusters if clusters is not None else np.full(len(records), -1),
+    })
+
+
+def run_cell(model: Any, task: Task, suite: Suite, seed: int, want_embedding: bool
+             ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray] | None]:
+    """Fit on train (selecting on val), predict val and test; returns rows, predictions, embedding arrays."""
+    model.fit(task.train, task.val or None)
+    rows: list[dict[str, Any]] = []
+    preds = []
+    if task.val and getattr(model, "trainable", False):
+        pv = np.asarray(model.predict(task.val), dtype=np.float64)
+        rows += _quality_rows(pv, task.val, suite.logistic, 0, seed, "val")
+        preds.append(_prediction_frame(task.val, pv, "val", None))
+    pt = np.asarray(model.predict(task.test), dtype=np.float64)
+    if pt.shape != (len(task.test),) or not np.all(np.isfinite(pt)):
+        raise SynthiqaError(f"model {getattr(model, 'name', model)} returned {pt.shape} predictions with "
+                            f"non-finite values for {len(task.test)} images")
+    rows += _quality_rows(pt, task.test, suite.logistic, suite.n_boot, seed, "test")
+    emb = model.embed(task.test)
+    emb = None if emb is None else np.asarray(emb, dtype=np.float32)
+    clusters, mode = _clusters(model, task.test, emb, seed)
+    if clusters is not None:
+        rows += _cluster_rows(clusters, task.test, mode)
+    preds.append(_prediction_frame(task.test, pt, "test", clusters))
+    arrays = None
+    if want_embedding and emb is not None:
+        arrays = {"embedding": emb, "cluster": clusters if clusters is not None else np.full(len(pt), -1),
+                  "image": np.array([str(r.image) for r in task.test]),
+                  "dist_type": np.array([r.dist_type or "" for r in task.test]),
+                  "dist_group": np.array([r.dist_group or "" for r in task.test]),
+                  "score_norm": np.array([r.score_norm for r in task.test]), "pred": pt}
+    return pd.DataFrame(rows), pd.concat(preds, ignore_index=True), arrays
+
+
+@dataclass
+class RunSummary:
+    """What a run did: cells computed and reused, failures, output folder, seconds."""
+
+    out: Path
+    computed: int = 0
+    reused: int = 0
+    failures: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = True, resume: bool = True
+              ) -> RunSummary:
+    """Run every model x task of ``suite`` and write the results folder.
+
+    Args:
+        log: called with one-line messages (skipped datasets, failed cells).
+        progress: show a rich progress bar.
+        resume: reuse finished cells found under ``out/cells`` (False recomputes and overwrites them).
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    summary = RunSummary(out)
+    if suite.builtin_data == "quick":
+        folder = prepare_quick_dataset(out / "data" / "quick_synthetic", suite.seed)
+        suite = with_dataset_paths(suite, {"synthetic": ("synthiqa", str(folder))})
+    atomic_write_text(out / "suite.json", json.dumps(suite.to_dict(), indent=1, default=str) + "\n")
+    datasets = _load_datasets(suite, log)
+    if not datasets:
+        raise SynthiqaError(f"suite {suite.name}: no dataset could be loaded; give folders with --live, "
+                            "--kadid, --synthetic or --csv NAME=PATH")
+    jobs: list[tuple[ModelSpec, Task, int]] = []
+    for proto in suite.protocols:
+        try:
+            tasks = make_tasks(proto, datasets, suite.seed)
+        except SynthiqaError as exc:
+            summary.skipped.append(f"protocol {proto.label}: {exc}")
+            log(f"protocol {proto.label}: {exc}; skipped")
+            continue
+        if proto.name == "cross" and not tasks:
+            log(f"protocol {proto.label}: dataset {proto.train!r} or its test sets not loaded; skipped")
+        first: dict[str, int] = {}
+        for task in tasks:
+            index = first.setdefault(task.dataset, 0)
+            first[task.dataset] += 1
+            for spec in suite.models:
+                if proto.models and spec.key not in proto.models and spec.name not in proto.models:
+                    continue
+                jobs.append((spec, task, index))
+    models: dict[str, Any] = {spec.key: _make_model(spec, suite.seed) for spec in suite.models}
+    no_ref_skipped: set[tuple[str, str]] = set()
+    runnable = []
+    for spec, task, index in jobs:
+        model = models[spec.key]
+        if getattr(model, "needs_reference", False) and any(r.reference is None for r in task.test):
+            if (spec.key, task.dataset) not in no_ref_skipped:
+                no_ref_skipped.add((spec.key, task.dataset))
+                msg = f"model {spec.key}: dataset {task.dataset} has images without reference; skipped"
+                summary.skipped.append(msg)
+                log(msg)
+            continue
+        runnable.append((spec, task, index))
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, disable=not progress, transient=False) as bar:
+        job = bar.add_task(f"suite {suite.name}", total=len(runnable))
+        for spec, task, index in runnable:
+            stem = _cell_stem(out, spec, task, suite)
+            rows_path = stem.with_name(stem.name + ".rows.parquet")
+            bar.update(job, description=f"{spec.key} | {task.dataset} | {task.protocol} | {task.split}"[:70])
+            if resume and rows_path.is_file():
+                summary.reused += 1
+                bar.advance(job)
+                continue
+            seed = _seed_of(suite.seed, spec.key, task.dataset, task.protocol, task.split)
+            try:
+                want = index == 0 and suite.embeddings
+                rows, preds, arrays = run_cell(models[spec.key], task, suite, seed, want)
+            except SynthiqaError as exc:
+                where = f"{spec.key} | {task.dataset} | {task.protocol} | {task.split}"
+                summary.failures.append(f"{where}: {exc}")
+                log(f"model {spec.key} on {task.dataset} {task.protocol} {task.split}: {exc}")
+                bar.advance(job)
+                continue
+            keys = {"model": spec.key, "dataset": task.dataset, "protocol": task.protocol,
+                    "split": task.split}
+            preds = preds.assign(**keys)
+            if arrays is not None:
+                with atomic_path(stem.with_name(stem.name + ".emb.npz")) as tmp:
+                    with open(tmp, "wb") as fh:
+                        np.savez_compressed(fh, **arrays)
+            with atomic_path(stem.with_name(stem.name + ".pred.parquet")) as tmp:
+                preds.to_parquet(tmp, index=False)
+            with atomic_path(rows_path) as tmp:
+                rows.assign(**keys).to_parquet(tmp, index=False)
+            summary.computed += 1
+            bar.advance(job)
+    expected = [(spec, task) for spec, task, _ in runnable]
+    write_results(out, suite, expected)
+    summary.seconds = time.perf_counter() - start
+    if summary.failures:
+        atomic_write_text(out / "failures.txt", "\n".join(summary.failures) + "\n")
+    return summary
+
+
+# --------------------------------------------------------------------------------------------------
+# results files
+
+
+def _cell_stem(out: Path, spec: ModelSpec, task: Task, suite: Suite) -> Path:
+    """Where a cell's files live; the digest changes with anything that changes the cell's numbers."""
+    datasets = [asdict(d) for d in suite.datasets if d.name in (task.dataset, task.train_dataset)]
+    digest = _digest(asdict(spec), datasets, task.protocol, task.split, suite.seed, suite.logistic,
+                     suite.n_boot)
+    return (out / "cells" / _safe(spec.key) / _safe(task.dataset) / _safe(task.protocol)
+            / f"{_safe(task.split)}.{digest}")
+
+
+def _cell_files(out: Path, spec: ModelSpec, task: Task, suite: Suite, kind: str) -> Path | None:
+    stem = _cell_stem(out, spec, task, suite)
+    path = stem.with_name(f"{stem.name}.{kind}")
+    return path if path.is_file() else None
+
+
+def write_results(out: Path, suite: Suite, cells: Sequence[tuple[ModelSpec, Task]]) -> pd.DataFrame:
+    """Gather this run's cells into results.parquet/csv/md, predictions.parquet, embeddings_<model>.npz."""
+    rows, preds = [], []
+    embeddings: dict[str, list[tuple[str, str, dict[str, np.ndarray]]]] = {}
+    for spec, task in cells:
+        path = _cell_files(out, spec, task, suite, "rows.parquet")
+        if path is None:
+            continue
+        rows.append(pd.read_parquet(path))
+        pred_path = _cell_files(out, spec, task, suite, "pred.parquet")
+        if pred_path is not None:
+            preds.append(pd.read_parquet(pred_path))
+        emb_path = _cell_files(out, spec, task, suite, "emb.npz")
+        if emb_path is not None:
+            with np.load(emb_path, allow_pickle=False) as npz:
+                embeddings.setdefault(spec.key, []).append((task.dataset, task.protocol, dict(npz)))
+    table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(RESULT_COLUMNS))
+    table = table[list(RESULT_COLUMNS)].sort_values(list(RESULT_COLUMNS[:8]), kind="stable",
+                                                    ignore_index=True)
+    with atomic_path(out / "results.parquet") as tmp:
+        table.to_parquet(tmp, index=False)
+    with atomic_path(out / "results.csv") as tmp:
+        table.to_csv(tmp, index=False, float_format="%.6g")
+    if preds:
+        frame = pd.concat(preds, ignore_index=True)[list(PREDICTION_COLUMNS)]
+        with atomic_path(out / "predictions.parquet") as tmp:
+            frame.to_parquet(tmp, index=False)
+    for key, items in embeddings.items():
+        _write_embeddings(out / f"embeddings_{_safe(key)}.npz", items)
+    atomic_write_text(out / "results.md", results_markdown(table, suite))
+    return table
+
+
+def _write_embeddings(path: Path, items: list[tuple[str, str, dict[str, np.ndarray]]]) -> None:
+    """One file per model: the first split's test embeddings of each dataset (first protocol wins)."""
+    seen, parts = set(), []
+    for dataset, protocol, arrays in items:
+        if dataset in seen:
+            continue
+        seen.add(dataset)
+        n = len(arrays["pred"])
+        parts.append({**arrays, "dataset": np.array([dataset] * n), "protocol": np.array([protocol] * n)})
+    merged = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as fh:
+            np.savez_compressed(fh, **merged)
+
+
+SUMMARY_METRICS = (("srcc", "raw", "SRCC"), ("krcc", "raw", "KRCC"), ("plcc", "raw", "PLCC raw"),
+                   ("plcc", "fit", "PLCC fit"), ("rmse", "fit", "RMSE fit"), ("purity_type", None, "purity"),
+                   ("nmi_type", None, "NMI"))
+
+
+def summary_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Median and standard deviation over splits per model x dataset x protocol (test, all types)."""
+    test = table[(table["subset"] == "test") & (table["dist_type"] == "all")].copy()
+    fit_modes = test["mode"].isin(["4pl", "5pl", "raw_fallback"])
+    test.loc[fit_modes, "mode"] = "fit"
+    out = []
+    for (model, dataset, protocol), group in test.groupby(["model", "dataset", "protocol"], sort=True):
+        row: dict[str, Any] = {"model": model, "dataset": dataset, "protocol": protocol,
+                               "splits": group["split"].nunique()}
+        for metric, mode, label in SUMMARY_METRICS:
+            sel = group[(group["metric"] == metric) & ((group["mode"] == mode) if mode else True)]
+            vals = sel["value"].to_numpy(dtype=float)
+            row[label] = float(np.nanmedian(vals)) if np.isfinite(vals).any() else math.nan
+            row[label + " sd"] = float(np.nanstd(vals)) if np.isfinite(vals).sum() > 1 else math.nan
+        fallbacks = (group["mode"] == "raw_fallback") & (group["metric"] == "plcc")
+        row["fit failures"] = int(fallbacks.sum())
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def _fmt(value: float, sd: float | None = None) -> str:
+    if value is None or not np.isfinite(value):
+        return "-"
+    return f"{value:.3f}" if sd is None or not np.isfinite(sd) else f"{value:.3f} ±{sd:.3f}"
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(str(c) for c in row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def results_markdown(table: pd.DataFrame, suite: Suite) -> str:
+    """The summary (median ±sd over splits) and the per-type median SRCC, as Markdown."""
+    text = [f"# Results of suite `{suite.name}`\n",
+            f"seed {suite.seed}; PLCC/RMSE 'fit' = after a {suite.logistic or 'no'} logistic fit on z-scored "
+            "predictions (raw where the fit failed, counted in 'fit failures'); SRCC/KRCC on raw scores; "
+            "targets are scores normalised to [0, 1], higher is better. Values: median over splits ±standard "
+            "deviation over splits, test subsets only (models were selected on val). purity/NMI: clusters "
+            "against distortion type.\n"]
+    summary = summary_table(table)
+    if summary.empty:
+        text.append("No results.\n")
+        return "\n".join(text)
+    labels = [label for _, _, label in SUMMARY_METRICS]
+    header = ["model", "dataset", "protocol", "splits", *labels, "fit failures"]
+    rows = [[r["model"], r["dataset"], r["protocol"], r["splits"],
+             *[_fmt(r[lbl], r[lbl + " sd"]) for lbl in labels], r["fit failures"]]
+            for _, r in summary.iterrows()]
+    text.append("## Summary\n")
+    text.append(markdown_table(header, rows))
+    per_type = table[(table["subset"] == "test") & (table["metric"] == "srcc")
+                     & (table["dist_type"] != "all") & (table["protocol"] == "intra")]
+    if not per_type.empty:
+        pivot = per_type.groupby(["model", "dataset", "dist_type"])["value"].median().unstack("dist_type")
+        text.append("\n## Median test SRCC per distortion type (intra)\n")
+        rows = [[m, d, *[_fmt(v) for v in vals]]
+                for (m, d), vals in zip(pivot.index, pivot.to_numpy(), strict=True)]
+        text.append(markdown_table(["model", "dataset", *pivot.columns], rows))
+    return "\n".join(text)
