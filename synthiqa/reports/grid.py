@@ -128,6 +128,9 @@ def render_distortion_grid(image: ImageLike = None, profile: str = "kadid",
     cols = list(default_levels(profile) if levels is None else levels)
     if not cols:
         raise DistortionInputError("grid needs at least one level")
+    bad = [lv for lv in cols if not 1 <= lv <= NUM_LEVELS]
+    if bad:
+        raise DistortionInputError(f"grid level {bad[0]:g} is outside [1, {NUM_LEVELS}]")
     rows = list(names) if names is not None else list_distortions(profile, include_extra=include_extra)
     for name in rows:
         get_distortion(name, profile)  # one-line error for a name the profile does not know
