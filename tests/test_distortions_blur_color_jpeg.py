@@ -241,7 +241,10 @@ def test_color_shift_arniqa_index_arithmetic(image):
 
 
 def test_color_shift_kadid_edge_weight_is_stretched(image):
-    from synthiqa.distortions.color import edge_weight
+    from synthiqa.distortions.color import _percentile, edge_weight
+
+    ramp = torch.arange(1.0, 11.0).view(1, -1)  # MATLAB: prctile(1:10, [50 1 99 30]) = 5.5 1 10 3.5
+    assert [_percentile(ramp, p).item() for p in (50, 1, 99, 30)] == pytest.approx([5.5, 1, 10, 3.5])
 
     e = edge_weight(image[None], clip_and_stretch=True)
     frac_lo = (e == 0).float().mean().item()

@@ -6,7 +6,7 @@ ARNIQA's Lab-based pixels differ from ours in hue; we follow the formulas it was
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -57,14 +57,15 @@ class ColorDiffusion(Distortion):
 
 def _percentile(flat: torch.Tensor, p: float) -> torch.Tensor:
     """MATLAB ``prctile`` per row of ``flat`` [B, N]: sorted values at position N*p/100 + 0.5 (1-based),
-    linearly interpolated and clamped to the ends."""
+    linearly interpolated and clamped to the ends (two order statistics by selection, no full sort)."""
     n = flat.shape[1]
-    s = flat.sort(dim=1).values
     pos = min(max(n * p / 100.0 + 0.5, 1.0), float(n)) - 1.0
     lo = int(np.floor(pos))
     hi = min(lo + 1, n - 1)
     frac = pos - lo
-    return s[:, lo] * (1 - frac) + s[:, hi] * frac
+    v_lo = flat.kthvalue(lo + 1, dim=1).values
+    v_hi = flat.kthvalue(hi + 1, dim=1).values if frac > 0 else v_lo
+    return v_lo * (1 - frac) + v_hi * frac
 
 
 def edge_weight(images: torch.Tensor, clip_and_stretch: bool) -> torch.Tensor:
@@ -146,16 +147,26 @@ class ColorShift(Distortion):
         return out
 
 
-def to_uint8_hwc(images: torch.Tensor) -> np.ndarray:
-    """``[B,3,H,W]`` floats in [0, 1] to a contiguous uint8 ``[B,H,W,3]`` array (rounded to nearest)."""
-    x = (images.detach().to(torch.float32) * 255.0).round_().clamp_(0, 255).to(torch.uint8)
-    return np.ascontiguousarray(x.permute(0, 2, 3, 1).cpu().numpy())
+def map_uint8_images(images: torch.Tensor, fn: Callable[[int, np.ndarray], np.ndarray],
+                     bgr: bool = False) -> torch.Tensor:
+    """Run ``fn(i, image)`` on each image of a batch as contiguous uint8 ``[H,W,3]`` (RGB, or BGR for
+    OpenCV codecs), one at a time on the CPU, for sequential codecs; ``fn`` returns the same layout.
 
+    Pixels go to 8 bits by rounding to nearest; the result is float ``[B,3,H,W]`` in [0, 1] on the
+    images' device (a CUDA batch makes a round trip through the CPU). OpenCV's per-plane conversions
+    avoid strided whole-batch copies.
+    """
+    import cv2
 
-def from_uint8_hwc(arr: np.ndarray, like: torch.Tensor) -> torch.Tensor:
-    """Inverse of ``to_uint8_hwc``: float ``[B,3,H,W]`` in [0, 1] on ``like``'s device and dtype."""
-    t = torch.from_numpy(np.ascontiguousarray(arr)).to(like.device).permute(0, 3, 1, 2)
-    return t.to(like.dtype).div_(255.0).contiguous()
+    x = images.detach().to("cpu", torch.float32).contiguous().numpy()
+    out = np.empty_like(x)
+    order = (2, 1, 0) if bgr else (0, 1, 2)
+    scale = np.float32(255.0)
+    for i in range(x.shape[0]):
+        result = fn(i, cv2.merge([cv2.convertScaleAbs(x[i, c], alpha=255.0) for c in order]))
+        for c, plane in zip(order, cv2.split(result), strict=True):
+            np.divide(plane, scale, out=out[i, c], dtype=np.float32)
+    return torch.from_numpy(out).to(device=images.device, dtype=images.dtype)
 
 
 #: Histogram levels per channel (the top 5 bits), as in Wu's paper.
@@ -259,11 +270,8 @@ class ColorQuantization(Distortion):
                    "+ ind2rgb")
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        arr = to_uint8_hwc(images)
-        out = np.empty_like(arr)
-        for i, n in enumerate(round_half_up(params["colors"])):  # sequential codec: one image at a time
-            out[i] = quantize_palette_dither(arr[i], max(2, min(256, n)))
-        return from_uint8_hwc(out, images)
+        colors = [max(2, min(256, n)) for n in round_half_up(params["colors"])]
+        return map_uint8_images(images, lambda i, im: quantize_palette_dither(im, colors[i]))
 
 
 @register_distortion
@@ -282,7 +290,7 @@ class ColorSaturationHSV(Distortion):
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         v = images.amax(dim=1, keepdim=True)
-        return v + _view(params["factor"], images) * (images - v)
+        return (images - v).mul_(_view(params["factor"], images)).add_(v)
 
 
 @register_distortion

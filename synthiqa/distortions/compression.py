@@ -16,7 +16,7 @@ import torch
 
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.blur import round_half_up
-from synthiqa.distortions.color import from_uint8_hwc, to_uint8_hwc
+from synthiqa.distortions.color import map_uint8_images
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.errors import DistortionInputError
 
@@ -40,12 +40,11 @@ def encode_jpeg_libjpeg(image: np.ndarray, quality: int) -> bytes:
 def _libjpeg_roundtrip(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
     import cv2
 
-    bgr = np.ascontiguousarray(to_uint8_hwc(images)[..., ::-1])
-    out = np.empty_like(bgr)
-    for i, q in enumerate(qualities):  # sequential codec: one image at a time
-        ok, buf = cv2.imencode(".jpg", bgr[i], [cv2.IMWRITE_JPEG_QUALITY, q])
-        out[i] = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-    return from_uint8_hwc(out[..., ::-1], images)
+    def roundtrip(i: int, bgr: np.ndarray) -> np.ndarray:
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, qualities[i]])
+        return cv2.imdecode(buf, cv2.IMREAD_COLOR)
+
+    return map_uint8_images(images, roundtrip, bgr=True)
 
 
 def _nvjpeg_roundtrip(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
@@ -147,9 +146,5 @@ class JPEG2000(Distortion):
                    "128 px), LRCP")
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        arr = to_uint8_hwc(images)
-        out = np.empty_like(arr)
         ratios = params["ratio"].detach().to(torch.float64).cpu().tolist()
-        for i, r in enumerate(ratios):  # sequential codec: one image at a time
-            out[i] = decode_image(encode_jpeg2000(arr[i], r))
-        return from_uint8_hwc(out, images)
+        return map_uint8_images(images, lambda i, im: decode_image(encode_jpeg2000(im, ratios[i])))
