@@ -2,7 +2,7 @@
 
 import importlib
 
-BUILTIN_MODULES: tuple[str, ...] = ("baselines", "ceniqa")
+BUILTIN_MODULES: tuple[str, ...] = ("baselines", "ceniqa", "trcnn", "sind", "arniqa")
 
 for _module in BUILTIN_MODULES:
     importlib.import_module(f"synthiqa.models.{_module}")

@@ -1,0 +1,560 @@
+"""ARNIQA: self-supervised learning of the image-distortion manifold, then Ridge on frozen features.
+
+Training (re-implemented from the paper and ``../shared/spec/distortions.md`` §4, not copied): each item
+is two images A and B (B a random training image, possibly A itself) degraded by **the same** ARNIQA chain
+(``sample_chain``, profile ``arniqa``, applied by the engine on the device). Each yields a random crop of
+the full image and one of the image downscaled by 2 (bicubic with antialiasing, as Pillow's); one chain
+is applied to all four crops with independent random internals. NT-Xent (temperature 0.1) between the
+projections of ``cat(A_full, A_half)`` and ``cat(B_full, B_half)``: the positive of a crop is the other
+image's crop at the same scale (same degradation, different content); every other crop of the 4B set is
+a negative. The encoder is a ResNet (timm, from scratch) with a two-layer projection head.
+
+Quality (``test.py``): the frozen encoder at full and half scale on five crops (centre and the four
+corners) of each image; full and half features (L2-normalised) are concatenated; Ridge regression with
+the alpha of ``np.geomspace(1e-3, 1e3, 100)`` that has the best median validation SRCC over 10
+reference-disjoint splits; an image's score is the mean over its five crops.
+
+Differences from the published setting, on purpose: the CPU default is ResNet-18 on 96 px crops for a few
+hundred steps (preset ``paper``: ResNet-50, 224 px, batch 16, 10 epochs), the optimiser is the shared
+loop's AdamW with a per-run cosine schedule (the paper: SGD, momentum 0.9, warm restarts), and the
+encoder learns from the training split's references instead of KADIS-700.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, Dataset
+
+from synthiqa.atomic import atomic_write_text
+from synthiqa.datasets.records import IQARecord
+from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
+from synthiqa.models.backbones import create_backbone
+from synthiqa.models.data import LabelSpace, fit_min_side, read_rgb
+from synthiqa.models.inference import quality_metrics
+from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
+from synthiqa.models.registry import Method, register_method, register_model
+from synthiqa.models.ridge import ALPHAS, RidgeModel, alpha_grid_search, fit_ridge, scene_disjoint_folds
+from synthiqa.models.sind import EXPERIMENTS, experiment_records
+from synthiqa.models.training import (
+    LoopSettings,
+    load_checkpoint,
+    resolve_device,
+    run_training,
+    save_checkpoint,
+)
+
+METHOD = "arniqa"
+#: Evaluation crops per scale: centre, top-left, top-right, bottom-left, bottom-right.
+FIVE_CROPS = 5
+
+
+@dataclass
+class ARNIQAConfig(MethodConfig):
+    """Every setting of ARNIQA.
+
+    Encoder: ``encoder`` (``resnet18``, ``resnet50``, any timm or synthiqa backbone, trained from
+    scratch), ``encoder_checkpoint`` (an ARNIQA checkpoint whose encoder to use: no self-supervised
+    training), ``projection_dim``, ``crop_size`` (px, both scales), ``normalize_features`` (L2 before
+    Ridge).
+    Self-supervised training: ``epochs`` x ``steps_per_epoch`` steps of ``batch_size`` items (4 crops
+    each), ``learning_rate``, ``weight_decay``, ``scheduler``, ``grad_clip``, ``temperature`` (NT-Xent),
+    ``max_distortions`` and ``pristine_prob`` (chain law), ``val_samples`` (images of the per-epoch
+    validation: Ridge with ``val_alpha`` on that many training images, SRCC on as many val images).
+    Quality: ``alpha`` (fixed, or None for the grid search over ``n_splits`` reference-disjoint folds).
+    Data: ``experiment``, ``fold``, ``test_data`` as for TRCNN/SIND. ``seed``, ``device``, ``amp``,
+    ``num_workers`` (decoding workers), ``eval_batch`` (images per feature batch).
+    """
+
+    encoder: str = "resnet18"
+    encoder_checkpoint: str | None = None
+    projection_dim: int = 128
+    crop_size: int = 96
+    normalize_features: bool = True
+
+    epochs: int = 4
+    steps_per_epoch: int = 25
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"
+    grad_clip: float = 5.0
+    temperature: float = 0.1
+    max_distortions: int = 4
+    pristine_prob: float = 0.05
+    val_samples: int = 200
+    val_alpha: float = 0.1
+
+    alpha: float | None = None
+    n_splits: int = 10
+
+    experiment: str = "reference-split"
+    fold: int = 0
+    test_data: str | None = None
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    num_workers: int = 0
+    eval_batch: int = 16
+
+    def validate(self) -> None:
+        check_positive(self, "projection_dim", "steps_per_epoch", "batch_size", "max_distortions",
+                       "val_samples", "n_splits", "eval_batch")
+        if self.crop_size < 32:
+            raise ConfigError(f"crop_size must be >= 32, got {self.crop_size}")
+        for name in ("epochs", "fold", "num_workers"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.temperature <= 0 or self.learning_rate <= 0:
+            raise ConfigError("temperature and learning_rate must be > 0")
+        if not 0 <= self.pristine_prob < 1:
+            raise ConfigError(f"pristine_prob must be in [0, 1), got {self.pristine_prob}")
+        if self.alpha is not None and self.alpha <= 0:
+            raise ConfigError(f"alpha must be > 0 (or null for the grid search), got {self.alpha}")
+        check_choice(self, "scheduler", ("cosine", "step", "none"))
+        check_choice(self, "experiment", EXPERIMENTS)
+
+
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "quick": {"epochs": 2, "steps_per_epoch": 15, "crop_size": 64, "val_samples": 100},
+    "paper": {"encoder": "resnet50", "crop_size": 224, "batch_size": 16, "epochs": 10,
+              "steps_per_epoch": 2500},
+}
+
+
+def preset_config(name: str = "default", **overrides: Any) -> ARNIQAConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown ARNIQA preset {name!r}; known: {', '.join(PRESETS)}")
+    return ARNIQAConfig().replace(**PRESETS[name]).replace(**overrides)
+
+
+# ---------------------------------------------------------------------------------------- network
+class ARNIQANet(nn.Module):
+    """Encoder (backbone, global average pool of its last map) and projection head
+    (linear-ReLU-linear to ``projection_dim``)."""
+
+    def __init__(self, config: ARNIQAConfig):
+        super().__init__()
+        self.backbone = create_backbone(config.encoder, image_size=config.crop_size)
+        dim = self.backbone.channels[-1]
+        self.feature_dim = dim
+        self.projector = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(inplace=True),
+                                       nn.Linear(dim, config.projection_dim))
+
+    def features(self, images: torch.Tensor) -> torch.Tensor:
+        """Encoder features ``[B, C]`` of [0, 1] RGB images."""
+        return self.backbone(images)[-1].float().mean((2, 3))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Projections ``[B, projection_dim]`` (the contrastive space)."""
+        return self.projector(self.features(images))
+
+
+def nt_xent(a: torch.Tensor, b: torch.Tensor, temperature: float = 0.1) -> torch.Tensor:
+    """NT-Xent (SimCLR) between ``a`` and ``b`` (``[N, D]``): row ``i`` of ``a`` and row ``i`` of ``b`` are
+    positives, every other row of the ``2N`` set is a negative; cosine similarities over ``temperature``,
+    cross-entropy averaged over all ``2N`` anchors."""
+    z = F.normalize(torch.cat([a, b]).float(), dim=1)
+    sim = z @ z.T / temperature
+    sim = sim.masked_fill(torch.eye(len(z), dtype=torch.bool, device=z.device), float("-inf"))
+    n = a.shape[0]
+    target = torch.cat([torch.arange(n, 2 * n), torch.arange(n)]).to(z.device)
+    return F.cross_entropy(sim, target)
+
+
+# ---------------------------------------------------------------------------------------- training pairs
+def downscale_half(image: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[3,H,W]`` -> half size, bicubic with antialiasing (Pillow's ``resize`` BICUBIC)."""
+    h, w = image.shape[-2:]
+    out = F.interpolate(image[None].float(), size=(max(1, h // 2), max(1, w // 2)), mode="bicubic",
+                        antialias=True, align_corners=False)
+    return out[0].round().clamp(0, 255).to(torch.uint8)
+
+
+class PairBatches:
+    """ARNIQA's training batches, made on ``device``: ``image`` is ``[4B,3,S,S]`` float in [0, 1], ordered
+    A_full, A_half, B_full, B_half (``B`` rows each). Batch ``t`` of epoch ``e`` depends only on
+    (seed, e, t).
+
+    Args:
+        sources: uint8 ``[3,H,W]`` pristine images (kept on the CPU).
+    """
+
+    def __init__(self, sources: Sequence[torch.Tensor], config: ARNIQAConfig, device: torch.device | str):
+        if not sources:
+            raise DatasetError("ARNIQA: no source images for self-supervised training")
+        s = config.crop_size
+        self.full = [fit_min_side(img, 2 * s) for img in sources]
+        self.half = [downscale_half(img) for img in self.full]
+        self.config = config
+        self.device = torch.device(device)
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.config.steps_per_epoch
+
+    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
+        for step in range(len(self)):
+            yield self.batch(self.epoch, step)
+
+    def batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
+        from synthiqa.distortions import apply_chains, derive_seed, sample_chain
+
+        c = self.config
+        s = c.crop_size
+        rng = random.Random(derive_seed(c.seed, "arniqa-pairs", epoch, step))
+        crops: list[list[torch.Tensor]] = [[], [], [], []]
+        chains = []
+        for item in range(c.batch_size):
+            a, b = rng.randrange(len(self.full)), rng.randrange(len(self.full))
+            chains.append(sample_chain(derive_seed(c.seed, "arniqa-chain", epoch, step, item), "arniqa",
+                                       max_distortions=c.max_distortions, pristine_prob=c.pristine_prob))
+            for slot, image in enumerate((self.full[a], self.half[a], self.full[b], self.half[b])):
+                y, x = rng.randint(0, image.shape[1] - s), rng.randint(0, image.shape[2] - s)
+                crops[slot].append(image[:, y:y + s, x:x + s])
+        images = torch.stack([crop for slot in crops for crop in slot]).to(self.device)
+        all_chains = chains * 4
+        seeds = [derive_seed(c.seed, "arniqa-crop", epoch, step, i) for i in range(len(all_chains))]
+        out, _ = apply_chains(images, all_chains, seeds, profile="arniqa")
+        return {"image": out.float()}
+
+
+def source_images(records: Sequence[IQARecord]) -> list[torch.Tensor]:
+    """The pristine images of ``records``: their distinct references, or the images themselves for
+    records without one (then already-degraded content is degraded again: an approximation)."""
+    paths = sorted({str(r.reference) if r.reference else str(r.image) for r in records})
+    return [read_rgb(p) for p in paths]
+
+
+# ---------------------------------------------------------------------------------------- features
+def five_crops(image: torch.Tensor, size: int) -> torch.Tensor:
+    """``[5,3,S,S]``: centre, top-left, top-right, bottom-left, bottom-right crops (upscaled first when
+    the image is smaller than ``size``)."""
+    image = fit_min_side(image, size)
+    h, w = image.shape[-2:]
+    origins = [((h - size) // 2, (w - size) // 2), (0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
+    return torch.stack([image[:, y:y + size, x:x + size] for y, x in origins])
+
+
+class TwoScaleCrops(Dataset):
+    """Per record, ``[10,3,S,S]`` uint8: the five crops of the image, then the five of its half-size copy."""
+
+    def __init__(self, paths: Sequence[Path | str], size: int):
+        self.paths = list(paths)
+        self.size = size
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> torch.Tensor:
+        image = read_rgb(self.paths[i])
+        return torch.cat([five_crops(image, self.size), five_crops(downscale_half(image), self.size)])
+
+
+@torch.no_grad()
+def extract_features(model: ARNIQANet, paths: Sequence[Path | str], config: ARNIQAConfig,
+                     device: torch.device) -> np.ndarray:
+    """``[N, 5, 2C]`` float32: per image and crop, the full-scale and half-scale features concatenated
+    (each L2-normalised when ``normalize_features``)."""
+    model.eval()
+    loader = DataLoader(TwoScaleCrops(paths, config.crop_size), batch_size=config.eval_batch,
+                        num_workers=config.num_workers)
+    out = []
+    use_amp = config.amp and device.type == "cuda"
+    for batch in loader:
+        images = batch.to(device).flatten(0, 1).float().div_(255.0)
+        with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+            feats = model.features(images).float()
+        if config.normalize_features:
+            feats = F.normalize(feats, dim=1)
+        feats = feats.view(batch.shape[0], 2, FIVE_CROPS, -1)
+        out.append(torch.cat([feats[:, 0], feats[:, 1]], dim=2).cpu().numpy())
+    if not out:
+        raise SynthiqaError("ARNIQA: no images to extract features from")
+    return np.concatenate(out)
+
+
+def _scores(records: Sequence[IQARecord]) -> np.ndarray:
+    return np.array([math.nan if r.score_norm is None else r.score_norm for r in records], dtype=np.float64)
+
+
+def _subset(records: Sequence[IQARecord], n: int, seed: int) -> list[IQARecord]:
+    """At most ``n`` of ``records`` (a seeded random subset, in their order)."""
+    if len(records) <= n:
+        return list(records)
+    return [records[i] for i in sorted(np.random.default_rng(seed).choice(len(records), n, replace=False))]
+
+
+def _scenes(records: Sequence[IQARecord]) -> list[str]:
+    return [r.scene or str(r.reference or r.image) for r in records]
+
+
+def fit_quality_ridge(features: np.ndarray, records: Sequence[IQARecord], config: ARNIQAConfig
+                      ) -> tuple[RidgeModel, dict[str, Any]]:
+    """Ridge on the five-crop features of ``records`` (their normalised scores); the alpha is
+    ``config.alpha`` or the grid search over ``n_splits`` reference-disjoint folds. Returns the model and
+    a summary (alpha, median val SRCC of the chosen alpha)."""
+    y = _scores(records)
+    ok = np.isfinite(y)
+    if ok.sum() < 2:
+        raise DatasetError("ARNIQA: fewer than two training images have a score")
+    x, y = features[ok], y[ok]
+    scenes = [s for s, keep in zip(_scenes(records), ok, strict=True) if keep]
+    info: dict[str, Any] = {}
+    alpha = config.alpha
+    if alpha is None:
+        if len(set(scenes)) >= 2:
+            search = alpha_grid_search(x, y, scene_disjoint_folds(scenes, config.n_splits, seed=config.seed),
+                                       ALPHAS)
+            alpha = search.alpha
+            info["alpha_search_median_val_srcc"] = search.best_srcc
+        else:
+            alpha = config.val_alpha
+    info["alpha"] = float(alpha)
+    return fit_ridge(x, y, alpha), info
+
+
+# ---------------------------------------------------------------------------------------- loop task
+class ARNIQATask:
+    """ARNIQA's self-supervised part of the shared training loop; validation fits a Ridge with
+    ``val_alpha`` on (up to ``val_samples``) training images and reports SRCC on the val images."""
+
+    method = METHOD
+
+    def __init__(self, config: ARNIQAConfig, train: Sequence[IQARecord], val: Sequence[IQARecord],
+                 device: torch.device):
+        self.config = config
+        self.device = device
+        self.model = ARNIQANet(config)
+        self.pairs = PairBatches(source_images(train), config, device)
+        n, seed = config.val_samples, config.seed
+        self.val_train = _subset([r for r in train if r.score_norm is not None], n, seed)
+        self.val = _subset([r for r in val if r.score_norm is not None], n, seed)
+
+    def phase(self, epoch: int) -> tuple[str, int, int]:
+        return "ssl", 0, self.config.epochs
+
+    def batches(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]:
+        self.pairs.set_epoch(epoch)
+        return self.pairs
+
+    def start_epoch(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def step(self, batch: dict[str, torch.Tensor], epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        z = self.model(batch["image"])
+        half = z.shape[0] // 2
+        loss = nt_xent(z[:half], z[half:], self.config.temperature)
+        return loss, {"nt_xent": float(loss.detach())}
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        if len(self.val) < 2 or len(self.val_train) < 2:
+            return {}
+        from scipy.stats import pearsonr, spearmanr
+
+        c = self.config
+        x_train = extract_features(self.model, [r.image for r in self.val_train], c, self.device)
+        x_val = extract_features(self.model, [r.image for r in self.val], c, self.device)
+        pred = fit_ridge(x_train, _scores(self.val_train), c.val_alpha).predict(x_val)
+        y = _scores(self.val)
+        if np.ptp(pred) == 0 or np.ptp(y) == 0:
+            return {}
+        return {"srcc": float(spearmanr(pred, y).statistic), "plcc": float(pearsonr(pred, y).statistic)}
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def extra_state(self) -> dict[str, Any]:
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        return None
+
+
+def loop_settings(config: ARNIQAConfig, device: torch.device, progress: bool) -> LoopSettings:
+    c = config
+    return LoopSettings(c.epochs, c.learning_rate, c.weight_decay, c.scheduler, c.grad_clip, c.seed, device,
+                        c.amp, progress=progress)
+
+
+def ridge_state(ridge: RidgeModel) -> dict[str, Any]:
+    return {"coef": torch.from_numpy(ridge.coef.astype(np.float64)), "intercept": float(ridge.intercept),
+            "alpha": float(ridge.alpha)}
+
+
+def load_encoder(path: str | Path, config: ARNIQAConfig) -> tuple[ARNIQANet, RidgeModel | None, ARNIQAConfig]:
+    """The network (and Ridge, when fitted) of an ARNIQA checkpoint; the encoder settings come from it."""
+    state = load_checkpoint(path)
+    if state.get("method") != METHOD:
+        raise SynthiqaError(f"{path}: a {state.get('method')!r} checkpoint, not an ARNIQA one")
+    saved = ARNIQAConfig.from_dict({**dict(state["config"]), "encoder_checkpoint": None},
+                                   source=f"{path} config")
+    config = config.replace(encoder=saved.encoder, projection_dim=saved.projection_dim,
+                            crop_size=saved.crop_size, normalize_features=saved.normalize_features)
+    model = ARNIQANet(config)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise SynthiqaError(f"{path}: weights do not fit the ARNIQA network ({first})") from None
+    ridge = None
+    if isinstance(state.get("ridge"), dict):
+        r = state["ridge"]
+        ridge = RidgeModel(r["coef"].numpy(), float(r["intercept"]), float(r["alpha"]))
+    return model.eval(), ridge, config
+
+
+def train_arniqa(options: dict[str, Any], data: str | None, out: str | Path | None) -> Path:
+    """``synthiqa train --method arniqa``: self-supervised encoder training on the training split's
+    references (best epoch by validation SRCC), then the Ridge (alpha grid search) on train+val, test
+    metrics in ``run.json``; ``best.pt`` holds encoder and Ridge. With ``encoder_checkpoint`` set, the
+    self-supervised stage is skipped."""
+    if options.get("on_the_fly"):
+        raise ConfigError("--on-the-fly is CENIQA's; arniqa trains on --data")
+    if not data:
+        raise ConfigError("arniqa: give --data DIR (or KIND:PATH)")
+    if out is None:
+        raise ConfigError("--out RUN_DIR is required")
+    config = (ARNIQAConfig.load(options["config"]) if options.get("config")
+              else preset_config(options.get("preset") or "default"))
+    config = config.replace(**(options.get("overrides") or {}))
+    device = resolve_device(config.device)
+    exp = experiment_records(data, config.experiment, config.fold, config.test_data, options.get("label"),
+                             config.seed)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save(out_dir / "config.yaml")
+    report: dict[str, Any] = {"method": METHOD, "data": exp.description, "device": str(device)}
+    t0 = time.perf_counter()
+    if config.encoder_checkpoint:
+        model, _, config = load_encoder(config.encoder_checkpoint, config)
+        model = model.to(device)
+        state: dict[str, Any] = {"method": METHOD, "config": config.to_dict(), "model": model.state_dict(),
+                                 "epoch": 0}
+        best_path = out_dir / "best.pt"
+    else:
+        torch.manual_seed(config.seed)
+        task = ARNIQATask(config, exp.train, exp.val, device)
+        settings = loop_settings(config, device, bool(options.get("progress", True)))
+        result = run_training(task, settings, out_dir, resume=options.get("resume"))
+        best_path = result.best_path  # type: ignore[assignment]
+        state = load_checkpoint(best_path)
+        model = task.model
+        model.load_state_dict(state["model"])
+        report.update(best_epoch=result.best_epoch, best_val_srcc=result.best_srcc,
+                      ssl_images_per_s=result.images_per_second)
+    report["ssl_seconds"] = time.perf_counter() - t0
+    t1 = time.perf_counter()
+    fit_records = exp.train + exp.val
+    ridge, info = fit_quality_ridge(extract_features(model, [r.image for r in fit_records], config, device),
+                                    fit_records, config)
+    report.update(info, ridge_seconds=time.perf_counter() - t1)
+    weights = {k: v.cpu() for k, v in model.state_dict().items()}
+    state = {**state, "config": config.to_dict(), "model": weights, "ridge": ridge_state(ridge)}
+    save_checkpoint(best_path, state)
+    if exp.test:
+        pred = ridge.predict(extract_features(model, [r.image for r in exp.test], config, device))
+        report["test"] = _metrics(pred, exp.test)
+    atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2) + "\n")
+    return best_path
+
+
+def _metrics(pred: np.ndarray, records: Sequence[IQARecord]) -> dict[str, Any]:
+    """SRCC, PLCC (raw), RMSE, MSE overall and per distortion type."""
+    y = _scores(records)
+    result: dict[str, Any] = dict(quality_metrics(pred, y))
+    result["mse"] = float(result["rmse"]) ** 2
+    types = LabelSpace.from_records(records).types
+    per_type = {}
+    for t in types:
+        sel = np.array([r.dist_type == t for r in records])
+        if sel.sum() >= 2:
+            per_type[t] = quality_metrics(pred[sel], y[sel])
+    if per_type:
+        result["per_type"] = per_type
+    return result
+
+
+# ---------------------------------------------------------------------------------------- predictor
+@register_model(METHOD)
+class ARNIQAPredictor:
+    """ARNIQA behind the ``QualityPredictor`` interface.
+
+    ``fit`` trains the encoder self-supervised on the training records' references (unless an encoder
+    was loaded: ``encoder_checkpoint`` or ``from_checkpoint``) and fits the Ridge (alpha grid search) on
+    their five-crop features; ``predict`` gives the Ridge's score (mean over the five crops; on the
+    scale of the normalised scores, higher is better); ``embed`` the crop-averaged features.
+
+    Args:
+        preset: ``default``, ``quick`` or ``paper``; config: a full ``ARNIQAConfig`` instead;
+        **overrides: config fields (e.g. ``encoder_checkpoint=PATH``).
+    """
+
+    name = METHOD
+    needs_reference = False
+    trainable = True
+
+    def __init__(self, preset: str = "default", config: ARNIQAConfig | None = None, progress: bool = False,
+                 **overrides: Any):
+        self.config = (config or preset_config(preset)).replace(**overrides)
+        self.progress = progress
+        self.device = resolve_device(self.config.device)
+        self.model: ARNIQANet | None = None
+        self.ridge: RidgeModel | None = None
+        self.frozen = False
+        if self.config.encoder_checkpoint:
+            self.model, _, self.config = load_encoder(self.config.encoder_checkpoint, self.config)
+            self.model.to(self.device)
+            self.frozen = True
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path) -> ARNIQAPredictor:
+        predictor = cls(config=ARNIQAConfig(device="auto"))
+        model, ridge, predictor.config = load_encoder(path, predictor.config)
+        predictor.model, predictor.ridge, predictor.frozen = model.to(predictor.device), ridge, True
+        return predictor
+
+    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
+        if not train:
+            raise DatasetError("ARNIQA: no training records")
+        if not self.frozen:
+            task = ARNIQATask(self.config, train, val or [], self.device)
+            result = run_training(task, loop_settings(self.config, self.device, self.progress), out_dir=None)
+            task.model.load_state_dict(result.best_state["model"])
+            self.model = task.model.eval()
+        records = list(train) + list(val or [])
+        self.ridge, _ = fit_quality_ridge(self._features(records), records, self.config)
+
+    def _features(self, records: Sequence[IQARecord]) -> np.ndarray:
+        if self.model is None:
+            raise SynthiqaError("ARNIQA: call fit() or load a checkpoint before predicting")
+        return extract_features(self.model, [r.image for r in records], self.config, self.device)
+
+    def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
+        if self.ridge is None:
+            raise SynthiqaError("ARNIQA: the Ridge is not fitted; call fit() with scored records")
+        return self.ridge.predict(self._features(records))
+
+    def embed(self, records: Sequence[IQARecord]) -> np.ndarray | None:
+        return self._features(records).mean(1)
+
+
+register_method(Method(
+    name=METHOD, train=train_arniqa, load=ARNIQAPredictor.from_checkpoint,
+    description="self-supervised distortion-manifold encoder (NT-Xent on same-chain pairs) + Ridge",
+))

@@ -1,0 +1,92 @@
+"""CENIQA's ablation study as data: one config file per experiment and an index of them.
+
+``write_experiments(out)`` writes ``out/<group>/<name>.yaml`` (each a complete ``CENIQAConfig``, loadable
+with ``CENIQAConfig.load`` and ``synthiqa train --config``) and ``out/index.yaml``::
+
+    format: synthiqa-experiments
+    version: 1
+    base: {...}                      # the config every experiment starts from
+    experiments:
+      - {name: backbone-resnet, group: backbone, config: backbone/backbone-resnet.yaml,
+         overrides: {backbone: resnet18}}
+      ...
+
+Groups: ``backbone`` (ResNet, EfficientNet, ViT, Swin, UNet, and the compact default), ``regressor``
+(MLP, KAN, Transformer, GRU, attention), ``clusters`` (K = 4, 6, 8, 10, 12), ``features`` (each of the
+multi-scale, frequency and patch-wise extractors alone and left out) and ``components`` (the monotonic
+head and loss, and each auxiliary loss switched off, then all of them).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from synthiqa.atomic import atomic_write_text
+from synthiqa.models.config import CENIQAConfig
+
+INDEX_FORMAT = "synthiqa-experiments"
+INDEX_VERSION = 1
+
+#: Backbone family -> the timm (or synthiqa) model standing for it: the smallest of each family.
+BACKBONES = {"compact": "compact", "resnet": "resnet18", "efficientnet": "efficientnet_b0",
+             "vit": "vit_tiny_patch16_224", "swin": "swin_tiny_patch4_window7_224", "unet": "unet"}
+REGRESSORS = ("mlp", "kan", "transformer", "gru", "attention")
+CLUSTER_COUNTS = (4, 6, 8, 10, 12)
+FEATURES = ("multiscale", "frequency", "patch")
+AUXILIARY_LOSSES = ("contrast", "consistency", "ranking", "cluster")
+
+
+@dataclass
+class Experiment:
+    """One ablation: its name, group and the config fields it changes from the base."""
+
+    name: str
+    group: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def ablation_experiments() -> list[Experiment]:
+    """Every experiment of the CENIQA ablation study, in index order."""
+    exps = [Experiment(f"backbone-{family}", "backbone", {"backbone": name})
+            for family, name in BACKBONES.items()]
+    exps += [Experiment(f"regressor-{r}", "regressor", {"regressor_type": r}) for r in REGRESSORS]
+    exps += [Experiment(f"clusters-k{k}", "clusters", {"n_clusters": k, "use_bic_selection": False})
+             for k in CLUSTER_COUNTS]
+    for feat in FEATURES:
+        exps.append(Experiment(f"features-only-{feat}", "features",
+                               {f"use_{f}": f == feat for f in FEATURES}))
+    for feat in FEATURES:
+        exps.append(Experiment(f"features-no-{feat}", "features", {f"use_{feat}": False}))
+    exps += [
+        Experiment("components-monotonic-head", "components", {"regressor_type": "monotonic"}),
+        Experiment("components-no-monotonic-loss", "components", {"lambda_monotonic": 0.0}),
+    ]
+    exps += [Experiment(f"components-no-{loss}-loss", "components", {f"lambda_{loss}": 0.0})
+             for loss in AUXILIARY_LOSSES]
+    exps.append(Experiment("components-no-auxiliary-losses", "components",
+                           {f"lambda_{loss}": 0.0 for loss in (*AUXILIARY_LOSSES, "monotonic")}))
+    return exps
+
+
+def write_experiments(out: str | Path, base: CENIQAConfig | None = None) -> list[Path]:
+    """Write every experiment's config (``base`` with its overrides; validated) and ``index.yaml``
+    under ``out``; returns the config paths. Existing files of the same names are replaced."""
+    import yaml
+
+    root = Path(out)
+    base = base or CENIQAConfig()
+    paths, entries = [], []
+    for exp in ablation_experiments():
+        config = base.replace(**exp.overrides)
+        rel = Path(exp.group) / f"{exp.name}.yaml"
+        (root / exp.group).mkdir(parents=True, exist_ok=True)
+        config.save(root / rel)
+        paths.append(root / rel)
+        entries.append({"name": exp.name, "group": exp.group, "config": rel.as_posix(),
+                        "overrides": dict(exp.overrides)})
+    index = {"format": INDEX_FORMAT, "version": INDEX_VERSION, "method": "ceniqa", "base": base.to_dict(),
+             "experiments": entries}
+    atomic_write_text(root / "index.yaml", yaml.safe_dump(index, sort_keys=False))
+    return paths

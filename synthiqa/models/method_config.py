@@ -1,0 +1,100 @@
+"""Dataclass configurations of the methods beside CENIQA (ARNIQA, TRCNN, SIND): the same JSON/YAML round
+trip, field-by-field overrides and one-line errors as ``CENIQAConfig``, as a mixin.
+
+A config class subclasses ``MethodConfig`` and defines ``validate()``; values from files and from
+``--set NAME=VALUE`` are converted to each field's type by the CENIQA config's coercion rules.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+import typing
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+from synthiqa.atomic import atomic_write_text
+from synthiqa.errors import ConfigError
+from synthiqa.models.config import _coerce
+
+C = TypeVar("C", bound="MethodConfig")
+
+
+class MethodConfig:
+    """Mixin for ``@dataclass`` configs: ``to_dict``, ``from_dict``, ``replace``, ``save``, ``load``."""
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """One-line ``ConfigError`` naming the first bad field (subclasses add their checks)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
+        """Build from a mapping; unknown keys and wrongly typed values give a one-line ``ConfigError``."""
+        if not isinstance(data, dict):
+            raise ConfigError(f"{source}: expected a mapping of options, got {type(data).__name__}")
+        known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
+        for key in data:
+            if key not in known:
+                close = difflib.get_close_matches(str(key), known, n=1)
+                hint = f" (did you mean {close[0]!r}?)" if close else ""
+                raise ConfigError(f"{source}: unknown {cls.__name__} option {key!r}{hint}")
+        hints = typing.get_type_hints(cls)
+        values = {k: _coerce(v, hints[k], k, source) for k, v in data.items()}
+        try:
+            return cls(**values)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: {exc}") from None
+
+    def replace(self: C, **overrides: Any) -> C:
+        """A copy with some fields changed (``None`` values are ignored: the CLI's unset options)."""
+        d = self.to_dict()
+        d.update({k: v for k, v in overrides.items() if v is not None})
+        return type(self).from_dict(d, source="options")
+
+    def save(self, path: str | Path) -> None:
+        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
+        p = Path(path)
+        if p.suffix.lower() in (".yaml", ".yml"):
+            import yaml
+
+            atomic_write_text(p, yaml.safe_dump(self.to_dict(), sort_keys=False))
+        else:
+            atomic_write_text(p, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls: type[C], path: str | Path) -> C:
+        """Read a JSON or YAML file; a missing or unparsable file is a one-line ``ConfigError``."""
+        p = Path(path)
+        if not p.is_file():
+            raise ConfigError(f"{p}: config file not found")
+        try:
+            text = p.read_text(encoding="utf-8")
+            if p.suffix.lower() in (".yaml", ".yml"):
+                import yaml
+
+                data = yaml.safe_load(text) or {}
+            else:
+                data = json.loads(text)
+        except Exception as exc:
+            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            raise ConfigError(f"{p}: cannot parse ({first})") from None
+        return cls.from_dict(data, source=str(p))
+
+
+def check_positive(config: Any, *names: str) -> None:
+    """``ConfigError`` unless every named field is >= 1."""
+    for name in names:
+        if int(getattr(config, name)) < 1:
+            raise ConfigError(f"{name} must be at least 1, got {getattr(config, name)}")
+
+
+def check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
+    """``ConfigError`` unless the field's value is one of ``choices``."""
+    if getattr(config, name) not in choices:
+        raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(config, name)!r}")

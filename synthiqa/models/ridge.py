@@ -1,0 +1,121 @@
+"""Ridge regression on frozen features with ARNIQA's alpha search (``test.py: alpha_grid_search``).
+
+Each image carries several feature rows (crops); every crop is a training sample with its image's score,
+and an image's prediction is the mean over its crops. The alpha is the one of ``ALPHAS`` with the highest
+**median validation SRCC** over reference-disjoint splits. All alphas of a split are solved from one SVD
+of the centred training matrix, which gives exactly scikit-learn's ``Ridge(alpha, fit_intercept=True)``
+solution for each.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from synthiqa.errors import DatasetError
+
+#: ARNIQA's grid: ``np.geomspace(1e-3, 1e3, 100)``.
+ALPHAS = np.geomspace(1e-3, 1e3, 100)
+
+
+@dataclass
+class RidgeModel:
+    """A fitted ridge: ``predict(x) = x @ coef + intercept``."""
+
+    coef: np.ndarray
+    intercept: float
+    alpha: float
+
+    def predict(self, features: np.ndarray) -> np.ndarray:
+        """Per-crop predictions of ``[N, D]`` features, or per-image means of ``[N, C, D]`` ones."""
+        x = np.asarray(features, dtype=np.float64)
+        pred = x @ self.coef + self.intercept
+        return pred.mean(1) if x.ndim == 3 else pred
+
+
+def _flatten(features: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``[N, C, D]`` crops and ``[N]`` image scores -> ``[N*C, D]`` rows with repeated scores."""
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    if x.ndim == 2:
+        return x, y
+    return x.reshape(-1, x.shape[-1]), np.repeat(y, x.shape[1])
+
+
+def ridge_path(features: np.ndarray, targets: np.ndarray, alphas: Sequence[float]) -> list[RidgeModel]:
+    """Ridge fits (with intercept) for every alpha; ``features`` ``[N, D]`` or ``[N, C, D]`` (crops)."""
+    x, y = _flatten(features, targets)
+    if x.shape[0] < 2:
+        raise DatasetError(f"ridge regression needs at least 2 samples, got {x.shape[0]}")
+    x_mean, y_mean = x.mean(0), y.mean()
+    u, s, vt = np.linalg.svd(x - x_mean, full_matrices=False)
+    uty = u.T @ (y - y_mean)
+    models = []
+    for alpha in alphas:
+        coef = vt.T @ (s / (s**2 + float(alpha)) * uty)
+        models.append(RidgeModel(coef, float(y_mean - x_mean @ coef), float(alpha)))
+    return models
+
+
+def fit_ridge(features: np.ndarray, targets: np.ndarray, alpha: float) -> RidgeModel:
+    """One ridge fit (see ``ridge_path``)."""
+    return ridge_path(features, targets, [alpha])[0]
+
+
+def scene_disjoint_folds(scenes: Sequence[str], n_splits: int = 10, val_ratio: float = 0.2,
+                         seed: int = 27) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_splits`` (train, val) index arrays: the scenes (references) are permuted with
+    ``default_rng([seed, i])`` and ``val_ratio`` of them (at least one) go to val, so no scene is in both."""
+    names = sorted(set(scenes))
+    if len(names) < 2:
+        raise DatasetError(f"reference-disjoint folds need at least 2 scenes, got {len(names)}")
+    n_val = min(len(names) - 1, max(1, round(val_ratio * len(names))))
+    scene_arr = np.asarray(scenes)
+    folds = []
+    for i in range(n_splits):
+        order = np.random.default_rng([seed, i]).permutation(len(names))
+        val_scenes = {names[j] for j in order[:n_val]}
+        is_val = np.fromiter((s in val_scenes for s in scene_arr), bool, len(scene_arr))
+        folds.append((np.flatnonzero(~is_val), np.flatnonzero(is_val)))
+    return folds
+
+
+@dataclass
+class AlphaSearch:
+    """Result of ``alpha_grid_search``: the chosen alpha and the median val SRCC of every alpha."""
+
+    alpha: float
+    alphas: np.ndarray
+    median_srcc: np.ndarray
+
+    @property
+    def best_srcc(self) -> float:
+        return float(np.nanmax(self.median_srcc))
+
+
+def alpha_grid_search(features: np.ndarray, targets: np.ndarray,
+                      folds: Sequence[tuple[np.ndarray, np.ndarray]],
+                      alphas: Sequence[float] = ALPHAS) -> AlphaSearch:
+    """ARNIQA's search: for each fold fit every alpha on the train images' crops, predict the val images
+    (mean over crops), SRCC against their scores; pick the alpha with the highest median over folds
+    (the smallest such alpha on ties)."""
+    from scipy.stats import spearmanr
+
+    x = np.asarray(features, dtype=np.float64)
+    y = np.asarray(targets, dtype=np.float64)
+    alphas_arr = np.asarray(alphas, dtype=np.float64)
+    table = np.full((len(folds), len(alphas_arr)), np.nan)
+    for f, (train, val) in enumerate(folds):
+        if len(train) < 2 or len(val) < 2:
+            continue
+        for a, model in enumerate(ridge_path(x[train], y[train], alphas_arr)):
+            pred = model.predict(x[val])
+            if np.ptp(pred) > 0 and np.ptp(y[val]) > 0:
+                table[f, a] = spearmanr(pred, y[val]).statistic
+    if np.isnan(table).all():
+        raise DatasetError("alpha search: no fold had two distinct validation scores")
+    median = np.nanmedian(np.where(np.isnan(table).all(0, keepdims=True), -np.inf, table), axis=0)
+    best = int(np.argmax(median))
+    return AlphaSearch(float(alphas_arr[best]), alphas_arr, median)

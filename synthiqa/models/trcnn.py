@@ -1,0 +1,458 @@
+"""TRCNN: a CNN extracts a feature map, a transformer encoder reads its patch tokens together with a
+learned quality token, and the quality token's output gives the score (sigmoid: [0, 1], higher is better).
+
+Training (shared loop of ``training.py``): MSE on the normalised MOS plus ``lambda_rank`` times a
+pairwise hinge on every misordered pair of the batch (``loss="mse_rank"``), or SIND's loss
+(``loss="sind"``: L1 after per-domain scale-shift alignment, see ``sind.py``). SIND's scene sampling,
+alignment domain, local-global patches and experiment types are config fields here, so TRCNN trains
+with or without them; ``synthiqa train --method sind`` is this trainer with SIND's defaults.
+Evaluation: SRCC, PLCC (raw) and MSE/RMSE on the [0, 1] scale.
+
+Checkpoints: the loop's dict (``method`` = ``trcnn`` or ``sind``, ``config``, ``model``...) plus
+``labels``; loadable with ``torch.load(weights_only=True)``.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from torch.utils.data import DataLoader, RandomSampler
+
+from synthiqa.atomic import atomic_write_text
+from synthiqa.datasets.records import IQARecord
+from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
+from synthiqa.models.backbones import create_backbone
+from synthiqa.models.data import LabelSpace, RecordImages, collate
+from synthiqa.models.inference import Outputs, evaluate_outputs, run_model
+from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
+from synthiqa.models.registry import Method, register_method, register_model
+from synthiqa.models.sind import (
+    ALIGNMENTS,
+    EXPERIMENTS,
+    LocalGlobalImages,
+    SceneSampler,
+    experiment_records,
+    sind_loss,
+)
+from synthiqa.models.training import LoopSettings, load_checkpoint, resolve_device, run_training
+
+METHOD = "trcnn"
+LOSSES = ("mse_rank", "sind")
+
+
+@dataclass
+class TRCNNConfig(MethodConfig):
+    """Every setting of TRCNN (and of SIND, which shares the network and the trainer).
+
+    Model:
+        backbone: ``compact``, ``unet`` or a timm name; pretrained / backbone_checkpoint as for CENIQA.
+        token_stride: the backbone map whose stride (px) is closest to this gives the tokens.
+        d_model, layers, heads, dropout: the transformer encoder (pre-norm, GELU, feed-forward 2*d_model).
+        image_size: crop side, px; test_crops: crops averaged per image at evaluation.
+    Training:
+        epochs, learning_rate, weight_decay, scheduler (cosine, step, none), batch_size, grad_clip,
+        train_samples / val_samples: images per epoch / validation images (None = all).
+        loss: ``mse_rank`` (MSE + lambda_rank * pairwise hinge with ``rank_margin``) or ``sind``.
+    SIND options:
+        scene_sampling: batches of ``scenes_per_batch`` domains x ``images_per_scene`` images.
+        alignment: ``none`` (plain L1), ``scene`` or ``dataset``: the domain of the scale-shift alignment
+            (and of scene sampling); anchor_weight: weight of the unaligned L1 term.
+        local_global: one global view plus ``n_local`` local crops per image, scores averaged.
+        experiment: ``reference-split``, ``random-split``, ``leave-one-out`` or ``cross-set``; ``fold``:
+            which fold; ``test_data``: the test set of ``cross-set`` (``KIND:PATH``).
+    seed, device (auto, cpu, cuda...), amp (CUDA only), num_workers.
+    """
+
+    backbone: str = "compact"
+    pretrained: bool = False
+    backbone_checkpoint: str | None = None
+    token_stride: int = 16
+    d_model: int = 96
+    layers: int = 2
+    heads: int = 4
+    dropout: float = 0.1
+    image_size: int = 128
+    test_crops: int = 4
+
+    epochs: int = 8
+    learning_rate: float = 1e-3
+    weight_decay: float = 1e-4
+    scheduler: str = "cosine"
+    batch_size: int = 32
+    grad_clip: float = 5.0
+    train_samples: int | None = None
+    val_samples: int | None = None
+    loss: str = "mse_rank"
+    lambda_rank: float = 1.0
+    rank_margin: float = 0.0
+
+    scene_sampling: bool = False
+    scenes_per_batch: int = 4
+    images_per_scene: int = 8
+    alignment: str = "none"
+    anchor_weight: float = 0.1
+    local_global: bool = False
+    n_local: int = 3
+    experiment: str = "reference-split"
+    fold: int = 0
+    test_data: str | None = None
+
+    seed: int = 0
+    device: str = "auto"
+    amp: bool = True
+    num_workers: int = 0
+
+    def validate(self) -> None:
+        check_positive(self, "token_stride", "d_model", "layers", "heads", "image_size", "test_crops",
+                       "batch_size", "scenes_per_batch", "images_per_scene", "n_local")
+        for name in ("epochs", "fold", "num_workers"):
+            if int(getattr(self, name)) < 0:
+                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        if self.d_model % self.heads:
+            raise ConfigError(f"d_model ({self.d_model}) must be a multiple of heads ({self.heads})")
+        if self.image_size < 32:
+            raise ConfigError(f"image_size must be >= 32, got {self.image_size}")
+        if self.learning_rate <= 0:
+            raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
+        check_choice(self, "scheduler", ("cosine", "step", "none"))
+        check_choice(self, "loss", LOSSES)
+        check_choice(self, "alignment", ALIGNMENTS)
+        check_choice(self, "experiment", EXPERIMENTS)
+        if self.alignment != "none" and self.loss != "sind":
+            raise ConfigError(f"alignment={self.alignment} needs loss=sind (the aligned L1), "
+                              f"got loss={self.loss}")
+        if self.scene_sampling and self.images_per_scene < 2:
+            raise ConfigError("images_per_scene must be at least 2 with scene_sampling")
+
+
+#: Named settings: ``quick`` is the harness's fast suite.
+PRESETS: dict[str, dict[str, Any]] = {
+    "default": {},
+    "quick": {"epochs": 3, "image_size": 96, "test_crops": 2, "train_samples": 1500, "val_samples": 400},
+}
+
+
+def preset_config(name: str = "default", **overrides: Any) -> TRCNNConfig:
+    if name not in PRESETS:
+        raise ConfigError(f"unknown TRCNN preset {name!r}; known: {', '.join(PRESETS)}")
+    return TRCNNConfig().replace(**PRESETS[name]).replace(**overrides)
+
+
+# ---------------------------------------------------------------------------------------- network
+class TRCNNNet(nn.Module):
+    """CNN feature map -> 1x1 projection to ``d_model`` tokens (+ learned 2D position embedding,
+    resized to the map) -> [quality token, tokens] -> transformer encoder -> the quality token's output
+    (the embedding) -> linear -> sigmoid."""
+
+    def __init__(self, config: TRCNNConfig):
+        super().__init__()
+        self.config = config
+        self.backbone = create_backbone(config.backbone, pretrained=config.pretrained,
+                                        checkpoint=config.backbone_checkpoint, image_size=config.image_size)
+        reductions = self.backbone.reductions
+        self.stage = min(range(len(reductions)),
+                         key=lambda i: (abs(math.log2(reductions[i] / config.token_stride)), -i))
+        d = config.d_model
+        self.project = nn.Conv2d(self.backbone.channels[self.stage], d, 1)
+        grid = max(1, config.image_size // reductions[self.stage])
+        self.position = nn.Parameter(torch.zeros(1, d, grid, grid))
+        self.quality_token = nn.Parameter(torch.zeros(1, 1, d))
+        nn.init.trunc_normal_(self.position, std=0.02)
+        nn.init.trunc_normal_(self.quality_token, std=0.02)
+        layer = nn.TransformerEncoderLayer(d, config.heads, dim_feedforward=2 * d, dropout=config.dropout,
+                                           activation="gelu", batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, config.layers, enable_nested_tensor=False)
+        self.norm = nn.LayerNorm(d)
+        self.head = nn.Linear(d, 1)
+
+    def embed(self, images: torch.Tensor) -> torch.Tensor:
+        """Quality-token embeddings ``[B, d_model]`` of [0, 1] RGB images ``[B,3,H,W]``."""
+        fmap = self.project(self.backbone(images)[self.stage])
+        pos = self.position
+        if pos.shape[-2:] != fmap.shape[-2:]:
+            pos = F.interpolate(pos, size=fmap.shape[-2:], mode="bilinear", align_corners=False)
+        tokens = (fmap + pos).flatten(2).transpose(1, 2)
+        x = torch.cat([self.quality_token.expand(tokens.shape[0], -1, -1), tokens], 1)
+        return self.norm(self.encoder(x)[:, 0])
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """Scores ``[B]`` in [0, 1], higher is better."""
+        return torch.sigmoid(self.head(self.embed(images)).squeeze(1).float())
+
+    def outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
+        """``score [B]``, ``embedding [B, d_model]`` and ``posterior`` None (no mixture)."""
+        emb = self.embed(images)
+        return {"score": torch.sigmoid(self.head(emb).squeeze(1).float()), "embedding": emb,
+                "posterior": None}
+
+
+# ---------------------------------------------------------------------------------------- losses
+def pairwise_ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
+    """Mean hinge ``relu(margin - (p_i - p_j))`` over the pairs of the batch with ``y_i > y_j``
+    (0 when no pair has distinct labels). NaN labels are ignored."""
+    ok = torch.isfinite(target)
+    p, y = pred[ok].float(), target[ok].float()
+    dp = p[:, None] - p[None, :]
+    higher = (y[:, None] - y[None, :]) > 1e-6
+    if not bool(higher.any()):
+        return pred.sum() * 0.0
+    return F.relu(margin - dp[higher]).mean()
+
+
+def regression_loss(pred: torch.Tensor, target: torch.Tensor, domains: torch.Tensor | None,
+                    config: TRCNNConfig) -> tuple[torch.Tensor, dict[str, float]]:
+    """The configured loss and its parts: ``mse_rank`` or SIND's (aligned) L1."""
+    if config.loss == "sind":
+        loss = sind_loss(pred, target, domains, align=config.alignment != "none",
+                         anchor_weight=config.anchor_weight)
+        return loss, {"sind": float(loss.detach())}
+    ok = torch.isfinite(target)
+    mse = F.mse_loss(pred[ok].float(), target[ok].float()) if bool(ok.any()) else pred.sum() * 0.0
+    rank = pairwise_ranking_loss(pred, target, config.rank_margin)
+    return mse + config.lambda_rank * rank, {"mse": float(mse.detach()), "rank": float(rank.detach())}
+
+
+# ---------------------------------------------------------------------------------------- data
+def eval_images(records: Sequence[IQARecord], labels: LabelSpace, config: TRCNNConfig) -> RecordImages:
+    """Evaluation views of ``records``: ``test_crops`` crops, or the local-global views."""
+    if config.local_global:
+        return LocalGlobalImages(records, labels, config.image_size, train=False, n_local=config.n_local)
+    return RecordImages(records, labels, config.image_size, train=False, crops=config.test_crops)
+
+
+def eval_loader(records: Sequence[IQARecord], labels: LabelSpace, config: TRCNNConfig) -> DataLoader:
+    ds = eval_images(records, labels, config)
+    views = config.n_local + 1 if config.local_global else config.test_crops
+    return DataLoader(ds, batch_size=max(1, 2 * config.batch_size // views), collate_fn=collate,
+                      num_workers=config.num_workers)
+
+
+def score_records(model: nn.Module, records: Sequence[IQARecord], labels: LabelSpace, config: TRCNNConfig,
+                  device: torch.device) -> Outputs:
+    """Scores (view means), embeddings and labels of ``records``."""
+    return run_model(model, eval_loader(records, labels, config), device, config.amp)
+
+
+# ---------------------------------------------------------------------------------------- training
+class RegressionTask:
+    """TRCNN's (and SIND's) part of the shared training loop.
+
+    Args:
+        method: ``trcnn`` or ``sind`` (recorded in checkpoints).
+        train, val: records; ``train_source``: dataset index of each training record (dataset-domain
+            alignment and sampling).
+    """
+
+    def __init__(self, method: str, config: TRCNNConfig, train: Sequence[IQARecord], val: Sequence[IQARecord],
+                 device: torch.device, train_source: Sequence[int] | None = None):
+        if not train:
+            raise DatasetError(f"{method}: no training records")
+        self.method = method
+        self.config = config
+        self.device = device
+        self.labels = LabelSpace.from_records(list(train) + list(val))
+        self.val = list(val)
+        self.model = TRCNNNet(config)
+        c = config
+        self.images = (LocalGlobalImages(train, self.labels, c.image_size, train=True, n_local=c.n_local,
+                                         seed=c.seed) if c.local_global
+                       else RecordImages(train, self.labels, c.image_size, train=True, seed=c.seed))
+        if c.alignment == "dataset":
+            domains = list(train_source) if train_source is not None else [0] * len(train)
+        else:
+            domains = [int(self.images.targets(i)["scene"]) for i in range(len(train))]
+        self.domains = torch.tensor(domains, dtype=torch.long)
+        self.sampler: SceneSampler | None = None
+        if c.scene_sampling:
+            steps = math.ceil((c.train_samples or len(train)) / (c.scenes_per_batch * c.images_per_scene))
+            self.sampler = SceneSampler(domains, c.scenes_per_batch, c.images_per_scene, steps=steps,
+                                        seed=c.seed)
+
+    def phase(self, epoch: int) -> tuple[str, int, int]:
+        return "train", 0, self.config.epochs
+
+    def batches(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]:
+        c = self.config
+        self.images.set_epoch(epoch)
+        pin = self.device.type == "cuda"
+        if self.sampler is not None:
+            self.sampler.set_epoch(epoch)
+            return DataLoader(self.images, batch_sampler=self.sampler, collate_fn=collate,
+                              num_workers=c.num_workers, pin_memory=pin)
+        n = min(c.train_samples or len(self.images), len(self.images))
+        return DataLoader(self.images, batch_size=c.batch_size,
+                          sampler=RandomSampler(self.images, num_samples=n), collate_fn=collate,
+                          num_workers=c.num_workers, drop_last=n > c.batch_size, pin_memory=pin)
+
+    def start_epoch(self, epoch: int) -> dict[str, float]:
+        return {}
+
+    def step(self, batch: dict[str, torch.Tensor], epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        images = batch["image"]
+        views = images.shape[1] if images.dim() == 5 else 1
+        pred = self.model(images.flatten(0, 1) if images.dim() == 5 else images).view(-1, views).mean(1)
+        domains = self.domains.to(pred.device)[batch["index"]]
+        return regression_loss(pred, batch["score"], domains, self.config)
+
+    def validate(self, epoch: int) -> dict[str, float]:
+        if not self.val:
+            return {}
+        records = self.val
+        limit = self.config.val_samples
+        if limit is not None and len(records) > limit:
+            pick = np.random.default_rng(self.config.seed).choice(len(records), limit, replace=False)
+            records = [records[i] for i in sorted(pick)]
+        out = score_records(self.model, records, self.labels, self.config, self.device)
+        m = evaluate_outputs(out)
+        return {"srcc": float(m["srcc"]), "plcc": float(m["plcc"]), "mse": float(m["rmse"]) ** 2}
+
+    def config_dict(self) -> dict[str, Any]:
+        return self.config.to_dict()
+
+    def extra_state(self) -> dict[str, Any]:
+        return {"labels": self.labels.to_dict()}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        return None
+
+
+def loop_settings(config: TRCNNConfig, device: torch.device, progress: bool) -> LoopSettings:
+    c = config
+    return LoopSettings(c.epochs, c.learning_rate, c.weight_decay, c.scheduler, c.grad_clip, c.seed, device,
+                        c.amp, progress=progress)
+
+
+def regression_metrics(out: Outputs, type_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """SRCC, PLCC (raw), RMSE and MSE overall and per distortion type (MSE on the [0, 1] scale)."""
+    metrics = evaluate_outputs(out, type_names)
+    metrics["mse"] = float(metrics["rmse"]) ** 2
+    for m in metrics.get("per_type", {}).values():
+        m["mse"] = float(m["rmse"]) ** 2
+    return metrics
+
+
+def train_regressor(method: str, options: dict[str, Any], data: str | None, out: str | Path | None,
+                    defaults: dict[str, Any] | None = None) -> Path:
+    """Train TRCNN (or SIND) and write ``best.pt``, ``last.pt``, ``log.csv``, ``config.yaml`` and
+    ``run.json`` (test SRCC/PLCC/RMSE/MSE) into ``out``; returns the best checkpoint's path.
+
+    ``options`` as for CENIQA: ``config`` (file), ``preset``, ``overrides``, ``label``, ``resume``,
+    ``progress``; ``defaults`` are applied between the preset and the overrides.
+    """
+    if options.get("on_the_fly"):
+        raise ConfigError(f"--on-the-fly is CENIQA's; {method} trains on --data")
+    if not data:
+        raise ConfigError(f"{method}: give --data DIR (or KIND:PATH, comma-separated for several sets)")
+    if out is None:
+        raise ConfigError("--out RUN_DIR is required")
+    config = (TRCNNConfig.load(options["config"]) if options.get("config")
+              else preset_config(options.get("preset") or "default").replace(**(defaults or {})))
+    config = config.replace(**(options.get("overrides") or {}))
+    device = resolve_device(config.device)
+    exp = experiment_records(data, config.experiment, config.fold, config.test_data, options.get("label"),
+                             config.seed)
+    torch.manual_seed(config.seed)
+    task = RegressionTask(method, config, exp.train, exp.val, device, exp.train_source)
+    out_dir = Path(out)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    config.save(out_dir / "config.yaml")
+    t0 = time.perf_counter()
+    result = run_training(task, loop_settings(config, device, bool(options.get("progress", True))), out_dir,
+                          resume=options.get("resume"))
+    train_seconds = time.perf_counter() - t0
+    task.model.load_state_dict(load_checkpoint(result.best_path)["model"])
+    report: dict[str, Any] = {"method": method, "data": exp.description, "device": str(device),
+                              "best_epoch": result.best_epoch, "best_val_srcc": result.best_srcc,
+                              "train_seconds": train_seconds, "train_images_per_s": result.images_per_second}
+    if exp.test:
+        labels = LabelSpace.from_records(exp.test)
+        report["test"] = regression_metrics(score_records(task.model, exp.test, labels, config, device),
+                                            labels.types)
+    atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2, default=_json_default) + "\n")
+    return result.best_path  # type: ignore[return-value]
+
+
+def train_trcnn(options: dict[str, Any], data: str | None, out: str | Path | None) -> Path:
+    """``synthiqa train --method trcnn`` (see ``train_regressor``)."""
+    return train_regressor(METHOD, options, data, out)
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    raise TypeError(type(v).__name__)
+
+
+# ---------------------------------------------------------------------------------------- predictor
+@register_model(METHOD)
+class TRCNNPredictor:
+    """TRCNN (or SIND) behind the ``QualityPredictor`` interface: ``fit`` trains in memory, ``predict``
+    gives scores in [0, 1] (higher is better, mean over the evaluation views), ``embed`` the quality-token
+    embeddings.
+
+    Args:
+        preset: ``default`` or ``quick``; config: a full ``TRCNNConfig`` instead; method: ``trcnn`` or
+        ``sind`` (its name in checkpoints and results); **overrides: config fields.
+    """
+
+    needs_reference = False
+    trainable = True
+
+    def __init__(self, preset: str = "default", config: TRCNNConfig | None = None, method: str = METHOD,
+                 progress: bool = False, **overrides: Any):
+        self.name = method
+        self.config = (config or preset_config(preset)).replace(**overrides)
+        self.progress = progress
+        self.device = resolve_device(self.config.device)
+        self.model: TRCNNNet | None = None
+
+    @classmethod
+    def from_checkpoint(cls, path: str | Path, method: str = METHOD) -> TRCNNPredictor:
+        state = load_checkpoint(path)
+        if state.get("method") != method:
+            raise SynthiqaError(f"{path}: a {state.get('method')!r} checkpoint, not a {method} one")
+        # the weights come from the checkpoint: no download, no backbone file needed
+        saved = {**dict(state["config"]), "pretrained": False, "backbone_checkpoint": None}
+        config = TRCNNConfig.from_dict(saved, source=f"{path} config")
+        predictor = cls(config=config, method=method)
+        model = TRCNNNet(config)
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise SynthiqaError(f"{path}: weights do not fit the TRCNN network ({str(exc).splitlines()[0]})"
+                                ) from None
+        predictor.model = model.to(predictor.device).eval()
+        return predictor
+
+    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
+        task = RegressionTask(self.name, self.config, train, val or [], self.device)
+        result = run_training(task, loop_settings(self.config, self.device, self.progress), out_dir=None)
+        task.model.load_state_dict(result.best_state["model"])
+        self.model = task.model.eval()
+
+    def _outputs(self, records: Sequence[IQARecord]) -> Outputs:
+        if self.model is None:
+            raise SynthiqaError(f"{self.name}: call fit() or load a checkpoint before predicting")
+        return score_records(self.model, records, LabelSpace.from_records(records), self.config, self.device)
+
+    def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
+        return self._outputs(records).scores
+
+    def embed(self, records: Sequence[IQARecord]) -> np.ndarray | None:
+        return self._outputs(records).embeddings
+
+
+register_method(Method(
+    name=METHOD, train=train_trcnn, load=TRCNNPredictor.from_checkpoint,
+    description="CNN feature map + transformer over patch tokens with a quality token; MSE + ranking",
+))

@@ -1,0 +1,238 @@
+"""ARNIQA, TRCNN, SIND and the experiment generator: losses against hand/closed-form values, the Ridge
+alpha search against a brute-force scikit-learn search, and one-epoch runs on a tiny generated set."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from synthiqa.datasets import load_dataset
+from synthiqa.errors import ConfigError
+from synthiqa.models.arniqa import nt_xent
+from synthiqa.models.ridge import alpha_grid_search, fit_ridge, ridge_path, scene_disjoint_folds
+from synthiqa.models.sind import SceneSampler, experiment_splits, scale_shift_align, sind_loss
+
+torch.set_num_threads(1)
+
+
+# ---------------------------------------------------------------------------------------- NT-Xent
+def _nt_xent_by_hand(a, b, t):
+    z = np.concatenate([a, b]).astype(np.float64)
+    z /= np.linalg.norm(z, axis=1, keepdims=True)
+    n = len(a)
+    total = 0.0
+    for i in range(2 * n):
+        pos = (i + n) % (2 * n)
+        logits = [z[i] @ z[k] / t for k in range(2 * n) if k != i]
+        total += -(z[i] @ z[pos] / t) + math.log(sum(math.exp(v) for v in logits))
+    return total / (2 * n)
+
+
+def test_nt_xent_equals_the_hand_computed_value():
+    rng = np.random.default_rng(0)
+    a, b = rng.normal(size=(3, 4)), rng.normal(size=(3, 4))
+    got = float(nt_xent(torch.tensor(a), torch.tensor(b), temperature=0.1))
+    assert got == pytest.approx(_nt_xent_by_hand(a, b, 0.1), rel=1e-5)
+    # a tiny case written out: two orthogonal pairs, each anchor's positive is identical to it
+    e = np.eye(2)
+    expected = -1 / 0.5 + math.log(math.exp(1 / 0.5) + 2 * math.exp(0.0))
+    assert float(nt_xent(torch.tensor(e), torch.tensor(e), temperature=0.5)) == pytest.approx(expected)
+
+
+def test_nt_xent_is_lower_when_positives_match():
+    rng = np.random.default_rng(1)
+    a = torch.tensor(rng.normal(size=(4, 8)))
+    matched = a + 0.05 * torch.tensor(rng.normal(size=(4, 8)))
+    shuffled = matched[[1, 2, 3, 0]]  # each row's positive now belongs to another anchor
+    assert float(nt_xent(a, matched)) < float(nt_xent(a, shuffled)) - 1.0
+
+
+# ---------------------------------------------------------------------------------------- SIND
+def test_scale_shift_alignment_equals_least_squares_per_scene():
+    rng = np.random.default_rng(2)
+    pred = rng.uniform(size=12)
+    domains = np.array([0] * 5 + [3] * 4 + [7] * 3)
+    target = np.where(domains == 0, 2 * pred + 1, 0.5 * pred - 0.2) + rng.normal(0, 0.05, 12)
+    got = scale_shift_align(torch.tensor(pred), torch.tensor(target), torch.tensor(domains), eps=0.0).numpy()
+    for d in np.unique(domains):
+        sel = domains == d
+        design = np.stack([pred[sel], np.ones(sel.sum())], 1)
+        (a, b), *_ = np.linalg.lstsq(design, target[sel], rcond=None)
+        assert a > 0
+        np.testing.assert_allclose(got[sel], a * pred[sel] + b, atol=1e-5)
+
+
+def test_sind_loss_is_l1_without_alignment_and_shift_invariant_with_it():
+    rng = np.random.default_rng(3)
+    y = torch.tensor(rng.uniform(size=8))
+    d = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1])
+    p = torch.tensor(rng.uniform(size=8))
+    assert float(sind_loss(p, y, d, align=False)) == pytest.approx(float((p - y).abs().mean()))
+    exact = 3 * y + torch.where(d == 0, 0.4, -0.7)  # a per-scene affine map of the labels
+    assert float(sind_loss(exact, y, d, align=True, anchor_weight=0.0)) == pytest.approx(0.0, abs=1e-6)
+    inverted = -y  # an inverted ranking is not a perfect fit
+    assert float(sind_loss(inverted, y, d, align=True, anchor_weight=0.0)) > 0.05
+
+
+def test_scene_sampler_draws_k_scenes_of_n_images():
+    domains = [i // 6 for i in range(30)] + [9]  # five scenes of 6, one singleton (never drawn)
+    sampler = SceneSampler(domains, scenes_per_batch=3, images_per_scene=4, steps=5, seed=1)
+    batches = list(sampler)
+    assert len(batches) == 5
+    for batch in batches:
+        scenes = [domains[i] for i in batch]
+        assert len(batch) == 12 and len(set(batch)) == 12
+        assert sorted(set(scenes)) == sorted(set(scenes)) and len(set(scenes)) == 3
+        assert all(scenes.count(s) == 4 for s in set(scenes)) and 9 not in scenes
+    assert batches == list(sampler)  # same epoch, same batches
+    sampler.set_epoch(1)
+    assert batches != list(sampler)
+
+
+# ---------------------------------------------------------------------------------------- Ridge
+def test_ridge_path_equals_scikit_learn():
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(4)
+    x, y = rng.normal(size=(30, 5, 6)), rng.normal(size=30)
+    for model in ridge_path(x, y, [0.01, 3.0]):
+        ref = Ridge(alpha=model.alpha).fit(x.reshape(-1, 6), np.repeat(y, 5))
+        np.testing.assert_allclose(model.coef, ref.coef_, atol=1e-8)
+        assert model.intercept == pytest.approx(ref.intercept_)
+        np.testing.assert_allclose(model.predict(x), ref.predict(x.reshape(-1, 6)).reshape(30, 5).mean(1))
+
+
+def test_alpha_search_matches_a_brute_force_search_and_prefers_shrinkage_on_noise():
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import Ridge
+
+    rng = np.random.default_rng(5)
+    n, d = 40, 30  # few images, many noisy features: heavy shrinkage generalises best
+    scenes = [f"s{i // 4}" for i in range(n)]
+    signal = rng.normal(size=n)
+    x = rng.normal(size=(n, 2, d))
+    x[:, :, 0] += signal[:, None]
+    y = signal + 0.3 * rng.normal(size=n)
+    folds = scene_disjoint_folds(scenes, n_splits=4, val_ratio=0.3, seed=0)
+    for train, val in folds:
+        assert not {scenes[i] for i in train} & {scenes[i] for i in val}
+    alphas = np.geomspace(1e-3, 1e3, 7)
+    search = alpha_grid_search(x, y, folds, alphas)
+    brute = []
+    for alpha in alphas:
+        per_fold = []
+        for train, val in folds:
+            ref = Ridge(alpha=alpha).fit(x[train].reshape(-1, d), np.repeat(y[train], 2))
+            pred = ref.predict(x[val].reshape(-1, d)).reshape(-1, 2).mean(1)
+            per_fold.append(spearmanr(pred, y[val]).statistic)
+        brute.append(np.median(per_fold))
+    np.testing.assert_allclose(search.median_srcc, brute, atol=1e-9)
+    assert search.alpha == alphas[int(np.argmax(brute))]
+    assert search.alpha >= 1.0  # the least-squares end of the grid overfits the noise features
+    assert fit_ridge(x, y, search.alpha).predict(x).shape == (n,)
+
+
+# ---------------------------------------------------------------------------------------- runs
+@pytest.fixture(scope="module")
+def tiny_set(tmp_path_factory):
+    """A basic8 set generated from 6 tiny references (64x56 px), 4 images each."""
+    from synthiqa.datasets.generate import GenerateConfig, generate
+
+    root = tmp_path_factory.mktemp("tiny")
+    refs = root / "refs"
+    refs.mkdir()
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:56, 0:64]
+    for i in range(6):
+        base = np.stack([128 + 100 * np.sin((xx + 7 * i) / (4 + i)), 255 * xx / 64, 255 * yy / 56], -1)
+        arr = np.clip(base + rng.normal(0, 8, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(arr).save(refs / f"ref{i}.png")
+    generate(GenerateConfig(out=str(root / "set"), ref_dir=str(refs), profile="basic8", mode="basic",
+                            per_image=4, seed=3, batch_size=8, workers=1, device="cpu", labels=("level",)),
+             progress=False)
+    return root / "set"
+
+
+TINY = {
+    "trcnn": {"epochs": 1, "image_size": 48, "batch_size": 8, "d_model": 32, "heads": 2, "layers": 1,
+              "test_crops": 1, "device": "cpu"},
+    "sind": {"epochs": 1, "image_size": 48, "d_model": 32, "heads": 2, "layers": 1, "test_crops": 1,
+             "scenes_per_batch": 2, "images_per_scene": 3, "local_global": True, "n_local": 1,
+             "device": "cpu"},
+    "arniqa": {"epochs": 1, "steps_per_epoch": 1, "batch_size": 2, "encoder": "resnet18", "crop_size": 32,
+               "val_samples": 8, "n_splits": 3, "device": "cpu"},
+}
+
+
+@pytest.mark.parametrize("method", ["trcnn", "sind", "arniqa"])
+def test_one_epoch_run_saves_a_checkpoint_that_predicts(tiny_set, tmp_path, method):
+    import json
+
+    from synthiqa.models.registry import get_method, load_predictor
+
+    best = get_method(method).train({"overrides": TINY[method], "progress": False}, str(tiny_set),
+                                    tmp_path / "run")
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    assert state["method"] == method
+    report = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert report["test"]["n"] > 0 and np.isfinite(report["test"]["rmse"])
+    predictor = load_predictor(best)
+    records = load_dataset("synthiqa", tiny_set).records[:5]
+    scores = predictor.predict(records)
+    assert scores.shape == (5,) and np.isfinite(scores).all()
+    assert predictor.embed(records).shape[0] == 5
+
+
+def test_trcnn_predictor_fits_in_memory_and_sind_options_change_training(tiny_set):
+    from synthiqa.models.registry import create_model
+
+    records = load_dataset("synthiqa", tiny_set).records
+    train, test = [r for r in records if r.scene != "ref0"], [r for r in records if r.scene == "ref0"]
+    options = {k: v for k, v in TINY["trcnn"].items()}
+    plain = create_model("trcnn", **options)
+    aligned = create_model("trcnn", **options, loss="sind", alignment="dataset", scene_sampling=True,
+                           scenes_per_batch=2, images_per_scene=3)
+    for predictor in (plain, aligned):
+        torch.manual_seed(0)
+        predictor.fit(train)
+    a, b = plain.predict(test), aligned.predict(test)
+    assert a.shape == b.shape == (len(test),) and not np.allclose(a, b)
+    with pytest.raises(ConfigError, match="alignment=scene needs loss=sind"):
+        create_model("trcnn", alignment="scene")
+
+
+def test_experiment_types_keep_or_leak_scenes_as_documented(tiny_set):
+    ds = load_dataset("synthiqa", tiny_set)
+    scene = {str(r.image.relative_to(ds.root)): r.scene for r in ds.records}
+    for split in experiment_splits("reference-split", ds, n_splits=2):
+        assert not {scene[k] for k in split.train} & {scene[k] for k in split.test}
+    folds = experiment_splits("leave-one-out", ds)
+    assert len(folds) == 6 and all(len({scene[k] for k in f.test}) == 1 for f in folds)
+    assert all(not {scene[k] for k in f.train + f.val} & {scene[k] for k in f.test} for f in folds)
+    random_split = experiment_splits("random-split", ds, n_splits=3)
+    assert any({scene[k] for k in s.train} & {scene[k] for k in s.test} for s in random_split)
+    with pytest.raises(ConfigError, match="cross-set needs a test dataset"):
+        experiment_splits("cross-set", ds)
+
+
+def test_experiment_generator_writes_loadable_configs_and_an_index(tmp_path):
+    import yaml
+
+    from synthiqa.models.config import CENIQAConfig
+    from synthiqa.models.experiments import write_experiments
+
+    paths = write_experiments(tmp_path / "configs")
+    index = yaml.safe_load((tmp_path / "configs" / "index.yaml").read_text())
+    assert index["format"] == "synthiqa-experiments" and len(index["experiments"]) == len(paths)
+    groups = {e["group"] for e in index["experiments"]}
+    assert groups == {"backbone", "regressor", "clusters", "features", "components"}
+    loaded = {e["name"]: CENIQAConfig.load(tmp_path / "configs" / e["config"]) for e in index["experiments"]}
+    assert {c.n_clusters for n, c in loaded.items() if n.startswith("clusters-")} == {4, 6, 8, 10, 12}
+    assert {loaded[f"regressor-{r}"].regressor_type for r in ("mlp", "kan", "transformer", "gru", "attention")
+            } == {"mlp", "kan", "transformer", "gru", "attention"}
+    assert loaded["backbone-swin"].backbone.startswith("swin") and loaded["backbone-unet"].backbone == "unet"
+    only_freq = loaded["features-only-frequency"]
+    assert only_freq.use_frequency and not (only_freq.use_multiscale or only_freq.use_patch)
+    assert loaded["components-no-auxiliary-losses"].lambda_contrast == 0.0
