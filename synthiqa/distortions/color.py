@@ -7,6 +7,7 @@ ARNIQA's Lab-based pixels differ from ours in hue; we follow the formulas it was
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import torch
@@ -150,11 +151,12 @@ class ColorShift(Distortion):
 def map_uint8_images(images: torch.Tensor, fn: Callable[[int, np.ndarray], np.ndarray],
                      bgr: bool = False) -> torch.Tensor:
     """Run ``fn(i, image)`` on each image of a batch as contiguous uint8 ``[H,W,3]`` (RGB, or BGR for
-    OpenCV codecs), one at a time on the CPU, for sequential codecs; ``fn`` returns the same layout.
+    OpenCV codecs) on the CPU, for sequential codecs; ``fn`` returns the same layout.
 
     Pixels go to 8 bits by rounding to nearest; the result is float ``[B,3,H,W]`` in [0, 1] on the
-    images' device (a CUDA batch makes a round trip through the CPU). OpenCV's per-plane conversions
-    avoid strided whole-batch copies.
+    images' device (a CUDA batch makes a round trip through the CPU). Images are independent, so they
+    are spread over ``torch.get_num_threads()`` threads (the codecs release the GIL); OpenCV's per-plane
+    conversions avoid strided whole-batch copies.
     """
     import cv2
 
@@ -162,10 +164,19 @@ def map_uint8_images(images: torch.Tensor, fn: Callable[[int, np.ndarray], np.nd
     out = np.empty_like(x)
     order = (2, 1, 0) if bgr else (0, 1, 2)
     scale = np.float32(255.0)
-    for i in range(x.shape[0]):
+
+    def one(i: int) -> None:
         result = fn(i, cv2.merge([cv2.convertScaleAbs(x[i, c], alpha=255.0) for c in order]))
         for c, plane in zip(order, cv2.split(result), strict=True):
             np.divide(plane, scale, out=out[i, c], dtype=np.float32)
+
+    workers = min(torch.get_num_threads(), x.shape[0])
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            list(pool.map(one, range(x.shape[0])))
+    else:
+        for i in range(x.shape[0]):
+            one(i)
     return torch.from_numpy(out).to(device=images.device, dtype=images.dtype)
 
 
