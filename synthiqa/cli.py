@@ -213,20 +213,24 @@ def predict_command(
     Unreadable images are reported one line each and skipped."""
     from synthiqa.models.ceniqa import CENIQAPredictor
     from synthiqa.models.inference import list_images, predict_files, write_predictions
+    from synthiqa.models.predictor_io import checkpoint_method, load_on_device, predict_paths
     from synthiqa.models.training import resolve_device
 
-    predictor = CENIQAPredictor.from_checkpoint(checkpoint)
     dev = resolve_device(device)
-    assert predictor.model is not None
-    c = predictor.config
     skipped: list[str] = []
 
     def warn(line: str) -> None:
         skipped.append(line)
         err_console.print(f"warning: {line}", highlight=False, soft_wrap=True)
 
-    rows = predict_files(predictor.model.to(dev), list_images(target), c.image_size, c.test_crops, batch_size,
-                         dev, warn=warn)
+    if checkpoint_method(checkpoint) == "ceniqa":
+        predictor = CENIQAPredictor.from_checkpoint(checkpoint)
+        assert predictor.model is not None
+        c = predictor.config
+        rows = predict_files(predictor.model.to(dev), list_images(target), c.image_size, c.test_crops,
+                             batch_size, dev, warn=warn)
+    else:  # ARNIQA, TRCNN, SIND: through their QualityPredictor (no clusters)
+        rows = predict_paths(load_on_device(checkpoint, dev), list_images(target), batch_size, warn=warn)
     if out is not None:
         write_predictions(out, rows)
         console.print(f"{out}: {len(rows)} images scored, {len(skipped)} skipped", highlight=False)
@@ -253,8 +257,11 @@ def evaluate_command(
 
     from synthiqa.atomic import atomic_write_text
     from synthiqa.models.ceniqa import evaluate_checkpoint
+    from synthiqa.models.predictor_io import checkpoint_method, evaluate_predictor_checkpoint
 
-    result = evaluate_checkpoint(checkpoint, dataset, label=label, split=split, device=device)
+    ceniqa = checkpoint_method(checkpoint) == "ceniqa"
+    evaluate = evaluate_checkpoint if ceniqa else evaluate_predictor_checkpoint
+    result = evaluate(checkpoint, dataset, label=label, split=split, device=device)
     table = Table(title=f"{checkpoint} on {dataset}")
     for col in ("distortion type", "n", "SRCC", "PLCC", "RMSE"):
         table.add_column(col)
@@ -265,9 +272,38 @@ def evaluate_command(
     if "active_clusters" in result:
         purity = f", purity vs group {result['purity']:.3f}" if "purity" in result else ""
         console.print(f"active clusters: {int(result['active_clusters'])}{purity}", highlight=False)
+    if "mse" in result:
+        console.print(f"MSE: {result['mse']:.5f}", highlight=False)
     if out is not None:
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
 
+
+
+# --- synthiqa experiments (models/experiments.py) ---------------------------------------------------
+@app.command("experiments")
+def experiments_command(
+    out: Path = typer.Option(..., "--out", help="Folder for the configs (GROUP/NAME.yaml) and index.yaml."),
+    base: Optional[Path] = typer.Option(None, "--base", help="CENIQA config every experiment starts "  # noqa: UP045
+                                        "from [the defaults]."),
+    preset: Optional[str] = typer.Option(None, "--preset", help="CENIQA preset to start from: default "  # noqa: UP045
+                                         "or quick."),
+) -> None:
+    """Write the CENIQA ablation configs: backbones, regressors, K = 4..12, feature and component
+    ablations, plus index.yaml listing them (run them with synthiqa train --config)."""
+    from collections import Counter
+
+    from synthiqa.errors import ConfigError
+    from synthiqa.models.ceniqa import preset_config
+    from synthiqa.models.config import CENIQAConfig
+    from synthiqa.models.experiments import ablation_experiments, write_experiments
+
+    if base is not None and preset is not None:
+        raise ConfigError("give --base or --preset, not both")
+    start = CENIQAConfig.load(base) if base is not None else preset_config(preset or "default")
+    paths = write_experiments(out, start)
+    groups = Counter(e.group for e in ablation_experiments())
+    summary = ", ".join(f"{n} {g}" for g, n in groups.items())
+    console.print(f"{out}: {len(paths)} configs ({summary}) and index.yaml", highlight=False)
 
 
 # --- synthiqa bench speed / bench generate / bench run (benchmarks/) -------------------------------

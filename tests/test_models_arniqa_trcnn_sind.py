@@ -84,7 +84,7 @@ def test_scene_sampler_draws_k_scenes_of_n_images():
     for batch in batches:
         scenes = [domains[i] for i in batch]
         assert len(batch) == 12 and len(set(batch)) == 12
-        assert sorted(set(scenes)) == sorted(set(scenes)) and len(set(scenes)) == 3
+        assert len(set(scenes)) == 3
         assert all(scenes.count(s) == 4 for s in set(scenes)) and 9 not in scenes
     assert batches == list(sampler)  # same epoch, same batches
     sampler.set_epoch(1)
@@ -166,23 +166,58 @@ TINY = {
 }
 
 
-@pytest.mark.parametrize("method", ["trcnn", "sind", "arniqa"])
-def test_one_epoch_run_saves_a_checkpoint_that_predicts(tiny_set, tmp_path, method):
+@pytest.fixture(scope="module")
+def trained(tiny_set, tmp_path_factory):
+    """One-epoch runs of each method on the tiny set: method -> best checkpoint."""
+    from synthiqa.models.registry import get_method
+
+    runs = tmp_path_factory.mktemp("runs")
+    return {m: get_method(m).train({"overrides": TINY[m], "progress": False}, str(tiny_set), runs / m)
+            for m in TINY}
+
+
+@pytest.mark.parametrize("method", list(TINY))
+def test_one_epoch_run_saves_a_checkpoint_that_predicts(tiny_set, trained, method):
     import json
 
-    from synthiqa.models.registry import get_method, load_predictor
+    from synthiqa.models.registry import load_predictor
 
-    best = get_method(method).train({"overrides": TINY[method], "progress": False}, str(tiny_set),
-                                    tmp_path / "run")
+    best = trained[method]
     state = torch.load(best, map_location="cpu", weights_only=True)
     assert state["method"] == method
-    report = json.loads((tmp_path / "run" / "run.json").read_text())
+    report = json.loads((best.parent / "run.json").read_text())
     assert report["test"]["n"] > 0 and np.isfinite(report["test"]["rmse"])
     predictor = load_predictor(best)
     records = load_dataset("synthiqa", tiny_set).records[:5]
     scores = predictor.predict(records)
     assert scores.shape == (5,) and np.isfinite(scores).all()
     assert predictor.embed(records).shape[0] == 5
+
+
+@pytest.mark.parametrize("method", ["trcnn", "arniqa"])
+def test_cli_predict_and_evaluate_take_the_checkpoints(tiny_set, trained, tmp_path, method):
+    import json
+
+    from typer.testing import CliRunner
+
+    from synthiqa.cli import app
+
+    images = tmp_path / "images"
+    images.mkdir()
+    for src in sorted((tiny_set / "images").rglob("*.png"))[:3]:
+        (images / src.name).write_bytes(src.read_bytes())
+    (images / "broken.png").write_bytes(b"not an image")
+    runner = CliRunner()
+    res = runner.invoke(app, ["predict", str(images), "--checkpoint", str(trained[method]), "--out",
+                              str(tmp_path / "p.csv"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    lines = (tmp_path / "p.csv").read_text().splitlines()
+    assert lines[0] == "image,score,cluster" and len(lines) == 4 and "broken" not in "".join(lines)
+    res = runner.invoke(app, ["evaluate", "--checkpoint", str(trained[method]), "--dataset", str(tiny_set),
+                              "--split", "test", "--out", str(tmp_path / "m.json"), "--device", "cpu"])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["mse"] == pytest.approx(metrics["rmse"] ** 2) and -1 <= metrics["srcc"] <= 1
 
 
 def test_trcnn_predictor_fits_in_memory_and_sind_options_change_training(tiny_set):
@@ -219,11 +254,16 @@ def test_experiment_types_keep_or_leak_scenes_as_documented(tiny_set):
 
 def test_experiment_generator_writes_loadable_configs_and_an_index(tmp_path):
     import yaml
+    from typer.testing import CliRunner
 
+    from synthiqa.cli import app
     from synthiqa.models.config import CENIQAConfig
     from synthiqa.models.experiments import write_experiments
 
     paths = write_experiments(tmp_path / "configs")
+    res = CliRunner().invoke(app, ["experiments", "--out", str(tmp_path / "cli"), "--preset", "quick"])
+    assert res.exit_code == 0 and len(list((tmp_path / "cli").rglob("*.yaml"))) == len(paths) + 1
+    assert CENIQAConfig.load(tmp_path / "cli" / "clusters" / "clusters-k4.yaml").image_size == 96
     index = yaml.safe_load((tmp_path / "configs" / "index.yaml").read_text())
     assert index["format"] == "synthiqa-experiments" and len(index["experiments"]) == len(paths)
     groups = {e["group"] for e in index["experiments"]}

@@ -529,6 +529,13 @@ class ARNIQAPredictor:
         predictor.model, predictor.ridge, predictor.frozen = model.to(predictor.device), ridge, True
         return predictor
 
+    def to(self, device: torch.device) -> ARNIQAPredictor:
+        """Run on ``device`` from now on."""
+        self.device = torch.device(device)
+        if self.model is not None:
+            self.model.to(self.device)
+        return self
+
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
         if not train:
             raise DatasetError("ARNIQA: no training records")

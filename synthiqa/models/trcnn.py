@@ -434,6 +434,13 @@ class TRCNNPredictor:
         predictor.model = model.to(predictor.device).eval()
         return predictor
 
+    def to(self, device: torch.device) -> TRCNNPredictor:
+        """Run on ``device`` from now on."""
+        self.device = torch.device(device)
+        if self.model is not None:
+            self.model.to(self.device)
+        return self
+
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
         task = RegressionTask(self.name, self.config, train, val or [], self.device)
         result = run_training(task, loop_settings(self.config, self.device, self.progress), out_dir=None)
