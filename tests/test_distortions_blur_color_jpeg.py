@@ -76,7 +76,10 @@ def test_kernel_golden_values():
     # fspecial('disk', 1) as printed by MATLAB
     np.testing.assert_allclose(disk_kernel(1), [[.0251, .1453, .0251], [.1453, .3183, .1453],
                                                 [.0251, .1453, .0251]], atol=1e-4)
+    np.testing.assert_allclose(disk_kernel(2)[:3, :3], [[0, .0170, .0381], [.0170, .0784, .0796],
+                                                        [.0381, .0796, .0796]], atol=1e-4)
     assert [disk_kernel(r).shape[0] for r in (1, 2, 4, 6, 8)] == [3, 5, 9, 13, 17]
+    assert all((disk_kernel(r) >= 0).all() for r in (1, 2, 4, 6, 8))
     # fspecial('motion', 3, 45) as printed by MATLAB; ('motion', 4, 0) by hand from its definition
     np.testing.assert_allclose(motion_kernel(3, 45), [[0, .0754, .1883], [.0754, .3215, .0754],
                                                       [.1883, .0754, 0]], atol=1e-4)

@@ -62,6 +62,9 @@ class LensBlur(Distortion):
     }
     description = ("lens (defocus) blur: anti-aliased disk of radius 1-8 px (fspecial('disk'), rounded "
                    "half up at fractional levels), replicate border")
+    approximation = ("arniqa profile: ARNIQA's Python port of fspecial('disk') drops the anti-aliasing "
+                     "square roots for radius >= 2 (its kernels even have negative taps); both profiles "
+                     "use MATLAB's kernel")
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         kernels = [disk_kernel(r) for r in round_half_up(params["radius"])]
