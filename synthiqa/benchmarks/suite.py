@@ -20,7 +20,9 @@ Every number of ``results.parquet`` / ``results.csv`` is one row: model, dataset
 ``results.md`` adds the summary: median over splits with the spread (standard deviation) over splits.
 
 One predictor instance per model serves every task of a run (caches of features and FR values are kept);
-``fit`` must therefore re-learn from scratch, which every built-in model does. Finished cells (model x
+``fit`` must therefore re-learn from scratch, which every built-in model does. A model that keeps its
+per-epoch log rows in a ``training_log`` attribute after ``fit`` gets them written to
+``runs/<model>/<dataset>/<protocol>/<split>/log.csv`` (training curves in the report). Finished cells (model x
 dataset x protocol x split) are stored under ``cells/`` with a digest of their configuration and are
 skipped on a rerun, so an interrupted run resumes where it stopped.
 """
@@ -178,10 +180,13 @@ QUICK_SUITE: dict[str, Any] = {
         "psnr", "ssim", "ms_ssim", "fsim", "vsi", "haarpsi", "mdsi",
         {"name": "niqe", "options": {"patch_size": 64}},
         {"name": "brisque", "options": {"c_grid": [1, 10, 100], "gamma_grid": [0.03, 0.1, 0.3]}},
+        {"name": "ceniqa", "options": {"preset": "quick"}},
     ],
     "datasets": [],
     "protocols": [
-        {"name": "intra", "n_splits": 3, "ratios": [0.5, 0.17, 0.33]},
+        {"name": "intra", "n_splits": 3, "ratios": [0.5, 0.17, 0.33],
+         "models": ["psnr", "ssim", "ms_ssim", "fsim", "vsi", "haarpsi", "mdsi", "niqe", "brisque"]},
+        {"name": "intra", "n_splits": 3, "ratios": [0.5, 0.17, 0.33], "max_splits": 1, "models": ["ceniqa"]},
         {"name": "loto", "models": ["psnr", "haarpsi", "niqe", "brisque"]},
     ],
 }
@@ -339,7 +344,8 @@ def _make_model(spec: ModelSpec, seed: int) -> Any:
     factory = _MODELS.get(spec.name)
     if factory is not None and "seed" not in options:
         try:
-            if "seed" in inspect.signature(factory).parameters:
+            params = inspect.signature(factory).parameters
+            if "seed" in params or any(p.kind is p.VAR_KEYWORD for p in params.values()):
                 options["seed"] = seed
         except (TypeError, ValueError):
             pass
@@ -369,7 +375,7 @@ def _quality_rows(pred: np.ndarray, records: Sequence[IQARecord], logistic: str 
 def _clusters(model: Any, records: Sequence[IQARecord], emb: np.ndarray | None, seed: int
               ) -> tuple[np.ndarray | None, str]:
     """Cluster ids per record: the model's own mixture if it has one, else a GMM on its embeddings."""
-    own = getattr(model, "cluster_assignments", None)
+    own = getattr(model, "clusters", None)
     if callable(own):
         out = own(records)
         if out is not None:
@@ -419,6 +425,8 @@ def _prediction_frame(records: Sequence[IQARecord], pred: np.ndarray, subset: st
 def run_cell(model: Any, task: Task, suite: Suite, seed: int, want_embedding: bool
              ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray] | None]:
     """Fit on train (selecting on val), predict val and test; returns rows, predictions, embedding arrays."""
+    if hasattr(model, "training_log"):
+        model.training_log = None
     model.fit(task.train, task.val or None)
     rows: list[dict[str, Any]] = []
     preds = []
@@ -440,6 +448,7 @@ def run_cell(model: Any, task: Task, suite: Suite, seed: int, want_embedding: bo
     arrays = None
     if want_embedding and emb is not None:
         arrays = {"embedding": emb, "cluster": clusters if clusters is not None else np.full(len(pt), -1),
+                  "cluster_source": np.full(len(pt), mode or "none"),
                   "image": np.array([str(r.image) for r in task.test]),
                   "dist_type": np.array([r.dist_type or "" for r in task.test]),
                   "dist_group": np.array([r.dist_group or "" for r in task.test]),
@@ -543,6 +552,11 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
                         np.savez_compressed(fh, **arrays)
             with atomic_path(stem.with_name(stem.name + ".pred.parquet")) as tmp:
                 preds.to_parquet(tmp, index=False)
+            history = getattr(models[spec.key], "training_log", None)
+            if history:
+                run_dir = out / "runs" / _safe(spec.key) / _safe(task.dataset) / _safe(task.protocol)
+                with atomic_path(run_dir / _safe(task.split) / "log.csv") as tmp:
+                    pd.DataFrame(history).to_csv(tmp, index=False)
             with atomic_path(rows_path) as tmp:
                 rows.assign(**keys).to_parquet(tmp, index=False)
             summary.computed += 1
