@@ -7,6 +7,7 @@ is pure, so every draw can be logged and replayed.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -96,9 +97,9 @@ def check_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:
         return images.float().div_(255.0)
     if not images.is_floating_point():
         raise DistortionInputError(f"{what} must be uint8 or floating point, got {images.dtype}")
-    if torch.isnan(images).any():
+    lo, hi = images.amin().item(), images.amax().item()  # NaN propagates into both
+    if math.isnan(lo) or math.isnan(hi):
         raise DistortionInputError(f"{what} contain NaN values")
-    lo, hi = images.amin().item(), images.amax().item()
     if lo < -1e-4 or hi > 1 + 1e-4:
         raise DistortionInputError(f"{what} must lie in [0, 1] (got values from {lo:.4g} to {hi:.4g})")
     return images.float().clamp(0.0, 1.0)

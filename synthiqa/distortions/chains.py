@@ -107,7 +107,8 @@ def minmax_stretch(images: torch.Tensor) -> torch.Tensor:
     lo = flat.amin(1).view(-1, 1, 1, 1)
     hi = flat.amax(1).view(-1, 1, 1, 1)
     span = hi - lo
-    return torch.where(span > 1e-12, (images - lo) / span.clamp_min(1e-12), images)
+    flat_image = span <= 1e-12  # per-sample [B,1,1,1]: decide on the small tensors, one pass over pixels
+    return (images - torch.where(flat_image, 0.0, lo)).div_(torch.where(flat_image, 1.0, span))
 
 
 def _to_python(v: torch.Tensor) -> Any:
