@@ -369,6 +369,7 @@ def bench_speed_command(
     only: Optional[str] = typer.Option(None, help="Comma-separated distortions to time (skips the mix)."),  # noqa: UP045
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON (atomic)."),  # noqa: UP045
     seed: int = typer.Option(0, help="First per-image seed."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch and OpenCV (default: theirs)."),  # noqa: UP045
 ) -> None:
     """Images/s of each kadid distortion in synthiqa, Albumentations (CPU) and Kornia, with ratios."""
     from rich.progress import Progress
@@ -378,7 +379,7 @@ def bench_speed_command(
 
     config = speed.SpeedConfig(device=device, size=speed.parse_size(size), batch=batch, repeats=repeats,
                                level=level, only=tuple(n.strip() for n in only.split(",")) if only else (),
-                               seed=seed)
+                               seed=seed, threads=threads)
     with Progress(transient=True, console=err_console) as bar:
         task = bar.add_task("timing", total=None)
         result = speed.run_speed_benchmark(

@@ -86,11 +86,12 @@ def test_bench_speed_writes_json(tmp_path):
     out = tmp_path / "speed.json"
     res = CliRunner().invoke(app, ["bench", "speed", "--device", "cpu", "--size", "64x48", "--batch", "2",
                                    "--repeats", "1", "--only", "white_noise,mean_shift,fog",
-                                   "--json", str(out)])
+                                   "--threads", "1", "--json", str(out)])
     assert res.exit_code == 0, res.output
     data = json.loads(out.read_text())
     assert [r["name"] for r in data["rows"]] == ["white_noise", "mean_shift", "fog"]
     assert data["config"]["size"] == [64, 48] and data["unit"] == "images/s"
+    assert data["environment"]["threads"] == 1 and data["config"]["threads"] == 1
     assert all(r["synthiqa"] > 0 for r in data["rows"])
     fog = data["rows"][2]
     assert fog["albumentations"] is None and fog["kornia"] is None

@@ -34,7 +34,8 @@ Params = dict[str, float]
 
 @dataclass(frozen=True)
 class SpeedConfig:
-    """What to measure. ``size`` is (width, height) in px; ``level`` in 1..5."""
+    """What to measure. ``size`` is (width, height) in px; ``level`` in 1..5; ``threads`` caps torch's and
+    OpenCV's CPU threads during the run (None: the libraries' defaults)."""
 
     device: str = "cpu"
     size: tuple[int, int] = (512, 384)
@@ -43,6 +44,7 @@ class SpeedConfig:
     level: int = 4
     only: tuple[str, ...] = ()
     seed: int = 0
+    threads: int | None = None
 
 
 @dataclass
@@ -265,6 +267,22 @@ def run_speed_benchmark(config: SpeedConfig, progress: Callable[[str], None] | N
         raise ConfigError(f"--level must lie in 1..{NUM_LEVELS}, got {config.level}")
     if config.batch < 1 or config.repeats < 1:
         raise ConfigError("--batch and --repeats must be at least 1")
+    if config.threads is not None and config.threads < 1:
+        raise ConfigError(f"--threads must be at least 1, got {config.threads}")
+    import cv2
+
+    previous = torch.get_num_threads(), cv2.getNumThreads()
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+        cv2.setNumThreads(config.threads)
+    try:
+        return _run(config, progress)
+    finally:
+        torch.set_num_threads(previous[0])
+        cv2.setNumThreads(previous[1])
+
+
+def _run(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> SpeedResult:
     device = torch.device(config.device)
     names = list_distortions("kadid")
     if config.only:
