@@ -9,11 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
-import torch.nn.functional as F
-from kornia.filters import gaussian_blur2d
 
 from synthiqa.distortions.base import Distortion, LevelTable
+from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.distortions.rng import SampleRNG, normal_field, uniform_field
 
@@ -46,9 +46,11 @@ YCBCR_CONVENTIONS = {"studio": _STUDIO, "full": _FULL}
 
 
 def _pointwise_matrix(x: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``matrix @ pixel + bias`` for every pixel of ``[B,3,H,W]`` (one 1x1 convolution)."""
-    w = matrix.to(device=x.device, dtype=x.dtype).view(3, 3, 1, 1)
-    return F.conv2d(x, w, bias.to(device=x.device, dtype=x.dtype))
+    """``matrix @ pixel + bias`` for every pixel of ``[B,3,H,W]`` (one batched matmul)."""
+    b, c, h, w = x.shape
+    m = matrix.to(device=x.device, dtype=x.dtype)
+    out = torch.matmul(m, x.reshape(b, c, h * w))
+    return out.add_(bias.to(device=x.device, dtype=x.dtype).view(1, 3, 1)).view(b, 3, h, w)
 
 
 @register_distortion
@@ -173,26 +175,22 @@ class MultiplicativeNoise(Distortion):
 
 
 def guided_denoise(noisy: torch.Tensor, noise_var: torch.Tensor, radius: int = 3,
-                   eps_scale: float = 1.0, guide_sigma: float = 1.0) -> torch.Tensor:
+                   eps_scale: float = 0.25, guide_sigma: float = 1.0) -> torch.Tensor:
     """Classical per-channel denoiser: a guided filter whose guide is the Gaussian-smoothed noisy image.
 
     Each channel is filtered on its own (like MATLAB's per-channel DnCNN call). The regularisation is
     ``eps = eps_scale * noise_var`` per sample, so flat areas are averaged over a (2r+1)^2 window while
-    edges stronger than the noise survive. ``noise_var`` is ``[B,1,1,1]`` in [0,1] units^2.
+    edges stronger than the noise survive. ``noise_var`` is ``[B,1,1,1]`` in [0,1] units^2. All box and
+    Gaussian filters use replicated borders (``filters.separable_filter``).
     """
-    k = 2 * radius + 1
-    gs = 2 * int(2 * guide_sigma + 0.5) + 1
-    guide = gaussian_blur2d(noisy, (gs, gs), (guide_sigma, guide_sigma), border_type="replicate")
-
-    def box(t: torch.Tensor) -> torch.Tensor:
-        return F.avg_pool2d(F.pad(t, (radius,) * 4, mode="replicate"), k, stride=1)
-
-    mean_g, mean_x = box(guide), box(noisy)
-    cov = box(guide * noisy).sub_(mean_g * mean_x)
-    var_g = box(guide * guide).sub_(mean_g * mean_g)
-    a = cov.div_(var_g.add_(eps_scale * noise_var))
-    b = mean_x.sub_(a * mean_g)
-    return box(a).mul_(guide).add_(box(b))
+    b, c = noisy.shape[:2]
+    box = [np.full(2 * radius + 1, 1.0 / (2 * radius + 1))] * b
+    guide = separable_filter(noisy, [gaussian_kernel1d(guide_sigma)] * b)
+    stats = separable_filter(torch.cat([guide, noisy, guide * noisy, guide * guide], 1), box)
+    mean_g, mean_x, corr, sq = stats.split(c, 1)
+    a = corr.sub_(mean_g * mean_x).div_(sq.sub_(mean_g * mean_g).add_(eps_scale * noise_var))
+    coef = separable_filter(torch.cat([a, mean_x.sub_(a * mean_g)], 1), box)
+    return coef[:, :c].mul_(guide).add_(coef[:, c:])
 
 
 @register_distortion

@@ -11,31 +11,13 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 import torch
-import torch.nn.functional as F
 
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.brightness import from_lab, lab_options, per_sample, to_lab
+from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
 from synthiqa.distortions.registry import register_distortion
 
 SHARPEN_KERNEL = 13
-
-
-def gaussian_taps(size: int, sigma: float) -> torch.Tensor:
-    """Normalised 1-D Gaussian taps (float64); their outer product is MATLAB's ``fspecial('gaussian')``
-    (whose taps below eps * max are zero, which never happens for the supports used here)."""
-    x = torch.arange(size, dtype=torch.float64) - (size - 1) / 2
-    taps = torch.exp(-(x * x) / (2.0 * sigma * sigma))
-    return taps / taps.sum()
-
-
-def blur_replicate(x: torch.Tensor, sigma: float, size: int = SHARPEN_KERNEL) -> torch.Tensor:
-    """Separable Gaussian blur of ``[B,C,H,W]`` with replicated borders."""
-    c = x.shape[1]
-    taps = gaussian_taps(size, sigma).to(device=x.device, dtype=x.dtype)
-    r = size // 2
-    x = F.pad(x, (r, r, r, r), mode="replicate")
-    x = F.conv2d(x, taps.view(1, 1, size, 1).expand(c, 1, size, 1), groups=c)
-    return F.conv2d(x, taps.view(1, 1, 1, size).expand(c, 1, 1, size), groups=c)
 
 
 @register_distortion
@@ -65,7 +47,8 @@ class HighSharpen(Distortion):
         bgr, clamp_z = lab_options(self.options)
         lab = to_lab(images, bgr)
         lum = lab[:, :1]
-        detail = lum - blur_replicate(lum, float(self.options.get("sigma", 6.0)))
+        taps = gaussian_kernel1d(float(self.options.get("sigma", 6.0)), SHARPEN_KERNEL)
+        detail = lum - separable_filter(lum, [taps] * lum.shape[0])
         lab[:, :1] = lum + per_sample(params["amount"], images) * detail
         return from_lab(lab, bgr, clamp_z)
 

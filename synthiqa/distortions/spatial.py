@@ -9,7 +9,6 @@ fractional levels, so integer levels give the table values exactly.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 
 import torch
@@ -262,34 +261,46 @@ class Quantization(Distortion):
 
     @staticmethod
     def _uniform(images: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        # With integer thresholds, t < v  <=>  t < ceil(v): the class is a per-sample lookup table on
+        # ceil(255 x) in 0..255, exactly ARNIQA's bucketize on 255 x. The min-max stretch of the class
+        # image is folded into the table (the table is monotone, so its extremes sit at ceil's extremes).
         b = images.shape[0]
-        k = torch.arange(int(n.max().item()) + 1, device=images.device).view(1, -1)
-        bounds = torch.div(255 * k, n.view(-1, 1), rounding_mode="floor")  # 0, t_1..t_{N-1}, 255
+        dev = images.device
+        k = torch.arange(int(n.max().item()), device=dev).view(1, -1)
+        bounds = torch.div(255 * k, n.view(-1, 1), rounding_mode="floor")  # 0, t_1..t_{N-1}
         bounds = torch.where(k < n.view(-1, 1), bounds, torch.full_like(bounds, 1 << 20))
-        values = images.reshape(b, -1).mul(255.0)
-        q = torch.searchsorted(bounds.to(values.dtype).contiguous(), values).to(images.dtype)
-        lo, hi = q.amin(1, keepdim=True), q.amax(1, keepdim=True)
-        q = torch.where(hi > lo, (q - lo) / (hi - lo).clamp_min(1.0), q)
-        return q.view_as(images)
+        grid = torch.arange(256, device=dev).view(1, -1, 1)
+        lut = (bounds[:, None, :] < grid).sum(-1).to(images.dtype)  # [B, 256] class of ceil(255 x)
+        code = images.reshape(b, -1).mul(255.0).ceil_().clamp_(0, 255).long()
+        lo = lut.gather(1, code.amin(1, keepdim=True))
+        hi = lut.gather(1, code.amax(1, keepdim=True))
+        lut = torch.where(hi > lo, (lut - lo) / (hi - lo).clamp_min(1.0), lut)
+        return lut.gather(1, code).view_as(images)
 
     @staticmethod
     def _otsu(images: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+        # MATLAB: a 256-bin histogram over [min, max] (bin = round(255 s), s = (x - min)/(max - min)),
+        # thresholds at bin values t_k, x <= threshold goes to the lower class. On the histogram scale
+        # t_k < 255 s  <=>  t_k < ceil(255 s), so class and output value are a lookup on ceil(255 s).
         b = images.shape[0]
+        dev = images.device
         flat = images.reshape(b, -1)
         lo, hi = flat.amin(1, keepdim=True), flat.amax(1, keepdim=True)
         span = (hi - lo).clamp_min(1e-12)
-        bins = ((flat - lo) / span * 255.0).round_().long()
-        offset = torch.arange(b, device=images.device).view(-1, 1) * 256
-        hist = torch.bincount((bins + offset).view(-1), minlength=256 * b).view(b, 256)
-        t_bins = multi_otsu_bins(hist, n + 1)  # N thresholds, N + 1 classes
+        scaled = (flat - lo).mul_(255.0 / span)
+        offset = torch.arange(b, device=dev).view(-1, 1) * 256
+        hist = torch.bincount((scaled.round().long() + offset).view(-1), minlength=256 * b).view(b, 256)
+        t_bins = multi_otsu_bins(hist, n + 1)  # N thresholds, N + 1 classes; padding slots hold 256
+        grid = torch.arange(256, device=dev).view(1, -1, 1)
+        cls = (t_bins[:, None, :] < grid).sum(-1)  # [B, 256] class of ceil(255 s)
         thresholds = lo + t_bins.to(images.dtype) / 255.0 * span
-        thresholds = torch.where(t_bins < 256, thresholds, torch.full_like(thresholds, math.inf))
-        cls = torch.searchsorted(thresholds.contiguous(), flat.contiguous())
         ones = torch.ones_like(lo)
-        values = torch.cat([torch.zeros_like(lo), thresholds[:, 1:], ones, ones], 1)
-        idx = torch.arange(values.shape[1], device=images.device).view(1, -1)
-        values = torch.where(idx == n.view(-1, 1), ones, values)  # class N (above t_N) maps to 1
-        return values.gather(1, cls).view_as(images)
+        values = torch.cat([torch.zeros_like(lo), thresholds[:, 1:], ones], 1)
+        idx = torch.arange(values.shape[1], device=dev).view(1, -1)
+        values = torch.where(idx >= n.view(-1, 1), ones, values)  # class N (above t_N) maps to 1
+        lut = values.gather(1, cls)
+        code = scaled.ceil_().clamp_(0, 255).long()
+        return lut.gather(1, code).view_as(images)
 
 
 @register_distortion
