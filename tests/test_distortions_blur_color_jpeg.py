@@ -264,6 +264,22 @@ def test_color_quantization_palette_size(image):
         assert colours.shape[1] <= n
 
 
+def test_color_quantization_kmeans_option(image):
+    base = get_distortion("color_quantization", "kadid")
+    kmeans = type(base)("kadid", LevelTable(base.table.params, {"method": "kmeans"}))
+    x = torch.stack([image, image.flip(-1), 1 - image])
+    out, _ = kmeans(x, [1, 4, 5], [0, 1, 2])
+    alone, _ = kmeans(x[2:], [5], [2])
+    assert torch.equal(out[2], alone[0])
+    exact, _ = base(x, [1, 4, 5], [0, 1, 2])
+    for i, n in enumerate((64, 16, 8)):
+        assert torch.unique((out[i] * 255).round().reshape(3, -1), dim=1).shape[1] <= n
+        err, ref = (out[i] - x[i]).abs().mean(), (exact[i] - x[i]).abs().mean()
+        assert 0.5 * ref < err < 2 * ref
+    with pytest.raises(DistortionInputError, match="unknown method"):
+        type(base)("kadid", LevelTable(base.table.params, {"method": "octree"}))(x, [1, 1, 1], [0, 1, 2])
+
+
 def test_wu_palette_recovers_a_few_colours_exactly():
     cols = np.array([[10, 20, 30], [200, 40, 90], [90, 250, 5], [0, 0, 0]], dtype=np.uint8)
     img = cols[np.random.default_rng(0).integers(0, 4, (40, 48))]

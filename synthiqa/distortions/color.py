@@ -19,6 +19,7 @@ from synthiqa.distortions.colorspace import lab_to_rgb, rgb_to_lab, truncate_to_
 from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.distortions.rng import SampleRNG
+from synthiqa.errors import DistortionInputError
 
 #: Luma weights of Kornia's ``rgb_to_grayscale`` (MATLAB's ``rgb2gray`` rounds them to 0.2989/0.5870/0.1140).
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)
@@ -265,6 +266,66 @@ def quantize_palette_dither(image: np.ndarray, colors: int) -> np.ndarray:
     return np.asarray(dithered.convert("RGB"))
 
 
+#: Ordered-dither amplitude in units of the per-channel RMS quantization error of the undithered mapping.
+DITHER_SPREAD = 2.0
+
+
+def bayer_matrix(size: int = 8) -> torch.Tensor:
+    """Ordered-dither thresholds ``[size, size]`` in (-0.5, 0.5) from the recursive Bayer index matrix."""
+    m = torch.zeros(1, 1, dtype=torch.int64)
+    while m.shape[0] < size:
+        m = torch.cat([torch.cat([4 * m, 4 * m + 2], 1), torch.cat([4 * m + 3, 4 * m + 1], 1)], 0)
+    return (m.to(torch.float32) + 0.5) / m.numel() - 0.5
+
+
+def _nearest_colour(pixels: torch.Tensor, palette: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    """Index ``[B, N]`` of the nearest valid palette colour (squared RGB distance, first on ties)."""
+    b, n, _ = pixels.shape
+    k = palette.shape[1]
+    chunk = max(1024, (1 << 24) // max(1, b * k))
+    out = torch.empty(b, n, dtype=torch.int64, device=pixels.device)
+    for start in range(0, n, chunk):  # bounded memory: a chunk of pixels at a time, every sample at once
+        p = pixels[:, start:start + chunk]
+        d = torch.zeros(b, p.shape[1], k, dtype=pixels.dtype, device=pixels.device)
+        for c in range(3):
+            d.add_((p[:, :, None, c] - palette[:, None, :, c]).square())
+        out[:, start:start + chunk] = d.masked_fill_(~valid[:, None, :], float("inf")).argmin(dim=2)
+    return out
+
+
+def kmeans_ordered_dither(images: torch.Tensor, colors: list[int], iterations: int = 10) -> torch.Tensor:
+    """Batched palette quantization on any device: per-sample k-means (``colors[b]`` centres, fixed
+    iterations, initialised at luma quantiles) on 8-bit pixels, then Bayer 8x8 ordered dithering onto
+    the rounded palette. Centre sums are integer, so the result is bit-reproducible and independent of
+    batch mates on every device."""
+    b, _, h, w = images.shape
+    dev = images.device
+    pix = (images.detach() * 255.0).round().clamp(0, 255).flatten(2).transpose(1, 2).contiguous()  # [B,N,3]
+    pix_int = pix.to(torch.int64)
+    n, kmax = h * w, max(colors)
+    k = torch.tensor(colors, device=dev)
+    valid = torch.arange(kmax, device=dev)[None, :] < k[:, None]
+    luma = pix @ torch.tensor(GRAY_WEIGHTS, dtype=pix.dtype, device=dev)
+    order = luma.argsort(dim=1, stable=True)
+    ranks = ((torch.arange(kmax, device=dev)[None, :] + 0.5) / k[:, None] * n).long().clamp(max=n - 1)
+    centres = pix.gather(1, order.gather(1, ranks)[..., None].expand(-1, -1, 3))
+    for _ in range(iterations):
+        labels = _nearest_colour(pix, centres, valid)
+        sums = torch.zeros(b, kmax, 3, dtype=torch.int64, device=dev)
+        sums.scatter_add_(1, labels[..., None].expand(-1, -1, 3), pix_int)
+        counts = torch.zeros(b, kmax, dtype=torch.int64, device=dev)
+        counts.scatter_add_(1, labels, torch.ones_like(labels))
+        means = (sums.to(torch.float64) / counts.clamp_min(1)[..., None].to(torch.float64)).to(pix.dtype)
+        centres = torch.where(counts[..., None] > 0, means, centres)
+    palette = centres.round()
+    thresholds = bayer_matrix(8).to(dev).repeat((h + 7) // 8, (w + 7) // 8)[:h, :w].reshape(1, n, 1)
+    nearest = palette.gather(1, _nearest_colour(pix, palette, valid)[..., None].expand(-1, -1, 3))
+    spread = DITHER_SPREAD * (pix - nearest).square().mean(dim=(1, 2)).sqrt().view(b, 1, 1)
+    labels = _nearest_colour(pix + spread * thresholds.to(pix.dtype), palette, valid)
+    out = palette.gather(1, labels[..., None].expand(-1, -1, 3))
+    return (out / 255.0).transpose(1, 2).reshape(b, 3, h, w).to(images.dtype)
+
+
 @register_distortion
 class ColorQuantization(Distortion):
     name = "color_quantization"
@@ -272,16 +333,23 @@ class ColorQuantization(Distortion):
     group = "color_distortion"
     tables = {"kadid": LevelTable({"colors": (64, 48, 32, 16, 8)})}
     exact_on = ()
-    approximation = ("Wu's minimum-variance palette as MATLAB rgb2ind documents, but palette colours are "
-                     "rounded to 8 bits and the Floyd-Steinberg pass is Pillow's (MATLAB's dither maps "
-                     "through a 5-bit inverse colour map); input rounded to 8 bits; CPU only (GPU batches "
-                     "make a round trip)")
+    approximation = ("method='wu' (default): Wu's minimum-variance palette as MATLAB rgb2ind documents, but "
+                     "palette colours rounded to 8 bits and Pillow's Floyd-Steinberg pass (MATLAB's dither "
+                     "maps through a 5-bit inverse colour map); input rounded to 8 bits; CPU only (GPU "
+                     "batches make a round trip). method='kmeans': batched k-means + Bayer ordered "
+                     "dithering on the images' device, a further approximation (different palette, "
+                     "patterned rather than diffused dither)")
     description = ("colour quantization: minimum-variance palette of 64, 48, 32, 16, 8 colours (rounded "
                    "half up at fractional levels) with Floyd-Steinberg dithering, as MATLAB rgb2ind(I, n) "
                    "+ ind2rgb")
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         colors = [max(2, min(256, n)) for n in round_half_up(params["colors"])]
+        method = self.options.get("method", "wu")
+        if method == "kmeans":
+            return kmeans_ordered_dither(images, colors)
+        if method != "wu":
+            raise DistortionInputError(f"color_quantization: unknown method {method!r}; choose wu or kmeans")
         return map_uint8_images(images, lambda i, im: quantize_palette_dither(im, colors[i]))
 
 
