@@ -305,7 +305,7 @@ def kmeans_ordered_dither(images: torch.Tensor, colors: list[int], iterations: i
     n, kmax = h * w, max(colors)
     k = torch.tensor(colors, device=dev)
     valid = torch.arange(kmax, device=dev)[None, :] < k[:, None]
-    luma = pix @ torch.tensor(GRAY_WEIGHTS, dtype=pix.dtype, device=dev)
+    luma = sum(pix[..., c] * wt for c, wt in enumerate(GRAY_WEIGHTS))  # elementwise: no BLAS reduction
     order = luma.argsort(dim=1, stable=True)
     ranks = ((torch.arange(kmax, device=dev)[None, :] + 0.5) / k[:, None] * n).long().clamp(max=n - 1)
     centres = pix.gather(1, order.gather(1, ranks)[..., None].expand(-1, -1, 3))
