@@ -48,7 +48,7 @@ def textured(n: int = 1, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tenso
 def run(name, profile, images, levels, seeds):
     d = get_distortion(name, profile)
     params = d.sample(torch.as_tensor(levels, dtype=torch.float64), torch.as_tensor(seeds))
-    return d.apply(images.clone(), params_to(params, images.device)), params
+    return d.apply(images, params_to(params, images.device)), params
 
 
 def test_profile_membership():
@@ -65,7 +65,9 @@ def test_profile_membership():
 @pytest.mark.parametrize(("name", "profile"), CASES)
 def test_shape_dtype_range_and_metadata(name, profile):
     x = textured(3)
+    before = x.clone()
     y, _ = run(name, profile, x, [1, 3, 5], [1, 2, 3])
+    assert torch.equal(x, before)  # apply is pure
     assert y.shape == x.shape and y.dtype == torch.float32
     assert torch.isfinite(y).all()
     assert y.min() >= 0.0 and y.max() <= 1.0
@@ -376,3 +378,18 @@ def test_kadid_chain_with_minmax_wrap():
     chains = [parse_chain("quantization:2>contrast_change:3", "kadid"), parse_chain("denoise:1", "kadid")]
     out, rec = apply_chains(x, chains, seeds=[1, 2], profile="kadid")
     assert out.flatten(1).amin(1).tolist() == pytest.approx([0, 0]) and rec[0][1]["amount"] == 0.0
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize(("name", "profile"), CASES)
+def test_cuda_batch_independent_and_close_to_cpu_when_deterministic(name, profile):
+    x = textured(3).cuda()
+    full, _ = run(name, profile, x, [1, 3, 5], [1, 2, 3])
+    part, _ = run(name, profile, x[1:2], [3], [2])
+    assert full.device.type == "cuda" and torch.equal(part[0], full[1])
+    assert full.min() >= 0 and full.max() <= 1
+    deterministic = ("mean_shift", "contrast_change", "darken", "brighten", "high_sharpen", "pixelate",
+                     "nonlinear_contrast_change", "non_eccentricity_patch", "color_block")
+    if name in deterministic or (name, profile) == ("quantization", "arniqa"):
+        cpu, _ = run(name, profile, x.cpu(), [1, 3, 5], [1, 2, 3])
+        assert (full.cpu() - cpu).abs().max() < 2e-3

@@ -46,11 +46,17 @@ YCBCR_CONVENTIONS = {"studio": _STUDIO, "full": _FULL}
 
 
 def _pointwise_matrix(x: torch.Tensor, matrix: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``matrix @ pixel + bias`` for every pixel of ``[B,3,H,W]`` (one batched matmul)."""
-    b, c, h, w = x.shape
-    m = matrix.to(device=x.device, dtype=x.dtype)
-    out = torch.matmul(m, x.reshape(b, c, h * w))
-    return out.add_(bias.to(device=x.device, dtype=x.dtype).view(1, 3, 1)).view(b, 3, h, w)
+    """``matrix @ pixel + bias`` for every pixel of ``[B,3,H,W]``.
+
+    Written as per-channel multiply-adds with Python-scalar weights, so every element sees the same
+    operations on any device and in any batch (a batched matmul may change its algorithm with the batch).
+    """
+    m, off = matrix.tolist(), bias.tolist()
+    out = torch.empty_like(x)
+    for c in range(3):
+        torch.mul(x[:, 0], m[c][0], out=out[:, c])
+        out[:, c].add_(x[:, 1], alpha=m[c][1]).add_(x[:, 2], alpha=m[c][2]).add_(off[c])
+    return out
 
 
 @register_distortion
@@ -130,12 +136,9 @@ class ImpulseNoise(Distortion):
     draw = staticmethod(_field_seed)
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        u = uniform_field(params["field_seed"], images.shape[1:], images.device, images.dtype)
-        d = _per_sample(params["density"], images)
-        out = images.clone()
-        out.masked_fill_(u < d * 0.5, 0.0)
-        out.masked_fill_((u >= d * 0.5) & (u < d), 1.0)
-        return out
+        r = uniform_field(params["field_seed"], images.shape[1:], images.device, images.dtype)
+        r.div_(_per_sample(params["density"], images))  # r = u / d: hit when r < 1, salt when r >= 1/2
+        return torch.where(r < 1.0, (r >= 0.5).to(images.dtype), images)
 
 
 @register_distortion

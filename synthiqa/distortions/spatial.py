@@ -88,6 +88,8 @@ class NonEccentricityPatch(Distortion):
     aliases = ("noneccpatch",)
     _table = LevelTable({"patches": (20, 40, 60, 80, 100)})
     tables = {"kadid": _table, "arniqa": _table}
+    approximation = ("kadid: KADID's MATLAB source for this distortion is not public; ARNIQA's port "
+                     "(same levels) is followed")
     description = ("n = 20-100 (levels 1-5) 16x16 patches copied sequentially from random sources to "
                    "destinations within +-8 px; counts are absolute, not scaled with image size")
 
@@ -314,6 +316,8 @@ class ColorBlock(Distortion):
     aliases = ("colorblock",)
     _table = LevelTable({"blocks": (2, 4, 6, 8, 10)})
     tables = {"kadid": _table, "arniqa": _table}
+    approximation = ("kadid: KADID's MATLAB source for this distortion is not public; ARNIQA's port "
+                     "(same levels) is followed")
     description = ("n = 2-10 (levels 1-5) 32x32 blocks of a random uniform RGB colour in [0,1) at random "
                    "positions inside the image; counts are absolute, not scaled with image size")
 
