@@ -29,6 +29,7 @@ skipped on a rerun, so an interrupted run resumes where it stopped.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import inspect
 import json
@@ -240,6 +241,8 @@ def with_dataset_paths(suite: Suite, paths: Mapping[str, tuple[str, str]]) -> Su
 QUICK_SIZE = 256
 QUICK_LEVELS = (1, 3, 5)
 QUICK_PROFILE = "kadid"
+#: Name of the quick set in results.
+QUICK_DATASET = "quick_synthetic"
 #: KADID-10k types of the quick set: two blurs, two noises, two codecs, a brightness and a spatial change.
 QUICK_TYPES = ("gaussian_blur", "motion_blur", "white_noise", "impulse_noise", "jpeg", "jpeg2000", "darken",
                "pixelate")
@@ -481,11 +484,14 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
     summary = RunSummary(out)
+    datasets = _load_datasets(suite, log)  # the user's datasets first: a bad path fails before any work
     if suite.builtin_data == "quick":
         folder = prepare_quick_dataset(out / "data" / "quick_synthetic", suite.seed)
-        suite = with_dataset_paths(suite, {"synthetic": ("synthiqa", str(folder))})
+        quick = DatasetSpec(QUICK_DATASET, "synthiqa", str(folder), {}, True)
+        others = [d for d in suite.datasets if d.name != QUICK_DATASET]
+        suite = dataclasses.replace(suite, datasets=[*others, quick])
+        datasets.update(_load_datasets(dataclasses.replace(suite, datasets=[quick]), log))
     atomic_write_text(out / "suite.json", json.dumps(suite.to_dict(), indent=1, default=str) + "\n")
-    datasets = _load_datasets(suite, log)
     if not datasets:
         raise SynthiqaError(f"suite {suite.name}: no dataset could be loaded; give folders with --live, "
                             "--kadid, --synthetic or --csv NAME=PATH")

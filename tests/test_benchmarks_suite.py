@@ -1,0 +1,215 @@
+"""Benchmark suites end to end on tiny LIVE, KADID-10k and generated-set trees built here."""
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from PIL import Image
+from scipy.ndimage import gaussian_filter
+
+from synthiqa.benchmarks.protocols import ProtocolSpec
+from synthiqa.benchmarks.suite import (
+    ModelSpec,
+    Suite,
+    load_suite,
+    results_markdown,
+    run_suite,
+    with_dataset_paths,
+)
+from synthiqa.cli import main
+from synthiqa.errors import ConfigError, SynthiqaError
+
+
+def texture(seed: int, size: int = 48) -> np.ndarray:
+    """A smooth random colour texture, uint8 ``size x size x 3``."""
+    rng = np.random.default_rng(seed)
+    img = gaussian_filter(rng.uniform(0, 255, (size, size, 3)), sigma=(3, 3, 0)) * 3 - 255
+    return np.clip(img + rng.normal(0, 4, img.shape), 0, 255).astype(np.uint8)
+
+
+def distort(ref: np.ndarray, kind: str, level: int, seed: int) -> np.ndarray:
+    x = ref.astype(np.float64)
+    if kind == "noise":
+        x = x + np.random.default_rng(seed).normal(0, 6 * level, x.shape)
+    else:
+        x = gaussian_filter(x, sigma=(0.6 * level, 0.6 * level, 0))
+    return np.clip(np.round(x), 0, 255).astype(np.uint8)
+
+
+def psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / np.mean((a.astype(float) - b.astype(float)) ** 2)))
+
+
+def _save(path, arr):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(arr).save(path)
+
+
+def make_live_tree(root, refs=3, levels=(1, 2, 3)):
+    """LIVE.txt form; DMOS (lower is better) decreases with the pair's PSNR."""
+    rows, k = [], 0
+    for r in range(refs):
+        ref = texture(r)
+        _save(root / "refimgs" / f"ref{r}.bmp", ref)
+        for folder, kind in (("wn", "noise"), ("gblur", "blur")):
+            for lv in levels:
+                k += 1
+                img = distort(ref, kind, lv, seed=100 + k)
+                _save(root / folder / f"img{k}.bmp", img)
+                rows.append((f"LIVE/{folder}/img{k}.bmp", folder, f"LIVE/refimgs/ref{r}.bmp",
+                             round(100 - 2 * psnr(img, ref), 4)))
+    pd.DataFrame(rows, columns=["dis_img_path", "dis_type", "ref_img_path", "score"]).to_csv(
+        root / "LIVE.txt", index=False)
+
+
+def make_kadid_tree(root, refs=3, levels=(1, 2, 3)):
+    """KADID layout (types 1 = blur, 11 = noise); MOS (higher is better) grows with the pair's PSNR."""
+    rows = []
+    for r in range(1, refs + 1):
+        ref = texture(50 + r)
+        _save(root / "images" / f"I{r:02d}.png", ref)
+        for tid, kind in ((1, "blur"), (11, "noise")):
+            for lv in levels:
+                name = f"I{r:02d}_{tid:02d}_{lv:02d}.png"
+                img = distort(ref, kind, lv, seed=10 * r + lv)
+                _save(root / "images" / name, img)
+                rows.append((name, f"I{r:02d}.png", round(1 + psnr(img, ref) / 12, 4), 0.1))
+    pd.DataFrame(rows, columns=["dist_img", "ref_img", "dmos", "var"]).to_csv(root / "dmos.csv", index=False)
+
+
+def make_generated_tree(root, refs=4, levels=(1, 2, 3, 4)):
+    """A generated-set folder (manifest.parquet + dataset.json) with a level-based label."""
+    rows = []
+    for r in range(refs):
+        ref = texture(200 + r, size=64)
+        _save(root / "references" / f"r{r}.png", ref)
+        for kind in ("noise", "blur"):
+            for lv in levels:
+                rel = f"images/r{r}_{kind}_{lv}.png"
+                _save(root / rel, distort(ref, kind, lv, seed=r * 10 + lv))
+                rows.append({"image": rel, "reference": f"references/r{r}.png", "scene": f"r{r}",
+                             "dist_type": kind, "dist_group": kind, "level": float(lv),
+                             "level_quality": 100.0 - 20 * lv})
+    pd.DataFrame(rows).to_parquet(root / "manifest.parquet", index=False)
+    info = {"name": "tiny", "labels": {"level_quality": {"low": 0, "high": 100, "lower_better": False}},
+            "primary_label": "level_quality"}
+    (root / "dataset.json").write_text(json.dumps(info))
+
+
+FR_SUITE = {
+    "name": "tiny_fr", "seed": 3, "n_boot": 50, "models": ["psnr", "ssim"],
+    "datasets": [{"name": "live", "kind": "live"}, {"name": "kadid10k", "kind": "kadid10k"}],
+    "protocols": [{"name": "intra", "n_splits": 2, "ratios": [0.34, 0.33, 0.33]},
+                  {"name": "cross", "train": "kadid10k", "test": ["live"]}],
+}
+
+
+def test_live_and_kadid_paths_with_fr_metrics_through_the_cli(tmp_path):
+    make_live_tree(tmp_path / "live")
+    make_kadid_tree(tmp_path / "kadid")
+    suite_file = tmp_path / "suite.yaml"
+    suite_file.write_text(yaml.safe_dump(FR_SUITE))
+    out = tmp_path / "res"
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "run", str(suite_file), "--out", str(out), "--live", str(tmp_path / "live"),
+              "--kadid", str(tmp_path / "kadid")])
+    assert done.value.code == 0
+    table = pd.read_parquet(out / "results.parquet")
+    assert len(pd.read_csv(out / "results.csv")) == len(table)
+    assert list(table.columns) == ["model", "dataset", "protocol", "split", "subset", "dist_type", "metric",
+                                   "mode", "value", "ci_low", "ci_high", "n"]
+    overall = table[(table["dist_type"] == "all") & (table["metric"] == "srcc")]
+    psnr_rows = overall[overall["model"] == "psnr"]
+    # LIVE's DMOS is lower-better and KADID's MOS higher-better: both must correlate positively.
+    assert set(psnr_rows["dataset"]) == {"live", "kadid10k"}
+    assert (psnr_rows["value"] > 0.9).all()
+    cross = table[table["protocol"] == "cross_from_kadid10k"]
+    assert set(cross["dataset"]) == {"live"} and set(cross["split"]) == {"kadid10k->live"}
+    assert cross[(cross["metric"] == "srcc") & (cross["dist_type"] == "all")]["n"].unique().tolist() == [18]
+    modes = set(map(tuple, table[table["metric"].isin(["plcc", "rmse"])][["metric", "mode"]].values))
+    assert {("plcc", "raw"), ("plcc", "4pl"), ("rmse", "raw"), ("rmse", "4pl")} <= modes
+    assert {"white_noise", "gaussian_blur"} <= set(table["dist_type"])
+    srcc_all = table[(table["metric"] == "srcc") & (table["dist_type"] == "all")]
+    assert (srcc_all["ci_low"] <= srcc_all["value"]).all()
+    assert (srcc_all["value"] <= srcc_all["ci_high"]).all()
+    md = (out / "results.md").read_text()
+    assert "| psnr | live | intra | 2 |" in md and "Median test SRCC per distortion type" in md
+    preds = pd.read_parquet(out / "predictions.parquet")
+    assert set(preds["subset"]) == {"test"} and preds["pred"].notna().all()
+
+
+def test_rerun_with_same_seed_gives_same_numbers_and_resumes(tmp_path):
+    make_generated_tree(tmp_path / "gen")
+    suite = Suite.from_dict({
+        "name": "repro", "seed": 11, "n_boot": 30,
+        "models": ["psnr", {"name": "brisque", "options": {"c_grid": [1, 10], "gamma_grid": [0.1]}}],
+        "datasets": [{"name": "gen", "kind": "synthiqa", "root": str(tmp_path / "gen")}],
+        "protocols": [{"name": "intra", "n_splits": 2, "ratios": [0.5, 0.25, 0.25]}, {"name": "loto"}],
+    })
+    first = run_suite(suite, tmp_path / "a", log=lambda m: None, progress=False)
+    second = run_suite(suite, tmp_path / "b", log=lambda m: None, progress=False)
+    a = pd.read_parquet(tmp_path / "a" / "results.parquet")
+    b = pd.read_parquet(tmp_path / "b" / "results.parquet")
+    pd.testing.assert_frame_equal(a, b)
+    assert first.computed == second.computed == 2 * 2 + 2 * 2 and not first.failures
+    # brisque is trained: its val subset is reported separately, and clusters come from a GMM on features
+    brisque = a[a["model"] == "brisque"]
+    assert {"val", "test"} <= set(brisque["subset"])
+    assert brisque[brisque["metric"] == "purity_type"]["mode"].str.startswith("gmm_diag_k").all()
+    assert np.load(tmp_path / "a" / "embeddings_brisque.npz")["embedding"].shape[1] == 36
+    again = run_suite(suite, tmp_path / "a", log=lambda m: None, progress=False)
+    assert again.computed == 0 and again.reused == first.computed
+    pd.testing.assert_frame_equal(a, pd.read_parquet(tmp_path / "a" / "results.parquet"))
+    other_seed = run_suite(Suite.from_dict({**suite.to_dict(), "seed": 12}), tmp_path / "a",
+                           log=lambda m: None, progress=False)
+    assert other_seed.reused == 0
+
+
+def test_missing_datasets_are_skipped_unless_asked_for(tmp_path, capsys):
+    make_generated_tree(tmp_path / "gen", refs=3, levels=(1, 3))
+    suite = Suite.from_dict({
+        "name": "skip", "n_boot": 0, "models": ["psnr"],
+        "datasets": [{"name": "live", "kind": "live"},
+                     {"name": "gen", "kind": "synthiqa", "root": str(tmp_path / "gen")}],
+        "protocols": [{"name": "intra", "n_splits": 1, "ratios": [0.34, 0.33, 0.33]},
+                      {"name": "cross", "train": "live"}],
+    })
+    messages = []
+    run_suite(suite, tmp_path / "out", log=messages.append, progress=False)
+    assert any("dataset live: no folder given (--live PATH" in m for m in messages)
+    assert any("protocol cross_from_live" in m for m in messages)
+    with pytest.raises(SynthiqaError, match="dataset live"):
+        run_suite(with_dataset_paths(suite, {"live": ("live", str(tmp_path / "nowhere"))}), tmp_path / "o2",
+                  log=messages.append, progress=False)
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "run", "quick", "--out", str(tmp_path / "o3"), "--kadid", str(tmp_path / "nowhere")])
+    assert done.value.code == 2
+    err = capsys.readouterr().err
+    assert "error: dataset kadid10k" in err and "Traceback" not in err
+
+
+def test_suite_yaml_errors_are_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\nmodels: [psnr]\nprotocols: [intra]\nbogus: 1\n")
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_suite(bad)
+    with pytest.raises(ConfigError, match="not found"):
+        load_suite(tmp_path / "missing.yaml")
+    with pytest.raises(ConfigError, match="unknown protocol"):
+        Suite.from_dict({"models": ["psnr"], "protocols": ["bogus"]})
+    with pytest.raises(ConfigError, match="distinct"):
+        Suite("x", [ModelSpec("psnr"), ModelSpec("psnr")], [], [ProtocolSpec("intra")])
+    quick = load_suite("quick")
+    assert quick.builtin_data == "quick" and {m.name for m in quick.models} >= {"psnr", "niqe", "brisque"}
+
+
+def test_results_markdown_reports_median_and_spread():
+    rows = [{"model": "m", "dataset": "d", "protocol": "intra", "split": f"s{i}", "subset": "test",
+             "dist_type": "all", "metric": metric, "mode": mode, "value": v, "ci_low": np.nan,
+             "ci_high": np.nan, "n": 10}
+            for i, v in enumerate([0.5, 0.7, 0.9]) for metric, mode in (("srcc", "raw"), ("plcc", "4pl"))]
+    suite = Suite.from_dict({"name": "t", "models": ["psnr"], "protocols": ["intra"]})
+    md = results_markdown(pd.DataFrame(rows), suite)
+    assert "| m | d | intra | 3 | 0.700 ±0.163 |" in md
