@@ -158,6 +158,16 @@ def test_jpeg_bytes_equal_pillow_and_roundtrip(image):
     assert torch.equal((out[0] * 255).round().to(torch.uint8), torch.from_numpy(pil).permute(2, 0, 1))
 
 
+def test_torchvision_list_path_groups_by_quality(image):
+    """The nvJPEG code path (list encode per quality, batched decode) run on the CPU, where torchvision
+    uses libjpeg: it must equal the libjpeg codec sample by sample."""
+    from synthiqa.distortions.compression import _libjpeg_roundtrip, _torchvision_roundtrip
+
+    x = torch.stack([image, image.flip(-1), 1 - image, image.flip(-2)])
+    qualities = [24, 7, 24, 43]
+    assert torch.equal(_torchvision_roundtrip(x, qualities), _libjpeg_roundtrip(x, qualities))
+
+
 def test_jpeg_codec_options(image):
     base = get_distortion("jpeg", "kadid").table
     kornia_jpeg = JPEG("kadid", LevelTable(base.params, {"codec": "kornia"}))

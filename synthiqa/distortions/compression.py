@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import math
+import warnings
 from collections.abc import Mapping
 
 import numpy as np
@@ -47,18 +48,23 @@ def _libjpeg_roundtrip(images: torch.Tensor, qualities: list[int]) -> torch.Tens
     return map_uint8_images(images, roundtrip, bgr=True)
 
 
-def _nvjpeg_roundtrip(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
-    """nvJPEG through torchvision: one encode call per distinct quality (4:4:4 chroma), batched decode."""
+def _torchvision_roundtrip(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
+    """JPEG through ``torchvision.io`` on the images' device: one list ``encode_jpeg`` call per distinct
+    quality, then one batched ``decode_jpeg``. On CUDA this is nvJPEG (4:4:4 chroma); on the CPU it is
+    libjpeg (4:2:0, the same bytes as the ``libjpeg`` codec). torchvision >= 0.29 marks these functions
+    deprecated in favour of TorchCodec; the warning is silenced here because callers cannot act on it."""
     from torchvision.io import decode_jpeg, encode_jpeg
 
     u8 = (images.detach() * 255.0).round_().clamp_(0, 255).to(torch.uint8).contiguous()
     out = torch.empty_like(u8)
     q_all = torch.tensor(qualities)
-    for q in sorted(set(qualities)):
-        idx = torch.nonzero(q_all == q).flatten().tolist()
-        encoded = encode_jpeg([u8[i] for i in idx], quality=q)
-        decoded = decode_jpeg([e.cpu() for e in encoded], device=images.device)
-        out[idx] = torch.stack(decoded)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        for q in sorted(set(qualities)):
+            idx = torch.nonzero(q_all == q).flatten().tolist()
+            encoded = encode_jpeg([u8[i] for i in idx], quality=q)
+            decoded = decode_jpeg([e.cpu() for e in encoded], device=images.device)
+            out[idx] = torch.stack(decoded)
     return out.to(images.dtype).div_(255.0)
 
 
@@ -93,7 +99,7 @@ class JPEG(Distortion):
         if codec == "nvjpeg":
             if not images.is_cuda:
                 raise DistortionInputError("jpeg: codec 'nvjpeg' needs CUDA images")
-            return _nvjpeg_roundtrip(images, qualities)
+            return _torchvision_roundtrip(images, qualities)
         if codec == "kornia":
             return _kornia_jpeg(images, qualities)
         raise DistortionInputError(f"jpeg: unknown codec {codec!r}; choose one of {', '.join(JPEG_CODECS)}")
