@@ -426,7 +426,7 @@ def bench_gmm_command(
 
     config = gmm_speed.GMMSpeedConfig(
         sizes=gmm_speed.parse_sizes(sizes), n_components=k, device=device, threads=threads, max_iter=max_iter,
-        covariance_types=tuple(c.strip() for c in cov.split(",")),
+        tol=tol, repeats=repeats, covariance_types=tuple(c.strip() for c in cov.split(",")),
         dtypes=tuple(d.strip() for d in dtype.split(",")))
     with Progress(transient=True, console=err_console) as bar:
         task = bar.add_task("fitting", total=None)
@@ -441,7 +441,7 @@ def bench_gmm_command(
                       f"{r.sklearn_s:.2f}", f"{r.torch_iter}/{r.sklearn_iter}", f"{r.speedup_per_iter:.1f}x",
                       f"{r.torch_loglik:.4f}", f"{r.sklearn_loglik:.4f}", f"{r.loglik_rel_diff:.1e}",
                       f"{r.torch_bic:.6g}", f"{r.sklearn_bic:.6g}", f"{r.bic_rel_diff:.1e}")
-    console.print(table, width=max(console.width, 160))
+    Console(width=max(console.width, 170)).print(table)  # wide table: do not squeeze it into 80 columns
     if json_out is not None:
         gmm_speed.write_gmm_speed_json(rows, config, str(json_out))
         console.print(f"wrote {json_out}")
@@ -452,6 +452,8 @@ def bench_gmm_command(
 @app.command("report")
 def report_command(
     results: Path = typer.Argument(..., help="Results folder written by synthiqa bench run."),
+    tol: float = typer.Option(1e-3, help="EM convergence threshold on the mean log-likelihood (both)."),
+    repeats: int = typer.Option(1, help="Fits per configuration; the fastest is kept."),
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default RESULTS/report.html)."),  # noqa: UP045
     run: Optional[list[Path]] = typer.Option(  # noqa: UP045
         None, "--run", help="Training run folder with log.csv (repeatable; default: runs found in RESULTS)."),
