@@ -210,6 +210,18 @@ def test_filters_backends_agree(image):
     for f, ks in ((filter2d, disks), (filter2d, lines), (separable_filter, gauss)):
         assert (f(x, ks, "torch") - f(x, ks, "opencv")).abs().max() < 1e-5
         assert torch.equal(f(x, ks, "opencv")[1], f(x[1:2], ks[1:2], "opencv")[0])
+    # the tall-stack OpenCV path equals OpenCV on each plane alone, bit for bit (odd sizes too)
+    import cv2
+
+    from synthiqa.distortions.filters import _cv2_planes
+
+    planes = np.random.default_rng(0).random((5, 37, 50), dtype=np.float32)
+    for k, sep in ((disk_kernel(8), False), (motion_kernel(10, 33), False), (gaussian_kernel1d(20.0), True)):
+        k32 = k.astype(np.float32)
+        for i in (0, 2, 4):
+            alone = (cv2.sepFilter2D(planes[i], -1, k32, k32, borderType=cv2.BORDER_REPLICATE) if sep
+                     else cv2.filter2D(planes[i], -1, k32, borderType=cv2.BORDER_REPLICATE))
+            assert np.array_equal(_cv2_planes(planes, k, sep)[i], alone)
     k2d = np.outer(gaussian_kernel1d(2), gaussian_kernel1d(2))
     assert (filter2d(x, [k2d] * 3, "torch") - separable_filter(x, gauss[1:2] * 3, "torch")).abs().max() < 1e-5
 
