@@ -93,7 +93,7 @@ class ARNIQAConfig(MethodConfig):
     temperature: float = 0.1
     max_distortions: int = 4
     pristine_prob: float = 0.05
-    val_samples: int = 200
+    val_samples: int = 100
     val_alpha: float = 0.1
 
     alpha: float | None = None
@@ -242,37 +242,40 @@ def source_images(records: Sequence[IQARecord]) -> list[torch.Tensor]:
 
 
 # ---------------------------------------------------------------------------------------- features
-def five_crops(image: torch.Tensor, size: int) -> torch.Tensor:
-    """``[5,3,S,S]``: centre, top-left, top-right, bottom-left, bottom-right crops (upscaled first when
-    the image is smaller than ``size``)."""
+def five_crops(image: torch.Tensor, size: int, n: int = FIVE_CROPS) -> torch.Tensor:
+    """``[n,3,S,S]``, the first ``n`` of: centre, top-left, top-right, bottom-left, bottom-right crops
+    (the image is upscaled first when smaller than ``size``)."""
     image = fit_min_side(image, size)
     h, w = image.shape[-2:]
     origins = [((h - size) // 2, (w - size) // 2), (0, 0), (0, w - size), (h - size, 0), (h - size, w - size)]
-    return torch.stack([image[:, y:y + size, x:x + size] for y, x in origins])
+    return torch.stack([image[:, y:y + size, x:x + size] for y, x in origins[:n]])
 
 
 class TwoScaleCrops(Dataset):
-    """Per record, ``[10,3,S,S]`` uint8: the five crops of the image, then the five of its half-size copy."""
+    """Per record, ``[2n,3,S,S]`` uint8: ``n`` crops of the image (``five_crops``), then the same crops of
+    its half-size copy."""
 
-    def __init__(self, paths: Sequence[Path | str], size: int):
+    def __init__(self, paths: Sequence[Path | str], size: int, crops: int = FIVE_CROPS):
         self.paths = list(paths)
         self.size = size
+        self.crops = crops
 
     def __len__(self) -> int:
         return len(self.paths)
 
     def __getitem__(self, i: int) -> torch.Tensor:
         image = read_rgb(self.paths[i])
-        return torch.cat([five_crops(image, self.size), five_crops(downscale_half(image), self.size)])
+        return torch.cat([five_crops(image, self.size, self.crops),
+                          five_crops(downscale_half(image), self.size, self.crops)])
 
 
 @torch.no_grad()
 def extract_features(model: ARNIQANet, paths: Sequence[Path | str], config: ARNIQAConfig,
-                     device: torch.device) -> np.ndarray:
-    """``[N, 5, 2C]`` float32: per image and crop, the full-scale and half-scale features concatenated
-    (each L2-normalised when ``normalize_features``)."""
+                     device: torch.device, crops: int = FIVE_CROPS) -> np.ndarray:
+    """``[N, crops, 2C]`` float32: per image and crop (``five_crops`` order), the full-scale and
+    half-scale features concatenated (each L2-normalised when ``normalize_features``)."""
     model.eval()
-    loader = DataLoader(TwoScaleCrops(paths, config.crop_size), batch_size=config.eval_batch,
+    loader = DataLoader(TwoScaleCrops(paths, config.crop_size, crops), batch_size=config.eval_batch,
                         num_workers=config.num_workers)
     out = []
     use_amp = config.amp and device.type == "cuda"
@@ -282,7 +285,7 @@ def extract_features(model: ARNIQANet, paths: Sequence[Path | str], config: ARNI
             feats = model.features(images).float()
         if config.normalize_features:
             feats = F.normalize(feats, dim=1)
-        feats = feats.view(batch.shape[0], 2, FIVE_CROPS, -1)
+        feats = feats.view(batch.shape[0], 2, crops, -1)
         out.append(torch.cat([feats[:, 0], feats[:, 1]], dim=2).cpu().numpy())
     if not out:
         raise SynthiqaError("ARNIQA: no images to extract features from")
@@ -332,7 +335,8 @@ def fit_quality_ridge(features: np.ndarray, records: Sequence[IQARecord], config
 # ---------------------------------------------------------------------------------------- loop task
 class ARNIQATask:
     """ARNIQA's self-supervised part of the shared training loop; validation fits a Ridge with
-    ``val_alpha`` on (up to ``val_samples``) training images and reports SRCC on the val images."""
+    ``val_alpha`` on the centre-crop features of (up to ``val_samples``) training images and reports
+    SRCC on as many val images (one crop per scale: cheaper than the final five-crop evaluation)."""
 
     method = METHOD
 
@@ -368,8 +372,8 @@ class ARNIQATask:
         from scipy.stats import pearsonr, spearmanr
 
         c = self.config
-        x_train = extract_features(self.model, [r.image for r in self.val_train], c, self.device)
-        x_val = extract_features(self.model, [r.image for r in self.val], c, self.device)
+        x_train = extract_features(self.model, [r.image for r in self.val_train], c, self.device, crops=1)
+        x_val = extract_features(self.model, [r.image for r in self.val], c, self.device, crops=1)
         pred = fit_ridge(x_train, _scores(self.val_train), c.val_alpha).predict(x_val)
         y = _scores(self.val)
         if np.ptp(pred) == 0 or np.ptp(y) == 0:
