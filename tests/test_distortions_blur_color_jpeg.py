@@ -189,6 +189,8 @@ def test_jpeg2000_equals_pillow_openjpeg(image):
     pil = np.array(Image.open(io.BytesIO(buf.getvalue())).convert("RGB"))
     out = get_distortion("jpeg2000", "arniqa").apply(image[None], {"ratio": torch.tensor([32.0])})
     assert torch.equal((out[0] * 255).round().to(torch.uint8), torch.from_numpy(pil).permute(2, 0, 1))
+    assert get_distortion("jpeg2000", "kadid").options["irreversible"] is True  # 9/7 wavelet for MATLAB
+    assert encode_jpeg2000(u8, 32, irreversible=True) != buf.getvalue()
 
 
 @pytest.mark.parametrize("name", FILTER_BASED)

@@ -112,16 +112,17 @@ def jpeg2000_resolutions(height: int, width: int) -> int:
     return max(1, min(JPEG2000_MAX_RESOLUTIONS, int(math.floor(math.log2(min(height, width)))) + 1))
 
 
-def encode_jpeg2000(image: np.ndarray, ratio: float) -> bytes:
+def encode_jpeg2000(image: np.ndarray, ratio: float, irreversible: bool = False) -> bytes:
     """JPEG 2000 codestream of a uint8 RGB ``[H,W,3]`` image at compression ratio ``ratio`` (one quality
-    layer, OpenJPEG via Pillow, LRCP progression)."""
+    layer, OpenJPEG via Pillow, LRCP progression). ``irreversible`` selects the 9/7 wavelet instead of
+    Pillow's default reversible 5/3 (which ARNIQA uses)."""
     from PIL import Image
 
     h, w = image.shape[:2]
     buf = io.BytesIO()
     Image.fromarray(image, "RGB").save(
         buf, format="JPEG2000", quality_mode="rates", quality_layers=[float(ratio)],
-        num_resolutions=jpeg2000_resolutions(h, w), prog_order="LRCP",
+        num_resolutions=jpeg2000_resolutions(h, w), prog_order="LRCP", irreversible=irreversible,
     )
     return buf.getvalue()
 
@@ -140,17 +141,23 @@ class JPEG2000(Distortion):
     kadid_id = 9
     group = "jpeg"
     tables = {
-        "kadid": LevelTable({"ratio": (16, 32, 45, 120, 400)}),
+        "kadid": LevelTable({"ratio": (16, 32, 45, 120, 400)}, {"irreversible": True}),
         "arniqa": LevelTable({"ratio": (16, 32, 45, 120, 170)}),
     }
     exact_on = ("cpu",)
-    approximation = ("OpenJPEG (Pillow, ARNIQA's settings) for both profiles: MATLAB imwrite's JPEG 2000 "
-                     "encoder is not OpenJPEG, so kadid pixels differ at equal ratio; 8-bit conversion "
-                     "rounds (ARNIQA truncates); GPU batches run on the CPU")
+    approximation = ("OpenJPEG (Pillow) for both profiles; arniqa uses ARNIQA's exact settings (reversible "
+                     "5/3 wavelet); MATLAB imwrite's encoder is not OpenJPEG, so kadid only approximates it "
+                     "(option irreversible=True: the 9/7 wavelet of lossy JPEG 2000, assumed for MATLAB's "
+                     "lossy mode); 8-bit conversion rounds (ARNIQA truncates); GPU batches run on the CPU")
     description = ("JPEG 2000 at compression ratio 16, 32, 45, 120, 400 (kadid; arniqa level 5 = 170), "
                    "i.e. 24/ratio bits per pixel; one quality layer, 8 wavelet resolutions (fewer below "
                    "128 px), LRCP")
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         ratios = params["ratio"].detach().to(torch.float64).cpu().tolist()
-        return map_uint8_images(images, lambda i, im: decode_image(encode_jpeg2000(im, ratios[i])))
+        irreversible = bool(self.options.get("irreversible", False))
+
+        def roundtrip(i: int, image: np.ndarray) -> np.ndarray:
+            return decode_image(encode_jpeg2000(image, ratios[i], irreversible))
+
+        return map_uint8_images(images, roundtrip)
