@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.registry import register_distortion
-from synthiqa.distortions.rng import SampleRNG, normal_field
+from synthiqa.distortions.rng import SampleRNG, normal_field, uniform_field
 
 JITTER_ITERATIONS = 5
 PATCH = 16
@@ -94,13 +94,20 @@ class NonEccentricityPatch(Distortion):
                    "destinations within +-8 px; counts are absolute, not scaled with image size")
 
     def draw(self, rng: SampleRNG, levels: torch.Tensor) -> dict[str, torch.Tensor]:
-        # Per slot: source row, source column, destination row jitter, destination column jitter in [0,1).
-        return {"positions": rng.uniform(MAX_PATCHES, 4)}
+        # One seed instead of 400 numbers keeps records small; positions are expanded on the CPU in
+        # ``positions`` so they are the same on every device.
+        return {"field_seed": rng.seeds_for_fields()}
+
+    @staticmethod
+    def positions(field_seed: torch.Tensor) -> torch.Tensor:
+        """Per slot: source row, source column, destination row and column jitter, uniform in [0, 1);
+        float64 ``[B, 100, 4]`` on the CPU."""
+        return uniform_field(field_seed.cpu(), (MAX_PATCHES, 4), "cpu", torch.float64)
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         b, _, h, w = images.shape
         dev = images.device
-        u = params["positions"].to(dev, torch.float64)
+        u = self.positions(params["field_seed"]).to(dev)
         n = round_count(params["patches"]).to(dev)
         src, dst = [], []
         for k, size in enumerate((h, w)):
