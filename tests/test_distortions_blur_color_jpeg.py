@@ -49,6 +49,16 @@ def image():
     return _texture()
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """Tiny tensors: one intra-op thread avoids OpenMP stalls on a busy shared machine (results do not
+    depend on the thread count; test_codec_thread_pool checks the threaded codec path)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def test_registry_and_tables():
     assert set(NAMES) <= set(list_distortions("kadid"))
     assert set(NAMES) - {"color_quantization"} <= set(list_distortions("arniqa"))
@@ -120,6 +130,20 @@ def test_deterministic_and_independent_of_batch_mates(image, name, profile):
     assert torch.equal(full, again)
     assert torch.equal(full[2], alone[0])
     assert all(torch.equal(v[2], p_alone[k][0]) for k, v in params.items())
+
+
+def test_codec_thread_pool_matches_serial(image):
+    x = torch.stack([image, image.flip(-1), 1 - image, image.flip(-2)])
+    for name in ("jpeg", "jpeg2000", "color_quantization"):
+        d = get_distortion(name, "kadid")
+        params = d.sample([1, 2, 4, 5], [0, 1, 2, 3])
+        serial = d.apply(x, params)
+        torch.set_num_threads(2)
+        try:
+            threaded = d.apply(x, params)
+        finally:
+            torch.set_num_threads(1)
+        assert torch.equal(serial, threaded)
 
 
 def test_fractional_levels_interpolate(image):
