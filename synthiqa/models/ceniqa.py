@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Dataset, Subset
 
 from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.records import IQARecord
@@ -66,8 +66,8 @@ ACTIVE_FRACTION = 0.05
 #: for a few thousand images).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "quick": {"pretrain_epochs": 1, "epochs": 3, "image_size": 96, "test_crops": 2, "train_samples": 1500,
-              "val_samples": 400},
+    "quick": {"pretrain_epochs": 1, "epochs": 3, "image_size": 96, "test_crops": 2, "train_samples": 1000,
+              "val_samples": 300},
 }
 
 
@@ -259,10 +259,11 @@ class CENIQATask:
         self.model = CENIQANet(config, len(bundle.labels.types))
         self.bic_table: dict[int, float] = {}
         self.fit_active = 0
+        self._eval_sets: dict[str, RecordImages] = {}
         if bundle.onthefly is None:
             assert bundle.train_records is not None
             self.train_images = RecordImages(bundle.train_records, bundle.labels, config.image_size,
-                                             train=True, seed=config.seed)
+                                             train=True, seed=config.seed, cache_mb=config.cache_mb)
             scenes = [int(self.train_images.targets(i)["scene"]) for i in range(len(self.train_images))]
             self.sampler = SceneBatchSampler(scenes, config.batch_size, config.images_per_scene,
                                              seed=config.seed, limit=config.train_samples)
@@ -366,11 +367,18 @@ class CENIQATask:
                    "test": self.bundle.test_records}[part] or []
         if not records:
             return None
+        if part == "train":  # centre crops, sharing the training set's decoded-image cache
+            ds: Dataset = self.train_images.evaluation_view(crops=1)
+        else:  # validation runs every epoch: cache it; the test set is read once
+            if part not in self._eval_sets:
+                cache = c.cache_mb if part == "val" else 0
+                self._eval_sets[part] = RecordImages(records, self.bundle.labels, c.image_size, train=False,
+                                                     crops=c.test_crops, cache_mb=cache)
+            ds = self._eval_sets[part]
         if limit is not None and len(records) > limit:
             pick = np.random.default_rng(c.seed).choice(len(records), limit, replace=False)
-            records = [records[i] for i in sorted(pick)]
+            ds = Subset(ds, sorted(int(i) for i in pick))
         crops = 1 if part == "train" else c.test_crops
-        ds = RecordImages(records, self.bundle.labels, c.image_size, train=False, crops=crops)
         return DataLoader(ds, batch_size=max(1, 2 * c.batch_size // crops), collate_fn=collate,
                           num_workers=c.num_workers)
 

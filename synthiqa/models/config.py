@@ -57,6 +57,7 @@ class CENIQAConfig:
         contrast_temperature: temperature of the contrastive loss.
         seed, device (``auto``, ``cpu``, ``cuda``...), amp (mixed precision, used on CUDA only),
         num_workers: image decoding workers.
+        cache_mb: decoded training images kept in memory, MiB (0 = decode on every access).
     """
 
     backbone: str = "compact"
@@ -103,6 +104,7 @@ class CENIQAConfig:
     device: str = "auto"
     amp: bool = True
     num_workers: int = 0
+    cache_mb: int = 2048
 
     def __post_init__(self) -> None:
         self.bic_range = tuple(int(v) for v in self.bic_range)  # type: ignore[assignment]
@@ -116,7 +118,7 @@ class CENIQAConfig:
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("epochs", "pretrain_epochs", "num_workers"):
+        for name in ("epochs", "pretrain_epochs", "num_workers", "cache_mb"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("train_samples", "val_samples"):

@@ -122,7 +122,7 @@ class LoopSettings:
 class TrainResult:
     """What a run produced: the checkpoints written (None when not writing files), the best validation
     SRCC and its epoch, the per-epoch log rows, the last epoch's training throughput (images/s), and the
-    best model state (CPU tensors) for in-memory use."""
+    best checkpoint's dict (CPU tensors) for in-memory use."""
 
     best_path: Path | None
     last_path: Path | None
@@ -205,7 +205,9 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
         best_srcc = float(state.get("best_srcc", -math.inf))
         best_epoch = int(state.get("best_epoch", -1))
         rows = [dict(r) for r in state.get("log", [])]
-        best_state = {"model": _cpu_state(model), **task.extra_state()}
+        best_file = Path(resume).with_name("best.pt")
+        if best_file.is_file():
+            best_state = load_checkpoint(best_file)
     images_per_second = 0.0
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
@@ -277,12 +279,11 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
                                                   "log": [dict(r) for r in rows]})
                 _write_log(out / "log.csv", rows)
     if not best_state:  # no validation ran: the last epoch is the best we have
-        best_state = {"model": _cpu_state(model), **task.extra_state()}
-        if out is not None and (out / "last.pt").is_file() and not (out / "best.pt").is_file():
-            last = load_checkpoint(out / "last.pt")
-            last.pop("optimizer", None)
-            last.pop("log", None)
-            save_checkpoint(out / "best.pt", last)
+        best_state = {"method": task.method, "config": task.config_dict(), "model": _cpu_state(model),
+                      "epoch": settings.epochs, "metrics": {}, "best_srcc": best_srcc,
+                      "best_epoch": best_epoch, **task.extra_state()}
+    if out is not None and not (out / "best.pt").is_file():
+        save_checkpoint(out / "best.pt", best_state)
     return TrainResult(
         best_path=out / "best.pt" if out is not None else None,
         last_path=out / "last.pt" if out is not None else None,

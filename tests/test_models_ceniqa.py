@@ -1,0 +1,193 @@
+"""CENIQA's parts on tiny inputs: config files, backbone registry, feature extractors, network, batches."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from synthiqa.errors import ConfigError
+from synthiqa.models.backbones import create_backbone
+from synthiqa.models.ceniqa import CENIQANet, preset_config
+from synthiqa.models.config import CENIQAConfig
+from synthiqa.models.data import LabelSpace, OnTheFlyBatches, SceneBatchSampler, crop_origins
+from synthiqa.models.features import FrequencyFeatures, MultiScaleFeatures, PatchQualityFeatures, dct_matrix
+
+TINY = {"image_size": 64, "feature_dim": 16, "n_clusters": 3, "patch_dim": 8, "batch_size": 8}
+
+
+# ------------------------------------------------------------------------------------------- config
+@pytest.mark.parametrize("suffix", [".json", ".yaml"])
+def test_config_round_trip(tmp_path, suffix):
+    cfg = CENIQAConfig(backbone="unet", n_clusters=5, bic_range=(3, 6), train_samples=100, lambda_cluster=0.7)
+    path = tmp_path / f"cfg{suffix}"
+    cfg.save(path)
+    assert CENIQAConfig.load(path) == cfg
+
+
+def test_config_published_defaults():
+    cfg = CENIQAConfig()
+    assert (cfg.n_clusters, cfg.scheduler) == (8, "cosine")
+    assert (cfg.lambda_contrast, cfg.lambda_consistency, cfg.lambda_ranking, cfg.lambda_cluster,
+            cfg.lambda_quality, cfg.lambda_monotonic) == (1.0, 0.5, 0.5, 0.3, 1.0, 0.1)
+
+
+def test_config_errors_are_one_line(tmp_path):
+    path = tmp_path / "cfg.json"
+    path.write_text(json.dumps({"epochs": 2, "n_cluster": 4}))
+    with pytest.raises(ConfigError, match=r"unknown option 'n_cluster' \(did you mean 'n_clusters'\?\)") as e:
+        CENIQAConfig.load(path)
+    assert "\n" not in str(e.value) and str(path) in str(e.value)
+    with pytest.raises(ConfigError, match="epochs"):
+        CENIQAConfig().replace(epochs="many")
+    with pytest.raises(ConfigError, match="regressor_type"):
+        CENIQAConfig(regressor_type="svm")
+    with pytest.raises(ConfigError, match="not found"):
+        CENIQAConfig.load(tmp_path / "missing.yaml")
+
+
+def test_config_overrides_from_strings():
+    cfg = CENIQAConfig().replace(epochs="3", use_bic_selection="true", bic_range="2,5", train_samples="none")
+    assert (cfg.epochs, cfg.use_bic_selection, cfg.bic_range, cfg.train_samples) == (3, True, (2, 5), None)
+    assert cfg.max_clusters == 8
+
+
+# ------------------------------------------------------------------------------------------- backbones
+@pytest.mark.parametrize("name", ["compact", "unet", "resnet18"])
+def test_backbone_maps(name):
+    bb = create_backbone(name).eval()
+    maps = bb(torch.rand(2, 3, 64, 64))
+    assert [m.shape[1] for m in maps] == bb.channels
+    assert [64 // m.shape[-1] for m in maps] == bb.reductions
+
+
+def test_backbone_pretrained_without_network_is_one_line(monkeypatch):
+    import timm
+
+    def offline(*args, **kwargs):
+        if kwargs.get("pretrained"):
+            raise FileNotFoundError("An error happened while trying to locate the file on the Hub\nmore")
+        raise AssertionError("expected pretrained=True")
+
+    monkeypatch.setattr(timm, "create_model", offline)
+    with pytest.raises(ConfigError, match="cannot fetch pretrained weights") as e:
+        create_backbone("resnet18", pretrained=True)
+    assert "\n" not in str(e.value) and "--backbone-checkpoint" in str(e.value)
+    with pytest.raises(ConfigError, match="no published weights"):
+        create_backbone("compact", pretrained=True)
+
+
+def test_backbone_checkpoint_loads_and_mismatch_errors(tmp_path):
+    src = create_backbone("compact")
+    torch.nn.init.constant_(src.body.stem[0].weight, 0.25)
+    path = tmp_path / "compact.pt"
+    torch.save({"state_dict": src.state_dict()}, path)
+    loaded = create_backbone("compact", checkpoint=path)
+    assert torch.equal(loaded.body.stem[0].weight, src.body.stem[0].weight)
+    with pytest.raises(ConfigError, match="checkpoint not found"):
+        create_backbone("compact", checkpoint=tmp_path / "nope.pt")
+    with pytest.raises(ConfigError, match="do not fit backbone 'unet'"):
+        create_backbone("unet", checkpoint=path)
+    with pytest.raises(ConfigError, match="unknown backbone 'resnt18'.*resnet18"):
+        create_backbone("resnt18")
+
+
+# ------------------------------------------------------------------------------------------- features
+def test_dct_matrix_matches_scipy():
+    from scipy.fft import dctn
+
+    block = np.random.default_rng(0).random((8, 8))
+    d = dct_matrix(8, torch.float64)
+    ours = (d @ torch.from_numpy(block) @ d.T).numpy()
+    np.testing.assert_allclose(ours, dctn(block, norm="ortho"), atol=1e-12)
+
+
+def test_frequency_features_shape_and_sensitivity():
+    f = FrequencyFeatures(8)
+    flat = torch.full((1, 3, 64, 64), 0.5)
+    noisy = (flat + 0.1 * torch.randn(1, 3, 64, 64, generator=torch.Generator().manual_seed(0))).clamp(0, 1)
+    out = f(torch.cat([flat, noisy]))
+    assert out.shape == (2, f.out_dim) == (2, 222)
+    hf = slice(1, 64)  # luma AC log magnitudes
+    assert (out[1, hf] > out[0, hf]).all()  # noise raises every AC frequency
+    assert out[0, 128 + 1:128 + 64].eq(1).all()  # a flat image has all AC coefficients zero
+
+
+def test_multiscale_and_patch_features():
+    maps = [torch.rand(2, 4, 16, 16), torch.rand(2, 6, 8, 8)]
+    ms = MultiScaleFeatures([4, 6])
+    assert ms(maps).shape == (2, ms.out_dim) == (2, 20)
+    patch = PatchQualityFeatures(6, dim=5)
+    out = patch(maps[1])
+    assert out.shape == (2, 5)
+    out.sum().backward()
+    assert patch.attend.weight.grad is not None and patch.attend.weight.grad.abs().sum() > 0
+
+
+# ------------------------------------------------------------------------------------------- network
+def test_network_forward_embed_and_posteriors():
+    cfg = CENIQAConfig(**TINY)
+    net = CENIQANet(cfg, n_types=4).eval()
+    x = torch.rand(6, 3, 64, 64)
+    with torch.no_grad():
+        emb = net.embed(x)
+        assert emb.shape == (6, 16)
+        assert net.posteriors(emb) is None  # mixture not fitted yet
+        scores = net(x)
+    assert scores.shape == (6,) and ((scores >= 0) & (scores <= 1)).all()
+    net.gmm.fit(torch.randn(40, 16), warm_start=False)
+    out = net.outputs(x)
+    assert out["posterior"].shape == (6, 3)
+    torch.testing.assert_close(out["posterior"].sum(1), torch.ones(6))
+    assert out["type_logits"].shape == (6, 4)
+
+
+def test_bic_selection_pads_posteriors():
+    cfg = CENIQAConfig(**{**TINY, "use_bic_selection": True, "bic_range": (2, 5)})
+    net = CENIQANet(cfg, n_types=2, n_components=2).eval()
+    net.gmm.fit(torch.randn(30, 16))
+    post = net.posteriors(torch.randn(4, 16))
+    assert post.shape == (4, cfg.max_clusters) == (4, 5)
+    assert post[:, 2:].eq(0).all()
+
+
+def test_quick_preset():
+    cfg = preset_config("quick", seed=3)
+    assert cfg.epochs < CENIQAConfig().epochs and cfg.seed == 3
+    with pytest.raises(ConfigError, match="unknown CENIQA preset"):
+        preset_config("huge")
+
+
+# ------------------------------------------------------------------------------------------- batches
+def test_scene_batches_keep_scenes_together():
+    scenes = [i // 6 for i in range(24)]
+    sampler = SceneBatchSampler(scenes, batch_size=8, per_scene=4, seed=1)
+    batches = list(sampler)
+    assert sorted(i for b in batches for i in b) == list(range(24))
+    assert all(sum(scenes[i] == scenes[b[0]] for i in b) >= 2 for b in batches)
+    sampler.set_epoch(1)
+    assert list(sampler) != batches
+    assert sum(len(b) for b in SceneBatchSampler(scenes, 8, 4, limit=10)) == 10
+
+
+def test_crop_origins_are_grid_aligned():
+    origins = crop_origins(100, 90, 32, 4)
+    assert len(set(origins)) == 4 and all(y % 8 == 0 and x % 8 == 0 for y, x in origins)
+
+
+def test_onthefly_batches_labels():
+    from synthiqa.distortions import get_distortion, list_distortions
+
+    types = list_distortions("basic8")
+    groups = sorted({get_distortion(t, "basic8").group for t in types})
+    refs = [torch.randint(0, 256, (3, 72, 80), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
+            for i in range(2)]
+    src = OnTheFlyBatches(refs, [0, 1], LabelSpace(types, groups, ["a", "b"]), "basic8", 64, 6,
+                          distortions_per_image=2, steps=2, seed=5)
+    batch = src.batch(0, 0)
+    assert batch["image"].shape == (6, 3, 64, 64)
+    pristine = batch["level"] == 0
+    assert pristine.sum() == 2
+    assert batch["score"][pristine].eq(1).all() and batch["type"][pristine].eq(-1).all()
+    assert (batch["score"][~pristine] < 1).all() and (batch["type"][~pristine] >= 0).all()
+    assert torch.equal(src.batch(0, 0)["image"], batch["image"])  # deterministic

@@ -1,0 +1,148 @@
+"""The shared training loop with CENIQA end to end on a tiny generated-style set: checkpoints, log,
+resume, predict (with a corrupt file) and evaluate."""
+
+import csv
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+from typer.testing import CliRunner
+
+from synthiqa.cli import app
+from synthiqa.distortions import ChainOp, apply_chains, get_distortion
+from synthiqa.models.ceniqa import CENIQAPredictor, evaluate_checkpoint, train_ceniqa
+from synthiqa.models.registry import load_predictor
+from synthiqa.models.training import lr_factor
+
+TYPES = ("gaussian_blur", "white_noise", "jpeg")
+TINY = {"image_size": 64, "feature_dim": 16, "n_clusters": 2, "patch_dim": 8, "batch_size": 8,
+        "test_crops": 1, "pretrain_epochs": 1, "epochs": 1, "images_per_scene": 4}
+
+
+def _make_set(root, n_scenes=4, side=72):
+    """A generated-style set: per scene the pristine image and one image per type at levels 1..3."""
+    (root / "images").mkdir(parents=True)
+    rows = []
+    g = torch.Generator().manual_seed(0)
+    for s in range(n_scenes):
+        base = torch.rand(1, 3, side // 8, side // 8, generator=g)
+        ref = torch.nn.functional.interpolate(base, size=(side, side), mode="bilinear", align_corners=False)
+        chains = [()] + [(ChainOp(t, float(lv)),) for t in TYPES for lv in (1, 3)]
+        out, _ = apply_chains(ref.expand(len(chains), -1, -1, -1), chains, seeds=s, profile="basic8")
+        split = ["train", "train", "val", "test"][s % 4]
+        for i, chain in enumerate(chains):
+            name = f"images/s{s}_{i}.png"
+            arr = (out[i].permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+            Image.fromarray(arr).save(root / name)
+            op = chain[0] if chain else None
+            rows.append({
+                "image": name, "scene": f"s{s}", "dist_type": op.name if op else "pristine",
+                "dist_group": get_distortion(op.name, "basic8").group if op else "pristine",
+                "level": op.level if op else 0.0, "level_quality": 100.0 - 25 * (op.level if op else 0.0),
+                "split": split,
+            })
+    pd.DataFrame(rows).to_parquet(root / "manifest.parquet")
+    (root / "dataset.json").write_text(json.dumps({
+        "labels": {"level_quality": {"low": 0, "high": 100, "lower_better": False}},
+        "primary_label": "level_quality"}))
+    return root
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    return _make_set(tmp_path_factory.mktemp("set"))
+
+
+@pytest.fixture(scope="module")
+def run(dataset, tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    best = train_ceniqa({"overrides": TINY, "progress": False}, str(dataset), out)
+    return out, best
+
+
+def test_two_epoch_run_writes_checkpoints_log_and_report(run):
+    out, best = run
+    assert best == out / "best.pt"
+    for name in ("best.pt", "last.pt", "log.csv", "run.json", "config.yaml"):
+        assert (out / name).is_file(), name
+    with open(out / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [r["phase"] for r in rows] == ["pretrain", "finetune"]
+    assert float(rows[1]["val_active_clusters"]) >= 1 and rows[1]["val_srcc"] != ""
+    assert float(rows[1]["loss_quality"]) >= 0 and float(rows[0]["loss_contrast"]) > 0
+    report = json.loads((out / "run.json").read_text())
+    assert set(report["test"]) >= {"srcc", "plcc", "rmse", "active_clusters", "purity", "per_type"}
+    assert set(report["test"]["per_type"]) == set(TYPES)
+    assert report["train_images_per_s"] > 0
+
+
+def test_checkpoints_load_with_weights_only(run):
+    out, _ = run
+    for name in ("best.pt", "last.pt"):
+        state = torch.load(out / name, map_location="cpu", weights_only=True)
+        assert state["method"] == "ceniqa" and state["epoch"] >= 1
+        assert state["gmm"]["n_components"] == 2 and state["gmm"]["means_"].shape == (2, 16)
+        assert state["config"]["image_size"] == 64 and "metrics" in state
+    assert "optimizer" in torch.load(out / "last.pt", weights_only=True)
+    assert "optimizer" not in torch.load(out / "best.pt", weights_only=True)
+
+
+def test_checkpoint_round_trip_predicts_the_same(run, dataset):
+    out, _ = run
+    predictor = load_predictor(out / "last.pt")
+    assert isinstance(predictor, CENIQAPredictor)
+    from synthiqa.datasets import load_dataset
+
+    records = load_dataset("synthiqa", dataset).records[:5]
+    a, b = predictor.predict(records), load_predictor(out / "last.pt").predict(records)
+    np.testing.assert_allclose(a, b, rtol=1e-6)
+    assert ((a >= 0) & (a <= 1)).all()
+    assert predictor.embed(records).shape == (5, 16)
+
+
+def test_resume_continues(run, dataset, tmp_path):
+    out, _ = run
+    more = dict(TINY, epochs=2)
+    train_ceniqa({"overrides": more, "progress": False, "resume": out / "last.pt"}, str(dataset), tmp_path)
+    with open(tmp_path / "log.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert [int(r["epoch"]) for r in rows] == [1, 2, 3]
+    assert torch.load(tmp_path / "last.pt", weights_only=True)["epoch"] == 3
+
+
+def test_predict_folder_reports_corrupt_file(run, dataset, tmp_path):
+    out, _ = run
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in ("s0_0.png", "s0_1.png"):
+        (folder / name).write_bytes((dataset / "images" / name).read_bytes())
+    (folder / "broken.png").write_bytes(b"not a png")
+    result = CliRunner().invoke(app, ["predict", str(folder), "--checkpoint", str(out / "best.pt"),
+                                      "--out", str(tmp_path / "preds.csv")])
+    assert result.exit_code == 0, result.output
+    assert "broken.png" in result.output
+    with open(tmp_path / "preds.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert sorted(r["image"].rsplit("/", 1)[-1] for r in rows) == ["s0_0.png", "s0_1.png"]
+    assert all(0 <= float(r["score"]) <= 1 and r["cluster"] != "" for r in rows)
+
+
+def test_evaluate_per_type(run, dataset):
+    out, _ = run
+    result = evaluate_checkpoint(out / "best.pt", f"synthiqa:{dataset}", split="test")
+    assert result["n"] == 7 and set(result["per_type"]) == set(TYPES)
+
+
+def test_train_cli_errors_are_one_line(dataset, tmp_path):
+    result = CliRunner().invoke(app, ["train", "--data", str(dataset), "--out", str(tmp_path / "r"),
+                                      "--set", "n_cluster=3"])
+    assert result.exit_code != 0
+    assert "unknown option 'n_cluster'" in str(result.exception)
+
+
+def test_lr_schedules():
+    assert lr_factor("cosine", 0, 0, 4) == 1.0 and lr_factor("cosine", 3, 0, 4) < 0.2
+    assert lr_factor("step", 3, 0, 4) == 0.1 and lr_factor("none", 3, 0, 4) == 1.0
