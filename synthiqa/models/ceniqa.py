@@ -532,6 +532,13 @@ class CENIQAPredictor:
         predictor.labels = labels
         return predictor
 
+    def to(self, device: str | torch.device) -> CENIQAPredictor:
+        """Run on ``device`` from now on (moves a loaded or trained network)."""
+        self.device = torch.device(device)
+        if self.model is not None:
+            self.model.to(self.device)
+        return self
+
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
         if not train:
             raise DatasetError("CENIQA: no training records")
@@ -579,10 +586,8 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, label: str | None = N
         records = [r for r in records if r.extra.get("split") == split]
         if not records:
             raise DatasetError(f"{data}: no images with split {split!r}")
-    predictor = CENIQAPredictor.from_checkpoint(checkpoint)
-    predictor.device = resolve_device(device)
+    predictor = CENIQAPredictor.from_checkpoint(checkpoint).to(resolve_device(device))
     assert predictor.model is not None
-    predictor.model.to(predictor.device)
     labels = LabelSpace.from_records(records)
     c = predictor.config
     out = records_scores(predictor.model, records, labels, c.image_size, c.test_crops,
