@@ -332,6 +332,12 @@ def test_multi_otsu_dynamic_programme_is_exhaustively_optimal():
         assert (got[i, k - 1 :] == 12).all()
 
 
+def test_quantization_of_flat_images_stays_in_range():
+    flat = torch.full((2, 3, 32, 32), 0.4)
+    assert torch.equal(run("quantization", "kadid", flat, [1, 5], [0, 0])[0], flat)
+    assert torch.equal(run("quantization", "arniqa", flat, [1, 5], [0, 0])[0], torch.ones_like(flat))
+
+
 def test_quantization_otsu_uses_matlab_values():
     x = textured(2)
     y, p = run("quantization", "kadid", x, [1, 5], [0, 0])

@@ -284,7 +284,8 @@ class Quantization(Distortion):
         lo = lut.gather(1, code.amin(1, keepdim=True))
         hi = lut.gather(1, code.amax(1, keepdim=True))
         lut = torch.where(hi > lo, (lut - lo) / (hi - lo).clamp_min(1.0), lut)
-        return lut.gather(1, code).view_as(images)
+        # A flat image keeps its raw class index (ARNIQA's mapmm skips it); ARNIQA then clips to [0, 1].
+        return lut.gather(1, code).clamp_(0.0, 1.0).view_as(images)
 
     @staticmethod
     def _otsu(images: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
@@ -309,7 +310,8 @@ class Quantization(Distortion):
         values = torch.where(idx >= n.view(-1, 1), ones, values)  # class N (above t_N) maps to 1
         lut = values.gather(1, cls)
         code = scaled.ceil_().clamp_(0, 255).long()
-        return lut.gather(1, code).view_as(images)
+        out = lut.gather(1, code).view_as(images)
+        return torch.where((hi > lo).view(-1, 1, 1, 1), out, images)  # a flat image has no thresholds
 
 
 @register_distortion
