@@ -171,6 +171,9 @@ class Pixelate(Distortion):
         "kadid": LevelTable(_strength, {"resize": "matlab"}),
         "arniqa": LevelTable(_strength, {"resize": "torch"}),
     }
+    approximation = ("kadid: MATLAB's imresize index rule (output ceil(z n), scale used as given, "
+                     "pixel-centre nearest sampling) is reproduced from its documented algorithm and was "
+                     "not compared with MATLAB output")
     description = ("Nearest down/up-sampling by scale z = 0.95 - s^0.6 = 0.887-0.290 (s = 0.01-0.5 over "
                    "levels 1-5); kadid: MATLAB imresize sizes/sampling, arniqa: Kornia/PyTorch nearest")
 
