@@ -66,9 +66,13 @@ def tsne_coordinates(embedding: np.ndarray, seed: int = 0, method: str = "tsne")
                                 ) from None
         return umap.UMAP(n_components=2, random_state=seed).fit_transform(x)
     from sklearn.manifold import TSNE
+    from threadpoolctl import threadpool_limits
 
     perplexity = float(min(30.0, max(2.0, (n - 1) / 3)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
+    tsne = TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed)
+    # OpenMP threads buy nothing on report-sized sets and spin badly on a busy machine.
+    with threadpool_limits(limits=1 if n < 5000 else None, user_api="openmp"):
+        return tsne.fit_transform(x)
 
 
 def plot_embedding_tsne(embedding: np.ndarray, dist_type: Sequence[str], quality: Sequence[float],
