@@ -139,3 +139,13 @@ def test_custom_distortion_example(example_module):
 
 def test_unregistered_example_leaves_the_profiles_as_they_were():
     assert "vignette" not in list_distortions("kadid") and len(list_distortions("kadid")) == 25
+
+
+def test_apply_chains_never_writes_into_the_callers_images():
+    x = torch.rand(3, 3, 40, 48)
+    before = x.clone()
+    chains = [parse_chain("mean_shift:4>fog:2"), parse_chain("mean_shift:2"), parse_chain("fog:5")]
+    out, _ = apply_chains(x, chains, 0, "kadid")  # mixed groups, whole-batch steps, min-max wrap
+    assert torch.equal(x, before) and not torch.equal(out, x)
+    whole, _ = apply_chains(x, [parse_chain("fog:3")] * 3, 0, "arniqa")
+    assert torch.equal(x, before) and not torch.equal(whole, x)

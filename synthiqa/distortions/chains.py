@@ -101,14 +101,19 @@ def sample_chain(seed: int, profile: str = "arniqa", max_distortions: int | None
     return tuple(chain)
 
 
-def minmax_stretch(images: torch.Tensor) -> torch.Tensor:
-    """Stretch each image (all channels together) to [0, 1]; flat images are left as they are."""
+def minmax_stretch(images: torch.Tensor, inplace: bool = False) -> torch.Tensor:
+    """Stretch each image (all channels together) to [0, 1]; flat images are left as they are.
+
+    ``inplace=True`` overwrites ``images`` (no full-size allocation).
+    """
     flat = images.flatten(1)
     lo = flat.amin(1).view(-1, 1, 1, 1)
     hi = flat.amax(1).view(-1, 1, 1, 1)
     span = hi - lo
     flat_image = span <= 1e-12  # per-sample [B,1,1,1]: decide on the small tensors, one pass over pixels
-    return (images - torch.where(flat_image, 0.0, lo)).div_(torch.where(flat_image, 1.0, span))
+    offset = torch.where(flat_image, 0.0, lo)
+    shifted = images.sub_(offset) if inplace else images - offset
+    return shifted.div_(torch.where(flat_image, 1.0, span))
 
 
 def _to_python(v: torch.Tensor) -> Any:
@@ -128,13 +133,19 @@ def apply_chains(images: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
 
     The output of image i depends only on its image, chain, seed and device, never on its batch mates.
     """
-    x = check_images(images)
+    return _apply_checked(check_images(images), chains, seeds, profile)
+
+
+def _apply_checked(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
+                   seeds: torch.Tensor | Sequence[int] | int, profile: str,
+                   ) -> tuple[torch.Tensor, list[list[dict[str, Any]]]]:
+    """``apply_chains`` on a batch fresh from ``check_images`` (its own tensor, so it is overwritten)."""
     if len(chains) != x.shape[0]:
         raise DistortionInputError(f"got {len(chains)} chains for a batch of {x.shape[0]} images")
     prof = get_profile(profile)
     seed_t = as_seed_tensor(seeds, x.shape[0])
     records: list[list[dict[str, Any]]] = [[] for _ in chains]
-    out = x.clone()
+    out = x
     depth = max((len(c) for c in chains), default=0)
     for pos in range(depth):
         by_name: dict[str, list[int]] = {}
@@ -148,13 +159,17 @@ def apply_chains(images: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
             step_seeds = torch.tensor([derive_seed(int(seed_t[i]), pos, dist.name) for i in idx_list],
                                       dtype=torch.int64)
             params = dist.sample(levels, step_seeds)
-            sub = out.index_select(0, idx)
+            whole = len(idx_list) == out.shape[0]  # indices rise, so this is the batch in order
+            sub = out if whole else out.index_select(0, idx)
             if prof.minmax_wrap:
-                sub = minmax_stretch(sub)
+                sub = minmax_stretch(sub, inplace=True)
             sub = dist.apply(sub, params_to(params, out.device)).clamp_(0.0, 1.0)
             if prof.minmax_wrap:
-                sub = minmax_stretch(sub)
-            out.index_copy_(0, idx, sub.to(out.dtype))
+                sub = minmax_stretch(sub, inplace=True)
+            if whole:
+                out = sub.to(out.dtype)
+            else:
+                out.index_copy_(0, idx, sub.to(out.dtype))
             for j, i in enumerate(idx_list):
                 rec = {"name": dist.name, "group": dist.group, "level": chains[i][pos].level,
                        "seed": int(step_seeds[j])}
@@ -170,4 +185,4 @@ def apply_distortion(images: torch.Tensor, name: str, levels: float | Sequence[f
     x = check_images(images)
     lv = check_levels(levels, x.shape[0], name)
     canonical = resolve_name(name)
-    return apply_chains(x, [(ChainOp(canonical, float(v)),) for v in lv.tolist()], seeds, profile)
+    return _apply_checked(x, [(ChainOp(canonical, float(v)),) for v in lv.tolist()], seeds, profile)
