@@ -116,7 +116,7 @@ def plot_cluster_distribution(clusters: Sequence[int], dist_type: Sequence[str],
     size = (max(9.0, 0.55 * n_types + 6), max(3.5, 0.45 * n_clusters + 2.2))
     fig, (ax, bx) = plt.subplots(1, 2, figsize=size,
                                  gridspec_kw={"width_ratios": [max(n_types, 3), 3]})
-    im = ax.imshow(counts.to_numpy(), cmap="Blues", aspect="auto")
+    im = ax.imshow(counts.to_numpy(), cmap="Blues", aspect="auto", vmin=0)
     ax.set_xticks(range(n_types), counts.columns, rotation=45, ha="right", fontsize=8)
     ax.set_yticks(range(n_clusters), counts.index, fontsize=8)
     ax.set_xlabel("distortion type")
@@ -144,6 +144,7 @@ def plot_cluster_distribution(clusters: Sequence[int], dist_type: Sequence[str],
     for i, v in enumerate(sizes.to_numpy()):
         bx.text(v, i, f" {int(v)}", va="center", fontsize=7)
     bx.set_xlim(0, sizes.max() * 1.15)
+    bx.xaxis.set_major_locator(MaxNLocator(integer=True))
     fig.suptitle(title, fontsize=12)
     fig.tight_layout()
     return _save(fig, out)
@@ -209,6 +210,8 @@ def _numeric(frame: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
 
 def plot_training_curves(log_csv: str | Path, out: str | Path, title: str) -> Path:
     """Losses, validation correlations and active clusters per epoch from a run's ``log.csv``."""
+    from matplotlib.ticker import MaxNLocator
+
     plt = _plt()
     path = Path(log_csv)
     try:
@@ -237,6 +240,7 @@ def plot_training_curves(log_csv: str | Path, out: str | Path, title: str) -> Pa
             if values[c].notna().any():
                 ax.plot(epoch, values[c], marker="o", ms=3, label=c)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.set_ylabel(label)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False)

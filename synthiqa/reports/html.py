@@ -209,8 +209,9 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
         log = run / "log.csv" if run.is_dir() else run
         if not log.is_file():
             raise SynthiqaError(f"{run}: no log.csv (not a training run folder)")
+        label = log.parent.relative_to(results_dir) if log.parent.is_relative_to(results_dir) else log.parent
         png = figures.plot_training_curves(log, fig_dir / f"training_{i:02d}_{_slug(run.name)}.png",
-                                           f"training run {run.name}")
+                                           f"training run {label}")
         parts.append(_img(png, f"Training curves of {run}"))
     sections.append(("Training curves", parts or [_note("no training run folder found; pass --run RUN_DIR")]))
 
