@@ -26,7 +26,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
-from torch.utils.data import DataLoader, RandomSampler
+from torch.utils.data import DataLoader, Dataset
 
 from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.records import IQARecord
@@ -61,7 +61,8 @@ class TRCNNConfig(MethodConfig):
         image_size: crop side, px; test_crops: crops averaged per image at evaluation.
     Training:
         epochs, learning_rate, weight_decay, scheduler (cosine, step, none), batch_size, grad_clip,
-        train_samples / val_samples: images per epoch / validation images (None = all).
+        train_samples / val_samples: random crops per epoch (drawn without replacement, repeating the
+            images when it exceeds them) / validation images (None = all).
         loss: ``mse_rank`` (MSE + lambda_rank * pairwise hinge with ``rank_margin``) or ``sind``.
     SIND options:
         scene_sampling: batches of ``scenes_per_batch`` domains x ``images_per_scene`` images.
@@ -81,16 +82,16 @@ class TRCNNConfig(MethodConfig):
     layers: int = 2
     heads: int = 4
     dropout: float = 0.1
-    image_size: int = 128
+    image_size: int = 96
     test_crops: int = 4
 
     epochs: int = 8
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     scheduler: str = "cosine"
-    batch_size: int = 32
+    batch_size: int = 16
     grad_clip: float = 5.0
-    train_samples: int | None = None
+    train_samples: int | None = 384
     val_samples: int | None = None
     loss: str = "mse_rank"
     lambda_rank: float = 1.0
@@ -98,7 +99,7 @@ class TRCNNConfig(MethodConfig):
 
     scene_sampling: bool = False
     scenes_per_batch: int = 4
-    images_per_scene: int = 8
+    images_per_scene: int = 4
     alignment: str = "none"
     anchor_weight: float = 0.1
     local_global: bool = False
@@ -138,7 +139,7 @@ class TRCNNConfig(MethodConfig):
 #: Named settings: ``quick`` is the harness's fast suite.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "quick": {"epochs": 3, "image_size": 96, "test_crops": 2, "train_samples": 1500, "val_samples": 400},
+    "quick": {"epochs": 3, "test_crops": 2, "train_samples": 1000, "val_samples": 400},
 }
 
 
@@ -243,6 +244,20 @@ def score_records(model: nn.Module, records: Sequence[IQARecord], labels: LabelS
     return run_model(model, eval_loader(records, labels, config), device, config.amp)
 
 
+class CropRounds(Dataset):
+    """Item ``r * N + i`` of ``N`` images is image ``i`` cropped as in round ``r`` of ``epoch``, so an
+    epoch longer than the image list shows each image several times, each time cropped elsewhere."""
+
+    def __init__(self, images: RecordImages, epoch: int):
+        self.images = images
+        self.epoch = epoch
+
+    def __getitem__(self, k: int) -> dict[str, Any]:
+        r, i = divmod(int(k), len(self.images))
+        self.images.set_epoch(self.epoch * 10_000 + r)
+        return self.images[i]
+
+
 # ---------------------------------------------------------------------------------------- training
 class RegressionTask:
     """TRCNN's (and SIND's) part of the shared training loop.
@@ -283,16 +298,18 @@ class RegressionTask:
 
     def batches(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]:
         c = self.config
-        self.images.set_epoch(epoch)
-        pin = self.device.type == "cuda"
-        if self.sampler is not None:
+        n_images = len(self.images)
+        if self.sampler is not None:  # step t crops as round t: repeats within an epoch differ
             self.sampler.set_epoch(epoch)
-            return DataLoader(self.images, batch_sampler=self.sampler, collate_fn=collate,
-                              num_workers=c.num_workers, pin_memory=pin)
-        n = min(c.train_samples or len(self.images), len(self.images))
-        return DataLoader(self.images, batch_size=c.batch_size,
-                          sampler=RandomSampler(self.images, num_samples=n), collate_fn=collate,
-                          num_workers=c.num_workers, drop_last=n > c.batch_size, pin_memory=pin)
+            order = [[i + n_images * t for i in batch] for t, batch in enumerate(self.sampler)]
+        else:
+            n = c.train_samples or n_images
+            rounds = math.ceil(n / n_images)
+            perm = torch.randperm(rounds * n_images)[:n].tolist()  # the loop seeds torch per epoch
+            order = [perm[j:j + c.batch_size] for j in range(0, n, c.batch_size)
+                     if len(perm[j:j + c.batch_size]) > 1]
+        return DataLoader(CropRounds(self.images, epoch), batch_sampler=order, collate_fn=collate,
+                          num_workers=c.num_workers, pin_memory=self.device.type == "cuda")
 
     def start_epoch(self, epoch: int) -> dict[str, float]:
         return {}
