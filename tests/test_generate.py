@@ -191,7 +191,7 @@ def test_jobs_depend_only_on_reference_name_and_options(tmp_path, refs):
 def test_shards_merged_equal_a_single_run_byte_for_byte(tmp_path, refs, basic_run):
     single, _ = basic_run
     for i in (1, 2):
-        generate(_cfg(tmp_path, refs, out=f"shard{i}", shard=(i, 2), workers=1))
+        generate(_cfg(tmp_path, refs, out=f"shard{i}", shard=(i, 2), workers=3 - i))  # processes, pipeline
     merge([tmp_path / "shard1", tmp_path / "shard2"], tmp_path / "merged")
     assert _files(tmp_path / "merged") == _files(single)
 
@@ -209,7 +209,7 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, refs, b
 
     monkeypatch.setattr(gen, "write_part", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
-        generate(_cfg(tmp_path, refs))
+        generate(_cfg(tmp_path, refs, workers=1))  # in-process pipeline, so the patch applies
     monkeypatch.setattr(gen, "write_part", real)
     assert not (tmp_path / "out" / "manifest.parquet").exists()
     # a temporary file left by a hard kill is cleaned up on resume
@@ -223,7 +223,9 @@ def test_output_does_not_depend_on_workers(tmp_path, refs, basic_run):
     single, _ = basic_run
     generate(_cfg(tmp_path, refs, out="w1", workers=1, batch_size=1, labels=("level",)))
     a, b = _files(tmp_path / "w1"), _files(single)
-    assert a.keys() == b.keys() and all(a[k] == b[k] for k in a if k.startswith("images/"))
+    images = sorted(k for k in b if k.startswith(("images/", "references/")))
+    assert sorted(k for k in a if k.startswith(("images/", "references/"))) == images
+    assert all(a[k] == b[k] for k in images)
 
 
 def test_bad_files_are_skipped_and_counted(tmp_path, refs):

@@ -72,14 +72,14 @@ from synthiqa.datasets.references import (
 from synthiqa.distortions.chains import Chain, ChainOp, apply_chains, format_chain, sample_chain
 from synthiqa.distortions.registry import get_distortion, get_profile, list_distortions
 from synthiqa.distortions.rng import derive_seed
-from synthiqa.errors import ConfigError, DatasetError
+from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 
 MODES = ("grid", "chains", "basic")
 IMAGE_FORMATS = ("png", "bmp")
 #: Default images per reference in chains and basic mode (basic: plus the pristine copy).
 DEFAULT_PER_IMAGE = 5
-#: Default longest side of the built-in references (they are 300..1000 px).
-BUILTIN_MAX_SIDE = 512
+#: Default longest side of the built-in references (they are 300..1000 px; 384 keeps the README run quick).
+BUILTIN_MAX_SIDE = 384
 #: FR labels are computed in fixed sub-batches of this many images on CUDA (bounded memory) and one
 #: image at a time on the CPU, where piq's reductions can differ in the last bits with the batch size.
 FR_SUB_BATCH_CUDA = 4
@@ -101,7 +101,7 @@ class GenerateConfig:
         per_image: images per reference in chains/basic mode (default 5; ignored by grid).
         max_chain: longest chain in chains mode (default: the profile's, 4).
         seed: run seed.
-        max_side: shrink references so the longer side is at most this (px); built-ins default to 512.
+        max_side: shrink references so the longer side is at most this (px); built-ins default to 384.
         crop: (width, height) centre crop instead of ``max_side``.
         labels: label families, ``level`` and/or ``fr``.
         image_format: ``png`` (default) or ``bmp``; both lossless.
@@ -489,6 +489,137 @@ def _load(item: tuple[RefPlan, GenerateConfig, dict[str, np.ndarray]]) -> np.nda
     return normalise_reference(arr, cfg.max_side, cfg.crop)
 
 
+WorkItem = tuple[RefPlan, list[tuple[Job, ...]], bool]
+
+
+def _run_pipeline(work: list[WorkItem], cfg: GenerateConfig, device: torch.device, out: Path,
+                  arrays: dict[str, np.ndarray], threads: int, advance: Callable[[int], None],
+                  warn: Callable[[str], None] | None = None) -> tuple[int, list[tuple[str, str]]]:
+    """Decode (threads) -> distort + label (this thread, on ``device``) -> encode/write (threads).
+
+    Returns the number of images written and the references skipped at decode time.
+    """
+    runner = _ChunkRunner(cfg, device)
+    written = 0
+    skipped: list[tuple[str, str]] = []
+    decode_pool = ThreadPoolExecutor(threads, thread_name_prefix="synthiqa-decode")
+    write_pool = ThreadPoolExecutor(threads, thread_name_prefix="synthiqa-write")
+    pending: deque[tuple[str, list[dict[str, Any]], list[Future]]] = deque()
+
+    def flush_one() -> None:
+        nonlocal written
+        part, rows, futures = pending.popleft()
+        for f in futures:
+            f.result()
+        write_part(out, part, rows)
+        written += len(rows)
+        advance(len(rows))
+
+    try:
+        items = ((plan, cfg, arrays) for plan, _, _ in work)
+        todo_by_ref = {plan.ref.name: (todo, need_ref) for plan, todo, need_ref in work}
+        for (plan, _, _), fut in _bounded_map(decode_pool, _load, items, threads + 1):
+            try:
+                arr = fut.result()
+            except ReferenceSkipped as exc:
+                label = plan.ref.name if plan.ref.path is None else str(plan.ref.path)
+                skipped.append((label, str(exc)))
+                if warn is not None:
+                    warn(f"skipped {label}: {exc}")
+                continue
+            todo, need_ref = todo_by_ref[plan.ref.name]
+            ref_futures: list[Future] = []
+            ref_files = [out / "references" / f"{plan.stem}.{cfg.image_format}"]
+            if cfg.mode == "grid":
+                ref_files.append(out / "images" / f"{plan.stem}.{cfg.image_format}")
+            for path in ref_files:
+                if need_ref or not path.is_file():
+                    ref_futures.append(write_pool.submit(_write_image, path, arr, cfg.image_format))
+            ref_u8 = torch.from_numpy(np.require(arr, requirements="CW")).permute(2, 0, 1).to(device)
+            for chunk in todo:
+                images, rows = runner(ref_u8, plan, chunk)
+                futures = [write_pool.submit(_write_image, out / "images" / job.file, images[j],
+                                             cfg.image_format) for j, job in enumerate(chunk)]
+                pending.append((_part_name(plan.stem, chunk), rows, futures + ref_futures))
+                while pending and (len(pending) > 2 or all(f.done() for f in pending[0][2])):
+                    flush_one()
+            if not todo:
+                for f in ref_futures:
+                    f.result()
+        while pending:
+            flush_one()
+    finally:
+        for f in (f for _, _, fs in pending for f in fs):
+            f.cancel()
+        write_pool.shutdown(wait=True, cancel_futures=True)
+        decode_pool.shutdown(wait=True, cancel_futures=True)
+    return written, skipped
+
+
+def _process_worker(index: int, queue: Any, work: list[WorkItem], cfg: GenerateConfig, out: Path,
+                    arrays: dict[str, np.ndarray]) -> None:
+    """One CPU worker process: its share of the references, one torch thread, one I/O thread each way."""
+    torch.set_num_threads(1)
+    try:
+        result = _run_pipeline(work, cfg, torch.device("cpu"), out, arrays, 1, lambda n: None)
+        queue.put((index, None, result))
+    except BaseException as exc:  # report every failure to the parent, which re-raises it
+        error = exc if isinstance(exc, SynthiqaError) else DatasetError(
+            f"worker process failed: {type(exc).__name__}: {exc}")
+        queue.put((index, error, None))
+
+
+def _run_processes(work: list[WorkItem], cfg: GenerateConfig, out: Path, arrays: dict[str, np.ndarray],
+                   processes: int, advance: Callable[[int], None]) -> tuple[int, list[tuple[str, str]]]:
+    """CPU path: ``processes`` worker processes, each running the pipeline on every n-th reference.
+
+    Progress comes from the chunk records appearing on disk. An interruption or a failed worker
+    terminates the others (finished files stay; ``--resume`` redoes only unfinished chunks).
+    """
+    import multiprocessing as mp
+    import queue as queue_module
+
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    sizes = {_part_name(plan.stem, c): len(c) for plan, todo, _ in work for c in todo}
+    seen: set[str] = set()
+    parts_dir = out / PARTS_DIR
+
+    def poll() -> None:
+        if parts_dir.is_dir():
+            new = {p.stem for p in parts_dir.glob("*.json")} & sizes.keys() - seen
+            seen.update(new)
+            advance(sum(sizes[n] for n in new))
+
+    results: Any = ctx.Queue()
+    procs = [ctx.Process(target=_process_worker, args=(i, results, work[i::processes], cfg, out, arrays),
+                         daemon=True, name=f"synthiqa-worker-{i}") for i in range(processes)]
+    outcomes: dict[int, tuple[int, list[tuple[str, str]]]] = {}
+    try:
+        for proc in procs:
+            proc.start()
+        while len(outcomes) < processes:
+            try:
+                index, error, result = results.get(timeout=0.2)
+            except queue_module.Empty:
+                poll()
+                dead = [p for i, p in enumerate(procs) if i not in outcomes and p.exitcode not in (None, 0)]
+                if dead:
+                    raise DatasetError(f"{dead[0].name} died (exit code {dead[0].exitcode}); "
+                                       "rerun with --resume to finish") from None
+                continue
+            if error is not None:
+                raise error
+            outcomes[index] = result
+        poll()
+    finally:
+        for proc in procs:
+            if proc.is_alive() and len(outcomes) < processes:
+                proc.terminate()
+        for proc in procs:
+            proc.join()
+    return sum(o[0] for o in outcomes.values()), [s for o in outcomes.values() for s in o[1]]
+
+
 def generate(config: GenerateConfig, console: Any = None, progress: bool = True) -> GenerateSummary:
     """Run (or resume) a generation job; see the module docstring. Returns what was done."""
     t0 = time.perf_counter()
@@ -518,58 +649,17 @@ def generate(config: GenerateConfig, console: Any = None, progress: bool = True)
         if todo or need_ref:
             work.append((plan, todo, need_ref))
     to_make = sum(len(c) for _, todo, _ in work for c in todo)
-    runner = _ChunkRunner(cfg, device)
-    written = 0
-    decode_pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="synthiqa-decode")
-    write_pool = ThreadPoolExecutor(cfg.workers, thread_name_prefix="synthiqa-write")
-    pending: deque[tuple[str, list[dict[str, Any]], list[Future]]] = deque()
-    try:
-        with reporter.progress(to_make, f"generate {cfg.mode}/{cfg.profile}") as advance:
-            def flush_one() -> None:
-                nonlocal written
-                part, rows, futures = pending.popleft()
-                for f in futures:
-                    f.result()
-                write_part(out, part, rows)
-                written += len(rows)
-                advance(len(rows))
-
-            items = ((plan, cfg, arrays) for plan, _, _ in work)
-            todo_by_ref = {plan.ref.name: (todo, need_ref) for plan, todo, need_ref in work}
-            for (plan, _, _), fut in _bounded_map(decode_pool, _load, items, cfg.workers + 1):
-                try:
-                    arr = fut.result()
-                except ReferenceSkipped as exc:
-                    label = plan.ref.name if plan.ref.path is None else str(plan.ref.path)
-                    skipped.append((label, str(exc)))
-                    reporter.warn(f"skipped {label}: {exc}")
-                    continue
-                todo, need_ref = todo_by_ref[plan.ref.name]
-                ref_futures: list[Future] = []
-                ref_files = [out / "references" / f"{plan.stem}.{cfg.image_format}"]
-                if cfg.mode == "grid":
-                    ref_files.append(out / "images" / f"{plan.stem}.{cfg.image_format}")
-                for path in ref_files:
-                    if need_ref or not path.is_file():
-                        ref_futures.append(write_pool.submit(_write_image, path, arr, cfg.image_format))
-                ref_u8 = torch.from_numpy(np.require(arr, requirements="CW")).permute(2, 0, 1).to(device)
-                for chunk in todo:
-                    images, rows = runner(ref_u8, plan, chunk)
-                    futures = [write_pool.submit(_write_image, out / "images" / job.file, images[j],
-                                                 cfg.image_format) for j, job in enumerate(chunk)]
-                    pending.append((_part_name(plan.stem, chunk), rows, futures + ref_futures))
-                    while pending and (len(pending) > 2 or all(f.done() for f in pending[0][2])):
-                        flush_one()
-                if not todo:
-                    for f in ref_futures:
-                        f.result()
-            while pending:
-                flush_one()
-    finally:
-        for f in (f for _, _, fs in pending for f in fs):
-            f.cancel()
-        write_pool.shutdown(wait=True, cancel_futures=True)
-        decode_pool.shutdown(wait=True, cancel_futures=True)
+    processes = min(cfg.workers, len(work)) if device.type == "cpu" else 1
+    with reporter.progress(to_make, f"generate {cfg.mode}/{cfg.profile}") as advance:
+        if processes > 1:
+            written, late_skips = _run_processes(work, cfg, out, arrays, processes, advance)
+        else:
+            written, late_skips = _run_pipeline(work, cfg, device, out, arrays, cfg.workers, advance,
+                                                reporter.warn)
+    if processes > 1:
+        for label, reason in late_skips:
+            reporter.warn(f"skipped {label}: {reason}")
+    skipped += late_skips
     if not read_parts(out):
         raise DatasetError(f"no usable reference image in {cfg.ref_dir or 'the built-in set'} "
                            f"({len(skipped)} files skipped)")
