@@ -89,7 +89,7 @@ def generate_command(
     batch_size: int = typer.Option(16, help="Images per device batch (chunk)."),
     workers: Optional[int] = typer.Option(None, help="Decode threads and write threads [min(4, cores)]."),  # noqa: UP045
     max_side: Optional[int] = typer.Option(None, help="Shrink references to this longer side in px "  # noqa: UP045
-                                           "[built-ins: 512]."),
+                                           "[built-ins: 384]."),
     crop: Optional[str] = typer.Option(None, help="Centre crop WIDTHxHEIGHT instead of --max-side."),  # noqa: UP045
     shard: Optional[str] = typer.Option(None, help="I/N: make only shard I of N (merge them after)."),  # noqa: UP045
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run in --out."),
@@ -307,6 +307,42 @@ def experiments_command(
 
 
 # --- synthiqa bench speed / bench generate / bench run (benchmarks/) -------------------------------
+@bench_app.command("generate")
+def bench_generate_command(
+    ref_dir: Optional[Path] = typer.Argument(None, help="Reference folder [built-in references]."),  # noqa: UP045
+    per_image: int = typer.Option(5, help="Distorted images per reference (plus the pristine copy)."),
+    workers: int = typer.Option(2, help="Baseline processes; synthiqa decode/write and torch threads."),
+    max_side: int = typer.Option(384, help="References are shrunk to this longer side first (px)."),
+    labels: str = typer.Option("level", help="synthiqa labels: level, or level,fr (the baseline has none)."),
+    device: str = typer.Option("cpu", help="synthiqa device: cpu, cuda or auto."),
+    seed: int = typer.Option(0, help="Run seed."),
+) -> None:
+    """Time the whole generation job against an Albumentations + cv2.imwrite multiprocessing script."""
+    from rich.table import Table
+
+    from synthiqa.benchmarks.generate_speed import GenerateBenchConfig, run_generate_benchmark
+    from synthiqa.datasets.labels import parse_label_families
+
+    config = GenerateBenchConfig(ref_dir=None if ref_dir is None else str(ref_dir), per_image=per_image,
+                                 workers=workers, max_side=max_side, labels=parse_label_families(labels),
+                                 device=device, seed=seed)
+    with err_console.status("timing synthiqa generate, then the baseline script"):
+        result = run_generate_benchmark(config)
+    table = Table(title=f"generate: {result.references} references x ({per_image} + 1) images, PNG, max "
+                        f"side {max_side} px, {workers} workers, synthiqa labels {labels}, device {device}")
+    for col in ("job", "images", "seconds", "images/s", "peak RSS (MB)"):
+        table.add_column(col, justify="left" if col == "job" else "right")
+    for row in result.rows:
+        if row.error:
+            table.add_row(row.name, "-", "-", "-", "-")
+            err_console.print(f"{row.name}: {row.error}", highlight=False)
+            continue
+        rss = "-" if row.peak_rss_mb is None else f"{row.peak_rss_mb:.0f}"
+        table.add_row(row.name, str(row.images), f"{row.seconds:.2f}", f"{row.images_per_second:.1f}", rss)
+    console.print(table)
+    if result.ratio is not None:
+        console.print(f"synthiqa / baseline images/s: {result.ratio:.2f}x", highlight=False)
+
 @bench_app.command("run")
 def bench_run_command(
     suite: str = typer.Argument(..., help="Suite YAML file, or a built-in suite: quick."),
