@@ -11,15 +11,13 @@ from PIL import Image
 from synthiqa.datasets import generate as gen
 from synthiqa.datasets.generate import GenerateConfig, generate, merge, plan_jobs
 from synthiqa.distortions import Distortion, LevelTable, Profile, register_distortion, register_profile
+from synthiqa.distortions.registry import unregister_distortion
 from synthiqa.distortions.rng import normal_field
 from synthiqa.errors import ConfigError, DatasetError
 
 PROFILE = "test_gen"
-register_profile(Profile(name=PROFILE, description="tests of synthiqa generate",
-                         members=("test_gen_blur", "test_gen_noise", "test_gen_dark")))
 
 
-@register_distortion
 class _Blur(Distortion):
     name = "test_gen_blur"
     group = "blur"
@@ -33,7 +31,6 @@ class _Blur(Distortion):
         return torch.cat(out)
 
 
-@register_distortion
 class _Noise(Distortion):
     name = "test_gen_noise"
     group = "noise"
@@ -47,7 +44,6 @@ class _Noise(Distortion):
         return images + params["sigma"].view(-1, 1, 1, 1).to(images) * noise
 
 
-@register_distortion
 class _Dark(Distortion):
     name = "test_gen_dark"
     group = "brightness_change"
@@ -55,6 +51,20 @@ class _Dark(Distortion):
 
     def apply(self, images, params):
         return images * params["gain"].view(-1, 1, 1, 1).to(images)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _test_profile():
+    """A three-type profile registered only while this module's tests run."""
+    from synthiqa.distortions import registry
+
+    register_profile(Profile(name=PROFILE, description="tests of synthiqa generate"))
+    for cls in (_Blur, _Noise, _Dark):
+        register_distortion(cls)
+    yield
+    for cls in (_Blur, _Noise, _Dark):
+        unregister_distortion(cls.name)
+    registry._PROFILES.pop(PROFILE, None)
 
 
 def _refs(folder, n=3, size=(48, 40)):
