@@ -149,3 +149,15 @@ def test_apply_chains_never_writes_into_the_callers_images():
     assert torch.equal(x, before) and not torch.equal(out, x)
     whole, _ = apply_chains(x, [parse_chain("fog:3")] * 3, 0, "arniqa")
     assert torch.equal(x, before) and not torch.equal(whole, x)
+
+
+def test_bench_speed_without_albumentations_says_so(monkeypatch):
+    from synthiqa.benchmarks import speed
+
+    monkeypatch.setattr(speed, "peer_availability", lambda: {"albumentations": None, "kornia": None})
+    result = speed.run_speed_benchmark(speed.SpeedConfig(size=(48, 32), batch=1, repeats=1,
+                                                         only=("gaussian_blur",)))
+    row = result.rows[0]
+    assert row.synthiqa > 0 and row.albumentations is None and row.kornia is None
+    assert result.geomean_ratio("albumentations") is None
+    assert any("albumentations is not installed" in line for line in speed.summary_lines(result))
