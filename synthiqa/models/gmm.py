@@ -28,7 +28,9 @@ from synthiqa.errors import ConfigError, SynthiqaError
 _LOG_2PI = math.log(2.0 * math.pi)
 COVARIANCE_TYPES = ("diag", "full")
 INIT_METHODS = ("kmeans++", "random")
-_BLOCK_ELEMENTS = 1 << 24  # full-covariance E-step: at most 16M values per block of rows (64 MB in float32)
+# full-covariance E-step: values per block of rows (cache-sized on CPU, large on accelerators)
+_BLOCK_ELEMENTS = {"cpu": 1 << 18, "other": 1 << 24}
+_M_BLOCK_ELEMENTS = {"cpu": 1 << 16, "other": 1 << 26}  # full-covariance M-step, per block of rows
 
 
 class ClusterCollapseWarning(UserWarning):
@@ -171,9 +173,19 @@ class GaussianMixture(nn.Module):
             prec_chol = cov.rsqrt()
         else:
             d = xc.shape[1]
-            cov = torch.stack([((resp[:, k, None] * (xc - means_c[k])).T @ (xc - means_c[k])) / nk[k]
-                               for k in range(self.n_components)])
-            cov = cov + self.reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
+            # sum_n r_nk (x_n - mu_k)(x_n - mu_k)^T by blocks of rows, in two reused buffers
+            n = xc.shape[0]
+            rows = max(1, _M_BLOCK_ELEMENTS["cpu" if xc.device.type == "cpu" else "other"] // d)
+            diff, weighted = xc.new_empty(min(rows, n), d), xc.new_empty(min(rows, n), d)
+            cov = xc.new_zeros(self.n_components, d, d)
+            for start in range(0, n, rows):
+                blk, r_blk = xc[start : start + rows], resp[start : start + rows]
+                m = blk.shape[0]
+                for k in range(self.n_components):
+                    torch.sub(blk, means_c[k], out=diff[:m])
+                    torch.mul(diff[:m], r_blk[:, k, None], out=weighted[:m])
+                    cov[k].addmm_(weighted[:m].T, diff[:m])
+            cov = cov / nk[:, None, None] + self.reg_covar * torch.eye(d, dtype=cov.dtype, device=cov.device)
             cov, prec_chol = _full_precision_cholesky(cov, self.reg_covar)
         self.weights_ = nk / nk.sum()
         self.means_ = means_c + self.shift_
@@ -199,9 +211,18 @@ class GaussianMixture(nn.Module):
             # |(x - mu_k) P_k|^2 for all k with one matrix product per block of rows: [rows, D] @ [D, K*D]
             p_all = pc.permute(1, 0, 2).reshape(d, k * d)
             mu_p = torch.einsum("kd,kde->ke", means_c, pc)
-            rows = max(1, _BLOCK_ELEMENTS // (k * d))
-            maha = torch.cat([((blk @ p_all).view(-1, k, d) - mu_p).square().sum(-1)
-                              for blk in xc.split(rows)])
+            n = xc.shape[0]
+            rows = max(1, _BLOCK_ELEMENTS["cpu" if xc.device.type == "cpu" else "other"] // (k * d))
+            if torch.is_grad_enabled() and (xc.requires_grad or pc.requires_grad):
+                maha = torch.cat([((blk @ p_all).view(-1, k, d) - mu_p).square().sum(-1)
+                                  for blk in xc.split(rows)])
+            else:  # in place, in one reused buffer
+                maha = xc.new_empty(n, k)
+                buf = xc.new_empty(min(rows, n), k * d)
+                for start in range(0, n, rows):
+                    blk = xc[start : start + rows]
+                    y = torch.mm(blk, p_all, out=buf[: blk.shape[0]]).view(-1, k, d)
+                    torch.sum(y.sub_(mu_p).square_(), -1, out=maha[start : start + blk.shape[0]])
             log_det = torch.log(torch.diagonal(pc, dim1=-2, dim2=-1)).sum(1)
         return -0.5 * (d * _LOG_2PI + maha) + log_det
 
