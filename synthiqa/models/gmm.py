@@ -4,9 +4,12 @@
 ``10 * eps`` added to the component masses, ``reg_covar`` added to the covariance diagonal, convergence
 when the mean log-likelihood changes by less than ``tol``, ``score`` / ``bic`` / ``aic`` and the parameter
 count), so the same data and the same initial parameters give the same fit. The differences are the
-execution (torch, float32 by default, whole-batch matrix products, no Python loop over samples) and two
-safeguards scikit-learn lacks: data are centred internally before the quadratic forms (less cancellation in
-float32) and a full covariance that is not positive definite gets diagonal jitter instead of an error.
+execution (torch, float32 by default, matrix products over the whole batch, or for full covariances over
+cache-sized blocks of rows; no Python loop over samples) and two safeguards scikit-learn lacks: data are
+centred internally before the quadratic forms (less cancellation in float32) and a full covariance that is
+not positive definite gets diagonal jitter instead of an error. Degenerate fits behave as in scikit-learn:
+a component that receives no samples keeps weight ~0 and covariance ``reg_covar`` (``warn_on_collapse``
+reports such collapse; it is not reseeded).
 
 Shapes: ``x`` is ``[N, D]`` (N samples, D features), ``K = n_components``. Log-likelihoods are natural logs
 of the density (nats), per sample.
