@@ -631,13 +631,16 @@ def generate(config: GenerateConfig, console: Any = None, progress: bool = True)
     refs, skipped, arrays = _scan(cfg, reporter)
     if not refs:
         raise DatasetError(f"no usable reference image in {cfg.ref_dir} ({len(skipped)} files skipped)")
-    out.mkdir(parents=True, exist_ok=True)
-    remove_temporaries(out)
-    atomic_write_text(out / CONFIG_FILE, dumps(cfg.run_record()))
     stems = _stems(refs, cfg.mode)
     if cfg.shard is not None:
         i, n = cfg.shard
+        total_refs = len(refs)
         refs = [r for k, r in enumerate(refs) if k % n == i - 1]
+        if not refs:
+            raise ConfigError(f"--shard {i}/{n}: no reference falls in this shard ({total_refs} references)")
+    out.mkdir(parents=True, exist_ok=True)
+    remove_temporaries(out)
+    atomic_write_text(out / CONFIG_FILE, dumps(cfg.run_record()))
     done = set(read_parts(out))
     work: list[tuple[RefPlan, list[tuple[Job, ...]], bool]] = []
     total_images = 0
