@@ -406,6 +406,8 @@ def bench_speed_command(
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON (atomic)."),  # noqa: UP045
     seed: int = typer.Option(0, help="First per-image seed."),
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch and OpenCV (default: theirs)."),  # noqa: UP045
+    input_dtype: str = typer.Option("auto", "--input", help="synthiqa's input/output: uint8 (Albumentations' "
+                                    "arrays), float, or auto (uint8 on cpu, float on cuda)."),
 ) -> None:
     """Images/s of each kadid distortion in synthiqa, Albumentations (CPU) and Kornia, with ratios."""
     from rich.progress import Progress
@@ -415,14 +417,14 @@ def bench_speed_command(
 
     config = speed.SpeedConfig(device=device, size=speed.parse_size(size), batch=batch, repeats=repeats,
                                level=level, only=tuple(n.strip() for n in only.split(",")) if only else (),
-                               seed=seed, threads=threads)
+                               seed=seed, threads=threads, input=input_dtype)
     with Progress(transient=True, console=err_console) as bar:
         task = bar.add_task("timing", total=None)
         result = speed.run_speed_benchmark(
             config, lambda name: bar.update(task, description=f"timing {name}"))
     w, h = config.size
     table = Table(title=f"images/s, {w}x{h}, batch {batch}, level {level}, device {device} "
-                        f"(median of {repeats})")
+                        f"(median of {repeats}), synthiqa {config.input_dtype()} in/out")
     for col in ("distortion", "synthiqa", "albumentations", "ratio", "kornia", "ratio"):
         table.add_column(col, justify="left" if col == "distortion" else "right")
     ops = Table(title="peer ops (what each ratio compares)")

@@ -1,8 +1,11 @@
 """Throughput of the distortion engine against Albumentations and Kornia, op by op, in one run.
 
 For each ``kadid`` distortion at one level (default 4, where no KADID amount is zero), images/s of:
-- synthiqa: ``apply_distortion`` (sampling, checks, KADID's min-max wrap and records included) on a float
-  ``[B,3,H,W]`` batch on the chosen device;
+- synthiqa: ``apply_distortion`` (sampling, checks, KADID's min-max wrap and records included) on a
+  ``[B,3,H,W]`` batch on the chosen device. ``input="uint8"`` (the default on the CPU) hands it the very
+  uint8 ``HxWx3`` arrays Albumentations gets, stacked (a channels-last uint8 tensor, no copy), and asks
+  for uint8 output as Albumentations returns, so the CPU fast path runs where an op has one (every
+  conversion is timed); ``input="float"`` (the default on CUDA) times the float path on a float batch;
 - Albumentations (optional extra ``bench``): its nearest op with the same parameter, CPU, one uint8
   ``HxWx3`` NumPy image at a time;
 - Kornia: its nearest batched op on the same device and float batch.
@@ -35,7 +38,8 @@ Params = dict[str, float]
 @dataclass(frozen=True)
 class SpeedConfig:
     """What to measure. ``size`` is (width, height) in px; ``level`` in 1..5; ``threads`` caps torch's and
-    OpenCV's CPU threads during the run (None: the libraries' defaults)."""
+    OpenCV's CPU threads during the run (None: the libraries' defaults); ``input`` is synthiqa's input
+    and output dtype: ``uint8``, ``float`` or ``auto``."""
 
     device: str = "cpu"
     size: tuple[int, int] = (512, 384)
@@ -45,6 +49,13 @@ class SpeedConfig:
     only: tuple[str, ...] = ()
     seed: int = 0
     threads: int | None = None
+    input: str = "auto"
+
+    def input_dtype(self) -> str:
+        """``uint8`` or ``float``: what synthiqa is fed (``auto``: uint8 on the CPU, float on CUDA)."""
+        if self.input == "auto":
+            return "uint8" if self.device == "cpu" else "float"
+        return self.input
 
 
 @dataclass
@@ -267,6 +278,8 @@ def run_speed_benchmark(config: SpeedConfig, progress: Callable[[str], None] | N
         raise ConfigError(f"--level must lie in 1..{NUM_LEVELS}, got {config.level}")
     if config.batch < 1 or config.repeats < 1:
         raise ConfigError("--batch and --repeats must be at least 1")
+    if config.input not in ("auto", "uint8", "float"):
+        raise ConfigError(f"--input must be auto, uint8 or float, got {config.input!r}")
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
     import cv2
@@ -292,6 +305,11 @@ def _run(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> 
     kor_ops = _kornia_ops() if versions["kornia"] else {}
     x, u8_images = _inputs(config, device)
     seeds = list(range(config.seed, config.seed + config.batch))
+    if config.input_dtype() == "uint8":  # the arrays Albumentations gets, as one channels-last tensor
+        ours = torch.from_numpy(np.stack(u8_images)).permute(0, 3, 1, 2).to(device)
+        out_dtype = torch.uint8
+    else:
+        ours, out_dtype = x, torch.float32
     rows = []
     with torch.inference_mode():
         for name in names:
@@ -299,8 +317,8 @@ def _run(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> 
                 progress(name)
             dist = get_distortion(name, "kadid")
             p = {k: float(v[config.level - 1]) for k, v in dist.table.params.items()}
-            t = _median_seconds(lambda n=name: apply_distortion(x, n, float(config.level), seeds, "kadid"),
-                                config.repeats, device)
+            t = _median_seconds(lambda n=name: apply_distortion(ours, n, float(config.level), seeds, "kadid",
+                                                                out_dtype), config.repeats, device)
             row = SpeedRow(name, config.batch / t)
             if name in alb_ops:
                 label, make = alb_ops[name]
@@ -319,9 +337,10 @@ def _run(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> 
                 progress("kadid mix")
             pool = [n for n in list_distortions("kadid") if n != "jpeg2000"]
             chains = [(ChainOp(pool[i % len(pool)], float(1 + i % NUM_LEVELS)),) for i in range(config.batch)]
-            mix = config.batch / _median_seconds(lambda: apply_chains(x, chains, seeds, "kadid"),
-                                                 config.repeats, device)
+            mix = config.batch / _median_seconds(
+                lambda: apply_chains(ours, chains, seeds, "kadid", out_dtype), config.repeats, device)
     env = {"torch": torch.__version__, "threads": torch.get_num_threads(),
+           "synthiqa_input": config.input_dtype(),
            "python": platform.python_version(), "machine": platform.machine(),
            "albumentations": versions["albumentations"], "kornia": versions["kornia"],
            "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"

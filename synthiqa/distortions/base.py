@@ -77,11 +77,9 @@ def check_levels(levels: torch.Tensor | Sequence[float] | float, n: int, name: s
     return t
 
 
-def check_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:
-    """Validate a batch and return it as float32 ``[B,3,H,W]`` in [0, 1] (uint8 is scaled by 1/255).
-
-    A single ``[3,H,W]`` image is accepted and given a batch dimension.
-    """
+def check_shape(images: torch.Tensor, what: str = "images") -> torch.Tensor:
+    """Validate a batch's type and shape (not its values); a single ``[3,H,W]`` image gets a batch
+    dimension. Returns the same data, without conversion."""
     if not isinstance(images, torch.Tensor):
         raise DistortionInputError(f"{what} must be a torch.Tensor, got {type(images).__name__}")
     if images.dim() == 3:
@@ -93,6 +91,15 @@ def check_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:
     h, w = images.shape[-2:]
     if min(h, w) < MIN_SIDE:
         raise DistortionInputError(f"{what} are {h}x{w} px; each side must be at least {MIN_SIDE} px")
+    return images
+
+
+def check_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:
+    """Validate a batch and return it as float32 ``[B,3,H,W]`` in [0, 1] (uint8 is scaled by 1/255).
+
+    A single ``[3,H,W]`` image is accepted and given a batch dimension.
+    """
+    images = check_shape(images, what)
     if images.dtype == torch.uint8:
         return images.float().div_(255.0)
     if not images.is_floating_point():

@@ -9,9 +9,11 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from synthiqa.distortions.base import Distortion, LevelTable
+from synthiqa.distortions.fastpath import filter_uint8, register_uint8_path
 from synthiqa.distortions.filters import (
     disk_kernel,
     filter2d,
@@ -26,6 +28,11 @@ from synthiqa.distortions.rng import SampleRNG
 def round_half_up(values: torch.Tensor) -> list[int]:
     """Nearest integers, halves rounded up (MATLAB's ``round`` for non-negative values)."""
     return [int(v) for v in torch.floor(values.detach().to(torch.float64).cpu() + 0.5).tolist()]
+
+
+def _motion_kernels(params: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
+    angles = [int(a) for a in params["angle"].detach().cpu().round().tolist()]
+    return [motion_kernel(n, a) for n, a in zip(round_half_up(params["length"]), angles, strict=True)]
 
 
 def _floats(values: torch.Tensor) -> list[float]:
@@ -89,6 +96,23 @@ class MotionBlur(Distortion):
         return {"angle": rng.randint(0, 181)}
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        angles = [int(a) for a in params["angle"].detach().cpu().round().tolist()]
-        kernels = [motion_kernel(n, a) for n, a in zip(round_half_up(params["length"]), angles, strict=True)]
-        return filter2d(images, kernels)
+        return filter2d(images, _motion_kernels(params))
+
+
+# -- uint8 CPU fast paths (fastpath.py): the same kernels on the raw 8-bit values, float32 sums ---------
+@register_uint8_path("gaussian_blur")
+def _gaussian_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                    out: np.ndarray) -> None:
+    filter_uint8(images, [gaussian_kernel1d(s) for s in _floats(params["sigma"])], True, wrap, out)
+
+
+@register_uint8_path("lens_blur")
+def _lens_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                out: np.ndarray) -> None:
+    filter_uint8(images, [disk_kernel(r) for r in round_half_up(params["radius"])], False, wrap, out)
+
+
+@register_uint8_path("motion_blur")
+def _motion_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                  out: np.ndarray) -> None:
+    filter_uint8(images, _motion_kernels(params), False, wrap, out)

@@ -14,7 +14,14 @@ from typing import Any
 
 import torch
 
-from synthiqa.distortions.base import NUM_LEVELS, check_images, check_levels, params_to
+from synthiqa.distortions.base import (
+    NUM_LEVELS,
+    Distortion,
+    check_images,
+    check_levels,
+    check_shape,
+    params_to,
+)
 from synthiqa.distortions.registry import distortion_groups, get_distortion, get_profile, resolve_name
 from synthiqa.distortions.rng import as_seed_tensor, derive_seed
 from synthiqa.errors import DistortionInputError
@@ -122,6 +129,7 @@ def _to_python(v: torch.Tensor) -> Any:
 
 def apply_chains(images: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
                  seeds: torch.Tensor | Sequence[int] | int, profile: str = "kadid",
+                 out_dtype: torch.dtype = torch.float32,
                  ) -> tuple[torch.Tensor, list[list[dict[str, Any]]]]:
     """Apply one chain per image; return the images and, per image, the parameters of each step.
 
@@ -130,10 +138,92 @@ def apply_chains(images: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
         chains: B chains (the empty chain leaves an image pristine).
         seeds: per-image seeds (``[B]``), or one run seed from which image i gets seed (run, i).
         profile: whose level tables (and min-max wrapping) to use.
+        out_dtype: ``torch.float32`` (in [0, 1]) or ``torch.uint8`` (rounded to nearest). A uint8 CPU
+            batch with uint8 output runs single-step chains through the per-image OpenCV fast path
+            (``fastpath.py``) where the distortion has one: within 1/255 of the rounded float path.
 
     The output of image i depends only on its image, chain, seed and device, never on its batch mates.
     """
-    return _apply_checked(check_images(images), chains, seeds, profile)
+    if out_dtype not in (torch.float32, torch.uint8):
+        raise DistortionInputError(f"out_dtype must be torch.float32 or torch.uint8, got {out_dtype}")
+    x = check_shape(images)
+    if out_dtype == torch.uint8 and x.dtype == torch.uint8 and x.device.type == "cpu" \
+            and all(len(c) <= 1 for c in chains):
+        return _apply_single_uint8(x, chains, seeds, profile)
+    out, records = _apply_checked(check_images(x), chains, seeds, profile)
+    return (to_uint8(out) if out_dtype == torch.uint8 else out), records
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] to uint8, rounded to nearest."""
+    return images.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+
+
+def _draw_step(dist: Distortion, chains: Sequence[Sequence[ChainOp]], pos: int, idx_list: list[int],
+               seed_t: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The step seeds and drawn parameters of the samples ``idx_list`` at chain position ``pos``."""
+    levels = torch.tensor([chains[i][pos].level for i in idx_list], dtype=torch.float64)
+    step_seeds = torch.tensor([derive_seed(int(seed_t[i]), pos, dist.name) for i in idx_list],
+                              dtype=torch.int64)
+    return step_seeds, dist.sample(levels, step_seeds)
+
+
+def _float_step(dist: Distortion, sub: torch.Tensor, params: dict[str, torch.Tensor],
+                wrap: bool) -> torch.Tensor:
+    """One distortion on a float batch the caller lets it overwrite: min-max wrap, apply, clamp."""
+    if wrap:
+        sub = minmax_stretch(sub, inplace=True)
+    sub = dist.apply(sub, params).clamp_(0.0, 1.0)
+    return minmax_stretch(sub, inplace=True) if wrap else sub
+
+
+def _record(records: list[list[dict[str, Any]]], dist: Distortion, chains: Sequence[Sequence[ChainOp]],
+            pos: int, idx_list: list[int], step_seeds: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
+    for j, i in enumerate(idx_list):
+        rec = {"name": dist.name, "group": dist.group, "level": chains[i][pos].level,
+               "seed": int(step_seeds[j])}
+        rec.update({k: _to_python(v[j]) for k, v in params.items() if k != "level"})
+        records[i].append(rec)
+
+
+def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
+                        seeds: torch.Tensor | Sequence[int] | int, profile: str,
+                        ) -> tuple[torch.Tensor, list[list[dict[str, Any]]]]:
+    """Chains of at most one step on a uint8 CPU batch, to uint8: the fast path where there is one, the
+    float path (rounded) otherwise; the output is channels-last."""
+    from synthiqa.distortions.fastpath import apply_uint8
+
+    if len(chains) != x.shape[0]:
+        raise DistortionInputError(f"got {len(chains)} chains for a batch of {x.shape[0]} images")
+    prof = get_profile(profile)
+    seed_t = as_seed_tensor(seeds, x.shape[0])
+    records: list[list[dict[str, Any]]] = [[] for _ in chains]
+    out = x.contiguous(memory_format=torch.channels_last)
+    by_name: dict[str, list[int]] = {}
+    for i, chain in enumerate(chains):
+        if chain:
+            by_name.setdefault(chain[0].name, []).append(i)
+    copied = False
+    for name, idx_list in by_name.items():
+        dist = get_distortion(name, profile)
+        step_seeds, params = _draw_step(dist, chains, 0, idx_list, seed_t)
+        whole = len(idx_list) == x.shape[0]
+        idx = torch.tensor(idx_list, dtype=torch.long)
+        sub = x if whole else x.index_select(0, idx)
+        result = apply_uint8(dist, sub, params, prof.minmax_wrap)
+        if result is None:
+            step = _float_step(dist, check_images(sub), params_to(params, "cpu"), prof.minmax_wrap)
+            result = to_uint8(step)
+        if whole:
+            out = result
+        else:
+            if not copied and out.data_ptr() == x.data_ptr():
+                out, copied = out.clone(memory_format=torch.channels_last), True
+            out.index_copy_(0, idx, result)
+        _record(records, dist, chains, 0, idx_list, step_seeds, params)
+    if out.data_ptr() == x.data_ptr():  # only pristine chains: never hand back the caller's tensor
+        out = out.clone(memory_format=torch.channels_last)
+    return out, records
 
 
 def _apply_checked(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
@@ -155,34 +245,25 @@ def _apply_checked(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
         for name, idx_list in by_name.items():
             dist = get_distortion(name, profile)
             idx = torch.tensor(idx_list, dtype=torch.long, device=out.device)
-            levels = torch.tensor([chains[i][pos].level for i in idx_list], dtype=torch.float64)
-            step_seeds = torch.tensor([derive_seed(int(seed_t[i]), pos, dist.name) for i in idx_list],
-                                      dtype=torch.int64)
-            params = dist.sample(levels, step_seeds)
+            step_seeds, params = _draw_step(dist, chains, pos, idx_list, seed_t)
             whole = len(idx_list) == out.shape[0]  # indices rise, so this is the batch in order
             sub = out if whole else out.index_select(0, idx)
-            if prof.minmax_wrap:
-                sub = minmax_stretch(sub, inplace=True)
-            sub = dist.apply(sub, params_to(params, out.device)).clamp_(0.0, 1.0)
-            if prof.minmax_wrap:
-                sub = minmax_stretch(sub, inplace=True)
+            sub = _float_step(dist, sub, params_to(params, out.device), prof.minmax_wrap)
             if whole:
                 out = sub.to(out.dtype)
             else:
                 out.index_copy_(0, idx, sub.to(out.dtype))
-            for j, i in enumerate(idx_list):
-                rec = {"name": dist.name, "group": dist.group, "level": chains[i][pos].level,
-                       "seed": int(step_seeds[j])}
-                rec.update({k: _to_python(v[j]) for k, v in params.items() if k != "level"})
-                records[i].append(rec)
+            _record(records, dist, chains, pos, idx_list, step_seeds, params)
     return out, records
 
 
 def apply_distortion(images: torch.Tensor, name: str, levels: float | Sequence[float] | torch.Tensor,
                      seeds: torch.Tensor | Sequence[int] | int, profile: str = "kadid",
+                     out_dtype: torch.dtype = torch.float32,
                      ) -> tuple[torch.Tensor, list[list[dict[str, Any]]]]:
-    """Apply one distortion at per-image levels: a chain of length one, with the profile's wrapping."""
-    x = check_images(images)
+    """Apply one distortion at per-image levels: a chain of length one, with the profile's wrapping
+    (``out_dtype`` as in ``apply_chains``: uint8 in and out on the CPU takes the fast path)."""
+    x = check_shape(images)
     lv = check_levels(levels, x.shape[0], name)
     canonical = resolve_name(name)
-    return _apply_checked(x, [(ChainOp(canonical, float(v)),) for v in lv.tolist()], seeds, profile)
+    return apply_chains(x, [(ChainOp(canonical, float(v)),) for v in lv.tolist()], seeds, profile, out_dtype)

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.blur import round_half_up
 from synthiqa.distortions.colorspace import lab_to_rgb, rgb_to_lab, truncate_to_8bit
+from synthiqa.distortions.fastpath import finish_float, map_images, register_uint8_path
 from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.distortions.rng import SampleRNG
@@ -391,3 +392,21 @@ class ColorSaturationLab(Distortion):
         f = _view(params["factor"], lab)
         lab = torch.cat([lab[:, :1], lab[:, 1:] * f], dim=1)
         return truncate_to_8bit(lab_to_rgb(lab, self.options.get("lab_clamp_negative_z", True)))
+
+
+@register_uint8_path("color_saturation_hsv")
+def _saturation_hsv_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor],
+                          wrap: bool, out: np.ndarray) -> None:
+    """uint8 fast path: f*RGB + (1-f)*V per plane in float32 with OpenCV (commutes with the stretch)."""
+    import cv2
+
+    factors = params["factor"].detach().to(torch.float64).cpu().tolist()
+
+    def one(i: int) -> None:
+        planes = cv2.split(images[i])
+        v = cv2.max(cv2.max(planes[0], planes[1]), planes[2])
+        f = factors[i]
+        mixed = cv2.merge([cv2.addWeighted(p, f, v, 1.0 - f, 0.0, dtype=cv2.CV_32F) for p in planes])
+        finish_float(images[i], mixed, wrap, out[i])
+
+    map_images(images.shape[0], one)

@@ -1,0 +1,188 @@
+"""CPU fast path for one distortion step on 8-bit images: uint8 in, uint8 out, per image with OpenCV.
+
+The float path (``Distortion.apply`` on float ``[B,3,H,W]``) is the reference. When a caller hands
+``apply_chains`` a uint8 CPU batch and asks for uint8 output (``out_dtype=torch.uint8``), each
+single-step chain whose distortion has an entry in ``UINT8_PATHS`` runs here instead: every output
+pixel is within 1/255 of ``round(255 * reference)`` (in practice within rounding, 0.5/255), KADID's
+min-max wrap included. Images are processed one at a time as contiguous ``H x W x 3`` arrays (the
+memory of a channels-last tensor), spread over ``torch.get_num_threads()`` threads (OpenCV releases
+the GIL), so a sample's output never depends on its batch mates.
+
+How the wrap is folded in (``lo``, ``hi``: the image's min and max over all channels):
+
+- pointwise curves (``register_pointwise``): the whole step is a per-image, per-channel lookup table
+  of 256 entries, computed by running the distortion's own ``apply`` on a ramp of the 256 stretched
+  input values; the output stretch uses the values present in the image (its histograms).
+- linear filters with non-negative unit-sum kernels and the HSV saturation scale commute with the
+  input stretch (an increasing affine map), so they run on the raw 8-bit values in float32 and only the
+  final clamp to [lo, hi] and the output stretch remain.
+- JPEG is 8-bit by nature: the input stretch and the output stretch are lookup tables around the codec.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from synthiqa.distortions.base import Distortion
+
+#: A uint8 path: (distortion, images ``[B,H,W,3]`` uint8 RGB, CPU parameters, min-max wrap, output array);
+#: it fills the output, or returns False without touching it to decline (an option it does not cover).
+Uint8Path = Callable[[Distortion, np.ndarray, Mapping[str, torch.Tensor], bool, np.ndarray], "bool | None"]
+UINT8_PATHS: dict[str, Uint8Path] = {}
+_FLAT = 1e-12  # minmax_stretch's flat-image threshold, in [0, 1] units
+
+
+def register_uint8_path(*names: str) -> Callable[[Uint8Path], Uint8Path]:
+    """Register ``fn`` as the uint8 path of the distortions called ``names`` (canonical names)."""
+    def deco(fn: Uint8Path) -> Uint8Path:
+        for n in names:
+            UINT8_PATHS[n] = fn
+        return fn
+    return deco
+
+
+def apply_uint8(dist: Distortion, images: torch.Tensor, params: Mapping[str, torch.Tensor],
+                wrap: bool) -> torch.Tensor | None:
+    """``dist`` on uint8 CPU images ``[B,3,H,W]`` as uint8 ``[B,3,H,W]`` (channels-last memory), with the
+    min-max wrap when ``wrap``; None when ``dist`` has no uint8 path (use the float path)."""
+    fn = UINT8_PATHS.get(dist.name)
+    if fn is None or images.dtype != torch.uint8 or images.device.type != "cpu":
+        return None
+    hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
+    out = np.empty_like(hwc)
+    if fn(dist, hwc, params, wrap, out) is False:
+        return None
+    return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+@lru_cache(maxsize=4)
+def _pool(workers: int) -> ThreadPoolExecutor:
+    return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synthiqa-uint8")
+
+
+def map_images(n: int, fn: Callable[[int], None]) -> None:
+    """Run ``fn(i)`` for i in 0..n-1 on ``torch.get_num_threads()`` threads (serially for one)."""
+    workers = min(torch.get_num_threads(), n)
+    if workers > 1:
+        list(_pool(workers).map(fn, range(n)))
+    else:
+        for i in range(n):
+            fn(i)
+
+
+def image_range(image: np.ndarray) -> tuple[float, float]:
+    """(min, max) of a uint8 ``[H,W,3]`` image over all channels."""
+    import cv2
+
+    lo, hi, _, _ = cv2.minMaxLoc(image.reshape(image.shape[0], -1))
+    return lo, hi
+
+
+def unit_values() -> torch.Tensor:
+    """The 256 uint8 values as the float path sees them: ``v / 255`` in float32."""
+    return torch.arange(256, dtype=torch.uint8).float().div_(255.0)
+
+
+def stretch(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
+    """``minmax_stretch``'s arithmetic with given per-row float32 ``lo``/``hi`` (flat rows unchanged)."""
+    span = hi - lo
+    flat = span <= _FLAT
+    return (x - torch.where(flat, 0.0, lo)).div_(torch.where(flat, 1.0, span))
+
+
+def _to_uint8(unit: torch.Tensor) -> np.ndarray:
+    """Values in [0, 1] to uint8 by rounding to nearest."""
+    return unit.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+
+
+# -- pointwise curves ------------------------------------------------------------------------------
+def register_pointwise(*names: str) -> None:
+    """Mark distortions whose ``apply`` maps every channel value independently (the same curve at every
+    pixel of a sample, possibly per channel), so a 256-entry lookup table per sample is exact."""
+    register_uint8_path(*names)(_pointwise_path)
+
+
+def _pointwise_path(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                    out: np.ndarray) -> None:
+    import cv2
+
+    b = images.shape[0]
+    ramp = unit_values().view(1, 1, 1, 256).expand(b, 3, 1, 256)
+    if wrap:
+        ranges = [(0.0, 0.0)] * b
+        present = np.zeros((b, 3, 256), dtype=bool)
+
+        def scan(i: int) -> None:
+            ranges[i] = image_range(images[i])
+            for c in range(3):
+                present[i, c] = cv2.calcHist([images[i]], [c], None, [256], [0, 256]).reshape(-1) > 0
+
+        map_images(b, scan)
+        lo = torch.tensor([r[0] for r in ranges], dtype=torch.uint8).float().div_(255.0).view(b, 1, 1, 1)
+        hi = torch.tensor([r[1] for r in ranges], dtype=torch.uint8).float().div_(255.0).view(b, 1, 1, 1)
+        ramp = stretch(ramp, lo, hi)
+    curve = dist.apply(ramp.contiguous(), params).clamp_(0.0, 1.0)  # [B,3,1,256]
+    if wrap:
+        mask = torch.from_numpy(present).view(b, 3, 1, 256)
+        lo2 = curve.masked_fill(~mask, float("inf")).flatten(1).amin(1).view(b, 1, 1, 1)
+        hi2 = curve.masked_fill(~mask, float("-inf")).flatten(1).amax(1).view(b, 1, 1, 1)
+        curve = stretch(curve, lo2, hi2)
+    luts = np.ascontiguousarray(_to_uint8(curve)[:, :, 0, :].transpose(0, 2, 1)).reshape(b, 256, 1, 3)
+
+    def one(i: int) -> None:
+        cv2.LUT(images[i], luts[i], dst=out[i])
+
+    map_images(b, one)
+
+
+# -- ops that commute with the input stretch -------------------------------------------------------
+def finish_float(image: np.ndarray, result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
+    """Write the rounded 8-bit result of a step that commutes with the input stretch.
+
+    ``result`` is float32 ``[H,W,3]`` on the 0..255 scale of the raw ``image``; it is clamped (to the
+    image's own [min, max] under the wrap, as the float path clamps the stretched values to [0, 1]; to
+    [0, 255] otherwise), stretched to [0, 255] by its own range under the wrap, and rounded.
+    """
+    import cv2
+
+    if not wrap:
+        np.clip(result, 0.0, 255.0, out=result)
+        cv2.convertScaleAbs(result, dst=out)
+        return
+    lo1, hi1 = image_range(image)
+    np.clip(result, lo1, hi1, out=result)
+    lo2, hi2 = cv2.minMaxLoc(result.reshape(result.shape[0], -1))[:2]
+    if hi2 - lo2 > 255.0 * _FLAT:
+        lo, span = lo2, hi2 - lo2
+    elif hi1 - lo1 > 255.0 * _FLAT:  # a flat result of a non-flat image: only the input stretch applies
+        lo, span = lo1, hi1 - lo1
+    else:
+        lo, span = 0.0, 255.0
+    cv2.convertScaleAbs(result, dst=out, alpha=255.0 / span, beta=-lo * 255.0 / span)
+
+
+def filter_uint8(images: np.ndarray, kernels: list[np.ndarray], separable: bool, wrap: bool,
+                 out: np.ndarray) -> None:
+    """Correlate image i with ``kernels[i]`` (replicate border; 1-D kernels along both axes when
+    ``separable``) in float32 and finish it. Kernels must be non-negative with unit sum."""
+    import cv2
+
+    def one(i: int) -> None:
+        k = np.asarray(kernels[i], dtype=np.float32)
+        if separable:
+            f = cv2.sepFilter2D(images[i], cv2.CV_32F, k, k, borderType=cv2.BORDER_REPLICATE)
+        else:
+            f = cv2.filter2D(images[i], cv2.CV_32F, k, borderType=cv2.BORDER_REPLICATE)
+        finish_float(images[i], f, wrap, out[i])
+
+    map_images(images.shape[0], one)
+
+
+#: Distortions whose ``apply`` is one curve per sample and channel (tone curves, offsets); each is
+#: checked against its float path in tests/test_distortions_fastpath.py.
+register_pointwise("mean_shift", "darken", "contrast_change", "nonlinear_contrast_change")

@@ -1,0 +1,105 @@
+"""The uint8 CPU fast path (fastpath.py): every registered path against the float reference path."""
+
+import numpy as np
+import pytest
+import torch
+
+from synthiqa.distortions import apply_chains, apply_distortion, list_distortions, parse_chain
+from synthiqa.distortions.fastpath import UINT8_PATHS
+from synthiqa.errors import DistortionInputError
+
+list_distortions("kadid")  # import the built-in distortions, which register their paths
+FAST = sorted(UINT8_PATHS)
+SEEDS = [3, 4, 5]
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _images(kind: str) -> torch.Tensor:
+    """Three 40x48 uint8 images: a smooth photo-like scene, or noise that does not span 0..255."""
+    g = torch.Generator().manual_seed(7)
+    if kind == "noise":
+        return (torch.rand(3, 3, 40, 48, generator=g) * 180 + 30).round().to(torch.uint8)
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, 40), torch.linspace(0, 1, 48), indexing="ij")
+    base = torch.stack([xx, yy, (xx * yy).sqrt()])
+    scene = torch.stack([base, base.flip(2) * 0.8 + 0.1, 1 - base])
+    scene = scene + 0.05 * torch.rand(scene.shape, generator=g)
+    return (scene.clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def _profiles(name: str) -> list[str]:
+    return [p for p in ("kadid", "arniqa") if name in list_distortions(p)]
+
+
+def test_fast_paths_cover_the_blur_colour_jpeg_and_tone_ops():
+    assert {"gaussian_blur", "lens_blur", "motion_blur", "color_saturation_hsv", "jpeg", "mean_shift",
+            "darken", "contrast_change"} <= set(FAST)
+
+
+@pytest.mark.parametrize("name", FAST)
+@pytest.mark.parametrize("kind", ["scene", "noise"])
+def test_fast_path_within_one_level_of_the_float_path(name, kind):
+    x = _images(kind)
+    for profile in _profiles(name):
+        for level in (1, 2.5, 4, 5):
+            ref, ref_rec = apply_distortion(x, name, level, SEEDS, profile)
+            fast, rec = apply_distortion(x, name, level, SEEDS, profile, out_dtype=torch.uint8)
+            assert fast.dtype == torch.uint8 and fast.shape == x.shape
+            assert rec == ref_rec
+            err = (fast.float() / 255 - ref).abs()
+            assert err.max().item() <= 1 / 255 + 1e-6, (profile, level, err.max().item() * 255)
+            assert err.mean().item() <= 0.3 / 255  # rounding only
+
+
+def test_jpeg_fast_path_is_the_rounded_float_path_exactly():
+    x = _images("scene")
+    for profile in ("kadid", "arniqa"):
+        ref, _ = apply_distortion(x, "jpeg", 4, SEEDS, profile)
+        fast, _ = apply_distortion(x, "jpeg", 4, SEEDS, profile, out_dtype=torch.uint8)
+        assert torch.equal(fast, (ref * 255).round().to(torch.uint8))
+
+
+def test_fast_path_is_batch_independent_and_leaves_the_input_alone():
+    x = _images("scene")
+    before = x.clone()
+    whole, _ = apply_distortion(x, "motion_blur", [2, 4, 5], SEEDS, "kadid", out_dtype=torch.uint8)
+    alone, _ = apply_distortion(x[1:2], "motion_blur", 4, SEEDS[1:2], "kadid", out_dtype=torch.uint8)
+    assert torch.equal(whole[1:2], alone)
+    assert torch.equal(x, before)
+
+
+def test_uint8_output_of_mixed_and_longer_chains_is_the_rounded_float_output():
+    x = _images("scene")
+    for chains in ([parse_chain("gaussian_blur:3"), (), parse_chain("white_noise:2")],
+                   [parse_chain("darken:2>jpeg:3"), parse_chain("mean_shift:1"), ()]):
+        ref, ref_rec = apply_chains(x, chains, 11, "kadid")
+        out, rec = apply_chains(x, chains, 11, "kadid", out_dtype=torch.uint8)
+        assert rec == ref_rec
+        assert (out.float() / 255 - ref).abs().max().item() <= 1 / 255 + 1e-6
+    pristine, _ = apply_chains(x, [()] * 3, 0, "kadid", out_dtype=torch.uint8)
+    assert torch.equal(pristine, x) and pristine.data_ptr() != x.data_ptr()
+
+
+def test_float_input_with_uint8_output_and_bad_out_dtype():
+    x = _images("scene")
+    ref, _ = apply_distortion(x.float() / 255, "gaussian_blur", 3, SEEDS, "kadid")
+    out, _ = apply_distortion(x.float() / 255, "gaussian_blur", 3, SEEDS, "kadid", out_dtype=torch.uint8)
+    assert torch.equal(out, (ref * 255).round().to(torch.uint8))
+    with pytest.raises(DistortionInputError, match="out_dtype"):
+        apply_distortion(x, "gaussian_blur", 3, SEEDS, "kadid", out_dtype=torch.float64)
+
+
+def test_flat_image_stays_flat_under_the_wrap():
+    x = torch.full((2, 3, 32, 32), 77, dtype=torch.uint8)
+    for name in FAST:
+        if "kadid" not in _profiles(name):
+            continue
+        ref, _ = apply_distortion(x, name, 3, [1, 2], "kadid")
+        fast, _ = apply_distortion(x, name, 3, [1, 2], "kadid", out_dtype=torch.uint8)
+        assert np.abs(fast.float().numpy() / 255 - ref.numpy()).max() <= 1 / 255 + 1e-6, name
