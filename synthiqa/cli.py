@@ -387,7 +387,7 @@ def bench_run_command(
         table.add_column(col, justify="left" if col in ("model", "dataset", "protocol") else "right")
     for _, row in frame.iterrows():
         table.add_row(*[str(row[c]) if c in cols[:4] else S._fmt(row[c]) for c in cols])
-    console.print(table, width=max(console.width, 120))
+    Console(width=max(console.width, 130)).print(table)
     console.print(f"{summary.computed} cells computed, {summary.reused} reused, "
                   f"{len(summary.failures)} failed in {summary.seconds:.1f} s; results in {out}",
                   highlight=False)

@@ -49,11 +49,24 @@ def test_logistic4_recovers_known_parameters(params):
     x = rng.uniform(-30, 50, 400)
     mean, std = x.mean(), x.std()
     y = logistic4((x - mean) / std, *params)
-    fit = fit_logistic(x, y, "4pl")
+    fit = fit_logistic(x, y, "4pl", increasing=None if params[0] < params[1] else True)
     assert fit.ok
     b1, b2, b3, b4 = fit.params
     np.testing.assert_allclose([b1, b2, b3, abs(b4)], params, rtol=1e-4, atol=1e-4)
     np.testing.assert_allclose(fit.predict(x), y, atol=1e-6)
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_constrained_fit_does_not_reward_backward_rankings():
+    rng = np.random.default_rng(2)
+    true = rng.uniform(0, 1, 300)
+    backward = -true + rng.normal(0, 0.05, 300)
+    free, _ = quality_metrics(backward, true, logistic="4pl")
+    fit = fit_logistic(backward, true, "4pl")
+    assert fit.ok and fit.params[0] >= fit.params[1]
+    fitted_plcc = {(v.metric, v.mode): v.value for v in free}[("plcc", "4pl")]
+    assert not fitted_plcc > 0.2  # a falling curve would give about +0.99
+    assert fit_logistic(backward, true, "4pl", increasing=None).params[0] < 0.5
 
 
 def test_logistic5_recovers_known_curve():

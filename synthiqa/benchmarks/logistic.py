@@ -4,6 +4,10 @@ The fit runs on z-scored predictions (``z = (x - mean) / std``) with ``maxfev >=
 convergence failures of the common ``p0``/default-``maxfev`` recipe. When the fit still fails, the caller
 gets ``ok=False`` and the identity mapping, and must report the raw value (``mode='raw_fallback'``).
 
+Both sides are oriented higher-is-better in the harness, so by default the 4PL curve is constrained to be
+non-decreasing (``b1 >= b2``): a model that ranks images backwards cannot earn a high fitted PLCC from a
+falling curve. ``increasing=None`` fits freely (VQEG/SIQP practice, where the sign follows the data).
+
 * 4PL (VQEG): ``y = (b1 - b2) / (1 + exp(-(z - b3) / |b4|)) + b2``
 * 5PL (Sheikh et al. 2006): ``y = b1 * (0.5 - 1 / (1 + exp(b2 * (z - b3)))) + b4 * z + b5``
 """
@@ -57,8 +61,14 @@ class LogisticFit:
         return fn(z, *self.params)
 
 
-def fit_logistic(x: np.ndarray, y: np.ndarray, kind: str = "4pl", maxfev: int = 20000) -> LogisticFit:
-    """Fit ``y ≈ f(z(x))`` by least squares; never raises on a failed fit (returns ``ok=False``)."""
+def fit_logistic(x: np.ndarray, y: np.ndarray, kind: str = "4pl", maxfev: int = 20000,
+                 increasing: bool | None = True) -> LogisticFit:
+    """Fit ``y ≈ f(z(x))`` by least squares; never raises on a failed fit (returns ``ok=False``).
+
+    Args:
+        increasing: True constrains the 4PL curve to be non-decreasing (``b1 >= b2``); None leaves it
+            free. The 5PL form is always fitted freely.
+    """
     if kind not in LOGISTIC_KINDS:
         raise ValueError(f"logistic kind must be one of {LOGISTIC_KINDS}, got {kind!r}")
     if maxfev < 10_000:
@@ -82,9 +92,25 @@ def fit_logistic(x: np.ndarray, y: np.ndarray, kind: str = "4pl", maxfev: int = 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", OptimizeWarning)
             warnings.simplefilter("ignore", RuntimeWarning)
-            params, _ = curve_fit(fn, z, y, p0=p0, maxfev=maxfev)
+            if kind == "4pl" and increasing:
+                params = _fit_rising4(z, y, hi, lo, maxfev)
+            else:
+                params, _ = curve_fit(fn, z, y, p0=p0, maxfev=maxfev)
     except (RuntimeError, ValueError) as exc:
         return LogisticFit(kind, x_mean=mean, x_std=std, ok=False, message=str(exc).splitlines()[0])
     if not np.all(np.isfinite(params)):
         return LogisticFit(kind, x_mean=mean, x_std=std, ok=False, message="non-finite parameters")
     return LogisticFit(kind, [float(p) for p in params], mean, std)
+
+
+def _fit_rising4(z: np.ndarray, y: np.ndarray, hi: float, lo: float, maxfev: int) -> np.ndarray:
+    """4PL with ``b1 = b2 + d``, ``d >= 0`` and ``b4 > 0`` (bounded trust-region least squares)."""
+
+    def rising(t: np.ndarray, b2: float, d: float, b3: float, b4: float) -> np.ndarray:
+        return logistic4(t, b2 + d, b2, b3, b4)
+
+    span = max(hi - lo, 1e-6)
+    p0 = [lo, span, 0.0, 1.0]
+    bounds = ([-np.inf, 0.0, -np.inf, 1e-6], [np.inf, np.inf, np.inf, np.inf])
+    (b2, d, b3, b4), _ = curve_fit(rising, z, y, p0=p0, bounds=bounds, max_nfev=maxfev)
+    return np.array([b2 + d, b2, b3, b4])

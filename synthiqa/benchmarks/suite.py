@@ -683,7 +683,8 @@ def results_markdown(table: pd.DataFrame, suite: Suite) -> str:
     """The summary (median ±sd over splits) and the per-type median SRCC, as Markdown."""
     text = [f"# Results of suite `{suite.name}`\n",
             f"seed {suite.seed}; PLCC/RMSE 'fit' = after a {suite.logistic or 'no'} logistic fit on z-scored "
-            "predictions (raw where the fit failed, counted in 'fit failures'); SRCC/KRCC on raw scores; "
+            "predictions (4pl constrained non-decreasing; raw where the fit failed, counted in "
+            "'fit failures'); SRCC/KRCC on raw scores; "
             "targets are scores normalised to [0, 1], higher is better. Values: median over splits ±standard "
             "deviation over splits, test subsets only (models were selected on val). purity/NMI: clusters "
             "against distortion type.\n"]
