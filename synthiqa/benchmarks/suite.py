@@ -57,6 +57,8 @@ PREDICTION_COLUMNS = ("model", "dataset", "protocol", "split", "subset", "image"
                       "dist_group", "level", "score", "score_norm", "pred", "cluster")
 #: Types with fewer test images than this get no per-type row.
 MIN_PER_TYPE = 3
+#: Bumped whenever a change alters the numbers of a cell; part of every cell's digest (no stale reuse).
+CELL_FORMAT = 2
 
 
 # --------------------------------------------------------------------------------------------------
@@ -582,8 +584,8 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
 def _cell_stem(out: Path, spec: ModelSpec, task: Task, suite: Suite) -> Path:
     """Where a cell's files live; the digest changes with anything that changes the cell's numbers."""
     datasets = [asdict(d) for d in suite.datasets if d.name in (task.dataset, task.train_dataset)]
-    digest = _digest(asdict(spec), datasets, task.protocol, task.split, suite.seed, suite.logistic,
-                     suite.n_boot)
+    digest = _digest(CELL_FORMAT, asdict(spec), datasets, task.protocol, task.split, suite.seed,
+                     suite.logistic, suite.n_boot)
     return (out / "cells" / _safe(spec.key) / _safe(task.dataset) / _safe(task.protocol)
             / f"{_safe(task.split)}.{digest}")
 
