@@ -25,12 +25,12 @@ LOGISTIC_KINDS = ("4pl", "5pl")
 
 def logistic4(z: np.ndarray, b1: float, b2: float, b3: float, b4: float) -> np.ndarray:
     """VQEG 4-parameter logistic; ``b1``/``b2`` are the upper/lower asymptotes, ``b3`` the midpoint."""
-    return (b1 - b2) / (1.0 + np.exp(-(z - b3) / (abs(b4) + 1e-12))) + b2
+    return (b1 - b2) / (1.0 + np.exp(np.clip(-(z - b3) / (abs(b4) + 1e-12), -700, 700))) + b2
 
 
 def logistic5(z: np.ndarray, b1: float, b2: float, b3: float, b4: float, b5: float) -> np.ndarray:
     """Sheikh et al. (2006) 5-parameter logistic with a linear term."""
-    return b1 * (0.5 - 1.0 / (1.0 + np.exp(b2 * (z - b3)))) + b4 * z + b5
+    return b1 * (0.5 - 1.0 / (1.0 + np.exp(np.clip(b2 * (z - b3), -700, 700)))) + b4 * z + b5
 
 
 @dataclass

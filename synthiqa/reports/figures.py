@@ -183,7 +183,9 @@ def plot_predicted_vs_true(preds: pd.DataFrame, out: str | Path, title: str, log
             grid = np.linspace(x.min(), x.max(), 200)
             if fit.ok:
                 ax.plot(grid, fit.predict(grid), color="black", lw=1.5)
-                text += f"\nPLCC {logistic} {plcc(fit.predict(x), y):.3f}"
+                fitted = plcc(fit.predict(x), y)
+                text += (f"\nPLCC {logistic} {fitted:.3f}" if np.isfinite(fitted)
+                         else f"\nPLCC {logistic} undefined (flat fit)")
             else:
                 text += "\nlogistic fit failed"
         ax.text(0.03, 0.97, text, transform=ax.transAxes, va="top", fontsize=8,
@@ -198,7 +200,8 @@ def plot_predicted_vs_true(preds: pd.DataFrame, out: str | Path, title: str, log
     handles.append(plt.Line2D([], [], color="black", label=f"{logistic} logistic fit"))
     legend_rows = math.ceil(len(handles) / 6)
     fig.suptitle(title, fontsize=12)
-    fig.tight_layout(rect=(0, 0.04 * legend_rows / rows, 1, 1))
+    height = fig.get_size_inches()[1]
+    fig.tight_layout(rect=(0, (0.28 * legend_rows + 0.12) / height, 1, 1))
     fig.legend(handles=handles, loc="lower center", ncol=min(len(handles), 6), fontsize=8, frameon=False,
                bbox_to_anchor=(0.5, 0.0))
     return _save(fig, out)
