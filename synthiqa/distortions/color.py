@@ -397,16 +397,17 @@ class ColorSaturationLab(Distortion):
 @register_uint8_path("color_saturation_hsv")
 def _saturation_hsv_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor],
                           wrap: bool, out: np.ndarray) -> None:
-    """uint8 fast path: f*RGB + (1-f)*V per plane in float32 with OpenCV (commutes with the stretch)."""
+    """uint8 fast path: f*RGB + (1-f)*V in float32 with OpenCV (commutes with the stretch; for f in [0, 1]
+    a convex combination of the pixel's own values, so no clamp)."""
     import cv2
 
     factors = params["factor"].detach().to(torch.float64).cpu().tolist()
 
     def one(i: int) -> None:
         planes = cv2.split(images[i])
-        v = cv2.max(cv2.max(planes[0], planes[1]), planes[2])
+        v = cv2.cvtColor(cv2.max(cv2.max(planes[0], planes[1]), planes[2]), cv2.COLOR_GRAY2RGB)
         f = factors[i]
-        mixed = cv2.merge([cv2.addWeighted(p, f, v, 1.0 - f, 0.0, dtype=cv2.CV_32F) for p in planes])
-        finish_float(images[i], mixed, wrap, out[i])
+        mixed = cv2.addWeighted(images[i], f, v, 1.0 - f, 0.0, dtype=cv2.CV_32F)
+        finish_float(images[i], mixed, wrap, out[i], clip=not 0.0 <= f <= 1.0)
 
     map_images(images.shape[0], one)

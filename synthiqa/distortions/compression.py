@@ -11,6 +11,7 @@ import io
 import math
 import warnings
 from collections.abc import Mapping
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -18,7 +19,14 @@ import torch
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.blur import round_half_up
 from synthiqa.distortions.color import map_uint8_images
-from synthiqa.distortions.fastpath import image_range, map_images, register_uint8_path, stretch, unit_values
+from synthiqa.distortions.fastpath import (
+    apply_lut,
+    image_range,
+    map_images,
+    register_uint8_path,
+    stretch,
+    unit_values,
+)
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.errors import DistortionInputError
 
@@ -106,16 +114,23 @@ class JPEG(Distortion):
         raise DistortionInputError(f"jpeg: unknown codec {codec!r}; choose one of {', '.join(JPEG_CODECS)}")
 
 
-def _stretch_lut(lo: float, hi: float, rounding: str) -> np.ndarray:
+@lru_cache(maxsize=1024)
+def _stretch_lut(lo: float, hi: float, rounding: str) -> np.ndarray | None:
     """uint8 -> uint8 table of the min-max stretch by (lo, hi) (8-bit values), with the float path's float32
-    arithmetic; ``rounding`` "opencv" as ``map_uint8_images`` (convertScaleAbs) or "nearest"."""
+    arithmetic; ``rounding`` "opencv" as ``map_uint8_images`` (convertScaleAbs) or "nearest". None when it
+    is the identity (an image that already spans 0..255)."""
     import cv2
 
     bounds = torch.tensor([lo, hi], dtype=torch.uint8).float().div_(255.0)
     unit = stretch(unit_values(), bounds[0], bounds[1]).clamp_(0.0, 1.0)
     if rounding == "opencv":
-        return cv2.convertScaleAbs(unit.numpy().reshape(1, 256), alpha=255.0).reshape(256)
-    return unit.mul_(255.0).round_().to(torch.uint8).numpy()
+        lut = cv2.convertScaleAbs(unit.numpy().reshape(1, 256), alpha=255.0).reshape(256)
+    else:
+        lut = unit.mul_(255.0).round_().to(torch.uint8).numpy()
+    if np.array_equal(lut, np.arange(256)):
+        return None
+    lut.setflags(write=False)
+    return lut
 
 
 @register_uint8_path("jpeg")
@@ -129,17 +144,19 @@ def _jpeg_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch
     qualities = [max(1, min(100, q)) for q in round_half_up(params["quality"])]
 
     def one(i: int) -> None:
-        image = images[i]
-        if wrap:
-            image = cv2.LUT(image, _stretch_lut(*image_range(image), "opencv"))
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR),
-                               [cv2.IMWRITE_JPEG_QUALITY, qualities[i]])
+        bgr = cv2.cvtColor(images[i], cv2.COLOR_RGB2BGR)
+        lut = _stretch_lut(*image_range(bgr), "opencv") if wrap else None
+        if lut is not None:
+            apply_lut(bgr, lut, bgr)
+        ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, qualities[i]])
         if not ok:
             raise RuntimeError("OpenCV could not encode a JPEG")
-        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR)
-        if wrap:
-            decoded = cv2.LUT(decoded, _stretch_lut(*image_range(decoded), "nearest"))
-        cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB, dst=out[i])
+        decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
+        lut = _stretch_lut(*image_range(decoded), "nearest") if wrap else None
+        if lut is not None:
+            apply_lut(decoded, lut, out[i])
+        else:
+            out[i] = decoded
 
     map_images(images.shape[0], one)
     return True

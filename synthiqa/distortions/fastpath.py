@@ -83,6 +83,28 @@ def image_range(image: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+def apply_lut(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
+    """``out = table[image]`` for uint8 arrays with one 256-entry uint8 table (OpenCV's ``LUT``; the SIMD
+    byte translation of StringZilla, which Albumentations also uses, when it is installed: same bytes)."""
+    sz = _stringzilla()
+    if sz is None or not (image.flags.c_contiguous and out.flags.c_contiguous and table.flags.c_contiguous):
+        import cv2
+
+        cv2.LUT(image, table, dst=out)
+        return
+    np.copyto(out, image)
+    sz.translate(memoryview(out), memoryview(table), inplace=True)
+
+
+@lru_cache(maxsize=1)
+def _stringzilla():  # noqa: ANN202 - an optional module or None
+    try:
+        import stringzilla
+    except ImportError:
+        return None
+    return stringzilla
+
+
 def unit_values() -> torch.Tensor:
     """The 256 uint8 values as the float path sees them: ``v / 255`` in float32."""
     return torch.arange(256, dtype=torch.uint8).float().div_(255.0)
@@ -114,48 +136,76 @@ def _pointwise_path(dist: Distortion, images: np.ndarray, params: Mapping[str, t
     b = images.shape[0]
     ramp = unit_values().view(1, 1, 1, 256).expand(b, 3, 1, 256)
     if wrap:
-        ranges = [(0.0, 0.0)] * b
-        present = np.zeros((b, 3, 256), dtype=bool)
-
-        def scan(i: int) -> None:
-            ranges[i] = image_range(images[i])
-            for c in range(3):
-                present[i, c] = cv2.calcHist([images[i]], [c], None, [256], [0, 256]).reshape(-1) > 0
-
-        map_images(b, scan)
-        lo = torch.tensor([r[0] for r in ranges], dtype=torch.uint8).float().div_(255.0).view(b, 1, 1, 1)
-        hi = torch.tensor([r[1] for r in ranges], dtype=torch.uint8).float().div_(255.0).view(b, 1, 1, 1)
-        ramp = stretch(ramp, lo, hi)
-    curve = dist.apply(ramp.contiguous(), params).clamp_(0.0, 1.0)  # [B,3,1,256]
+        ranges = torch.tensor([image_range(im) for im in images], dtype=torch.uint8)  # [B, 2], cheap
+        bounds = ranges.float().div_(255.0).view(b, 2, 1, 1, 1)
+        ramp = stretch(ramp, bounds[:, 0], bounds[:, 1])
+    curve = dist.apply(ramp.contiguous(), params).clamp_(0.0, 1.0)[:, :, 0]  # [B,3,256]
     if wrap:
-        mask = torch.from_numpy(present).view(b, 3, 1, 256)
-        lo2 = curve.masked_fill(~mask, float("inf")).flatten(1).amin(1).view(b, 1, 1, 1)
-        hi2 = curve.masked_fill(~mask, float("-inf")).flatten(1).amax(1).view(b, 1, 1, 1)
-        curve = stretch(curve, lo2, hi2)
-    luts = np.ascontiguousarray(_to_uint8(curve)[:, :, 0, :].transpose(0, 2, 1)).reshape(b, 256, 1, 3)
+        curve = stretch(curve, *_output_range(images, curve, ranges.long()))
+    luts = _to_uint8(curve)  # [B,3,256]
+    shared = (luts == luts[:, :1]).all(axis=(1, 2))  # one curve for all three channels: a 1-channel table
+    tables = [luts[i, 0] if shared[i] else np.ascontiguousarray(luts[i].T).reshape(256, 1, 3)
+              for i in range(b)]
 
     def one(i: int) -> None:
-        cv2.LUT(images[i], luts[i], dst=out[i])
+        if shared[i]:
+            apply_lut(images[i], tables[i], out[i])
+        else:
+            cv2.LUT(images[i], tables[i], dst=out[i])
 
     map_images(b, one)
 
 
+def _output_range(images: np.ndarray, curve: torch.Tensor, ranges: torch.Tensor,
+                  ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-sample min and max ``[B,1,1]`` of ``curve`` [B,3,256] over the values present in each image.
+
+    Where a sample's three channel curves are equal and monotone over its [min, max] value range (the
+    tone curves), the extremes are the curve at the image's min and max values; otherwise the image's
+    channel histograms say which values are present.
+    """
+    import cv2
+
+    b = curve.shape[0]
+    lo_v, hi_v = ranges[:, 0], ranges[:, 1]
+    at_lo = curve[torch.arange(b), 0, lo_v]
+    at_hi = curve[torch.arange(b), 0, hi_v]
+    lo2, hi2 = torch.minimum(at_lo, at_hi), torch.maximum(at_lo, at_hi)
+    steps = curve[:, 0].diff(dim=1)  # [B,255]; step k goes from value k to k+1
+    k = torch.arange(255).view(1, -1)
+    inside = (k >= lo_v.view(-1, 1)) & (k < hi_v.view(-1, 1))
+    rising = ((steps >= 0) | ~inside).all(dim=1)
+    falling = ((steps <= 0) | ~inside).all(dim=1)
+    same = (curve == curve[:, :1]).flatten(1).all(dim=1)
+    for i in torch.nonzero(~(same & (rising | falling))).flatten().tolist():
+        present = torch.from_numpy(np.stack([
+            cv2.calcHist([images[i]], [c], None, [256], [0, 256]).reshape(-1) > 0 for c in range(3)]))
+        lo2[i] = curve[i].masked_fill(~present, float("inf")).min()
+        hi2[i] = curve[i].masked_fill(~present, float("-inf")).max()
+    return lo2.view(b, 1, 1), hi2.view(b, 1, 1)
+
+
 # -- ops that commute with the input stretch -------------------------------------------------------
-def finish_float(image: np.ndarray, result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
+def finish_float(image: np.ndarray, result: np.ndarray, wrap: bool, out: np.ndarray,
+                 clip: bool = True) -> None:
     """Write the rounded 8-bit result of a step that commutes with the input stretch.
 
     ``result`` is float32 ``[H,W,3]`` on the 0..255 scale of the raw ``image``; it is clamped (to the
     image's own [min, max] under the wrap, as the float path clamps the stretched values to [0, 1]; to
-    [0, 255] otherwise), stretched to [0, 255] by its own range under the wrap, and rounded.
+    [0, 255] otherwise), stretched to [0, 255] by its own range under the wrap, and rounded. ``clip=False``
+    skips the clamp for results that stay within the image's range (a convex combination of its pixels)
+    up to float rounding.
     """
     import cv2
 
     if not wrap:
-        np.clip(result, 0.0, 255.0, out=result)
+        if clip:
+            np.clip(result, 0.0, 255.0, out=result)
         cv2.convertScaleAbs(result, dst=out)
         return
     lo1, hi1 = image_range(image)
-    np.clip(result, lo1, hi1, out=result)
+    if clip:
+        np.clip(result, lo1, hi1, out=result)
     lo2, hi2 = cv2.minMaxLoc(result.reshape(result.shape[0], -1))[:2]
     if hi2 - lo2 > 255.0 * _FLAT:
         lo, span = lo2, hi2 - lo2
@@ -169,7 +219,8 @@ def finish_float(image: np.ndarray, result: np.ndarray, wrap: bool, out: np.ndar
 def filter_uint8(images: np.ndarray, kernels: list[np.ndarray], separable: bool, wrap: bool,
                  out: np.ndarray) -> None:
     """Correlate image i with ``kernels[i]`` (replicate border; 1-D kernels along both axes when
-    ``separable``) in float32 and finish it. Kernels must be non-negative with unit sum."""
+    ``separable``) in float32 and finish it. Kernels must have unit sum (it commutes with the stretch);
+    non-negative ones make each output a convex combination of the image's pixels, with no clamp."""
     import cv2
 
     def one(i: int) -> None:
@@ -178,7 +229,7 @@ def filter_uint8(images: np.ndarray, kernels: list[np.ndarray], separable: bool,
             f = cv2.sepFilter2D(images[i], cv2.CV_32F, k, k, borderType=cv2.BORDER_REPLICATE)
         else:
             f = cv2.filter2D(images[i], cv2.CV_32F, k, borderType=cv2.BORDER_REPLICATE)
-        finish_float(images[i], f, wrap, out[i])
+        finish_float(images[i], f, wrap, out[i], clip=bool((k < 0).any()))
 
     map_images(images.shape[0], one)
 
