@@ -352,7 +352,8 @@ def bench_run_command(
     synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="Set made by synthiqa generate."),  # noqa: UP045
     csv: Optional[list[str]] = typer.Option(None, "--csv", help="NAME=PATH of a CSV dataset (repeatable)."),  # noqa: UP045
     seed: Optional[int] = typer.Option(None, help="Override the suite's seed."),  # noqa: UP045
-    fresh: bool = typer.Option(False, "--fresh", help="Recompute every cell, ignoring finished ones."),
+    resume: bool = typer.Option(True, "--resume/--fresh",
+                                help="Reuse finished cells found in --out (default), or recompute all."),
 ) -> None:
     """Run a benchmark suite (models x datasets x protocols) and write results.parquet/csv/md."""
     import dataclasses
@@ -379,7 +380,7 @@ def bench_run_command(
     def log(msg: str) -> None:
         err_console.print(msg, highlight=False)
 
-    summary = S.run_suite(spec, out, log=log, resume=not fresh)
+    summary = S.run_suite(spec, out, log=log, resume=resume)
     table = Table(title=f"suite {spec.name}: median over splits (test), higher is better except RMSE")
     frame = S.summary_table(S.pd.read_parquet(Path(out) / "results.parquet"))
     cols = ["model", "dataset", "protocol", "splits", "SRCC", "PLCC raw", "PLCC fit", "RMSE fit", "purity"]
