@@ -18,6 +18,10 @@ Every number of ``results.parquet`` / ``results.csv`` is one row: model, dataset
 (``test``, or ``val`` for the selection split), dist_type (``all`` or one type), metric, mode (``raw``,
 ``4pl``/``5pl``, ``raw_fallback``, or the cluster source), value, ci_low, ci_high, n.
 ``results.md`` adds the summary: median over splits with the spread (standard deviation) over splits.
+Bootstrap 95% intervals (``n_boot`` resamples, seeded per cell) are given on the overall test rows only.
+Cluster rows (``purity_type``, ``nmi_type``, ``ari_type`` and the ``_group`` versions) use the model's own
+mixture (``clusters(records)``, mode ``model_mixture``) or else a diagonal GMM with one component per
+distortion type on its standardised embeddings (mode ``gmm_diag_k<K>``).
 
 One predictor instance per model serves every task of a run (caches of features and FR values are kept);
 ``fit`` must therefore re-learn from scratch, which every built-in model does. A model that keeps its
