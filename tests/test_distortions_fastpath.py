@@ -4,8 +4,17 @@ import numpy as np
 import pytest
 import torch
 
-from synthiqa.distortions import apply_chains, apply_distortion, list_distortions, parse_chain
-from synthiqa.distortions.fastpath import UINT8_PATHS
+from synthiqa.distortions import (
+    Distortion,
+    LevelTable,
+    apply_chains,
+    apply_distortion,
+    list_distortions,
+    parse_chain,
+    register_distortion,
+    unregister_distortion,
+)
+from synthiqa.distortions.fastpath import UINT8_PATHS, register_pointwise
 from synthiqa.errors import DistortionInputError
 
 list_distortions("kadid")  # import the built-in distortions, which register their paths
@@ -103,3 +112,41 @@ def test_flat_image_stays_flat_under_the_wrap():
         ref, _ = apply_distortion(x, name, 3, [1, 2], "kadid")
         fast, _ = apply_distortion(x, name, 3, [1, 2], "kadid", out_dtype=torch.uint8)
         assert np.abs(fast.float().numpy() / 255 - ref.numpy()).max() <= 1 / 255 + 1e-6, name
+
+
+class _Folding(Distortion):
+    """A non-monotone curve that differs per channel: the LUT path must fall back to histograms."""
+
+    name = "test_folding_curve"
+    group = "extra"
+    tables = {"*": LevelTable({"gain": (1.0, 1.5, 2.0, 3.0, 4.0)})}
+
+    def apply(self, images, params):
+        gain = params["gain"].view(-1, 1, 1, 1) * torch.tensor([1.0, 0.7, 0.4]).view(1, 3, 1, 1)
+        return 4.0 * gain * images * (1.0 - images) - 0.2 * images
+
+
+def test_pointwise_path_with_non_monotone_per_channel_curves():
+    register_distortion(_Folding)
+    register_pointwise(_Folding.name)
+    try:
+        for kind in ("scene", "noise"):
+            x = _images(kind)
+            for profile in ("kadid", "arniqa"):
+                ref, _ = apply_distortion(x, _Folding.name, [1, 3, 5], SEEDS, profile)
+                fast, _ = apply_distortion(x, _Folding.name, [1, 3, 5], SEEDS, profile, out_dtype=torch.uint8)
+                assert (fast.float() / 255 - ref).abs().max().item() <= 1 / 255 + 1e-6
+    finally:
+        UINT8_PATHS.pop(_Folding.name, None)
+        unregister_distortion(_Folding.name)
+
+
+def test_lut_helper_matches_opencv():
+    cv2 = pytest.importorskip("cv2")
+    from synthiqa.distortions.fastpath import apply_lut
+
+    image = _images("noise")[0].permute(1, 2, 0).contiguous().numpy()
+    table = np.random.default_rng(0).integers(0, 256, 256).astype(np.uint8)
+    out = np.empty_like(image)
+    apply_lut(image, table, out)
+    assert np.array_equal(out, cv2.LUT(image, table))

@@ -151,12 +151,12 @@ def apply_chains(images: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
             and all(len(c) <= 1 for c in chains):
         return _apply_single_uint8(x, chains, seeds, profile)
     out, records = _apply_checked(check_images(x), chains, seeds, profile)
-    return (to_uint8(out) if out_dtype == torch.uint8 else out), records
+    return (_to_uint8_(out) if out_dtype == torch.uint8 else out), records
 
 
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """Float images in [0, 1] to uint8, rounded to nearest."""
-    return images.mul(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
+def _to_uint8_(images: torch.Tensor) -> torch.Tensor:
+    """Float images in [0, 1] to uint8, rounded to nearest; ``images`` (the caller's own) is overwritten."""
+    return images.mul_(255.0).round_().clamp_(0.0, 255.0).to(torch.uint8)
 
 
 def _draw_step(dist: Distortion, chains: Sequence[Sequence[ChainOp]], pos: int, idx_list: list[int],
@@ -213,7 +213,7 @@ def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
         result = apply_uint8(dist, sub, params, prof.minmax_wrap)
         if result is None:
             step = _float_step(dist, check_images(sub), params_to(params, "cpu"), prof.minmax_wrap)
-            result = to_uint8(step)
+            result = _to_uint8_(step)
         if whole:
             out = result
         else:

@@ -24,6 +24,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
+from types import ModuleType
 
 import numpy as np
 import torch
@@ -97,7 +98,7 @@ def apply_lut(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
 
 
 @lru_cache(maxsize=1)
-def _stringzilla():  # noqa: ANN202 - an optional module or None
+def _stringzilla() -> ModuleType | None:
     try:
         import stringzilla
     except ImportError:
@@ -227,8 +228,8 @@ def filter_uint8(images: np.ndarray, kernels: list[np.ndarray], separable: bool,
         k = np.asarray(kernels[i], dtype=np.float32)
         if separable:
             f = cv2.sepFilter2D(images[i], cv2.CV_32F, k, k, borderType=cv2.BORDER_REPLICATE)
-        else:
-            f = cv2.filter2D(images[i], cv2.CV_32F, k, borderType=cv2.BORDER_REPLICATE)
+        else:  # float32 in: OpenCV's 8-bit-to-float 2-D filter is about 3x slower than converting first
+            f = cv2.filter2D(images[i].astype(np.float32), -1, k, borderType=cv2.BORDER_REPLICATE)
         finish_float(images[i], f, wrap, out[i], clip=bool((k < 0).any()))
 
     map_images(images.shape[0], one)
