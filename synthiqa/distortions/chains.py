@@ -113,9 +113,8 @@ def minmax_stretch(images: torch.Tensor, inplace: bool = False) -> torch.Tensor:
 
     ``inplace=True`` overwrites ``images`` (no full-size allocation).
     """
-    flat = images.flatten(1)
-    lo = flat.amin(1).view(-1, 1, 1, 1)
-    hi = flat.amax(1).view(-1, 1, 1, 1)
+    lo = images.amin(dim=(1, 2, 3), keepdim=True)  # no flatten: that copies a channels-last batch
+    hi = images.amax(dim=(1, 2, 3), keepdim=True)
     span = hi - lo
     flat_image = span <= 1e-12  # per-sample [B,1,1,1]: decide on the small tensors, one pass over pixels
     offset = torch.where(flat_image, 0.0, lo)
@@ -212,8 +211,8 @@ def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
         sub = x if whole else x.index_select(0, idx)
         result = apply_uint8(dist, sub, params, prof.minmax_wrap)
         if result is None:
-            step = _float_step(dist, check_images(sub), params_to(params, "cpu"), prof.minmax_wrap)
-            result = _to_uint8_(step)
+            planar = check_images(sub.contiguous())  # NCHW floats: the float path's own layout
+            result = _to_uint8_(_float_step(dist, planar, params_to(params, "cpu"), prof.minmax_wrap))
         if whole:
             out = result
         else:
