@@ -17,6 +17,7 @@ import torch
 
 from synthiqa.datasets.records import IQARecord
 from synthiqa.errors import ConfigError, DatasetError
+from synthiqa.models.data import PRISTINE
 from synthiqa.models.inference import quality_metrics
 from synthiqa.models.registry import QualityPredictor, load_predictor
 from synthiqa.models.training import load_checkpoint, resolve_device
@@ -63,13 +64,14 @@ def predict_paths(predictor: QualityPredictor, paths: Sequence[Path], batch_size
 
 
 def evaluate_records(predictor: QualityPredictor, records: Sequence[IQARecord]) -> dict[str, Any]:
-    """SRCC, PLCC (raw), RMSE and MSE against ``score_norm``, overall and per distortion type."""
+    """SRCC, PLCC (raw), RMSE and MSE against ``score_norm``, overall and per distortion type (pristine
+    images count overall only)."""
     pred = np.asarray(predictor.predict(records), dtype=np.float64)
     y = np.array([math.nan if r.score_norm is None else r.score_norm for r in records], dtype=np.float64)
     result: dict[str, Any] = dict(quality_metrics(pred, y))
     result["mse"] = float(result["rmse"]) ** 2
     per_type = {}
-    for t in sorted({r.dist_type for r in records if r.dist_type}):
+    for t in sorted({r.dist_type for r in records if r.dist_type and r.dist_type != PRISTINE}):
         sel = np.array([r.dist_type == t for r in records])
         if sel.sum() >= 2:
             m = quality_metrics(pred[sel], y[sel])
