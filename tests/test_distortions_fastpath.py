@@ -150,3 +150,5 @@ def test_lut_helper_matches_opencv():
     out = np.empty_like(image)
     apply_lut(image, table, out)
     assert np.array_equal(out, cv2.LUT(image, table))
+    apply_lut(image, table, image)  # in place
+    assert np.array_equal(image, out)

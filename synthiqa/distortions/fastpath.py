@@ -90,15 +90,17 @@ def image_range(image: np.ndarray) -> tuple[float, float]:
 
 
 def apply_lut(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
-    """``out = table[image]`` for uint8 arrays with one 256-entry uint8 table (OpenCV's ``LUT``; the SIMD
-    byte translation of StringZilla, which Albumentations also uses, when it is installed: same bytes)."""
+    """``out = table[image]`` for uint8 arrays (``out`` may be ``image`` itself) with one 256-entry uint8
+    table: OpenCV's ``LUT``, or the SIMD byte translation of StringZilla (which Albumentations uses too)
+    when it is installed; the same bytes either way."""
     sz = _stringzilla()
     if sz is None or not (image.flags.c_contiguous and out.flags.c_contiguous and table.flags.c_contiguous):
         import cv2
 
         cv2.LUT(image, table, dst=out)
         return
-    np.copyto(out, image)
+    if out.ctypes.data != image.ctypes.data:
+        np.copyto(out, image)
     sz.translate(memoryview(out), memoryview(table), inplace=True)
 
 
