@@ -146,14 +146,18 @@ def test_rerun_with_same_seed_gives_same_numbers_and_resumes(tmp_path):
         "name": "repro", "seed": 11, "n_boot": 30,
         "models": ["psnr", {"name": "brisque", "options": {"c_grid": [1, 10], "gamma_grid": [0.1]}}],
         "datasets": [{"name": "gen", "kind": "synthiqa", "root": str(tmp_path / "gen")}],
-        "protocols": [{"name": "intra", "n_splits": 2, "ratios": [0.5, 0.25, 0.25]}, {"name": "loto"}],
+        "protocols": [{"name": "intra", "n_splits": 2, "ratios": [0.5, 0.25, 0.25]}, {"name": "loto"},
+                      {"name": "loro", "models": ["psnr"]}],
     })
     first = run_suite(suite, tmp_path / "a", log=lambda m: None, progress=False)
     second = run_suite(suite, tmp_path / "b", log=lambda m: None, progress=False)
     a = pd.read_parquet(tmp_path / "a" / "results.parquet")
     b = pd.read_parquet(tmp_path / "b" / "results.parquet")
     pd.testing.assert_frame_equal(a, b)
-    assert first.computed == second.computed == 2 * 2 + 2 * 2 and not first.failures
+    assert first.computed == second.computed == 2 * 2 + 2 * 2 + 4 and not first.failures
+    loro = a[a["protocol"] == "loro"]
+    assert set(loro["model"]) == {"psnr"} and len(set(loro["split"])) == 4
+    assert "leave_out_scene=r0" in set(loro["split"])
     # brisque is trained: its val subset is reported separately, and clusters come from a GMM on features
     brisque = a[a["model"] == "brisque"]
     assert {"val", "test"} <= set(brisque["subset"])
