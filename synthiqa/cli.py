@@ -491,8 +491,6 @@ def bench_gmm_command(
 @app.command("report")
 def report_command(
     results: Path = typer.Argument(..., help="Results folder written by synthiqa bench run."),
-    tol: float = typer.Option(1e-3, help="EM convergence threshold on the mean log-likelihood (both)."),
-    repeats: int = typer.Option(1, help="Fits per configuration; the fastest is kept."),
     out: Optional[Path] = typer.Option(None, "--out", help="HTML file (default RESULTS/report.html)."),  # noqa: UP045
     run: Optional[list[Path]] = typer.Option(  # noqa: UP045
         None, "--run", help="Training run folder with log.csv (repeatable; default: runs found in RESULTS)."),
