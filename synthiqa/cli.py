@@ -345,7 +345,7 @@ def bench_generate_command(
 
 @bench_app.command("run")
 def bench_run_command(
-    suite: str = typer.Argument(..., help="Suite YAML file, or a built-in suite: quick."),
+    suite: str = typer.Argument(..., help="Suite YAML file, or a built-in suite: quick, standard."),
     out: Path = typer.Option(..., "--out", help="Results folder; finished cells found there are reused."),
     live: Optional[Path] = typer.Option(None, "--live", help="LIVE Release 2 folder."),  # noqa: UP045
     kadid: Optional[Path] = typer.Option(None, "--kadid", help="KADID-10k folder."),  # noqa: UP045

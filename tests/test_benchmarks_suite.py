@@ -207,6 +207,10 @@ def test_suite_yaml_errors_are_one_line(tmp_path):
         Suite("x", [ModelSpec("psnr"), ModelSpec("psnr")], [], [ProtocolSpec("intra")])
     quick = load_suite("quick")
     assert quick.builtin_data == "quick" and {m.name for m in quick.models} >= {"psnr", "niqe", "brisque"}
+    standard = load_suite("standard")
+    assert {p.label for p in standard.protocols} == {"intra", "cross_from_synthetic", "cross_from_kadid10k",
+                                                     "loto"}
+    assert all(d.root is None and not d.required for d in standard.datasets)
 
 
 def test_results_markdown_reports_median_and_spread():

@@ -198,7 +198,25 @@ QUICK_SUITE: dict[str, Any] = {
     ],
 }
 
-BUILTIN_SUITES = {"quick": QUICK_SUITE}
+#: The built-in ``standard`` suite: the field's protocols on the datasets given on the command line
+#: (``--live``, ``--kadid``, ``--synthetic``); those not given are skipped.
+STANDARD_SUITE: dict[str, Any] = {
+    "name": "standard",
+    "seed": 27,
+    "logistic": "4pl",
+    "n_boot": 1000,
+    "models": ["psnr", "ssim", "ms_ssim", "fsim", "vsi", "haarpsi", "mdsi", "niqe", "brisque", "ceniqa"],
+    "datasets": [{"name": "live", "kind": "live"}, {"name": "kadid10k", "kind": "kadid10k"},
+                 {"name": "synthetic", "kind": "synthiqa"}],
+    "protocols": [
+        {"name": "intra", "n_splits": 10, "ratios": [0.7, 0.1, 0.2]},
+        {"name": "cross", "train": "synthetic", "test": ["live", "kadid10k"]},
+        {"name": "cross", "train": "kadid10k", "test": ["live"]},
+        {"name": "loto", "models": ["psnr", "haarpsi", "niqe", "brisque"]},
+    ],
+}
+
+BUILTIN_SUITES = {"quick": QUICK_SUITE, "standard": STANDARD_SUITE}
 
 
 def load_suite(source: str | Path) -> Suite:
