@@ -142,3 +142,18 @@ def test_unknown_names_and_levels_are_clear():
 def test_extra_group_listed_only_on_request():
     assert "test_noise_core" not in list_distortions("kadid")
     assert "test_noise_core" in list_distortions("kadid", include_extra=True)
+
+
+def test_atomic_write_gives_a_normal_file_mode(tmp_path):
+    import os
+    import stat
+
+    from synthiqa.atomic import atomic_write_text
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "a.txt", "x")
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
