@@ -145,15 +145,11 @@ def test_extra_group_listed_only_on_request():
 
 
 def test_atomic_write_gives_a_normal_file_mode(tmp_path):
-    import os
     import stat
 
+    from synthiqa import atomic
     from synthiqa.atomic import atomic_write_text
 
-    old = os.umask(0o022)
-    try:
-        atomic_write_text(tmp_path / "a.txt", "x")
-    finally:
-        os.umask(old)
-    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o644
+    atomic_write_text(tmp_path / "a.txt", "x")
+    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~atomic._UMASK
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
