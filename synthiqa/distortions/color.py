@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.blur import round_half_up
 from synthiqa.distortions.colorspace import lab_to_rgb, rgb_to_lab, truncate_to_8bit
-from synthiqa.distortions.fastpath import finish_float, map_images, register_uint8_path
+from synthiqa.distortions.fastpath import FLAT_SPAN, image_range, map_images, register_uint8_path
 from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.distortions.rng import SampleRNG
@@ -397,17 +397,34 @@ class ColorSaturationLab(Distortion):
 @register_uint8_path("color_saturation_hsv")
 def _saturation_hsv_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor],
                           wrap: bool, out: np.ndarray) -> None:
-    """uint8 fast path: f*RGB + (1-f)*V in float32 with OpenCV (commutes with the stretch; for f in [0, 1]
-    a convex combination of the pixel's own values, so no clamp)."""
+    """uint8 fast path: one saturating ``addWeighted`` of RGB and V = max(R,G,B) per image.
+
+    The step commutes with the input stretch. Its output range needs no full-size pass: per pixel the
+    channels lie between V and W = (1-f) V + f min(R,G,B), so the range is [min W, max V] for f >= 0 and
+    [min V, max W] for f < 0, clamped to the image's range (the float path's clamp to [0, 1]); the stretch
+    to that range maps clamped values to 0 or 255, which the saturating 8-bit output reproduces.
+    """
     import cv2
 
     factors = params["factor"].detach().to(torch.float64).cpu().tolist()
 
     def one(i: int) -> None:
-        planes = cv2.split(images[i])
-        v = cv2.cvtColor(cv2.max(cv2.max(planes[0], planes[1]), planes[2]), cv2.COLOR_GRAY2RGB)
+        r, g, b = cv2.split(images[i])
+        v = cv2.max(cv2.max(r, g), b)
         f = factors[i]
-        mixed = cv2.addWeighted(images[i], f, v, 1.0 - f, 0.0, dtype=cv2.CV_32F)
-        finish_float(images[i], mixed, wrap, out[i], clip=not 0.0 <= f <= 1.0)
+        lo, span = 0.0, 255.0
+        if wrap:
+            lo1, hi1 = image_range(images[i])
+            w = cv2.addWeighted(v, 1.0 - f, cv2.min(cv2.min(r, g), b), f, 0.0, dtype=cv2.CV_32F)
+            w_lo, w_hi = cv2.minMaxLoc(w)[:2]
+            out_lo, out_hi = (w_lo, hi1) if f >= 0 else (cv2.minMaxLoc(v)[0], w_hi)  # max V is hi1
+            lo2, hi2 = max(out_lo, lo1), min(out_hi, hi1)
+            if hi2 - lo2 > 255.0 * FLAT_SPAN:
+                lo, span = lo2, hi2 - lo2
+            elif hi1 - lo1 > 255.0 * FLAT_SPAN:  # a flat result of a non-flat image
+                lo, span = lo1, hi1 - lo1
+        a = 255.0 / span
+        cv2.addWeighted(images[i], a * f, cv2.cvtColor(v, cv2.COLOR_GRAY2RGB), a * (1.0 - f), -lo * a,
+                        dst=out[i], dtype=cv2.CV_8U)
 
     map_images(images.shape[0], one)

@@ -35,7 +35,7 @@ from synthiqa.distortions.base import Distortion
 #: it fills the output, or returns False without touching it to decline (an option it does not cover).
 Uint8Path = Callable[[Distortion, np.ndarray, Mapping[str, torch.Tensor], bool, np.ndarray], "bool | None"]
 UINT8_PATHS: dict[str, Uint8Path] = {}
-_FLAT = 1e-12  # minmax_stretch's flat-image threshold, in [0, 1] units
+FLAT_SPAN = 1e-12  # minmax_stretch's flat-image threshold, in [0, 1] units
 
 
 def register_uint8_path(*names: str) -> Callable[[Uint8Path], Uint8Path]:
@@ -121,7 +121,7 @@ def unit_values() -> torch.Tensor:
 def stretch(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor:
     """``minmax_stretch``'s arithmetic with given per-row float32 ``lo``/``hi`` (flat rows unchanged)."""
     span = hi - lo
-    flat = span <= _FLAT
+    flat = span <= FLAT_SPAN
     return (x - torch.where(flat, 0.0, lo)).div_(torch.where(flat, 1.0, span))
 
 
@@ -215,9 +215,9 @@ def finish_float(image: np.ndarray, result: np.ndarray, wrap: bool, out: np.ndar
     if clip:
         np.clip(result, lo1, hi1, out=result)
     lo2, hi2 = cv2.minMaxLoc(result.reshape(result.shape[0], -1))[:2]
-    if hi2 - lo2 > 255.0 * _FLAT:
+    if hi2 - lo2 > 255.0 * FLAT_SPAN:
         lo, span = lo2, hi2 - lo2
-    elif hi1 - lo1 > 255.0 * _FLAT:  # a flat result of a non-flat image: only the input stretch applies
+    elif hi1 - lo1 > 255.0 * FLAT_SPAN:  # a flat result of a non-flat image: only the input stretch applies
         lo, span = lo1, hi1 - lo1
     else:
         lo, span = 0.0, 255.0
