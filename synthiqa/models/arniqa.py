@@ -14,9 +14,9 @@ corners) of each image; full and half features (L2-normalised) are concatenated;
 the alpha of ``np.geomspace(1e-3, 1e3, 100)`` that has the best median validation SRCC over 10
 reference-disjoint splits; an image's score is the mean over its five crops.
 
-Differences from the published setting, on purpose: the CPU default is ResNet-18 on 96 px crops for a few
-hundred steps (preset ``paper``: ResNet-50, 224 px, batch 16, 10 epochs), the optimiser is the shared
-loop's AdamW with a per-run cosine schedule (the paper: SGD, momentum 0.9, warm restarts), and the
+Differences from the published setting, on purpose: the CPU default is ResNet-18 on 96 px crops for
+100 steps of 8 pairs (preset ``paper``: ResNet-50, 224 px, batch 16, 10 epochs), the optimiser is the
+shared loop's AdamW with a per-run cosine schedule (the paper: SGD, momentum 0.9, warm restarts), and the
 encoder learns from the training split's references instead of KADIS-700.
 """
 
