@@ -261,7 +261,7 @@ class GaussianMixture(nn.Module):
                     raise SynthiqaError(f"GaussianMixture: init means have {self.init_means.shape[1]} "
                                         f"features, data have {x.shape[1]}")
                 centers = self.init_means.to(device=x.device, dtype=self.dtype) - self.shift_
-                labels = _sq_dist(xc, centers).argmin(1)
+                labels = _nearest(xc, centers)
             else:
                 labels, centers = _kmeans(xc, k, self.kmeans_iter, gen)
             one_hot = nn.functional.one_hot(labels, k).to(self.dtype)
@@ -411,9 +411,15 @@ def _full_precision_cholesky(cov: torch.Tensor, reg_covar: float) -> tuple[torch
     return cov, prec_chol
 
 
-def _sq_dist(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
-    """``[N, C]`` squared Euclidean distances (clamped at 0)."""
-    return ((x * x).sum(1, keepdim=True) - 2.0 * (x @ centers.T) + (centers * centers).sum(1)).clamp_min(0.0)
+def _sq_dist(x: torch.Tensor, centers: torch.Tensor, x_sq: torch.Tensor | None = None) -> torch.Tensor:
+    """``[N, C]`` squared Euclidean distances (clamped at 0); ``x_sq [N, 1]`` may pass the rows' norms."""
+    x_sq = (x * x).sum(1, keepdim=True) if x_sq is None else x_sq
+    return (x_sq - 2.0 * (x @ centers.T) + (centers * centers).sum(1)).clamp_min(0.0)
+
+
+def _nearest(x: torch.Tensor, centers: torch.Tensor) -> torch.Tensor:
+    """``[N]`` index of the nearest centre (the rows' own norms do not change the argmin)."""
+    return ((centers * centers).sum(1) - 2.0 * (x @ centers.T)).argmin(1)
 
 
 def _kmeans(x: torch.Tensor, k: int, n_iter: int, gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
@@ -425,7 +431,8 @@ def _kmeans(x: torch.Tensor, k: int, n_iter: int, gen: torch.Generator) -> tuple
     trials = 2 + int(math.log(k))
     first = int(torch.randint(n, (1,), generator=gen))
     centers = [x[first]]
-    closest = _sq_dist(x, x[first : first + 1])[:, 0].double()
+    x_sq = (x * x).sum(1, keepdim=True)
+    closest = _sq_dist(x, x[first : first + 1], x_sq)[:, 0].double()
     for _ in range(1, k):
         pot = closest.sum()
         if float(pot) <= 0:  # fewer distinct points than centres: reuse random points
@@ -433,17 +440,17 @@ def _kmeans(x: torch.Tensor, k: int, n_iter: int, gen: torch.Generator) -> tuple
         else:
             draws = torch.rand(trials, generator=gen, dtype=torch.float64).to(x.device) * pot
             idx = torch.searchsorted(torch.cumsum(closest, 0), draws).clamp_max(n - 1)
-        cand = torch.minimum(closest[None], _sq_dist(x, x[idx]).T.double())
+        cand = torch.minimum(closest[None], _sq_dist(x, x[idx], x_sq).T.double())
         best = int(cand.sum(1).argmin())
         closest = cand[best]
         centers.append(x[idx[best]])
     c = torch.stack(centers)
-    labels = _sq_dist(x, c).argmin(1)
+    labels = _nearest(x, c)
     for _ in range(n_iter):
-        counts = torch.bincount(labels, minlength=k).to(x.dtype)
-        sums = torch.zeros_like(c).index_add_(0, labels, x)
-        c = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], c)
-        new = _sq_dist(x, c).argmin(1)
+        one_hot = nn.functional.one_hot(labels, k).to(x.dtype)
+        counts = one_hot.sum(0)
+        c = torch.where(counts[:, None] > 0, (one_hot.T @ x) / counts.clamp_min(1)[:, None], c)
+        new = _nearest(x, c)
         if bool((new == labels).all()):
             break
         labels = new
