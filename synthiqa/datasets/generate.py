@@ -31,6 +31,8 @@ import math
 import os
 import random
 import re
+import signal
+import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -492,9 +494,43 @@ def _load(item: tuple[RefPlan, GenerateConfig, dict[str, np.ndarray]]) -> np.nda
 WorkItem = tuple[RefPlan, list[tuple[Job, ...]], bool]
 
 
+def _no_stop() -> None:
+    return None
+
+
+@contextlib.contextmanager
+def interrupt_at_safe_points() -> Iterator[Callable[[], None]]:
+    """Turn the first Ctrl-C into a request that ``check()`` raises as KeyboardInterrupt between chunks.
+
+    A KeyboardInterrupt raised asynchronously inside a native call (torch, codecs) can abort the
+    process; deferring it to Python code between chunks keeps every finished file. A second Ctrl-C
+    interrupts at once. Outside the main thread this does nothing.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield _no_stop
+        return
+    requested = threading.Event()
+
+    def handler(signum: int, frame: Any) -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+        requested.set()
+
+    def check() -> None:
+        if requested.is_set():
+            raise KeyboardInterrupt
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield check
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
 def _run_pipeline(work: list[WorkItem], cfg: GenerateConfig, device: torch.device, out: Path,
                   arrays: dict[str, np.ndarray], threads: int, advance: Callable[[int], None],
-                  warn: Callable[[str], None] | None = None) -> tuple[int, list[tuple[str, str]]]:
+                  warn: Callable[[str], None] | None = None,
+                  check: Callable[[], None] = _no_stop) -> tuple[int, list[tuple[str, str]]]:
     """Decode (threads) -> distort + label (this thread, on ``device``) -> encode/write (threads).
 
     Returns the number of images written and the references skipped at decode time.
@@ -519,6 +555,7 @@ def _run_pipeline(work: list[WorkItem], cfg: GenerateConfig, device: torch.devic
         items = ((plan, cfg, arrays) for plan, _, _ in work)
         todo_by_ref = {plan.ref.name: (todo, need_ref) for plan, todo, need_ref in work}
         for (plan, _, _), fut in _bounded_map(decode_pool, _load, items, threads + 1):
+            check()
             try:
                 arr = fut.result()
             except ReferenceSkipped as exc:
@@ -537,6 +574,7 @@ def _run_pipeline(work: list[WorkItem], cfg: GenerateConfig, device: torch.devic
                     ref_futures.append(write_pool.submit(_write_image, path, arr, cfg.image_format))
             ref_u8 = torch.from_numpy(np.require(arr, requirements="CW")).permute(2, 0, 1).to(device)
             for chunk in todo:
+                check()
                 images, rows = runner(ref_u8, plan, chunk)
                 futures = [write_pool.submit(_write_image, out / "images" / job.file, images[j],
                                              cfg.image_format) for j, job in enumerate(chunk)]
@@ -559,6 +597,7 @@ def _run_pipeline(work: list[WorkItem], cfg: GenerateConfig, device: torch.devic
 def _process_worker(index: int, queue: Any, work: list[WorkItem], cfg: GenerateConfig, out: Path,
                     arrays: dict[str, np.ndarray]) -> None:
     """One CPU worker process: its share of the references, one torch thread, one I/O thread each way."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers
     torch.set_num_threads(1)
     try:
         result = _run_pipeline(work, cfg, torch.device("cpu"), out, arrays, 1, lambda n: None)
@@ -570,7 +609,8 @@ def _process_worker(index: int, queue: Any, work: list[WorkItem], cfg: GenerateC
 
 
 def _run_processes(work: list[WorkItem], cfg: GenerateConfig, out: Path, arrays: dict[str, np.ndarray],
-                   processes: int, advance: Callable[[int], None]) -> tuple[int, list[tuple[str, str]]]:
+                   processes: int, advance: Callable[[int], None],
+                   check: Callable[[], None] = _no_stop) -> tuple[int, list[tuple[str, str]]]:
     """CPU path: ``processes`` worker processes, each running the pipeline on every n-th reference.
 
     Progress comes from the chunk records appearing on disk. An interruption or a failed worker
@@ -598,6 +638,7 @@ def _run_processes(work: list[WorkItem], cfg: GenerateConfig, out: Path, arrays:
         for proc in procs:
             proc.start()
         while len(outcomes) < processes:
+            check()
             try:
                 index, error, result = results.get(timeout=0.2)
             except queue_module.Empty:
@@ -621,7 +662,16 @@ def _run_processes(work: list[WorkItem], cfg: GenerateConfig, out: Path, arrays:
 
 
 def generate(config: GenerateConfig, console: Any = None, progress: bool = True) -> GenerateSummary:
-    """Run (or resume) a generation job; see the module docstring. Returns what was done."""
+    """Run (or resume) a generation job; see the module docstring. Returns what was done.
+
+    A Ctrl-C stops the run between chunks (KeyboardInterrupt); ``--resume`` finishes it.
+    """
+    with interrupt_at_safe_points() as check:
+        return _generate(config, console, progress, check)
+
+
+def _generate(config: GenerateConfig, console: Any, progress: bool, check: Callable[[], None],
+              ) -> GenerateSummary:
     t0 = time.perf_counter()
     reporter = Reporter(console, progress)
     cfg = config.resolved()
@@ -653,12 +703,13 @@ def generate(config: GenerateConfig, console: Any = None, progress: bool = True)
             work.append((plan, todo, need_ref))
     to_make = sum(len(c) for _, todo, _ in work for c in todo)
     processes = min(cfg.workers, len(work)) if device.type == "cpu" else 1
+    check()
     with reporter.progress(to_make, f"generate {cfg.mode}/{cfg.profile}") as advance:
         if processes > 1:
-            written, late_skips = _run_processes(work, cfg, out, arrays, processes, advance)
+            written, late_skips = _run_processes(work, cfg, out, arrays, processes, advance, check)
         else:
             written, late_skips = _run_pipeline(work, cfg, device, out, arrays, cfg.workers, advance,
-                                                reporter.warn)
+                                                reporter.warn, check)
     if processes > 1:
         for label, reason in late_skips:
             reporter.warn(f"skipped {label}: {reason}")
