@@ -435,7 +435,7 @@ class _ChunkRunner:
         if any(chains):
             seeds = torch.tensor([job.seed for job in chunk], dtype=torch.int64)
             out, records = apply_chains(batch, chains, seeds, self.cfg.profile)
-            out_u8 = out.mul(255.0).round_().clamp_(0, 255).to(torch.uint8)
+            out_u8 = out.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)  # ``out`` is a fresh tensor
         else:
             out_u8, records = batch.clone(), [[] for _ in chunk]
         labels: dict[str, list[float]] = {}
@@ -640,7 +640,7 @@ def _run_processes(work: list[WorkItem], cfg: GenerateConfig, out: Path, arrays:
         while len(outcomes) < processes:
             check()
             try:
-                index, error, result = results.get(timeout=0.2)
+                index, error, result = results.get(timeout=0.05)
             except queue_module.Empty:
                 poll()
                 dead = [p for i, p in enumerate(procs) if i not in outcomes and p.exitcode not in (None, 0)]
