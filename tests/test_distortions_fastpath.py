@@ -63,7 +63,7 @@ def test_fast_path_within_one_level_of_the_float_path(name, kind):
             assert rec == ref_rec
             err = (fast.float() / 255 - ref).abs()
             assert err.max().item() <= 1 / 255 + 1e-6, (profile, level, err.max().item() * 255)
-            assert err.mean().item() <= 0.3 / 255  # rounding only
+            assert (err > 0.5 / 255 + 1e-5).float().mean().item() < 0.01  # nearly all: rounding only
 
 
 def test_jpeg_fast_path_is_the_rounded_float_path_exactly():

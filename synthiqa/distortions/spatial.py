@@ -11,10 +11,19 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from synthiqa.distortions.base import Distortion, LevelTable
+from synthiqa.distortions.fastpath import (
+    apply_lut,
+    image_range,
+    map_images,
+    register_uint8_path,
+    stretch,
+    unit_values,
+)
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.distortions.rng import SampleRNG, normal_field, uniform_field
 
@@ -354,3 +363,168 @@ class ColorBlock(Distortion):
             fill = colors[:, k].view(b, 1, 1, c).expand_as(current)
             out[bi, :, rr, cc] = torch.where((k < n).view(-1, 1, 1, 1), fill, current)
         return out
+
+
+# -- uint8 CPU fast paths (fastpath.py): these steps only pick or replace pixels, so the wrap's two
+# stretches become one lookup table per image (computed for the batch at once with the float path's
+# float32 arithmetic) --------------------------------------------------------------------------------
+def _unit(values: list[tuple[float, float]]) -> torch.Tensor:
+    """8-bit (min, max) pairs as the float path sees them: ``[B, 2]`` float32 in [0, 1]."""
+    return torch.tensor(values, dtype=torch.uint8).float().div_(255.0)
+
+
+def _wrap_luts(inputs: torch.Tensor, outputs: torch.Tensor) -> np.ndarray:
+    """``[B, 256]`` uint8 tables v -> round(255 * stretch2(stretch1(v / 255))): ``inputs`` [B, 2] is each
+    image's range (8-bit units / 255), ``outputs`` [B, 2] the step's output range in stretched units."""
+    ramp = stretch(unit_values().view(1, 256), inputs[:, :1], inputs[:, 1:])
+    unit = stretch(ramp, outputs[:, :1], outputs[:, 1:]).clamp_(0.0, 1.0)
+    return unit.mul_(255.0).round_().to(torch.uint8).numpy()
+
+
+@register_uint8_path("pixelate")
+def _pixelate_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                    out: np.ndarray) -> None:
+    """The same nearest index maps, with OpenCV's remap; under the wrap, min and max of the picked
+    pixels fix the output stretch."""
+    import cv2
+
+    b, h, w, _ = images.shape
+    z = Pixelate.scale(params["strength"])
+    rule = dist.options.get("resize", "torch")
+    rows = _pixelate_maps(z, h, rule).numpy()
+    cols = _pixelate_maps(z, w, rule).numpy()
+    maps: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # samples at one scale share their maps
+    for i, zi in enumerate(z.tolist()):
+        if zi not in maps:
+            maps[zi] = (np.broadcast_to(cols[i].astype(np.float32)[None, :], (h, w)).copy(),
+                        np.broadcast_to(rows[i].astype(np.float32)[:, None], (h, w)).copy())
+    keys = z.tolist()
+    ranges = [((0.0, 0.0), (0.0, 0.0))] * b
+
+    def pick(i: int) -> None:
+        map_x, map_y = maps[keys[i]]
+        cv2.remap(images[i], map_x, map_y, cv2.INTER_NEAREST, dst=out[i])
+        if wrap:
+            ranges[i] = (image_range(images[i]), image_range(out[i]))
+
+    map_images(b, pick)
+    if not wrap:
+        return
+    inputs = _unit([r[0] for r in ranges])
+    luts = _wrap_luts(inputs, stretch(_unit([r[1] for r in ranges]), inputs[:, :1], inputs[:, 1:]))
+    map_images(b, lambda i: apply_lut(out[i], luts[i], out[i]))
+
+
+@register_uint8_path("color_block")
+def _color_block_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                       out: np.ndarray) -> None:
+    """Blocks pasted into the 8-bit image; under the wrap, the output range comes from the uncovered
+    pixels (a masked min/max) and the colours of the blocks still visible."""
+    import cv2
+
+    b, h, w, _ = images.shape
+    u = params["positions"].to(torch.float64)
+    rows = torch.floor(u[..., 0] * max(h - BLOCK, 0)).long().tolist()
+    cols = torch.floor(u[..., 1] * max(w - BLOCK, 0)).long().tolist()
+    counts = round_count(params["blocks"]).tolist()
+    colors = params["colors"].to(torch.float32).clamp(0.0, 1.0)  # [B, MAX_BLOCKS, 3], stretched units
+    ranges = [(0.0, 0.0)] * b
+    uncovered = [(0.0, 0.0)] * b
+    visible = torch.zeros(colors.shape[:2], dtype=torch.bool)
+
+    def scan(i: int) -> None:
+        ranges[i] = image_range(images[i])
+        mask = np.full((h, w * 3), 255, dtype=np.uint8)
+        top = np.full((h, w), -1, dtype=np.int16)  # the last block covering each pixel
+        for k in range(counts[i]):
+            r, c = rows[i][k], cols[i][k]
+            mask[r:r + BLOCK, 3 * c:3 * (c + BLOCK)] = 0
+            top[r:r + BLOCK, c:c + BLOCK] = k
+        for k in range(counts[i]):
+            r, c = rows[i][k], cols[i][k]
+            visible[i, k] = bool((top[r:r + BLOCK, c:c + BLOCK] == k).any())
+        if mask.any():
+            uncovered[i] = cv2.minMaxLoc(images[i].reshape(h, -1), mask=mask)[:2]
+        else:  # every pixel covered: only the block colours count
+            uncovered[i] = (255.0, 0.0)
+
+    if wrap:
+        map_images(b, scan)
+        inputs = _unit(ranges)
+        seen = stretch(_unit(uncovered), inputs[:, :1], inputs[:, 1:])  # [B, 2]
+        lo = torch.where(visible[..., None], colors, float("inf")).flatten(1).amin(1)
+        hi = torch.where(visible[..., None], colors, float("-inf")).flatten(1).amax(1)
+        outputs = torch.stack([torch.minimum(seen[:, 0], lo), torch.maximum(seen[:, 1], hi)], 1)
+        luts = _wrap_luts(inputs, outputs)
+        fills = stretch(colors, outputs[:, :1, None], outputs[:, 1:, None]).clamp_(0.0, 1.0)
+    else:
+        fills = colors
+    fills = fills.mul(255.0).round_().to(torch.uint8).numpy()
+
+    def paste(i: int) -> None:
+        if wrap:
+            apply_lut(images[i], luts[i], out[i])
+        else:
+            np.copyto(out[i], images[i])
+        for k in range(counts[i]):
+            out[i, rows[i][k]:rows[i][k] + BLOCK, cols[i][k]:cols[i][k] + BLOCK] = fills[i, k]
+
+    map_images(b, paste)
+
+
+@register_uint8_path("quantization")
+def _quantization_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                        out: np.ndarray) -> bool:
+    """One lookup table per image: the float path's own arithmetic on the 256 possible values, with the
+    image's 8-bit histogram (all channels) standing in for its pixels (Otsu's thresholds and every
+    min/max depend on nothing else)."""
+    import cv2
+
+    method = dist.options.get("method", "uniform")
+    if method not in ("uniform", "otsu"):
+        return False
+    b, h = images.shape[:2]
+    hist = torch.from_numpy(np.stack([
+        cv2.calcHist([im.reshape(h, -1)], [0], None, [256], [0, 256]).reshape(-1) for im in images]))
+    present = hist > 0  # [B, 256]
+    v = torch.arange(256).view(1, 256)
+    lo_v = torch.where(present, v, 256).amin(1, keepdim=True)
+    hi_v = torch.where(present, v, -1).amax(1, keepdim=True)
+    x = unit_values().view(1, 256).expand(b, 256)
+    if wrap:
+        x = stretch(x, x.gather(1, lo_v), x.gather(1, hi_v))
+    n = round_count(params["levels"]).clamp_min(2)
+    if method == "uniform":  # depends on the image only through its min and max: a clamped ramp has them
+        ramp = x.gather(1, v.clamp(lo_v, hi_v)).view(b, 1, 1, 256)
+        curve = Quantization._uniform(ramp, n).view(b, 256)
+    else:
+        curve = _otsu_curve(x, hist, lo_v, hi_v, n)
+    curve = curve.clamp(0.0, 1.0)
+    if wrap:
+        lo2 = torch.where(present, curve, float("inf")).amin(1, keepdim=True)
+        hi2 = torch.where(present, curve, float("-inf")).amax(1, keepdim=True)
+        curve = stretch(curve, lo2, hi2)
+    luts = curve.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+    map_images(b, lambda i: apply_lut(images[i], luts[i], out[i]))
+    return True
+
+
+def _otsu_curve(x: torch.Tensor, hist: torch.Tensor, lo_v: torch.Tensor, hi_v: torch.Tensor,
+                n: torch.Tensor) -> torch.Tensor:
+    """``Quantization._otsu`` on the 256 values ``x`` [B, 256] of images with 8-bit histograms ``hist``."""
+    b = x.shape[0]
+    lo, hi = x.gather(1, lo_v), x.gather(1, hi_v)
+    span = (hi - lo).clamp_min(1e-12)
+    scaled = (x - lo).mul_(255.0 / span)
+    bins = scaled.round().long().clamp(0, 255)  # present values land in 0..255 exactly as in the float path
+    counts = torch.zeros(b, 256, dtype=torch.float64).scatter_add_(1, bins, hist.double())
+    t_bins = multi_otsu_bins(counts.round().long(), n + 1)
+    grid = torch.arange(256).view(1, -1, 1)
+    cls = (t_bins[:, None, :] < grid).sum(-1)
+    thresholds = lo + t_bins.to(x.dtype) / 255.0 * span
+    ones = torch.ones_like(lo)
+    values = torch.cat([torch.zeros_like(lo), thresholds[:, 1:], ones], 1)
+    idx = torch.arange(values.shape[1]).view(1, -1)
+    values = torch.where(idx >= n.view(-1, 1), ones, values)
+    out = values.gather(1, cls).gather(1, scaled.ceil_().clamp_(0, 255).long())
+    return torch.where(hi > lo, out, x)
