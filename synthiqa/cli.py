@@ -455,6 +455,8 @@ def bench_gmm_command(
     device: str = typer.Option("cpu", help="torch device for synthiqa: cpu or cuda."),
     threads: Optional[int] = typer.Option(None, help="Cap torch and BLAS threads (default: no cap)."),  # noqa: UP045
     max_iter: int = typer.Option(100, help="Most EM iterations (both)."),
+    tol: float = typer.Option(1e-3, help="EM convergence threshold on the mean log-likelihood (both)."),
+    repeats: int = typer.Option(1, help="Fits per configuration; the fastest is kept."),
     json_out: Optional[Path] = typer.Option(None, "--json", help="Write the results as JSON (atomic)."),  # noqa: UP045
 ) -> None:
     """Torch GaussianMixture vs scikit-learn: EM fit time from the same init, log-likelihood and BIC."""
@@ -511,8 +513,12 @@ def main(argv: Optional[list[str]] = None) -> None:  # noqa: UP045 (typer needs 
     except SynthiqaError as exc:
         err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
         sys.exit(2)
+    except SystemExit as exc:  # typer turns Ctrl-C into a silent exit 130
+        if exc.code == 130:
+            err_console.print("interrupted; finished outputs are kept (generate: rerun with --resume)")
+        raise
     except KeyboardInterrupt:
-        err_console.print("interrupted; finished outputs are kept, rerun with --resume to continue")
+        err_console.print("interrupted; finished outputs are kept (generate: rerun with --resume)")
         sys.exit(130)
 
 
