@@ -185,6 +185,24 @@ def _record(records: list[list[dict[str, Any]]], dist: Distortion, chains: Seque
         records[i].append(rec)
 
 
+#: Images per float-path call in the uint8 fallback: a few megabytes of floats stay in cache and reuse the
+#: allocator's memory, about twice as fast on a CPU as one batch-sized pass per operation.
+FALLBACK_CHUNK = 4
+
+
+def _float_fallback_uint8(dist: Distortion, images: torch.Tensor, params: dict[str, torch.Tensor],
+                          wrap: bool) -> torch.Tensor:
+    """The float path for uint8 CPU images, ``FALLBACK_CHUNK`` images at a time (outputs never depend on
+    batch mates), rounded to uint8."""
+    out = torch.empty_like(images, memory_format=torch.channels_last)
+    for start in range(0, images.shape[0], FALLBACK_CHUNK):
+        part = slice(start, start + FALLBACK_CHUNK)
+        planar = check_images(images[part].contiguous())  # NCHW floats: the float path's own layout
+        chunk_params = params_to({k: v[part] for k, v in params.items()}, "cpu")
+        out[part] = _to_uint8_(_float_step(dist, planar, chunk_params, wrap))
+    return out
+
+
 def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
                         seeds: torch.Tensor | Sequence[int] | int, profile: str,
                         ) -> tuple[torch.Tensor, list[list[dict[str, Any]]]]:
@@ -211,8 +229,7 @@ def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
         sub = x if whole else x.index_select(0, idx)
         result = apply_uint8(dist, sub, params, prof.minmax_wrap)
         if result is None:
-            planar = check_images(sub.contiguous())  # NCHW floats: the float path's own layout
-            result = _to_uint8_(_float_step(dist, planar, params_to(params, "cpu"), prof.minmax_wrap))
+            result = _float_fallback_uint8(dist, sub, params, prof.minmax_wrap)
         if whole:
             out = result
         else:
