@@ -141,14 +141,17 @@ def test_pointwise_path_with_non_monotone_per_channel_curves():
         unregister_distortion(_Folding.name)
 
 
-def test_lut_helper_matches_opencv():
+@pytest.mark.parametrize("stringzilla", [True, False])
+def test_lut_helper_matches_opencv(stringzilla, monkeypatch):
     cv2 = pytest.importorskip("cv2")
-    from synthiqa.distortions.fastpath import apply_lut
+    from synthiqa.distortions import fastpath
 
+    if not stringzilla:
+        monkeypatch.setattr(fastpath, "_stringzilla", lambda: None)
     image = _images("noise")[0].permute(1, 2, 0).contiguous().numpy()
     table = np.random.default_rng(0).integers(0, 256, 256).astype(np.uint8)
     out = np.empty_like(image)
-    apply_lut(image, table, out)
+    fastpath.apply_lut(image, table, out)
     assert np.array_equal(out, cv2.LUT(image, table))
-    apply_lut(image, table, image)  # in place
+    fastpath.apply_lut(image, table, image)  # in place
     assert np.array_equal(image, out)

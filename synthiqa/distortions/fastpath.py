@@ -12,11 +12,18 @@ How the wrap is folded in (``lo``, ``hi``: the image's min and max over all chan
 
 - pointwise curves (``register_pointwise``): the whole step is a per-image, per-channel lookup table
   of 256 entries, computed by running the distortion's own ``apply`` on a ramp of the 256 stretched
-  input values; the output stretch uses the values present in the image (its histograms).
+  input values; the output stretch uses the curve at the image's extremes when the curve is monotone,
+  else the values present in the image (its histograms).
 - linear filters with non-negative unit-sum kernels and the HSV saturation scale commute with the
-  input stretch (an increasing affine map), so they run on the raw 8-bit values in float32 and only the
-  final clamp to [lo, hi] and the output stretch remain.
+  input stretch (an increasing affine map), so they run on the raw 8-bit values (in float32) and only
+  the final clamp to [lo, hi] and the output stretch remain.
+- steps that only pick or replace pixels (pixelate, colour blocks) and histogram-driven curves
+  (quantization) become one lookup table per image (``spatial.py``).
 - JPEG is 8-bit by nature: the input stretch and the output stretch are lookup tables around the codec.
+
+Distortions without a path run the float path on the uint8 batch a few images at a time
+(``chains.FALLBACK_CHUNK``) and are rounded. Lookup tables use StringZilla's SIMD byte translation
+when it is installed (Albumentations depends on it), else OpenCV's ``LUT``.
 """
 
 from __future__ import annotations
@@ -67,8 +74,8 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 
 def map_images(n: int, fn: Callable[[int], None]) -> None:
-    """Run ``fn(i)`` for i in 0..n-1 on ``torch.get_num_threads()`` threads (serially for one), one
-    contiguous run of indices per thread (few hand-offs: per-image work can be tens of microseconds)."""
+    """Run ``fn(i)`` for i in 0..n-1 on ``torch.get_num_threads()`` threads (serially for one), one share
+    of the indices per thread (few hand-offs: per-image work can be tens of microseconds)."""
     workers = min(torch.get_num_threads(), n)
 
     def run(chunk: range) -> None:
