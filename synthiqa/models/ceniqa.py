@@ -520,6 +520,7 @@ class CENIQAPredictor:
         self.device = resolve_device(self.config.device)
         self.model: CENIQANet | None = None
         self.labels = LabelSpace()
+        self.training_log: list[dict] | None = None
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> CENIQAPredictor:
@@ -551,6 +552,7 @@ class CENIQAPredictor:
         task.load_extra_state(result.best_state)
         task.model.load_state_dict(result.best_state["model"])
         self.model, self.labels = task.model.eval(), bundle.labels
+        self.training_log = result.rows  # per-epoch rows; the benchmark harness writes them as log.csv
 
     def _outputs(self, records: Sequence[IQARecord]) -> Outputs:
         if self.model is None:
