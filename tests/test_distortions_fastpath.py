@@ -66,6 +66,17 @@ def test_fast_path_within_one_level_of_the_float_path(name, kind):
             assert (err > 0.5 / 255 + 1e-5).float().mean().item() < 0.01  # nearly all: rounding only
 
 
+def test_fast_paths_on_worker_threads_in_inference_mode():
+    x = _images("scene")
+    torch.set_num_threads(2)  # images spread over two threads; the fixture restores the count
+    for name in FAST:
+        profile = _profiles(name)[0]
+        ref, _ = apply_distortion(x, name, 4, SEEDS, profile, out_dtype=torch.uint8)
+        with torch.inference_mode():
+            out, _ = apply_distortion(x, name, 4, SEEDS, profile, out_dtype=torch.uint8)
+        assert torch.equal(out, ref), name
+
+
 def test_jpeg_fast_path_is_the_rounded_float_path_exactly():
     x = _images("scene")
     for profile in ("kadid", "arniqa"):

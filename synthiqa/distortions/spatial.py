@@ -430,7 +430,7 @@ def _color_block_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str
     colors = params["colors"].to(torch.float32).clamp(0.0, 1.0)  # [B, MAX_BLOCKS, 3], stretched units
     ranges = [(0.0, 0.0)] * b
     uncovered = [(0.0, 0.0)] * b
-    visible = torch.zeros(colors.shape[:2], dtype=torch.bool)
+    visible = np.zeros(colors.shape[:2], dtype=bool)  # numpy: filled from worker threads
 
     def scan(i: int) -> None:
         ranges[i] = image_range(images[i])
@@ -452,8 +452,9 @@ def _color_block_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str
         map_images(b, scan)
         inputs = _unit(ranges)
         seen = stretch(_unit(uncovered), inputs[:, :1], inputs[:, 1:])  # [B, 2]
-        lo = torch.where(visible[..., None], colors, float("inf")).flatten(1).amin(1)
-        hi = torch.where(visible[..., None], colors, float("-inf")).flatten(1).amax(1)
+        shown = torch.from_numpy(visible)[..., None]
+        lo = torch.where(shown, colors, float("inf")).flatten(1).amin(1)
+        hi = torch.where(shown, colors, float("-inf")).flatten(1).amax(1)
         outputs = torch.stack([torch.minimum(seen[:, 0], lo), torch.maximum(seen[:, 1], hi)], 1)
         luts = _wrap_luts(inputs, outputs)
         fills = stretch(colors, outputs[:, :1, None], outputs[:, 1:, None]).clamp_(0.0, 1.0)
