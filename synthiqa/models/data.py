@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from synthiqa.datasets.records import IQARecord
+from synthiqa.distortions.rng import derive_seed
 from synthiqa.errors import DatasetError
 
 PRISTINE = "pristine"
@@ -191,7 +192,7 @@ class RecordImages(Dataset):
         h, w = image.shape[-2:]
         s = self.size
         if self.train:
-            y, x = random_origin(h, w, s, random.Random(hash((self.seed, self.epoch, i))))
+            y, x = random_origin(h, w, s, random.Random(derive_seed(self.seed, self.epoch, i)))
             crop = image[:, y:y + s, x:x + s]
         else:
             crop = torch.stack([image[:, y:y + s, x:x + s] for y, x in crop_origins(h, w, s, self.crops)])
@@ -220,7 +221,7 @@ class SceneBatchSampler(Sampler[list[int]]):
         self.epoch = epoch
 
     def _batches(self) -> list[list[int]]:
-        rng = random.Random(hash((self.seed, self.epoch, "batches")))
+        rng = random.Random(derive_seed(self.seed, self.epoch, "batches"))
         by_scene: dict[int, list[int]] = {}
         for i, s in enumerate(self.scenes):
             by_scene.setdefault(s, []).append(i)

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 from torch.utils.data import Sampler
 
 from synthiqa.datasets.records import IQADataset, IQARecord
+from synthiqa.distortions.rng import derive_seed
 from synthiqa.errors import ConfigError, DatasetError
 from synthiqa.models.data import LabelSpace, RecordImages, crop_origins, fit_min_side, random_origin, read_rgb
 from synthiqa.models.registry import Method, register_method, register_model
@@ -85,7 +86,7 @@ class SceneSampler(Sampler[list[int]]):
     def __iter__(self) -> Iterator[list[int]]:
         keys = list(self.members)
         for step in range(self.steps):
-            rng = random.Random(hash((self.seed, self.epoch, step, "scene-sampler")))
+            rng = random.Random(derive_seed(self.seed, self.epoch, step, "scene-sampler"))
             batch = []
             for d in rng.sample(keys, self.k):
                 m = self.members[d]
@@ -156,7 +157,7 @@ class LocalGlobalImages(RecordImages):
         whole = F.interpolate(image[None].float(), size=(s, s), mode="bilinear", antialias=True,
                               align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
         if self.train:
-            rng = random.Random(hash((self.seed, self.epoch, i, "local")))
+            rng = random.Random(derive_seed(self.seed, self.epoch, i, "local"))
             origins = [random_origin(h, w, s, rng) for _ in range(self.n_local)]
         else:
             origins = crop_origins(h, w, s, self.n_local)
