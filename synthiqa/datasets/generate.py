@@ -434,8 +434,8 @@ class _ChunkRunner:
         chains = [job.chain for job in chunk]
         if any(chains):
             seeds = torch.tensor([job.seed for job in chunk], dtype=torch.int64)
-            out, records = apply_chains(batch, chains, seeds, self.cfg.profile)
-            out_u8 = out.mul_(255.0).round_().clamp_(0, 255).to(torch.uint8)  # ``out`` is a fresh tensor
+            # uint8 in and out: on the CPU single-step chains take the per-image OpenCV fast path
+            out_u8, records = apply_chains(batch, chains, seeds, self.cfg.profile, out_dtype=torch.uint8)
         else:
             out_u8, records = batch.clone(), [[] for _ in chunk]
         labels: dict[str, list[float]] = {}
