@@ -211,10 +211,10 @@ def predict_command(
 ) -> None:
     """Score images: quality in [0, 1], higher is better, and the mixture cluster of each image.
     Unreadable images are reported one line each and skipped."""
+    from synthiqa.devices import resolve_device
     from synthiqa.models.ceniqa import CENIQAPredictor
     from synthiqa.models.inference import list_images, predict_files, write_predictions
     from synthiqa.models.predictor_io import checkpoint_method, load_on_device, predict_paths
-    from synthiqa.models.training import resolve_device
 
     dev = resolve_device(device)
     skipped: list[str] = []

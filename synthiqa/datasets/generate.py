@@ -71,6 +71,7 @@ from synthiqa.datasets.references import (
     normalise_reference,
     scan_references,
 )
+from synthiqa.devices import resolve_device
 from synthiqa.distortions.chains import Chain, ChainOp, apply_chains, format_chain, sample_chain
 from synthiqa.distortions.registry import get_distortion, get_profile, list_distortions
 from synthiqa.distortions.rng import derive_seed
@@ -280,21 +281,6 @@ def encode_image(rgb: np.ndarray, image_format: str) -> bytes:
 
 def _write_image(path: Path, rgb: np.ndarray, image_format: str) -> None:
     atomic_write_bytes(path, encode_image(rgb, image_format))
-
-
-def resolve_device(device: str) -> torch.device:
-    """``auto`` -> CUDA when available, else CPU; a one-line error for an unusable choice."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError:
-        raise ConfigError(f"--device {device!r}: use auto, cpu, cuda or cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"--device {device}: CUDA is not available on this machine")
-    if dev.type not in ("cpu", "cuda"):
-        raise ConfigError(f"--device {device!r}: use auto, cpu, cuda or cuda:N")
-    return dev
 
 
 @dataclass

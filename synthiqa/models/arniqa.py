@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.records import IQARecord
+from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.backbones import create_backbone
 from synthiqa.models.data import LabelSpace, fit_min_side, read_rgb
@@ -50,7 +51,6 @@ from synthiqa.models.sind import EXPERIMENTS, experiment_records
 from synthiqa.models.training import (
     LoopSettings,
     load_checkpoint,
-    resolve_device,
     run_training,
     save_checkpoint,
 )

@@ -16,11 +16,12 @@ import numpy as np
 import torch
 
 from synthiqa.datasets.records import IQARecord
+from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError
 from synthiqa.models.data import PRISTINE
 from synthiqa.models.inference import quality_metrics
 from synthiqa.models.registry import QualityPredictor, load_predictor
-from synthiqa.models.training import load_checkpoint, resolve_device
+from synthiqa.models.training import load_checkpoint
 
 
 def checkpoint_method(path: str | Path) -> str:

@@ -27,20 +27,8 @@ import torch
 from torch import nn
 
 from synthiqa.atomic import atomic_path, atomic_write_text
-from synthiqa.errors import ConfigError, SynthiqaError
-
-
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA when available, else the CPU; an unavailable device is a one-line error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"device {name!r} is not a torch device (auto, cpu, cuda, cuda:1...)") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"device {name!r} asked for, but CUDA is not available here")
-    return device
+from synthiqa.devices import resolve_device  # noqa: F401 (ceniqa.py still imports it from here)
+from synthiqa.errors import SynthiqaError
 
 
 def seed_everything(seed: int) -> None:

@@ -30,6 +30,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.records import IQARecord
+from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.backbones import create_backbone
 from synthiqa.models.data import LabelSpace, RecordImages, collate
@@ -44,7 +45,7 @@ from synthiqa.models.sind import (
     experiment_records,
     sind_loss,
 )
-from synthiqa.models.training import LoopSettings, load_checkpoint, resolve_device, run_training
+from synthiqa.models.training import LoopSettings, load_checkpoint, run_training
 
 METHOD = "trcnn"
 LOSSES = ("mse_rank", "sind")
