@@ -170,6 +170,27 @@ def test_scene_batches_keep_scenes_together():
     assert sum(len(b) for b in SceneBatchSampler(scenes, 8, 4, limit=10)) == 10
 
 
+def test_record_images_repeat_crops_of_each_image(tmp_path):
+    import cv2
+
+    from synthiqa.datasets.records import IQARecord
+    from synthiqa.models.data import RecordImages
+
+    records = []
+    for i in range(2):
+        path = tmp_path / f"im{i}.png"
+        cv2.imwrite(str(path), np.random.default_rng(i).integers(0, 256, (96, 120, 3), dtype=np.uint8))
+        records.append(IQARecord(image=path, score=0.2 + 0.5 * i, score_norm=0.2 + 0.5 * i, scene=f"s{i}"))
+    labels = LabelSpace.from_records(records)
+    train = RecordImages(records, labels, size=32, train=True, repeats=3)
+    assert len(train) == 6 and len(train.evaluation_view()) == 2
+    items = [train[i] for i in range(6)]
+    assert [int(it["index"]) for it in items] == [0, 1, 0, 1, 0, 1]
+    assert [float(it["score"]) for it in items[:2]] == pytest.approx([0.2, 0.7])
+    crops_of_first = {items[i]["image"].numpy().tobytes() for i in (0, 2, 4)}
+    assert len(crops_of_first) > 1  # repeats are different random crops
+
+
 def test_crop_origins_are_grid_aligned():
     origins = crop_origins(100, 90, 32, 4)
     assert len(set(origins)) == 4 and all(y % 8 == 0 and x % 8 == 0 for y, x in origins)

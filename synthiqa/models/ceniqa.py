@@ -263,7 +263,8 @@ class CENIQATask:
         if bundle.onthefly is None:
             assert bundle.train_records is not None
             self.train_images = RecordImages(bundle.train_records, bundle.labels, config.image_size,
-                                             train=True, seed=config.seed, cache_mb=config.cache_mb)
+                                             train=True, seed=config.seed, cache_mb=config.cache_mb,
+                                             repeats=config.train_crops)
             scenes = [int(self.train_images.targets(i)["scene"]) for i in range(len(self.train_images))]
             self.sampler = SceneBatchSampler(scenes, config.batch_size, config.images_per_scene,
                                              seed=config.seed, limit=config.train_samples)

@@ -49,7 +49,8 @@ class CENIQAConfig:
         learning_rate, weight_decay, scheduler (cosine, step, none), batch_size, grad_clip.
         refit_interval: refit the mixture every this many fine-tuning epochs.
         cluster_loss_weight: multiplies ``lambda_cluster`` during fine-tuning.
-        train_samples / val_samples: cap on training / validation images per epoch (None = all).
+        train_crops: random crops of every training image per epoch (files only; each is one item).
+        train_samples / val_samples: cap on training crops / validation images per epoch (None = all).
         distortions_per_image: on-the-fly generation: distorted versions per reference crop and pass.
         onthefly_profile: distortion profile used when generating on the fly.
         images_per_scene: images of one reference drawn together into a batch (ranking pairs).
@@ -86,6 +87,7 @@ class CENIQAConfig:
     grad_clip: float = 5.0
     refit_interval: int = 2
     cluster_loss_weight: float = 1.0
+    train_crops: int = 3
     train_samples: int | None = None
     val_samples: int | None = None
     distortions_per_image: int = 5
@@ -114,7 +116,8 @@ class CENIQAConfig:
     def validate(self) -> None:
         """One-line ``ConfigError`` naming the first bad field."""
         positive = ("feature_dim", "n_clusters", "image_size", "batch_size", "refit_interval",
-                    "distortions_per_image", "dct_block", "patch_dim", "test_crops", "images_per_scene")
+                    "distortions_per_image", "dct_block", "patch_dim", "test_crops", "images_per_scene",
+                    "train_crops")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")

@@ -135,6 +135,8 @@ class RecordImages(Dataset):
         size: crop side, px (images with a shorter side are upscaled first).
         train: random grid-aligned crop per access; else ``crops`` fixed crops per image.
         crops: number of evaluation crops (``image`` is then ``[crops,3,S,S]``).
+        repeats: in training, random crops of every image per epoch: the set then has
+            ``repeats * len(records)`` items, item ``i`` being a crop of image ``i % len(records)``.
         seed: base seed of the random crops (combined with the epoch via ``set_epoch``).
         cache_mb: keep decoded images in memory up to this many MiB (decoding a 768x512 PNG costs about
             as much CPU as a third of a training step on it); 0 disables. Per process: with
@@ -142,8 +144,9 @@ class RecordImages(Dataset):
     """
 
     def __init__(self, records: Sequence[IQARecord], labels: LabelSpace, size: int, train: bool,
-                 crops: int = 1, seed: int = 0, cache_mb: int = 0):
+                 crops: int = 1, seed: int = 0, cache_mb: int = 0, repeats: int = 1):
         self.records = list(records)
+        self.repeats = repeats
         self._cache = _ImageCache(cache_mb * 2**20)
         self.labels = labels
         self.size = size
@@ -162,10 +165,11 @@ class RecordImages(Dataset):
         return view
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) * (self.repeats if self.train else 1)
 
     def targets(self, i: int) -> dict[str, Any]:
-        """The label tensors of record ``i`` (no image decoding)."""
+        """The label tensors of item ``i`` (no image decoding)."""
+        i %= len(self.records)
         r = self.records[i]
         pristine = r.dist_type == PRISTINE
         level = 0.0 if pristine else (float(r.level) if r.level is not None else math.nan)
@@ -180,7 +184,9 @@ class RecordImages(Dataset):
         }
 
     def image(self, i: int) -> torch.Tensor:
-        """Decoded image ``i`` (uint8 ``[3,H,W]``, at least ``size`` px a side), from the cache if there."""
+        """Decoded image of item ``i`` (uint8 ``[3,H,W]``, at least ``size`` px a side), from the cache if
+        there."""
+        i %= len(self.records)
         image = self._cache.images.get(i)
         if image is None:
             image = fit_min_side(read_rgb(self.records[i].image), self.size)
