@@ -7,16 +7,10 @@ minutes: 128 px crops, the compact CNN backbone, DCT frequency statistics, a few
 
 from __future__ import annotations
 
-import difflib
-import json
-import types
-import typing
-from dataclasses import asdict, dataclass, fields
-from pathlib import Path
-from typing import Any
+from dataclasses import dataclass, fields
 
-from synthiqa.atomic import atomic_write_text
 from synthiqa.errors import ConfigError
+from synthiqa.models.method_config import MethodConfig
 
 SCHEDULERS = ("cosine", "step", "none")
 REGRESSORS = ("mlp", "monotonic", "kan", "transformer", "gru", "attention")
@@ -24,7 +18,7 @@ COVARIANCES = ("diag", "full")
 
 
 @dataclass
-class CENIQAConfig:
+class CENIQAConfig(MethodConfig):
     """Every setting of a CENIQA model and its three-stage training.
 
     Model:
@@ -157,104 +151,3 @@ class CENIQAConfig:
     @property
     def total_epochs(self) -> int:
         return self.pretrain_epochs + self.epochs
-
-    # -- (de)serialisation -------------------------------------------------------------------------
-    def to_dict(self) -> dict[str, Any]:
-        d = asdict(self)
-        d["bic_range"] = list(self.bic_range)
-        return d
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], source: str = "config") -> CENIQAConfig:
-        """Build from a mapping; unknown keys and wrongly typed values give a one-line ``ConfigError``."""
-        if not isinstance(data, dict):
-            raise ConfigError(f"{source}: expected a mapping of options, got {type(data).__name__}")
-        known = {f.name: f for f in fields(cls)}
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), list(known), n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{source}: unknown option {key!r}{hint}")
-        hints = typing.get_type_hints(cls)
-        values = {k: _coerce(v, hints[k], k, source) for k, v in data.items()}
-        try:
-            return cls(**values)
-        except ConfigError as exc:
-            raise ConfigError(f"{source}: {exc}") from None
-
-    def replace(self, **overrides: Any) -> CENIQAConfig:
-        """A copy with some fields changed (``None`` values are ignored: the CLI's unset options)."""
-        d = self.to_dict()
-        d.update({k: v for k, v in overrides.items() if v is not None})
-        return CENIQAConfig.from_dict(d, source="options")
-
-    def save(self, path: str | Path) -> None:
-        """Write as YAML (``.yaml``/``.yml``) or JSON (anything else), atomically."""
-        p = Path(path)
-        if p.suffix.lower() in (".yaml", ".yml"):
-            import yaml
-
-            atomic_write_text(p, yaml.safe_dump(self.to_dict(), sort_keys=False))
-        else:
-            atomic_write_text(p, json.dumps(self.to_dict(), indent=2) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> CENIQAConfig:
-        """Read a JSON or YAML file; a missing or unparsable file is a one-line ``ConfigError``."""
-        p = Path(path)
-        if not p.is_file():
-            raise ConfigError(f"{p}: config file not found")
-        text = p.read_text(encoding="utf-8")
-        try:
-            if p.suffix.lower() in (".yaml", ".yml"):
-                import yaml
-
-                data = yaml.safe_load(text) or {}
-            else:
-                data = json.loads(text)
-        except Exception as exc:
-            first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-            raise ConfigError(f"{p}: cannot parse ({first})") from None
-        return cls.from_dict(data, source=str(p))
-
-
-def _coerce(value: Any, hint: Any, name: str, source: str) -> Any:
-    """Convert a JSON/YAML/CLI value to the field's type, or raise a one-line ``ConfigError``."""
-    origin = typing.get_origin(hint)
-    args = typing.get_args(hint)
-    if origin in (typing.Union, types.UnionType):
-        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
-            if type(None) in args:
-                return None
-        inner = [a for a in args if a is not type(None)]
-        return _coerce(value, inner[0], name, source)
-    try:
-        if hint is bool:
-            if isinstance(value, str):
-                low = value.lower()
-                if low not in ("true", "false", "1", "0", "yes", "no"):
-                    raise ValueError(value)
-                return low in ("true", "1", "yes")
-            if not isinstance(value, (bool, int)):
-                raise ValueError(value)
-            return bool(value)
-        if hint is int:
-            if isinstance(value, float) and not value.is_integer():
-                raise ValueError(value)
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return int(value)
-        if hint is float:
-            if isinstance(value, bool):
-                raise ValueError(value)
-            return float(value)
-        if hint is str:
-            if not isinstance(value, (str, int, float)):
-                raise ValueError(value)
-            return str(value)
-        if origin is tuple:
-            items = value.split(",") if isinstance(value, str) else list(value)
-            return tuple(_coerce(v, args[0], name, source) for v in items)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{source}: option {name!r} has a bad value {value!r}") from None
-    return value

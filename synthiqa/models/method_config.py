@@ -1,14 +1,15 @@
-"""Dataclass configurations of the methods beside CENIQA (ARNIQA, TRCNN, SIND): the same JSON/YAML round
-trip, field-by-field overrides and one-line errors as ``CENIQAConfig``, as a mixin.
+"""Dataclass configurations of every method (CENIQA, ARNIQA, TRCNN, SIND): one JSON/YAML round trip,
+field-by-field overrides and one-line errors, as a mixin.
 
 A config class subclasses ``MethodConfig`` and defines ``validate()``; values from files and from
-``--set NAME=VALUE`` are converted to each field's type by the CENIQA config's coercion rules.
+``--set NAME=VALUE`` are converted to each field's type by ``coerce_value``.
 """
 
 from __future__ import annotations
 
 import difflib
 import json
+import types
 import typing
 from dataclasses import asdict, fields
 from pathlib import Path
@@ -16,7 +17,6 @@ from typing import Any, TypeVar
 
 from synthiqa.atomic import atomic_write_text
 from synthiqa.errors import ConfigError
-from synthiqa.models.config import _coerce
 
 C = TypeVar("C", bound="MethodConfig")
 
@@ -31,7 +31,9 @@ class MethodConfig:
         """One-line ``ConfigError`` naming the first bad field (subclasses add their checks)."""
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)  # type: ignore[call-overload]
+        """Plain values (tuples as lists), ready for JSON and YAML."""
+        return {k: list(v) if isinstance(v, tuple) else v
+                for k, v in asdict(self).items()}  # type: ignore[call-overload]
 
     @classmethod
     def from_dict(cls: type[C], data: dict[str, Any], source: str = "config") -> C:
@@ -43,9 +45,9 @@ class MethodConfig:
             if key not in known:
                 close = difflib.get_close_matches(str(key), known, n=1)
                 hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{source}: unknown {cls.__name__} option {key!r}{hint}")
+                raise ConfigError(f"{source}: unknown option {key!r}{hint}")
         hints = typing.get_type_hints(cls)
-        values = {k: _coerce(v, hints[k], k, source) for k, v in data.items()}
+        values = {k: coerce_value(v, hints[k], k, source) for k, v in data.items()}
         try:
             return cls(**values)
         except ConfigError as exc:
@@ -98,3 +100,45 @@ def check_choice(config: Any, name: str, choices: tuple[str, ...]) -> None:
     """``ConfigError`` unless the field's value is one of ``choices``."""
     if getattr(config, name) not in choices:
         raise ConfigError(f"{name} must be one of {', '.join(choices)}, got {getattr(config, name)!r}")
+
+
+def coerce_value(value: Any, hint: Any, name: str, source: str) -> Any:
+    """Convert a JSON/YAML/CLI value to the field's type, or raise a one-line ``ConfigError``."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None or (isinstance(value, str) and value.lower() in ("none", "null")):
+            if type(None) in args:
+                return None
+        inner = [a for a in args if a is not type(None)]
+        return coerce_value(value, inner[0], name, source)
+    try:
+        if hint is bool:
+            if isinstance(value, str):
+                low = value.lower()
+                if low not in ("true", "false", "1", "0", "yes", "no"):
+                    raise ValueError(value)
+                return low in ("true", "1", "yes")
+            if not isinstance(value, (bool, int)):
+                raise ValueError(value)
+            return bool(value)
+        if hint is int:
+            if isinstance(value, float) and not value.is_integer():
+                raise ValueError(value)
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return int(value)
+        if hint is float:
+            if isinstance(value, bool):
+                raise ValueError(value)
+            return float(value)
+        if hint is str:
+            if not isinstance(value, (str, int, float)):
+                raise ValueError(value)
+            return str(value)
+        if origin is tuple:
+            items = value.split(",") if isinstance(value, str) else list(value)
+            return tuple(coerce_value(v, args[0], name, source) for v in items)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{source}: option {name!r} has a bad value {value!r}") from None
+    return value
