@@ -544,6 +544,7 @@ class ARNIQAPredictor:
         if not train:
             raise DatasetError("ARNIQA: no training records")
         if not self.frozen:
+            torch.manual_seed(self.config.seed)  # initial weights from the config's seed, as in training
             task = ARNIQATask(self.config, train, val or [], self.device)
             result = run_training(task, loop_settings(self.config, self.device, self.progress), out_dir=None)
             task.model.load_state_dict(result.best_state["model"])

@@ -35,6 +35,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.records import IQARecord
+from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.backbones import create_backbone
 from synthiqa.models.config import CENIQAConfig
@@ -54,7 +55,7 @@ from synthiqa.models.losses import (
 )
 from synthiqa.models.registry import Method, register_method, register_model
 from synthiqa.models.regressors import create_regressor
-from synthiqa.models.training import LoopSettings, load_checkpoint, resolve_device, run_training
+from synthiqa.models.training import LoopSettings, load_checkpoint, run_training
 
 METHOD = "ceniqa"
 #: Most training embeddings the mixture is fitted on (a random subset beyond that).
@@ -545,6 +546,7 @@ class CENIQAPredictor:
         if not train:
             raise DatasetError("CENIQA: no training records")
         bundle = DataBundle(LabelSpace.from_records(train), list(train), list(val or []), [])
+        torch.manual_seed(self.config.seed)  # initial weights from the config's seed, not from earlier work
         task = CENIQATask(self.config, bundle, self.device)
         c = self.config
         settings = LoopSettings(c.total_epochs, c.learning_rate, c.weight_decay, c.scheduler, c.grad_clip,

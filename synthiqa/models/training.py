@@ -27,7 +27,6 @@ import torch
 from torch import nn
 
 from synthiqa.atomic import atomic_path, atomic_write_text
-from synthiqa.devices import resolve_device  # noqa: F401 (ceniqa.py still imports it from here)
 from synthiqa.errors import SynthiqaError
 
 
