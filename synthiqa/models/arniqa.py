@@ -135,9 +135,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset_config(name: str = "default", **overrides: Any) -> ARNIQAConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown ARNIQA preset {name!r}; known: {', '.join(PRESETS)}")
-    return ARNIQAConfig().replace(**PRESETS[name]).replace(**overrides)
+    """The config of a named preset, with ``overrides`` applied."""
+    return ARNIQAConfig.from_preset(PRESETS, name, "ARNIQA", **overrides)
 
 
 # ---------------------------------------------------------------------------------------- network

@@ -74,9 +74,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 def preset_config(name: str = "default", **overrides: Any) -> CENIQAConfig:
     """The config of a named preset, with ``overrides`` applied."""
-    if name not in PRESETS:
-        raise ConfigError(f"unknown CENIQA preset {name!r}; known: {', '.join(PRESETS)}")
-    return CENIQAConfig().replace(**PRESETS[name]).replace(**overrides)
+    return CENIQAConfig.from_preset(PRESETS, name, "CENIQA", **overrides)
 
 
 class CENIQANet(nn.Module):

@@ -53,6 +53,15 @@ class MethodConfig:
         except ConfigError as exc:
             raise ConfigError(f"{source}: {exc}") from None
 
+    @classmethod
+    def from_preset(cls: type[C], presets: dict[str, dict[str, Any]], name: str, label: str,
+                    **overrides: Any) -> C:
+        """The defaults with preset ``name`` from ``presets`` applied, then ``overrides``; ``label`` names the
+        method in the one-line error for an unknown preset."""
+        if name not in presets:
+            raise ConfigError(f"unknown {label} preset {name!r}; known: {', '.join(presets)}")
+        return cls().replace(**presets[name]).replace(**overrides)
+
     def replace(self: C, **overrides: Any) -> C:
         """A copy with some fields changed (``None`` values are ignored: the CLI's unset options)."""
         d = self.to_dict()

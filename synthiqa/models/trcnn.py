@@ -145,9 +145,8 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def preset_config(name: str = "default", **overrides: Any) -> TRCNNConfig:
-    if name not in PRESETS:
-        raise ConfigError(f"unknown TRCNN preset {name!r}; known: {', '.join(PRESETS)}")
-    return TRCNNConfig().replace(**PRESETS[name]).replace(**overrides)
+    """The config of a named preset, with ``overrides`` applied."""
+    return TRCNNConfig.from_preset(PRESETS, name, "TRCNN", **overrides)
 
 
 # ---------------------------------------------------------------------------------------- network
