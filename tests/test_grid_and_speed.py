@@ -161,3 +161,23 @@ def test_bench_speed_without_albumentations_says_so(monkeypatch):
     assert row.synthiqa > 0 and row.albumentations is None and row.kornia is None
     assert result.geomean_ratio("albumentations") is None
     assert any("albumentations is not installed" in line for line in speed.summary_lines(result))
+
+
+def test_speed_geomean_counts_only_equivalent_peers_in_the_headline():
+    from synthiqa.benchmarks import speed
+
+    rows = [speed.SpeedRow("white_noise", 200.0, 100.0, "GaussNoise", True),
+            speed.SpeedRow("brighten", 10.0, 1000.0, "RandomGamma", False),
+            speed.SpeedRow("fog", 5.0)]
+    result = speed.SpeedResult(speed.SpeedConfig(), rows, None)
+    assert result.geomean_ratio("albumentations") == pytest.approx(2.0)
+    assert result.count("albumentations") == 1 and result.count("albumentations", False) == 2
+    assert result.geomean_ratio("albumentations", False) == pytest.approx((2.0 * 0.01) ** 0.5)
+    assert speed.format_ratio(0.01, False) == "~0.01x" and speed.format_ratio(2.0) == "2.00x"
+    summary = speed.summary_lines(result)[0]
+    assert "over the 1 ops it has an equivalent of: 2.00x" in summary and "~" in summary
+    assert set(speed.ALBUMENTATIONS_APPROXIMATE) >= {"brighten", "darken", "quantization", "high_sharpen"}
+    assert "gaussian_blur" not in speed.ALBUMENTATIONS_APPROXIMATE
+    data = result.to_dict()
+    assert data["rows"][1]["albumentations_equivalent"] is False
+    assert data["geomean_ratio_albumentations_all"] == pytest.approx((2.0 * 0.01) ** 0.5)
