@@ -433,10 +433,12 @@ def bench_speed_command(
         ops.add_column(col)
     for r in result.rows:
         table.add_row(r.name, speed.format_rate(r.synthiqa), speed.format_rate(r.albumentations),
-                      speed.format_ratio(r.ratio_albumentations), speed.format_rate(r.kornia),
-                      speed.format_ratio(r.ratio_kornia))
+                      speed.format_ratio(r.ratio_albumentations, r.albumentations_equivalent),
+                      speed.format_rate(r.kornia), speed.format_ratio(r.ratio_kornia, r.kornia_equivalent))
         if r.albumentations_op or r.kornia_op:
-            ops.add_row(r.name, r.albumentations_op or "-", r.kornia_op or "-")
+            ops.add_row(r.name,
+                        speed.peer_label(r.albumentations_op, speed.ALBUMENTATIONS_APPROXIMATE.get(r.name)),
+                        speed.peer_label(r.kornia_op, speed.KORNIA_APPROXIMATE.get(r.name)))
     console.print(table)
     console.print(ops)
     for line in speed.summary_lines(result):
