@@ -75,17 +75,24 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 
 def map_images(n: int, fn: Callable[[int], None]) -> None:
     """Run ``fn(i)`` for i in 0..n-1 on ``torch.get_num_threads()`` threads (serially for one), one share
-    of the indices per thread (few hand-offs: per-image work can be tens of microseconds)."""
+    of the indices per thread, the calling thread taking the first (few hand-offs: per-image work can be
+    tens of microseconds)."""
     workers = min(torch.get_num_threads(), n)
 
     def run(chunk: range) -> None:
         for i in chunk:
             fn(i)
 
-    if workers > 1:
-        list(_pool(workers).map(run, [range(w, n, workers) for w in range(workers)]))
-    else:
+    if workers <= 1:
         run(range(n))
+        return
+    pool = _pool(workers - 1)
+    others = [pool.submit(run, range(w, n, workers)) for w in range(1, workers)]
+    try:
+        run(range(0, n, workers))
+    finally:
+        for f in others:
+            f.result()
 
 
 def image_range(image: np.ndarray) -> tuple[float, float]:
@@ -105,17 +112,23 @@ def apply_lut(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
         import cv2
 
         cv2.LUT(image, table, dst=out)
-        return
-    if out.ctypes.data != image.ctypes.data:
-        np.copyto(out, image)
-    sz.translate(memoryview(out), memoryview(table), inplace=True)
+    elif out.ctypes.data == image.ctypes.data:
+        sz.translate(memoryview(out), memoryview(table), inplace=True)
+    else:
+        sz.translate(memoryview(image), memoryview(table), out=memoryview(out))
 
 
 @lru_cache(maxsize=1)
 def _stringzilla() -> ModuleType | None:
+    """StringZilla when it is installed and its ``translate`` writes into a given buffer (``out=``)."""
     try:
         import stringzilla
     except ImportError:
+        return None
+    probe = bytearray(1)
+    try:
+        stringzilla.translate(b"\x00", bytes(range(256)), out=memoryview(probe))
+    except TypeError:
         return None
     return stringzilla
 
@@ -132,9 +145,21 @@ def stretch(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor
     return (x - torch.where(flat, 0.0, lo)).div_(torch.where(flat, 1.0, span))
 
 
-def _to_uint8(unit: torch.Tensor) -> np.ndarray:
-    """Values in [0, 1] to uint8 by rounding to nearest."""
-    return unit.mul(255.0).round_().clamp_(0, 255).to(torch.uint8).numpy()
+def stretch_array(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
+    """:func:`stretch` on float32 NumPy arrays (the same float32 operations, so the same values): small
+    per-sample tables are cheaper in NumPy than in torch, whose tiny ops can wake its thread pool."""
+    span = hi - lo
+    flat = span <= FLAT_SPAN
+    return (x - np.where(flat, np.float32(0.0), lo)) / np.where(flat, np.float32(1.0), span)
+
+
+def to_uint8_table(unit: np.ndarray) -> np.ndarray:
+    """float32 values in [0, 1] to uint8 by rounding to nearest (half to even, as ``torch.round``)."""
+    return np.rint(unit * np.float32(255.0)).clip(0.0, 255.0).astype(np.uint8)
+
+
+#: ``unit_values()`` as a NumPy float32 array ``[256]``.
+UNIT_VALUES = np.arange(256, dtype=np.float32) / np.float32(255.0)
 
 
 # -- pointwise curves ------------------------------------------------------------------------------
@@ -146,18 +171,21 @@ def register_pointwise(*names: str) -> None:
 
 def _pointwise_path(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
                     out: np.ndarray) -> None:
+    """One lookup table per sample from the distortion's own ``apply`` on a ``[B,3,1,256]`` ramp; the
+    tables' arithmetic around it is NumPy float32 (the float path's operations, value for value)."""
     import cv2
 
     b = images.shape[0]
-    ramp = unit_values().view(1, 1, 1, 256).expand(b, 3, 1, 256)
+    ramp = np.broadcast_to(UNIT_VALUES, (b, 3, 1, 256))
     if wrap:
-        ranges = torch.tensor([image_range(im) for im in images], dtype=torch.uint8)  # [B, 2], cheap
-        bounds = ranges.float().div_(255.0).view(b, 2, 1, 1, 1)
-        ramp = stretch(ramp, bounds[:, 0], bounds[:, 1])
-    curve = dist.apply(ramp.contiguous(), params).clamp_(0.0, 1.0)[:, :, 0]  # [B,3,256]
+        ranges = np.array([image_range(im) for im in images], dtype=np.intp)  # [B, 2], cheap
+        bounds = UNIT_VALUES[ranges].reshape(b, 2, 1, 1, 1)
+        ramp = stretch_array(ramp, bounds[:, 0], bounds[:, 1])
+    ramp_t = torch.from_numpy(np.ascontiguousarray(ramp, dtype=np.float32))
+    curve = dist.apply(ramp_t, params).clamp_(0.0, 1.0)[:, :, 0].numpy()  # [B,3,256]
     if wrap:
-        curve = stretch(curve, *_output_range(images, curve, ranges.long()))
-    luts = _to_uint8(curve)  # [B,3,256]
+        curve = stretch_array(curve, *_output_range(images, curve, ranges))
+    luts = to_uint8_table(curve)  # [B,3,256]
     shared = (luts == luts[:, :1]).all(axis=(1, 2))  # one curve for all three channels: a 1-channel table
     tables = [luts[i, 0] if shared[i] else np.ascontiguousarray(luts[i].T).reshape(256, 1, 3)
               for i in range(b)]
@@ -171,9 +199,9 @@ def _pointwise_path(dist: Distortion, images: np.ndarray, params: Mapping[str, t
     map_images(b, one)
 
 
-def _output_range(images: np.ndarray, curve: torch.Tensor, ranges: torch.Tensor,
-                  ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per-sample min and max ``[B,1,1]`` of ``curve`` [B,3,256] over the values present in each image.
+def _output_range(images: np.ndarray, curve: np.ndarray, ranges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-sample min and max ``[B,1,1]`` of ``curve`` [B,3,256] over the values present in each image
+    (``ranges``: its [min, max] values, ``[B,2]``).
 
     Where a sample's three channel curves are equal and monotone over its [min, max] value range (the
     tone curves), the extremes are the curve at the image's min and max values; otherwise the image's
@@ -182,22 +210,21 @@ def _output_range(images: np.ndarray, curve: torch.Tensor, ranges: torch.Tensor,
     import cv2
 
     b = curve.shape[0]
+    rows = np.arange(b)
     lo_v, hi_v = ranges[:, 0], ranges[:, 1]
-    at_lo = curve[torch.arange(b), 0, lo_v]
-    at_hi = curve[torch.arange(b), 0, hi_v]
-    lo2, hi2 = torch.minimum(at_lo, at_hi), torch.maximum(at_lo, at_hi)
-    steps = curve[:, 0].diff(dim=1)  # [B,255]; step k goes from value k to k+1
-    k = torch.arange(255).view(1, -1)
-    inside = (k >= lo_v.view(-1, 1)) & (k < hi_v.view(-1, 1))
-    rising = ((steps >= 0) | ~inside).all(dim=1)
-    falling = ((steps <= 0) | ~inside).all(dim=1)
-    same = (curve == curve[:, :1]).flatten(1).all(dim=1)
-    for i in torch.nonzero(~(same & (rising | falling))).flatten().tolist():
-        present = torch.from_numpy(np.stack([
-            cv2.calcHist([images[i]], [c], None, [256], [0, 256]).reshape(-1) > 0 for c in range(3)]))
-        lo2[i] = curve[i].masked_fill(~present, float("inf")).min()
-        hi2[i] = curve[i].masked_fill(~present, float("-inf")).max()
-    return lo2.view(b, 1, 1), hi2.view(b, 1, 1)
+    at_lo, at_hi = curve[rows, 0, lo_v], curve[rows, 0, hi_v]
+    lo2, hi2 = np.minimum(at_lo, at_hi), np.maximum(at_lo, at_hi)
+    steps = np.diff(curve[:, 0], axis=1)  # [B,255]; step k goes from value k to k+1
+    k = np.arange(255)
+    outside = (k < lo_v[:, None]) | (k >= hi_v[:, None])
+    rising = ((steps >= 0) | outside).all(axis=1)
+    falling = ((steps <= 0) | outside).all(axis=1)
+    same = (curve == curve[:, :1]).all(axis=(1, 2))
+    for i in np.flatnonzero(~(same & (rising | falling))):
+        present = np.stack([cv2.calcHist([images[i]], [c], None, [256], [0, 256]).reshape(-1) > 0
+                            for c in range(3)])
+        lo2[i], hi2[i] = curve[i][present].min(), curve[i][present].max()
+    return lo2.reshape(b, 1, 1), hi2.reshape(b, 1, 1)
 
 
 # -- ops that commute with the input stretch -------------------------------------------------------
