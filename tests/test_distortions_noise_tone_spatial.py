@@ -399,3 +399,19 @@ def test_cuda_batch_independent_and_close_to_cpu_when_deterministic(name, profil
     if name in deterministic or (name, profile) == ("quantization", "arniqa"):
         cpu, _ = run(name, profile, x.cpu(), [1, 3, 5], [1, 2, 3])
         assert (full.cpu() - cpu).abs().max() < 2e-3
+
+
+def test_noise_uint8_paths_are_registered_and_impulse_bounds_match_the_division():
+    from synthiqa.distortions.fastpath import UINT8_PATHS
+    from synthiqa.distortions.noise import _first_at_least
+
+    assert {"white_noise", "impulse_noise", "multiplicative_noise"} <= set(UINT8_PATHS)
+    g = torch.Generator().manual_seed(0)
+    for d in (0.001, 0.005, 0.0123, 0.03, 1 / 3):
+        d32 = torch.tensor(d, dtype=torch.float32)
+        for target in (0.5, 1.0):
+            b = _first_at_least(target, d32.numpy())
+            b_t = torch.tensor(b)
+            edge = torch.stack([b_t, *(torch.nextafter(b_t, torch.tensor(v)) for v in (0.0, 1.0))])
+            u = torch.cat([torch.rand(20000, generator=g) * 2 * d32, edge])
+            assert torch.equal(u / d32 >= target, u >= b_t), (d, target)

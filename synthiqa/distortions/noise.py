@@ -13,6 +13,15 @@ import numpy as np
 import torch
 
 from synthiqa.distortions.base import Distortion, LevelTable
+from synthiqa.distortions.fastpath import (
+    FLAT_SPAN,
+    apply_lut,
+    image_range,
+    map_images,
+    register_uint8_path,
+    stretch,
+    unit_values,
+)
 from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.distortions.rng import SampleRNG, normal_field, uniform_field
@@ -227,3 +236,154 @@ class Denoise(Distortion):
                              eps_scale=float(self.options.get("eps_scale", 0.25)),
                              guide_sigma=float(self.options.get("guide_sigma", 1.0)))
         return out.clamp_(0.0, 1.0)
+
+
+# -- uint8 CPU fast paths (fastpath.py) ------------------------------------------------------------------
+# The noise field is the float path's own (the sample's torch generator, planar [3,H,W] order), so the
+# 8-bit image is split into planes, the planes become the float path's stretched float32 values through a
+# per-image table, and the result is merged back; the cost is mostly the generator itself.
+def _input_tables(images: np.ndarray, wrap: bool) -> np.ndarray:
+    """``[B, 256]`` float32 tables v -> the float path's value of v after the input stretch (``v / 255``
+    without the wrap)."""
+    ramp = unit_values().view(1, 256).expand(len(images), 256)
+    if wrap:
+        bounds = torch.tensor([image_range(im) for im in images], dtype=torch.uint8).float().div_(255.0)
+        ramp = stretch(ramp, bounds[:, :1], bounds[:, 1:])
+    return np.ascontiguousarray(ramp.numpy())
+
+
+def _planes(image: np.ndarray) -> np.ndarray:
+    """An ``[H,W,3]`` uint8 image as one ``[3H, W]`` array of its three planes."""
+    import cv2
+
+    h, w = image.shape[:2]
+    planes = np.empty((3 * h, w), dtype=np.uint8)
+    cv2.mixChannels([image], [planes[c * h:(c + 1) * h] for c in range(3)], [0, 0, 1, 1, 2, 2])
+    return planes
+
+
+def _finish_planes(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
+    """Write float32 planes ``[3H, W]`` (the step's result before its clamp to [0, 1]) to ``out`` [H,W,3]
+    as the float path does: clamp, the output stretch by the clamped range under the wrap, round."""
+    import cv2
+
+    h = out.shape[0]
+    lo, hi = cv2.minMaxLoc(result)[:2]
+    if lo < 0.0:  # below-zero values to 0; values above the top end saturate in the 8-bit conversion
+        cv2.threshold(result, 0.0, 0.0, cv2.THRESH_TOZERO, dst=result)
+    lo, hi = min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0)
+    if wrap and hi - lo > FLAT_SPAN:
+        alpha, beta = 255.0 / (hi - lo), -lo * 255.0 / (hi - lo)
+    else:
+        alpha, beta = 255.0, 0.0
+    planes = cv2.convertScaleAbs(result, alpha=alpha, beta=beta)
+    cv2.merge([planes[c * h:(c + 1) * h] for c in range(3)], dst=out)
+
+
+def _scaled_noise_uint8(images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool, out: np.ndarray,
+                        field: str, gains: list[tuple[float, float]], multiplicative: bool) -> None:
+    """``x + a f`` (additive) or ``x + x (a f + c)`` (multiplicative) per element, f the sample's ``field``
+    (``normal`` or ``uniform``), (a, c) = ``gains[i]``; the float path's clamp and wrap."""
+    import cv2
+
+    b, h, w, _ = images.shape
+    tables = _input_tables(images, wrap)
+    seeds = params["field_seed"]
+    draw = normal_field if field == "normal" else uniform_field
+
+    def one(i: int) -> None:
+        noise = draw(seeds[i:i + 1], (3, h, w), "cpu").numpy().reshape(3 * h, w)
+        x = cv2.LUT(_planes(images[i]), tables[i])
+        a, c = gains[i]
+        if multiplicative:  # x + x (a f + c) = a (f x) + (1 + c) x
+            cv2.multiply(noise, x, dst=noise, scale=a)
+            cv2.scaleAdd(x, 1.0 + c, noise, dst=noise)
+        else:
+            cv2.scaleAdd(noise, a, x, dst=noise)
+        _finish_planes(noise, wrap, out[i])
+
+    map_images(b, one)
+
+
+def _f32(values: torch.Tensor) -> torch.Tensor:
+    """A parameter as the float path sees it (``params_to``: float32)."""
+    return values.to(torch.float32)
+
+
+@register_uint8_path("white_noise")
+def _white_noise_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                       out: np.ndarray) -> None:
+    sigma = _f32(params["variance"]).sqrt()
+    _scaled_noise_uint8(images, params, wrap, out, "normal", [(s, 0.0) for s in sigma.tolist()], False)
+
+
+@register_uint8_path("multiplicative_noise")
+def _multiplicative_noise_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor],
+                                wrap: bool, out: np.ndarray) -> bool:
+    law = dist.options.get("law", "gaussian")
+    var = _f32(params["variance"])
+    if law == "uniform":  # n = sqrt(12 v) (u - 1/2)
+        k = (12.0 * var).sqrt_().tolist()
+        gains = [(a, -0.5 * a) for a in k]
+        field = "uniform"
+    elif law == "gaussian":
+        gains = [(s, 0.0) for s in var.sqrt().tolist()]
+        field = "normal"
+    else:
+        return False
+    _scaled_noise_uint8(images, params, wrap, out, field, gains, True)
+    return True
+
+
+def _first_at_least(target: float, density: np.float32) -> np.float32:
+    """The smallest float32 u in [0, 1] with ``float32(u / density) >= target`` (u / d rises with u), so
+    that comparing u with it gives the float path's comparison of ``u / d`` bit for bit."""
+    def reaches(u: np.float32) -> bool:
+        return bool(np.float32(u) / density >= np.float32(target))
+
+    u = np.float32(target) * density
+    while u > 0 and reaches(np.nextafter(u, np.float32(0.0))):
+        u = np.nextafter(u, np.float32(0.0))
+    while not reaches(u):
+        u = np.nextafter(u, np.float32(2.0))
+    return np.float32(u)
+
+
+@register_uint8_path("impulse_noise")
+def _impulse_noise_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                         out: np.ndarray) -> None:
+    """Hits replace 8-bit values by 0 (pepper) and 255 (salt). Under the wrap the stretched pepper and salt
+    are exactly 0 and 1, the stretched image's own extremes, so one table per image maps the raw values
+    through both stretches, with its 0 and 255 entries set to the stretched 0 and 1 (an unhit 0 or 255
+    can only be the image's min or max, whose stretched values are those too)."""
+    import cv2
+
+    b, h, w, _ = images.shape
+    seeds = params["field_seed"]
+    density = _f32(params["density"]).numpy()
+    bounds = [(_first_at_least(0.5, d), _first_at_least(1.0, d)) for d in density]  # salt from, hit below
+    ranges = [((0.0, 0.0), (0.0, 0.0))] * b
+
+    def hit(i: int) -> None:
+        u = uniform_field(seeds[i:i + 1], (3, h, w), "cpu").numpy().reshape(3 * h, w)
+        salt_from, hit_below = bounds[i]
+        kept = cv2.compare(u, float(salt_from), cv2.CMP_GE)  # 255 except pepper
+        salt = cv2.inRange(u, float(salt_from), float(np.nextafter(hit_below, np.float32(0.0))))
+        masks = [np.empty_like(images[i]) for _ in range(2)]
+        for m, planes in zip(masks, (kept, salt), strict=True):
+            cv2.merge([planes[c * h:(c + 1) * h] for c in range(3)], dst=m)
+        cv2.bitwise_and(images[i], masks[0], dst=out[i])
+        cv2.bitwise_or(out[i], masks[1], dst=out[i])
+        if wrap:
+            ranges[i] = (image_range(images[i]), image_range(out[i]))
+
+    map_images(b, hit)
+    if not wrap:
+        return
+    inputs = torch.tensor([r[0] for r in ranges], dtype=torch.uint8).float().div_(255.0)
+    ramp = stretch(unit_values().view(1, 256), inputs[:, :1], inputs[:, 1:])  # [B, 256] stretched values
+    ramp[:, 0], ramp[:, 255] = 0.0, 1.0  # pepper and salt
+    present = torch.tensor([r[1] for r in ranges], dtype=torch.long)  # raw range of the result
+    lo2, hi2 = ramp.gather(1, present[:, :1]), ramp.gather(1, present[:, 1:])
+    luts = stretch(ramp, lo2, hi2).clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).numpy()
+    map_images(b, lambda i: apply_lut(out[i], luts[i], out[i]))
