@@ -9,10 +9,25 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from synthiqa.distortions.base import Distortion, LevelTable
-from synthiqa.distortions.colorspace import lab_to_rgb, rgb_to_lab
+from synthiqa.distortions.colorspace import (
+    lab_of_uint8,
+    lab_to_rgb,
+    lab_to_rgb_array,
+    rgb_to_lab,
+    srgb_to_linear,
+)
+from synthiqa.distortions.fastpath import (
+    UNIT_VALUES,
+    finish_unit,
+    image_range,
+    map_images,
+    register_uint8_path,
+    stretch_array,
+)
 from synthiqa.distortions.registry import register_distortion
 
 
@@ -71,6 +86,55 @@ class Brighten(Distortion):
         lab = to_lab(images, bgr)
         lab[:, :1] = bend(lab[:, :1].div(100.0), a).mul_(100.0)
         return bend(images.clone(), a).mul_(2.0).add_(from_lab(lab, bgr, clamp_z)).div_(3.0)
+
+
+def unit_tables(images: np.ndarray, wrap: bool) -> torch.Tensor:
+    """The values the float path sees for each uint8 value of each image: float32 ``[B,256]``, ``v/255``
+    min-max stretched per image under the wrap (its arithmetic, value for value)."""
+    b = images.shape[0]
+    ramp = np.broadcast_to(UNIT_VALUES, (b, 256))
+    if wrap:
+        ranges = np.array([image_range(im) for im in images], dtype=np.intp)
+        ramp = stretch_array(ramp, UNIT_VALUES[ranges[:, :1]], UNIT_VALUES[ranges[:, 1:]])
+    return torch.from_numpy(np.ascontiguousarray(ramp, dtype=np.float32))
+
+
+def bend_array(x: np.ndarray, twice_amount: np.float32) -> np.ndarray:
+    """:func:`bend` on a float32 array with ``2 a`` given (the same float32 operations); ``x`` is kept."""
+    y = np.subtract(np.float32(1.0), x)
+    y *= twice_amount
+    y += np.float32(1.0)
+    y *= x
+    return np.clip(y, 0.0, 1.0, out=y)
+
+
+@register_uint8_path("brighten")
+def _brighten_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                    out: np.ndarray) -> bool | None:
+    """uint8 fast path: the RGB curve and linear light are per-image lookup tables of the 256 values;
+    L* comes from ``lab_of_uint8``, is bent in place, and goes back through OpenCV's ``Lab2RGB``."""
+    bgr, clamp_z = lab_options(dist.options)
+    if bgr:
+        return False
+    unit = unit_tables(images, wrap)
+    amount = params["amount"].to(torch.float32).view(-1, 1)
+    linear = srgb_to_linear(unit).numpy()
+    rgb_part = bend(unit.clone(), amount).mul_(2.0).numpy()  # 2 f(x) of each value
+    twice = (2.0 * amount).view(-1).numpy()
+
+    def one(i: int) -> None:
+        import cv2
+
+        lab = lab_of_uint8(images[i], linear[i])
+        lum = lab[..., 0]
+        lum[...] = bend_array(lum / np.float32(100.0), twice[i]) * np.float32(100.0)
+        result = lab_to_rgb_array(lab, clamp_z)
+        result += cv2.LUT(images[i], rgb_part[i])
+        result /= np.float32(3.0)
+        finish_unit(result, wrap, out[i])
+
+    map_images(images.shape[0], one)
+    return None
 
 
 @register_distortion

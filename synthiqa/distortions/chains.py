@@ -22,6 +22,7 @@ from synthiqa.distortions.base import (
     check_shape,
     params_to,
 )
+from synthiqa.distortions.fastpath import FLAT_SPAN
 from synthiqa.distortions.registry import distortion_groups, get_distortion, get_profile, resolve_name
 from synthiqa.distortions.rng import as_seed_tensor, derive_seed
 from synthiqa.errors import DistortionInputError
@@ -109,14 +110,15 @@ def sample_chain(seed: int, profile: str = "arniqa", max_distortions: int | None
 
 
 def minmax_stretch(images: torch.Tensor, inplace: bool = False) -> torch.Tensor:
-    """Stretch each image (all channels together) to [0, 1]; flat images are left as they are.
+    """Stretch each image (all channels together) to [0, 1]; flat images (a span of at most ``FLAT_SPAN``:
+    float rounding, such as a grey image's a*/b* noise after a Lab round trip) are left as they are.
 
     ``inplace=True`` overwrites ``images`` (no full-size allocation).
     """
     lo = images.amin(dim=(1, 2, 3), keepdim=True)  # no flatten: that copies a channels-last batch
     hi = images.amax(dim=(1, 2, 3), keepdim=True)
     span = hi - lo
-    flat_image = span <= 1e-12  # per-sample [B,1,1,1]: decide on the small tensors, one pass over pixels
+    flat_image = span <= FLAT_SPAN  # per-sample [B,1,1,1]: decide on the small tensors, one pass over pixels
     offset = torch.where(flat_image, 0.0, lo)
     shifted = images.sub_(offset) if inplace else images - offset
     return shifted.div_(torch.where(flat_image, 1.0, span))

@@ -3,9 +3,13 @@
 ``rgb_to_lab`` / ``lab_to_rgb`` take and return ``[B,3,H,W]`` float tensors (RGB in [0, 1]). They use
 Kornia's constants (``kornia.color.rgb_to_lab``, the sRGB transfer curve, CIE thresholds 0.008856 and
 7.787) and agree with Kornia to about 1e-4 in L*a*b*, but are written as a few fused tensor operations,
-about twice as fast on a CPU. (OpenCV's float ``cvtColor`` Lab was tried and rejected: its L* differs
-from the CIE formula by up to 0.2.) Every operation is per pixel, so a sample's result never depends on
+about twice as fast on a CPU. Every operation is per pixel, so a sample's result never depends on
 its batch mates.
+
+``lab_of_uint8`` / ``lab_to_rgb_array`` are the same conversions on one 8-bit ``[H,W,3]`` NumPy image for
+the uint8 fast path: a lookup table to linear light, ``cv2.transform`` for the matrices, ``np.cbrt``; the
+way back is OpenCV's float ``Lab2RGB`` (within about 0.1/255 of ``lab_to_rgb``). OpenCV's float
+``RGB2Lab`` is not used: its L* differs from the CIE formula by up to 0.2.
 
 Channels are true RGB order: ARNIQA feeds BGR data to Kornia's RGB formulas, a quirk deliberately not
 copied here.
@@ -13,6 +17,7 @@ copied here.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 
 #: Linear sRGB -> XYZ (D65), rows X, Y, Z; the same matrix as Kornia's ``rgb_to_xyz``.
@@ -84,3 +89,38 @@ def lab_to_rgb(lab: torch.Tensor, clamp_negative_z: bool = True) -> torch.Tensor
 def truncate_to_8bit(images: torch.Tensor) -> torch.Tensor:
     """``trunc(x * 255) / 255``: drop to the 8-bit grid by truncation, as MATLAB's and ARNIQA's Lab ops do."""
     return torch.trunc(images * 255.0) / 255.0
+
+
+# -- 8-bit images on the CPU (NumPy/OpenCV), for the uint8 fast path -------------------------------
+#: White-normalised linear sRGB -> XYZ, float32 (``rgb_to_lab``'s matrix), for ``cv2.transform``.
+_XYZ_OVER_WHITE = (np.array(RGB_TO_XYZ, dtype=np.float32) / np.array(WHITE_D65, dtype=np.float32)[:, None])
+#: (f(X), f(Y), f(Z)) -> (L*, a*, b*): L* = 116 f(Y) - 16, a* = 500 (f(X) - f(Y)), b* = 200 (f(Y) - f(Z)).
+_F_TO_LAB = np.array([[0.0, 116.0, 0.0, -16.0], [500.0, -500.0, 0.0, 0.0], [0.0, 200.0, -200.0, 0.0]],
+                     dtype=np.float32)
+
+
+def lab_of_uint8(image: np.ndarray, linear: np.ndarray) -> np.ndarray:
+    """CIELAB (as :func:`rgb_to_lab`) float32 ``[H,W,3]`` of a uint8 RGB ``[H,W,3]`` image whose values
+    ``v`` stand for linear light ``linear[v]`` (float32 ``[256]``: ``srgb_to_linear`` of the values the
+    float path sees, e.g. after a min-max stretch). Within float32 rounding of ``rgb_to_lab``."""
+    import cv2
+
+    xyz = cv2.transform(cv2.LUT(image, linear), _XYZ_OVER_WHITE)
+    f = np.cbrt(xyz)
+    flat_xyz, flat_f = xyz.reshape(-1), f.reshape(-1)
+    dark = np.flatnonzero(flat_xyz <= _EPSILON)  # the CIE linear segment: few pixels of a photo
+    flat_f[dark] = flat_xyz[dark] * np.float32(_KAPPA) + np.float32(4 / 29)
+    return cv2.transform(f, _F_TO_LAB)
+
+
+def lab_to_rgb_array(lab: np.ndarray, clamp_negative_z: bool) -> np.ndarray:
+    """:func:`lab_to_rgb` of float32 ``[H,W,3]`` CIELAB by OpenCV's ``Lab2RGB`` (D65, sRGB; within about
+    0.1/255 of ours), clamped to [0, 1]. ``clamp_negative_z`` caps b* at 200 f(Y) first (f(Z) >= 0);
+    ``lab`` is overwritten then."""
+    import cv2
+
+    if clamp_negative_z:
+        b = lab[..., 2]
+        np.minimum(b, (lab[..., 0] + np.float32(16.0)) * np.float32(200.0 / 116.0), out=b)
+    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+    return np.clip(rgb, 0.0, 1.0, out=rgb)

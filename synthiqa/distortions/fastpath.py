@@ -42,7 +42,9 @@ from synthiqa.distortions.base import Distortion
 #: it fills the output, or returns False without touching it to decline (an option it does not cover).
 Uint8Path = Callable[[Distortion, np.ndarray, Mapping[str, torch.Tensor], bool, np.ndarray], "bool | None"]
 UINT8_PATHS: dict[str, Uint8Path] = {}
-FLAT_SPAN = 1e-12  # minmax_stretch's flat-image threshold, in [0, 1] units
+#: ``minmax_stretch``'s flat-image threshold in [0, 1] units: far below one 8-bit step, far above the float32
+#: noise of flat inputs (a grey image through a Lab round trip varies by up to about 6e-6).
+FLAT_SPAN = 1e-4
 
 
 def register_uint8_path(*names: str) -> Callable[[Uint8Path], Uint8Path]:
@@ -255,6 +257,21 @@ def finish_float(image: np.ndarray, result: np.ndarray, wrap: bool, out: np.ndar
         lo, span = lo1, hi1 - lo1
     else:
         lo, span = 0.0, 255.0
+    cv2.convertScaleAbs(result, dst=out, alpha=255.0 / span, beta=-lo * 255.0 / span)
+
+
+def finish_unit(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
+    """Write the rounded 8-bit form of a float32 ``[H,W,3]`` step result on the [0, 1] scale (``result`` is
+    overwritten): clamped to [0, 1] as the float path clamps, and under the wrap stretched to [0, 1] by its
+    own range (a flat result is left as it is, as ``minmax_stretch`` leaves it)."""
+    import cv2
+
+    np.clip(result, 0.0, 1.0, out=result)
+    lo, span = 0.0, 1.0
+    if wrap:
+        lo2, hi2 = cv2.minMaxLoc(result.reshape(result.shape[0], -1))[:2]
+        if hi2 - lo2 > FLAT_SPAN:
+            lo, span = lo2, hi2 - lo2
     cv2.convertScaleAbs(result, dst=out, alpha=255.0 / span, beta=-lo * 255.0 / span)
 
 
