@@ -20,14 +20,7 @@ from synthiqa.distortions.colorspace import (
     rgb_to_lab,
     srgb_to_linear,
 )
-from synthiqa.distortions.fastpath import (
-    UNIT_VALUES,
-    finish_unit,
-    image_range,
-    map_images,
-    register_uint8_path,
-    stretch_array,
-)
+from synthiqa.distortions.fastpath import finish_unit, map_images, register_uint8_path, unit_tables
 from synthiqa.distortions.registry import register_distortion
 
 
@@ -86,17 +79,6 @@ class Brighten(Distortion):
         lab = to_lab(images, bgr)
         lab[:, :1] = bend(lab[:, :1].div(100.0), a).mul_(100.0)
         return bend(images.clone(), a).mul_(2.0).add_(from_lab(lab, bgr, clamp_z)).div_(3.0)
-
-
-def unit_tables(images: np.ndarray, wrap: bool) -> torch.Tensor:
-    """The values the float path sees for each uint8 value of each image: float32 ``[B,256]``, ``v/255``
-    min-max stretched per image under the wrap (its arithmetic, value for value)."""
-    b = images.shape[0]
-    ramp = np.broadcast_to(UNIT_VALUES, (b, 256))
-    if wrap:
-        ranges = np.array([image_range(im) for im in images], dtype=np.intp)
-        ramp = stretch_array(ramp, UNIT_VALUES[ranges[:, :1]], UNIT_VALUES[ranges[:, 1:]])
-    return torch.from_numpy(np.ascontiguousarray(ramp, dtype=np.float32))
 
 
 def bend_array(x: np.ndarray, twice_amount: np.float32) -> np.ndarray:

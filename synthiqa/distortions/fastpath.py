@@ -164,6 +164,17 @@ def to_uint8_table(unit: np.ndarray) -> np.ndarray:
 UNIT_VALUES = np.arange(256, dtype=np.float32) / np.float32(255.0)
 
 
+def unit_tables(images: np.ndarray, wrap: bool) -> torch.Tensor:
+    """The values the float path sees for each uint8 value of each image: float32 ``[B,256]``, ``v/255``
+    min-max stretched per image under the wrap (its arithmetic, value for value)."""
+    b = images.shape[0]
+    ramp = np.broadcast_to(UNIT_VALUES, (b, 256))
+    if wrap:
+        ranges = np.array([image_range(im) for im in images], dtype=np.intp)
+        ramp = stretch_array(ramp, UNIT_VALUES[ranges[:, :1]], UNIT_VALUES[ranges[:, 1:]])
+    return torch.from_numpy(np.ascontiguousarray(ramp, dtype=np.float32))
+
+
 # -- pointwise curves ------------------------------------------------------------------------------
 def register_pointwise(*names: str) -> None:
     """Mark distortions whose ``apply`` maps every channel value independently (the same curve at every

@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
+import numpy as np
 import torch
 
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.brightness import from_lab, lab_options, per_sample, to_lab
+from synthiqa.distortions.colorspace import lab_of_uint8, lab_to_rgb_array, srgb_to_linear
+from synthiqa.distortions.fastpath import finish_unit, map_images, register_uint8_path, unit_tables
 from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
 from synthiqa.distortions.registry import register_distortion
 
@@ -51,6 +54,33 @@ class HighSharpen(Distortion):
         detail = lum - separable_filter(lum, [taps] * lum.shape[0])
         lab[:, :1] = lum + per_sample(params["amount"], images) * detail
         return from_lab(lab, bgr, clamp_z)
+
+
+@register_uint8_path("high_sharpen")
+def _high_sharpen_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                        out: np.ndarray) -> bool | None:
+    """uint8 fast path: L* from ``lab_of_uint8`` (linear light as a per-image table), the unsharp mask on
+    the L* plane with OpenCV's separable filter (as ``separable_filter``), back through OpenCV's float
+    ``Lab2RGB``."""
+    import cv2
+
+    bgr, clamp_z = lab_options(dist.options)
+    if bgr:
+        return False
+    linear = srgb_to_linear(unit_tables(images, wrap)).numpy()
+    amounts = params["amount"].to(torch.float32).numpy()
+    taps = gaussian_kernel1d(float(dist.options.get("sigma", 6.0)), SHARPEN_KERNEL).astype(np.float32)
+
+    def one(i: int) -> None:
+        lab = lab_of_uint8(images[i], linear[i])
+        lum = np.ascontiguousarray(lab[..., 0])
+        detail = lum - cv2.sepFilter2D(lum, -1, taps, taps, borderType=cv2.BORDER_REPLICATE)
+        detail *= amounts[i]
+        lab[..., 0] = lum + detail
+        finish_unit(lab_to_rgb_array(lab, clamp_z), wrap, out[i])
+
+    map_images(images.shape[0], one)
+    return None
 
 
 def contrast_coefficients(amount: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
