@@ -415,3 +415,20 @@ def test_noise_uint8_paths_are_registered_and_impulse_bounds_match_the_division(
             edge = torch.stack([b_t, *(torch.nextafter(b_t, torch.tensor(v)) for v in (0.0, 1.0))])
             u = torch.cat([torch.rand(20000, generator=g) * 2 * d32, edge])
             assert torch.equal(u / d32 >= target, u >= b_t), (d, target)
+
+
+def test_pixelate_uint8_plan_takes_both_ways_back_up_and_matches_the_float_path():
+    from synthiqa.distortions.chains import apply_distortion
+    from synthiqa.distortions.spatial import _pixelate_plan
+
+    x = (textured(2, 40, 48) * 255).round().to(torch.uint8)
+    kinds = set()
+    for profile, rule in (("kadid", "matlab"), ("arniqa", "torch")):
+        strengths = get_distortion("pixelate", profile).table.params["strength"]
+        for level in (1, 2, 3, 4, 5):
+            z = Pixelate.scale(torch.tensor([strengths[level - 1]])).item()
+            kinds.add(isinstance(_pixelate_plan(z, 40, 48, rule)[1], int))
+            ref, _ = apply_distortion(x, "pixelate", level, [0, 1], profile)
+            fast, _ = apply_distortion(x, "pixelate", level, [0, 1], profile, out_dtype=torch.uint8)
+            assert torch.equal(fast, (ref * 255).round().to(torch.uint8)), (profile, level)
+    assert kinds == {True, False}  # an OpenCV resize and a remap back to full size were both used

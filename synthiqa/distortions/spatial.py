@@ -10,6 +10,7 @@ fractional levels, so integer levels give the table values exactly.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -381,38 +382,77 @@ def _wrap_luts(inputs: torch.Tensor, outputs: torch.Tensor) -> np.ndarray:
     return unit.mul_(255.0).round_().to(torch.uint8).numpy()
 
 
+def _nearest_map(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """OpenCV remap maps (map1, map2) that pick pixel (ys[r], xs[c]) into output pixel (r, c): fixed-point
+    (half the memory of float maps) where the coordinates fit in int16."""
+    import cv2
+
+    map_x = np.broadcast_to(xs.astype(np.float32)[None, :], (len(ys), len(xs)))
+    map_y = np.broadcast_to(ys.astype(np.float32)[:, None], (len(ys), len(xs)))
+    if max(len(xs), len(ys)) <= np.iinfo(np.int16).max:
+        return cv2.convertMaps(map_x, map_y, cv2.CV_16SC2, nninterpolation=True)[0], None
+    return map_x.copy(), map_y.copy()
+
+
+@lru_cache(maxsize=32)
+def _pixelate_plan(z: float, h: int, w: int, rule: str) -> tuple[tuple[np.ndarray, np.ndarray | None],
+                                                                  int | tuple[np.ndarray, np.ndarray | None]]:
+    """Pixelate at scale ``z`` on ``h`` x ``w`` images as two 8-bit steps: remap maps that pick the distinct
+    source rows and columns into a small image, then the way back up: an OpenCV nearest-resize flag when
+    OpenCV's rule gives the very index maps (checked on an index image of that size), else remap maps."""
+    import cv2
+
+    zt = torch.tensor([z], dtype=torch.float64)
+    (src_r, up_r), (src_c, up_c) = (np.unique(_pixelate_maps(zt, n, rule)[0].numpy(), return_inverse=True)
+                                    for n in (h, w))
+    down = _nearest_map(src_c, src_r)
+    index = np.stack(np.meshgrid(np.arange(len(src_r)), np.arange(len(src_c)), indexing="ij"), axis=-1)
+    want = np.stack(np.meshgrid(up_r, up_c, indexing="ij"), axis=-1)
+    for flag in (cv2.INTER_NEAREST_EXACT, cv2.INTER_NEAREST):
+        if np.array_equal(cv2.resize(index.astype(np.float32), (w, h), interpolation=flag), want):
+            return down, flag
+    return down, _nearest_map(up_c, up_r)
+
+
 @register_uint8_path("pixelate")
 def _pixelate_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
                     out: np.ndarray) -> None:
-    """The same nearest index maps, with OpenCV's remap; under the wrap, min and max of the picked
-    pixels fix the output stretch."""
+    """The same nearest index maps, in two OpenCV steps (``_pixelate_plan``): the distinct picked pixels
+    into a small image, then back to full size; under the wrap, the small image's min and max fix the
+    output stretch and its table is applied to the small image."""
     import cv2
 
     b, h, w, _ = images.shape
-    z = Pixelate.scale(params["strength"])
     rule = dist.options.get("resize", "torch")
-    rows = _pixelate_maps(z, h, rule).numpy()
-    cols = _pixelate_maps(z, w, rule).numpy()
-    maps: dict[float, tuple[np.ndarray, np.ndarray]] = {}  # samples at one scale share their maps
-    for i, zi in enumerate(z.tolist()):
-        if zi not in maps:
-            maps[zi] = (np.broadcast_to(cols[i].astype(np.float32)[None, :], (h, w)).copy(),
-                        np.broadcast_to(rows[i].astype(np.float32)[:, None], (h, w)).copy())
-    keys = z.tolist()
+    plans = [_pixelate_plan(zi, h, w, rule) for zi in Pixelate.scale(params["strength"]).tolist()]
+    small: list[np.ndarray] = [images[0]] * b
     ranges = [((0.0, 0.0), (0.0, 0.0))] * b
 
+    def enlarge(i: int) -> None:
+        up = plans[i][1]
+        if isinstance(up, int):
+            cv2.resize(small[i], (w, h), dst=out[i], interpolation=up)
+        else:
+            cv2.remap(small[i], *up, cv2.INTER_NEAREST, dst=out[i])
+
     def pick(i: int) -> None:
-        map_x, map_y = maps[keys[i]]
-        cv2.remap(images[i], map_x, map_y, cv2.INTER_NEAREST, dst=out[i])
+        small[i] = cv2.remap(images[i], *plans[i][0], cv2.INTER_NEAREST)
         if wrap:
-            ranges[i] = (image_range(images[i]), image_range(out[i]))
+            ranges[i] = (image_range(images[i]), image_range(small[i]))
+        else:
+            enlarge(i)
 
     map_images(b, pick)
     if not wrap:
         return
     inputs = _unit([r[0] for r in ranges])
     luts = _wrap_luts(inputs, stretch(_unit([r[1] for r in ranges]), inputs[:, :1], inputs[:, 1:]))
-    map_images(b, lambda i: apply_lut(out[i], luts[i], out[i]))
+
+    def finish(i: int) -> None:
+        apply_lut(small[i], luts[i], small[i])
+        enlarge(i)
+
+    map_images(b, finish)
 
 
 @register_uint8_path("color_block")
