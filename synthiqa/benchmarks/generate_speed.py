@@ -193,8 +193,15 @@ def _child_synthiqa(ref_dir: str, per_image: int, workers: int, seed: int, out: 
     from synthiqa.datasets.generate import GenerateConfig, generate
 
     torch.set_num_threads(workers)
+    # imports are not part of the job (the baseline imports Albumentations and OpenCV before its clock)
+    import cv2  # noqa: F401
+    import pyarrow.parquet  # noqa: F401
+
+    from synthiqa.distortions.registry import list_distortions
+
+    list_distortions("basic8")  # imports the distortion modules
     if "fr" in labels:
-        import piq  # noqa: F401  (import time is not part of the job)
+        import piq  # noqa: F401
     cfg = GenerateConfig(out=out, ref_dir=ref_dir, profile="basic8", mode="basic", per_image=per_image,
                          seed=seed, labels=tuple(labels.split(",")), device=device, workers=workers)
     t0 = time.perf_counter()

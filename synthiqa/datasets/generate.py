@@ -270,17 +270,21 @@ def _part_name(stem: str, chunk: tuple[Job, ...]) -> str:
 
 
 def encode_image(rgb: np.ndarray, image_format: str) -> bytes:
-    """Lossless encoding of an RGB uint8 ``HxWx3`` array (OpenCV, default settings)."""
+    """Lossless encoding of an RGB uint8 ``HxWx3`` array: ``cv2.imencode`` with OpenCV's default settings
+    (for PNG: zlib level 1, RLE strategy), what ``cv2.imwrite`` writes too."""
     import cv2
 
-    ok, buf = cv2.imencode(f".{image_format}", np.ascontiguousarray(rgb[..., ::-1]))
+    ok, buf = cv2.imencode(f".{image_format}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise DatasetError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} image as {image_format}")
     return buf.tobytes()
 
 
-def _write_image(path: Path, rgb: np.ndarray, image_format: str) -> None:
-    atomic_write_bytes(path, encode_image(rgb, image_format))
+def _write_image(paths: Iterable[Path], rgb: np.ndarray, image_format: str) -> None:
+    """Encode once, write the bytes to every path (atomically)."""
+    data = encode_image(rgb, image_format)
+    for path in paths:
+        atomic_write_bytes(path, data)
 
 
 @dataclass
@@ -405,7 +409,13 @@ def _bounded_map(pool: ThreadPoolExecutor, fn: Callable[[Any], Any], items: Iter
 
 
 class _ChunkRunner:
-    """Distort one chunk on the device and compute its labels; returns uint8 images and manifest rows."""
+    """Distort one chunk and compute its labels; returns RGB uint8 ``HxWx3`` arrays and manifest rows.
+
+    On the CPU the chunk's images are distorted one group of equal chain types at a time (a channels-last
+    batch of reference copies, so the uint8 fast path works on it and hands back ``HxWx3`` arrays with no
+    further copies or gathers); on other devices the chunk is one batch. Either way image i depends only
+    on its reference, chain, seed and device (the engine's batch invariance).
+    """
 
     def __init__(self, cfg: GenerateConfig, device: torch.device):
         self.cfg = cfg
@@ -414,31 +424,64 @@ class _ChunkRunner:
 
     @torch.inference_mode()
     def __call__(self, ref_u8: torch.Tensor, plan: RefPlan, chunk: tuple[Job, ...],
-                 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
+                 ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
+        if self.device.type == "cpu":
+            images, records, labels = self._each(ref_u8, chunk)
+        else:
+            images, records, labels = self._batch(ref_u8, chunk)
+        rows = [self._row(plan, job, records[j], {k: v[j] for k, v in labels.items()})
+                for j, job in enumerate(chunk)]
+        return images, rows
+
+    def _each(self, ref_u8: torch.Tensor, chunk: tuple[Job, ...],
+              ) -> tuple[list[np.ndarray], list[list[dict[str, Any]]], dict[str, list[float]]]:
+        images: list[np.ndarray] = [ref_u8.permute(1, 2, 0).numpy()] * len(chunk)  # pristine: the reference
+        records: list[list[dict[str, Any]]] = [[] for _ in chunk]
+        groups: dict[tuple[str, ...], list[int]] = {}
+        for j, job in enumerate(chunk):
+            if job.chain:
+                groups.setdefault(tuple(op.name for op in job.chain), []).append(j)
+        for idx in groups.values():
+            batch = ref_u8.unsqueeze(0).expand(len(idx), -1, -1, -1)
+            batch = batch.contiguous(memory_format=torch.channels_last)
+            seeds = torch.tensor([chunk[j].seed for j in idx], dtype=torch.int64)
+            out, recs = apply_chains(batch, [chunk[j].chain for j in idx], seeds, self.cfg.profile,
+                                     out_dtype=torch.uint8)
+            hwc = out.permute(0, 2, 3, 1).contiguous().numpy()
+            for k, j in enumerate(idx):
+                images[j], records[j] = hwc[k], recs[k]
+        labels: dict[str, list[float]] = {}
+        if "fr" in self.cfg.labels:
+            ref = ref_u8.unsqueeze(0)
+            parts = [self._fr(torch.from_numpy(im).permute(2, 0, 1).unsqueeze(0), ref) for im in images]
+            labels = {k: [float(p[k][0]) for p in parts] for k in parts[0]}
+        return images, records, labels
+
+    def _batch(self, ref_u8: torch.Tensor, chunk: tuple[Job, ...],
+               ) -> tuple[list[np.ndarray], list[list[dict[str, Any]]], dict[str, list[float]]]:
         n = len(chunk)
         batch = ref_u8.unsqueeze(0).expand(n, -1, -1, -1)
         chains = [job.chain for job in chunk]
         if any(chains):
             seeds = torch.tensor([job.seed for job in chunk], dtype=torch.int64)
-            # uint8 in and out: on the CPU single-step chains take the per-image OpenCV fast path
             out_u8, records = apply_chains(batch, chains, seeds, self.cfg.profile, out_dtype=torch.uint8)
         else:
             out_u8, records = batch.clone(), [[] for _ in chunk]
         labels: dict[str, list[float]] = {}
         if "fr" in self.cfg.labels:
-            ref_f = ref_u8.float().div(255.0).unsqueeze(0)
-            parts: dict[str, list[torch.Tensor]] = {}
-            step = FR_SUB_BATCH_CUDA if self.device.type == "cuda" else 1
-            for s in range(0, n, step):
-                comps = fr_components(out_u8[s:s + step].float().div(255.0), ref_f)
-                comps[FR_PSEUDO_MOS] = fuse_fr(comps)
-                for k, v in comps.items():
-                    parts.setdefault(k, []).append(v)
-            labels = {k: torch.cat(v).tolist() for k, v in parts.items()}
-        rows = []
-        for j, job in enumerate(chunk):
-            rows.append(self._row(plan, job, records[j], {k: v[j] for k, v in labels.items()}))
-        return out_u8.permute(0, 2, 3, 1).contiguous().cpu().numpy(), rows
+            parts = [self._fr(out_u8[s:s + FR_SUB_BATCH_CUDA], ref_u8.unsqueeze(0))
+                     for s in range(0, n, FR_SUB_BATCH_CUDA)]
+            labels = {k: torch.cat([p[k] for p in parts]).tolist() for k in parts[0]}
+        hwc = out_u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
+        return list(hwc), records, labels
+
+    @staticmethod
+    def _fr(images_u8: torch.Tensor, ref_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        """FR components and the fused pseudo-MOS of uint8 ``[B,3,H,W]`` images against ``[1,3,H,W]``."""
+        comps = fr_components(images_u8.float().div(255.0).contiguous(),
+                              ref_u8.float().div(255.0).contiguous())
+        comps[FR_PSEUDO_MOS] = fuse_fr(comps)
+        return comps
 
     def _row(self, plan: RefPlan, job: Job, steps: list[dict[str, Any]],
              fr: dict[str, float]) -> dict[str, Any]:
@@ -470,14 +513,45 @@ class _ChunkRunner:
         return row
 
 
-def _load(item: tuple[RefPlan, GenerateConfig, dict[str, np.ndarray]]) -> np.ndarray:
-    plan, cfg, arrays = item
-    ref = plan.ref
+@dataclass(frozen=True)
+class WorkItem:
+    """A unit of work: consecutive unfinished chunks of one reference, and the reference files it writes.
+
+    ``ref_files`` (the copies under ``references/``, and ``images/`` in grid mode, that are missing) are
+    written by exactly one unit of each reference.
+    """
+
+    plan: RefPlan
+    chunks: tuple[tuple[Job, ...], ...]
+    ref_files: tuple[Path, ...]
+
+
+#: Work units per CPU worker process to aim for: a run of few references is cut into runs of chunks so
+#: that the processes share the work evenly to the end (each unit decodes its reference again).
+UNITS_PER_PROCESS = 4
+
+
+def split_units(work: list[WorkItem], processes: int) -> list[WorkItem]:
+    """``work`` (one item per reference) cut into at least ``UNITS_PER_PROCESS * processes`` units where
+    there are enough chunks; every reference's chunks stay in order and the reference files go with its
+    first unit. Output does not depend on the cut (chunks are fixed, jobs pure functions of the options)."""
+    pieces = math.ceil(UNITS_PER_PROCESS * processes / max(1, len(work)))
+    units = []
+    for item in work:
+        k = max(1, min(pieces, len(item.chunks)))
+        step = math.ceil(len(item.chunks) / k)
+        for u in range(k):
+            chunks = item.chunks[u * step:(u + 1) * step]
+            if chunks or u == 0:
+                units.append(WorkItem(item.plan, chunks, item.ref_files if u == 0 else ()))
+    return units
+
+
+def _load(item: tuple[WorkItem, GenerateConfig, dict[str, np.ndarray]]) -> np.ndarray:
+    unit, cfg, arrays = item
+    ref = unit.plan.ref
     arr = arrays[ref.name] if ref.path is None else decode_reference(ref.path, cfg.max_pixels)
     return normalise_reference(arr, cfg.max_side, cfg.crop)
-
-
-WorkItem = tuple[RefPlan, list[tuple[Job, ...]], bool]
 
 
 def _no_stop() -> None:
@@ -513,13 +587,14 @@ def interrupt_at_safe_points() -> Iterator[Callable[[], None]]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _run_pipeline(work: list[WorkItem], cfg: GenerateConfig, device: torch.device, out: Path,
+def _run_pipeline(work: Iterable[WorkItem], cfg: GenerateConfig, device: torch.device, out: Path,
                   arrays: dict[str, np.ndarray], threads: int, advance: Callable[[int], None],
                   warn: Callable[[str], None] | None = None,
                   check: Callable[[], None] = _no_stop) -> tuple[int, list[tuple[str, str]]]:
     """Decode (threads) -> distort + label (this thread, on ``device``) -> encode/write (threads).
 
-    Returns the number of images written and the references skipped at decode time.
+    Returns the number of images written and the references skipped at decode time. A pristine image
+    (basic mode) is the reference itself: it is encoded once with the reference copies.
     """
     runner = _ChunkRunner(cfg, device)
     written = 0
@@ -538,36 +613,32 @@ def _run_pipeline(work: list[WorkItem], cfg: GenerateConfig, device: torch.devic
         advance(len(rows))
 
     try:
-        items = ((plan, cfg, arrays) for plan, _, _ in work)
-        todo_by_ref = {plan.ref.name: (todo, need_ref) for plan, todo, need_ref in work}
-        for (plan, _, _), fut in _bounded_map(decode_pool, _load, items, threads + 1):
+        items = ((unit, cfg, arrays) for unit in work)
+        for (unit, _, _), fut in _bounded_map(decode_pool, _load, items, threads + 1):
             check()
+            plan = unit.plan
             try:
                 arr = fut.result()
             except ReferenceSkipped as exc:
                 label = plan.ref.name if plan.ref.path is None else str(plan.ref.path)
-                skipped.append((label, str(exc)))
-                if warn is not None:
-                    warn(f"skipped {label}: {exc}")
+                if all(label != done for done, _ in skipped):  # a reference may come in several units
+                    skipped.append((label, str(exc)))
+                    if warn is not None:
+                        warn(f"skipped {label}: {exc}")
                 continue
-            todo, need_ref = todo_by_ref[plan.ref.name]
-            ref_futures: list[Future] = []
-            ref_files = [out / "references" / f"{plan.stem}.{cfg.image_format}"]
-            if cfg.mode == "grid":
-                ref_files.append(out / "images" / f"{plan.stem}.{cfg.image_format}")
-            for path in ref_files:
-                if need_ref or not path.is_file():
-                    ref_futures.append(write_pool.submit(_write_image, path, arr, cfg.image_format))
+            pristine = [out / "images" / job.file for chunk in unit.chunks for job in chunk if not job.chain]
+            copies = [*unit.ref_files, *pristine]
+            ref_futures = [write_pool.submit(_write_image, copies, arr, cfg.image_format)] if copies else []
             ref_u8 = torch.from_numpy(np.require(arr, requirements="CW")).permute(2, 0, 1).to(device)
-            for chunk in todo:
+            for chunk in unit.chunks:
                 check()
                 images, rows = runner(ref_u8, plan, chunk)
-                futures = [write_pool.submit(_write_image, out / "images" / job.file, images[j],
-                                             cfg.image_format) for j, job in enumerate(chunk)]
+                futures = [write_pool.submit(_write_image, (out / "images" / job.file,), images[j],
+                                             cfg.image_format) for j, job in enumerate(chunk) if job.chain]
                 pending.append((_part_name(plan.stem, chunk), rows, futures + ref_futures))
                 while pending and (len(pending) > 2 or all(f.done() for f in pending[0][2])):
                     flush_one()
-            if not todo:
+            if not unit.chunks:
                 for f in ref_futures:
                     f.result()
         while pending:
@@ -580,13 +651,25 @@ def _run_pipeline(work: list[WorkItem], cfg: GenerateConfig, device: torch.devic
     return written, skipped
 
 
-def _process_worker(index: int, queue: Any, work: list[WorkItem], cfg: GenerateConfig, out: Path,
-                    arrays: dict[str, np.ndarray]) -> None:
-    """One CPU worker process: its share of the references, one torch thread, one I/O thread each way."""
+def _claimed(units: list[WorkItem], counter: Any) -> Iterator[WorkItem]:
+    """The units this process claims from the shared ``counter``, one at a time, as it needs them."""
+    while True:
+        with counter.get_lock():
+            i = counter.value
+            counter.value = i + 1
+        if i >= len(units):
+            return
+        yield units[i]
+
+
+def _process_worker(index: int, queue: Any, units: list[WorkItem], counter: Any, cfg: GenerateConfig,
+                    out: Path, arrays: dict[str, np.ndarray]) -> None:
+    """One CPU worker process: claims units until none is left; one torch thread, one I/O thread each way."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers
     torch.set_num_threads(1)
     try:
-        result = _run_pipeline(work, cfg, torch.device("cpu"), out, arrays, 1, lambda n: None)
+        result = _run_pipeline(_claimed(units, counter), cfg, torch.device("cpu"), out, arrays, 1,
+                               lambda n: None)
         queue.put((index, None, result))
     except BaseException as exc:  # report every failure to the parent, which re-raises it
         error = exc if isinstance(exc, SynthiqaError) else DatasetError(
@@ -594,10 +677,11 @@ def _process_worker(index: int, queue: Any, work: list[WorkItem], cfg: GenerateC
         queue.put((index, error, None))
 
 
-def _run_processes(work: list[WorkItem], cfg: GenerateConfig, out: Path, arrays: dict[str, np.ndarray],
+def _run_processes(units: list[WorkItem], cfg: GenerateConfig, out: Path, arrays: dict[str, np.ndarray],
                    processes: int, advance: Callable[[int], None],
                    check: Callable[[], None] = _no_stop) -> tuple[int, list[tuple[str, str]]]:
-    """CPU path: ``processes`` worker processes, each running the pipeline on every n-th reference.
+    """CPU path: ``processes`` worker processes taking the units in order from a shared counter (each
+    process takes the next unit when it is ready for one, so they finish together).
 
     Progress comes from the chunk records appearing on disk. An interruption or a failed worker
     terminates the others (finished files stay; ``--resume`` redoes only unfinished chunks).
@@ -606,7 +690,7 @@ def _run_processes(work: list[WorkItem], cfg: GenerateConfig, out: Path, arrays:
     import queue as queue_module
 
     ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    sizes = {_part_name(plan.stem, c): len(c) for plan, todo, _ in work for c in todo}
+    sizes = {_part_name(u.plan.stem, c): len(c) for u in units for c in u.chunks}
     seen: set[str] = set()
     parts_dir = out / PARTS_DIR
 
@@ -617,7 +701,8 @@ def _run_processes(work: list[WorkItem], cfg: GenerateConfig, out: Path, arrays:
             advance(sum(sizes[n] for n in new))
 
     results: Any = ctx.Queue()
-    procs = [ctx.Process(target=_process_worker, args=(i, results, work[i::processes], cfg, out, arrays),
+    counter = ctx.Value("q", 0)
+    procs = [ctx.Process(target=_process_worker, args=(i, results, units, counter, cfg, out, arrays),
                          daemon=True, name=f"synthiqa-worker-{i}") for i in range(processes)]
     outcomes: dict[int, tuple[int, list[tuple[str, str]]]] = {}
     try:
@@ -644,7 +729,8 @@ def _run_processes(work: list[WorkItem], cfg: GenerateConfig, out: Path, arrays:
                 proc.terminate()
         for proc in procs:
             proc.join()
-    return sum(o[0] for o in outcomes.values()), [s for o in outcomes.values() for s in o[1]]
+    skipped = dict(s for i in sorted(outcomes) for s in outcomes[i][1])  # one entry per reference
+    return sum(o[0] for o in outcomes.values()), list(skipped.items())
 
 
 def generate(config: GenerateConfig, console: Any = None, progress: bool = True) -> GenerateSummary:
@@ -678,21 +764,23 @@ def _generate(config: GenerateConfig, console: Any, progress: bool, check: Calla
     remove_temporaries(out)
     atomic_write_text(out / CONFIG_FILE, dumps(cfg.run_record()))
     done = set(read_parts(out))
-    work: list[tuple[RefPlan, list[tuple[Job, ...]], bool]] = []
-    total_images = 0
+    work: list[WorkItem] = []
     for ref in refs:
         plan = RefPlan(ref, stems[ref.name], plan_jobs(ref.name, stems[ref.name], cfg))
-        todo = [c for c in _chunks(plan.jobs, cfg.batch_size) if _part_name(plan.stem, c) not in done]
-        total_images += len(plan.jobs)
-        need_ref = not (out / "references" / f"{plan.stem}.{cfg.image_format}").is_file()
-        if todo or need_ref:
-            work.append((plan, todo, need_ref))
-    to_make = sum(len(c) for _, todo, _ in work for c in todo)
-    processes = min(cfg.workers, len(work)) if device.type == "cpu" else 1
+        todo = tuple(c for c in _chunks(plan.jobs, cfg.batch_size) if _part_name(plan.stem, c) not in done)
+        ref_files = [out / "references" / f"{plan.stem}.{cfg.image_format}"]
+        if cfg.mode == "grid":
+            ref_files.append(out / "images" / f"{plan.stem}.{cfg.image_format}")
+        missing = tuple(p for p in ref_files if not p.is_file())
+        if todo or missing:
+            work.append(WorkItem(plan, todo, missing))
+    to_make = sum(len(c) for item in work for c in item.chunks)
+    units = split_units(work, cfg.workers) if device.type == "cpu" and cfg.workers > 1 else work
+    processes = min(cfg.workers, len(units)) if device.type == "cpu" else 1
     check()
     with reporter.progress(to_make, f"generate {cfg.mode}/{cfg.profile}") as advance:
         if processes > 1:
-            written, late_skips = _run_processes(work, cfg, out, arrays, processes, advance, check)
+            written, late_skips = _run_processes(units, cfg, out, arrays, processes, advance, check)
         else:
             written, late_skips = _run_pipeline(work, cfg, device, out, arrays, cfg.workers, advance,
                                                 reporter.warn, check)
