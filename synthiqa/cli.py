@@ -345,7 +345,8 @@ def bench_generate_command(
 
 @bench_app.command("run")
 def bench_run_command(
-    suite: str = typer.Argument(..., help="Suite YAML file, or a built-in suite: quick, standard."),
+    suite: str = typer.Argument(..., help="Suite YAML file, a built-in suite (quick, standard), or a "
+                                "folder written by synthiqa experiments (index.yaml)."),
     out: Path = typer.Option(..., "--out", help="Results folder; finished cells found there are reused."),
     live: Optional[Path] = typer.Option(None, "--live", help="LIVE Release 2 folder."),  # noqa: UP045
     kadid: Optional[Path] = typer.Option(None, "--kadid", help="KADID-10k folder."),  # noqa: UP045
@@ -354,16 +355,31 @@ def bench_run_command(
     seed: Optional[int] = typer.Option(None, help="Override the suite's seed."),  # noqa: UP045
     resume: bool = typer.Option(True, "--resume/--fresh",
                                 help="Reuse finished cells found in --out (default), or recompute all."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Compute at most N unfinished cells (next in "  # noqa: UP045
+                                        "order), then stop; rerun to continue."),
+    jobs: int = typer.Option(1, "--jobs", help="Cells computed at once, each in its own process."),
+    splits: Optional[int] = typer.Option(None, "--splits", help="Experiments folders: reference-disjoint "  # noqa: UP045
+                                         "splits per experiment (of 10) [1]."),
 ) -> None:
-    """Run a benchmark suite (models x datasets x protocols) and write results.parquet/csv/md."""
+    """Run a benchmark suite (models x datasets x protocols) and write results.parquet/csv/md.
+
+    With an experiments folder, each experiment is one CENIQA model (labelled with its name) trained and
+    evaluated per split; finished experiments are skipped on a rerun, --limit N runs the next N."""
     import dataclasses
 
     from rich.table import Table
 
     from synthiqa.benchmarks import suite as S
     from synthiqa.errors import ConfigError
+    from synthiqa.models.experiments import is_experiments_folder
 
-    spec = S.load_suite(suite)
+    if is_experiments_folder(suite):
+        spec = S.experiments_suite(suite, splits=splits or 1)
+    elif splits is not None:
+        raise ConfigError("--splits applies to experiments folders (index.yaml); set n_splits/max_splits "
+                          "in the suite YAML instead")
+    else:
+        spec = S.load_suite(suite)
     paths: dict[str, tuple[str, str]] = {}
     for flag, value in (("live", live), ("kadid", kadid), ("synthetic", synthetic)):
         if value is not None:
@@ -380,7 +396,7 @@ def bench_run_command(
     def log(msg: str) -> None:
         err_console.print(msg, highlight=False)
 
-    summary = S.run_suite(spec, out, log=log, resume=resume)
+    summary = S.run_suite(spec, out, log=log, resume=resume, limit=limit, jobs=jobs)
     table = Table(title=f"suite {spec.name}: median over splits (test), higher is better except RMSE")
     frame = S.summary_table(S.pd.read_parquet(Path(out) / "results.parquet"))
     cols = ["model", "dataset", "protocol", "splits", "SRCC", "PLCC raw", "PLCC fit", "RMSE fit", "purity"]
@@ -394,6 +410,9 @@ def bench_run_command(
                   highlight=False)
     if summary.failures:
         err_console.print(f"failed cells are listed in {Path(out) / 'failures.txt'}", highlight=False)
+    if summary.pending:
+        console.print(f"{summary.pending} cells left (--limit {limit}); run the same command again to "
+                      "continue", highlight=False)
 
 
 @bench_app.command("speed")

@@ -28,7 +28,11 @@ One predictor instance per model serves every task of a run (caches of features 
 per-epoch log rows in a ``training_log`` attribute after ``fit`` gets them written to
 ``runs/<model>/<dataset>/<protocol>/<split>/log.csv`` (training curves in the report). Finished cells (model x
 dataset x protocol x split) are stored under ``cells/`` with a digest of their configuration and are
-skipped on a rerun, so an interrupted run resumes where it stopped.
+skipped on a rerun, so an interrupted run resumes where it stopped; ``limit`` computes only the next N
+unfinished cells, ``jobs`` runs cells in that many worker processes.
+
+A folder written by ``synthiqa experiments`` (``index.yaml``) is a suite too (``experiments_suite``): one
+CENIQA model per experiment, labelled with the experiment's name, on the ``intra`` protocol.
 """
 
 from __future__ import annotations
@@ -220,12 +224,17 @@ BUILTIN_SUITES = {"quick": QUICK_SUITE, "standard": STANDARD_SUITE}
 
 
 def load_suite(source: str | Path) -> Suite:
-    """A built-in suite by name (``quick``) or a suite YAML file; one-line error when unreadable."""
+    """A built-in suite by name (``quick``), a suite YAML file, or a folder written by ``synthiqa
+    experiments`` (``experiments_suite`` with its defaults); one-line error when unreadable."""
     import yaml
+
+    from synthiqa.models.experiments import is_experiments_folder
 
     if str(source) in BUILTIN_SUITES:
         return Suite.from_dict(BUILTIN_SUITES[str(source)])
     path = Path(source)
+    if is_experiments_folder(path):
+        return experiments_suite(path)
     if not path.is_file():
         raise ConfigError(f"{path}: suite file not found (built-in suites: {', '.join(BUILTIN_SUITES)})")
     try:
@@ -237,6 +246,19 @@ def load_suite(source: str | Path) -> Suite:
         raise ConfigError(f"{path}: a suite YAML must be a mapping with models, datasets, protocols")
     data.setdefault("name", path.stem)
     return Suite.from_dict(data)
+
+
+def experiments_suite(folder: str | Path, splits: int = 1, n_splits: int = 10, seed: int = 27) -> Suite:
+    """The suite of an experiments folder: each experiment is model ``ceniqa`` with its config's fields as
+    options and its name as label, run on the ``intra`` protocol (the first ``splits`` of ``n_splits``
+    reference-disjoint 70/10/20 splits) of every dataset given on the command line."""
+    from synthiqa.models.experiments import read_experiments
+
+    if splits < 1 or splits > n_splits:
+        raise ConfigError(f"--splits must be in 1..{n_splits}, got {splits}")
+    models = [ModelSpec("ceniqa", exp.config.to_dict(), exp.name) for exp in read_experiments(folder)]
+    protocol = ProtocolSpec("intra", n_splits=n_splits, max_splits=splits)
+    return Suite(Path(folder).name or "experiments", models, [], [protocol], seed=seed)
 
 
 #: Command-line dataset flags: flag name -> (dataset name, loader kind).
@@ -493,17 +515,25 @@ class RunSummary:
     failures: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    pending: int = 0
 
 
-def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = True, resume: bool = True
-              ) -> RunSummary:
+def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = True, resume: bool = True,
+              limit: int | None = None, jobs: int = 1) -> RunSummary:
     """Run every model x task of ``suite`` and write the results folder.
 
     Args:
         log: called with one-line messages (skipped datasets, failed cells).
-        progress: show a rich progress bar.
+        progress: show a rich progress bar (its line names the cell being computed).
         resume: reuse finished cells found under ``out/cells`` (False recomputes and overwrites them).
+        limit: compute at most this many unfinished cells (in suite order), leaving the rest for a later
+            run (``RunSummary.pending``); None computes all.
+        jobs: worker processes computing cells at the same time (each with its share of the CPU threads).
     """
+    if limit is not None and limit < 0:
+        raise ConfigError(f"--limit must be >= 0, got {limit}")
+    if jobs < 1:
+        raise ConfigError(f"--jobs must be >= 1, got {jobs}")
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
@@ -519,7 +549,7 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
     if not datasets:
         raise SynthiqaError(f"suite {suite.name}: no dataset could be loaded; give folders with --live, "
                             "--kadid, --synthetic or --csv NAME=PATH")
-    jobs: list[tuple[ModelSpec, Task, int]] = []
+    planned: list[tuple[ModelSpec, Task, int]] = []
     for proto in suite.protocols:
         try:
             tasks = make_tasks(proto, datasets, suite.seed)
@@ -536,11 +566,11 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
             for spec in suite.models:
                 if proto.models and spec.key not in proto.models and spec.name not in proto.models:
                     continue
-                jobs.append((spec, task, index))
+                planned.append((spec, task, index))
     models: dict[str, Any] = {spec.key: _make_model(spec, suite.seed) for spec in suite.models}
     no_ref_skipped: set[tuple[str, str]] = set()
     runnable = []
-    for spec, task, index in jobs:
+    for spec, task, index in planned:
         model = models[spec.key]
         if getattr(model, "needs_reference", False) and any(r.reference is None for r in task.test):
             if (spec.key, task.dataset) not in no_ref_skipped:
@@ -550,53 +580,115 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
                 log(msg)
             continue
         runnable.append((spec, task, index))
+    todo: list[tuple[ModelSpec, Task, int, Path]] = []
+    for spec, task, index in runnable:
+        stem = _cell_stem(out, spec, task, suite)
+        if resume and _rows_path(stem).is_file():
+            summary.reused += 1
+        else:
+            todo.append((spec, task, index, stem))
+    if limit is not None and len(todo) > limit:
+        summary.pending = len(todo) - limit
+        todo = todo[:limit]
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
     with Progress(*columns, disable=not progress, transient=False) as bar:
-        job = bar.add_task(f"suite {suite.name}", total=len(runnable))
-        for spec, task, index in runnable:
-            stem = _cell_stem(out, spec, task, suite)
-            rows_path = stem.with_name(stem.name + ".rows.parquet")
-            bar.update(job, description=f"{spec.key} | {task.dataset} | {task.protocol} | {task.split}"[:70])
-            if resume and rows_path.is_file():
-                summary.reused += 1
-                bar.advance(job)
-                continue
-            seed = _seed_of(suite.seed, spec.key, task.dataset, task.protocol, task.split)
-            try:
-                want = index == 0 and suite.embeddings
-                rows, preds, arrays = run_cell(models[spec.key], task, suite, seed, want)
-            except SynthiqaError as exc:
-                where = f"{spec.key} | {task.dataset} | {task.protocol} | {task.split}"
-                summary.failures.append(f"{where}: {exc}")
-                log(f"model {spec.key} on {task.dataset} {task.protocol} {task.split}: {exc}")
-                bar.advance(job)
-                continue
-            keys = {"model": spec.key, "dataset": task.dataset, "protocol": task.protocol,
-                    "split": task.split}
-            preds = preds.assign(**keys)
-            if arrays is not None:
-                with atomic_path(stem.with_name(stem.name + ".emb.npz")) as tmp:
-                    with open(tmp, "wb") as fh:
-                        np.savez_compressed(fh, **arrays)
-            with atomic_path(stem.with_name(stem.name + ".pred.parquet")) as tmp:
-                preds.to_parquet(tmp, index=False)
-            history = getattr(models[spec.key], "training_log", None)
-            if history:
-                run_dir = out / "runs" / _safe(spec.key) / _safe(task.dataset) / _safe(task.protocol)
-                with atomic_path(run_dir / _safe(task.split) / "log.csv") as tmp:
-                    pd.DataFrame(history).to_csv(tmp, index=False)
-            with atomic_path(rows_path) as tmp:
-                rows.assign(**keys).to_parquet(tmp, index=False)
-            summary.computed += 1
+        job = bar.add_task(f"suite {suite.name}", total=len(todo))
+
+        def done(where: str, error: str | None) -> None:
+            if error is None:
+                summary.computed += 1
+            else:
+                summary.failures.append(f"{where}: {error}")
+                log(f"{where}: {error}")
             bar.advance(job)
+
+        if jobs == 1 or len(todo) < 2:
+            for spec, task, index, stem in todo:
+                bar.update(job, description=_where(spec, task)[:70])
+                done(_where(spec, task), compute_cell(models[spec.key], spec, task, index, stem, suite, out))
+        else:
+            _run_parallel(todo, suite, out, min(jobs, len(todo)), bar, job, done)
     expected = [(spec, task) for spec, task, _ in runnable]
     write_results(out, suite, expected)
     summary.seconds = time.perf_counter() - start
     if summary.failures:
         atomic_write_text(out / "failures.txt", "\n".join(summary.failures) + "\n")
     return summary
+
+
+def _where(spec: ModelSpec, task: Task) -> str:
+    return f"{spec.key} | {task.dataset} | {task.protocol} | {task.split}"
+
+
+def _rows_path(stem: Path) -> Path:
+    """A cell's rows: written last, so its presence marks the cell finished."""
+    return stem.with_name(stem.name + ".rows.parquet")
+
+
+def compute_cell(model: Any, spec: ModelSpec, task: Task, index: int, stem: Path, suite: Suite, out: Path
+                 ) -> str | None:
+    """Run one cell and store its files (each written atomically, the rows last: a cell interrupted
+    before its rows exist is recomputed from scratch); returns the one-line failure, or None."""
+    seed = _seed_of(suite.seed, spec.key, task.dataset, task.protocol, task.split)
+    try:
+        rows, preds, arrays = run_cell(model, task, suite, seed, index == 0 and suite.embeddings)
+    except SynthiqaError as exc:
+        return str(exc)
+    keys = {"model": spec.key, "dataset": task.dataset, "protocol": task.protocol, "split": task.split}
+    preds = preds.assign(**keys)
+    if arrays is not None:
+        with atomic_path(stem.with_name(stem.name + ".emb.npz")) as tmp:
+            with open(tmp, "wb") as fh:
+                np.savez_compressed(fh, **arrays)
+    with atomic_path(stem.with_name(stem.name + ".pred.parquet")) as tmp:
+        preds.to_parquet(tmp, index=False)
+    history = getattr(model, "training_log", None)
+    if history:
+        run_dir = out / "runs" / _safe(spec.key) / _safe(task.dataset) / _safe(task.protocol)
+        with atomic_path(run_dir / _safe(task.split) / "log.csv") as tmp:
+            pd.DataFrame(history).to_csv(tmp, index=False)
+    with atomic_path(_rows_path(stem)) as tmp:
+        rows.assign(**keys).to_parquet(tmp, index=False)
+    return None
+
+
+def _cell_worker(spec: ModelSpec, task: Task, index: int, stem: Path, suite: Suite, out: Path,
+                 threads: int) -> str | None:
+    """``compute_cell`` in a worker process, with its own model and ``threads`` torch threads."""
+    import torch
+
+    torch.set_num_threads(threads)
+    return compute_cell(_make_model(spec, suite.seed), spec, task, index, stem, suite, out)
+
+
+def _run_parallel(todo: Sequence[tuple[ModelSpec, Task, int, Path]], suite: Suite, out: Path, jobs: int,
+                  bar: Any, job: Any, done: Any) -> None:
+    """Cells in ``jobs`` spawned processes (the CPU's threads shared out); the bar names those running."""
+    import multiprocessing
+    import os
+    from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+
+    threads = max(1, (os.cpu_count() or 1) // jobs)
+    pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
+    running: dict[Any, str] = {}
+    queue = list(todo)
+    try:
+        while queue or running:
+            while queue and len(running) < jobs:
+                spec, task, index, stem = queue.pop(0)
+                future = pool.submit(_cell_worker, spec, task, index, stem, suite, out, threads)
+                running[future] = _where(spec, task)
+            names = ", ".join(w.split(" | ")[0] for w in running.values())
+            bar.update(job, description=f"running {names}"[:70])
+            finished, _ = wait(list(running), return_when=FIRST_COMPLETED)
+            for future in finished:
+                done(running.pop(future), future.result())
+    except BaseException:
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 # --------------------------------------------------------------------------------------------------

@@ -15,6 +15,9 @@ Groups: ``backbone`` (ResNet, EfficientNet, ViT, Swin, UNet, and the compact def
 (MLP, KAN, Transformer, GRU, attention), ``clusters`` (K = 4, 6, 8, 10, 12), ``features`` (each of the
 multi-scale, frequency and patch-wise extractors alone and left out) and ``components`` (the monotonic
 head and loss, and each auxiliary loss switched off, then all of them).
+
+``read_experiments(folder)`` loads such a folder back (validating every config);
+``synthiqa bench run FOLDER`` runs it as benchmark cells, a few at a time, resuming where it stopped.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from synthiqa.atomic import atomic_write_text
+from synthiqa.errors import ConfigError
 from synthiqa.models.config import CENIQAConfig
 
 INDEX_FORMAT = "synthiqa-experiments"
@@ -90,3 +94,56 @@ def write_experiments(out: str | Path, base: CENIQAConfig | None = None) -> list
              "experiments": entries}
     atomic_write_text(root / "index.yaml", yaml.safe_dump(index, sort_keys=False))
     return paths
+
+
+@dataclass
+class ExperimentConfig:
+    """One experiment of a written folder: name, group, and its validated config."""
+
+    name: str
+    group: str
+    config: CENIQAConfig
+
+
+def is_experiments_folder(path: str | Path) -> bool:
+    """True when ``path`` is a folder holding an ``index.yaml``."""
+    return Path(path).is_dir() and (Path(path) / "index.yaml").is_file()
+
+
+def read_experiments(folder: str | Path) -> list[ExperimentConfig]:
+    """The experiments of a folder written by ``write_experiments``, in index order, each config loaded
+    from its file (so edits to a file count); one-line ``ConfigError`` for a foreign or broken index."""
+    import yaml
+
+    root = Path(folder)
+    index_path = root / "index.yaml"
+    if not index_path.is_file():
+        raise ConfigError(f"{root}: no index.yaml (write one with synthiqa experiments --out {root})")
+    try:
+        index = yaml.safe_load(index_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{index_path}: not readable YAML ({first})") from None
+    if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
+        raise ConfigError(f"{index_path}: not a {INDEX_FORMAT} index (format: {INDEX_FORMAT} missing)")
+    if index.get("version") != INDEX_VERSION:
+        raise ConfigError(f"{index_path}: version {index.get('version')!r} not supported (expected "
+                          f"{INDEX_VERSION})")
+    if index.get("method", "ceniqa") != "ceniqa":
+        raise ConfigError(f"{index_path}: method {index.get('method')!r}; only ceniqa experiments are known")
+    entries = index.get("experiments")
+    if not isinstance(entries, list) or not entries:
+        raise ConfigError(f"{index_path}: no experiments listed")
+    out, seen = [], set()
+    for entry in entries:
+        if not isinstance(entry, dict) or not {"name", "config"} <= set(entry):
+            raise ConfigError(f"{index_path}: experiment entry {entry!r} needs 'name' and 'config'")
+        name = str(entry["name"])
+        if name in seen:
+            raise ConfigError(f"{index_path}: experiment {name!r} listed twice")
+        seen.add(name)
+        path = root / str(entry["config"])
+        if not path.is_file():
+            raise ConfigError(f"{path}: config of experiment {name!r} not found")
+        out.append(ExperimentConfig(name, str(entry.get("group", "")), CENIQAConfig.load(path)))
+    return out
