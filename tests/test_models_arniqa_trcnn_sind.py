@@ -49,6 +49,34 @@ def test_nt_xent_is_lower_when_positives_match():
     assert float(nt_xent(a, matched)) < float(nt_xent(a, shuffled)) - 1.0
 
 
+# ---------------------------------------------------------------------------------------- TRCNN, schedule
+def test_ranking_hinge_charges_the_label_gap_and_respects_groups():
+    from synthiqa.models.trcnn import pairwise_ranking_loss
+
+    y = torch.tensor([0.9, 0.5, 0.2, float("nan")])
+    flat = torch.full((4,), 0.5)  # constant predictions cost the mean label gap (0.4, 0.7, 0.3)
+    assert float(pairwise_ranking_loss(flat, y)) == pytest.approx((0.4 + 0.7 + 0.3) / 3)
+    assert float(pairwise_ranking_loss(2 * y, y)) == 0.0  # gaps wider than the labels' are free
+    inverted = 1 - y  # (0.1, 0.5, 0.8): gaps -0.4, -0.7, -0.3 against 0.4, 0.7, 0.3
+    assert float(pairwise_ranking_loss(inverted, y)) == pytest.approx((0.8 + 1.4 + 0.6) / 3)
+    groups = torch.tensor([0, 0, 1, 1])  # only the (0.9, 0.5) pair is within a group
+    assert float(pairwise_ranking_loss(flat, y, groups=groups)) == pytest.approx(0.4)
+    assert float(pairwise_ranking_loss(flat, y, margin=0.1, groups=groups)) == pytest.approx(0.5)
+
+
+def test_warm_restarts_follow_sgdr_with_t0_1_and_tmult_2():
+    from synthiqa.models.training import WARM_RESTART_FLOOR, lr_factor
+
+    lo = WARM_RESTART_FLOOR
+    for epoch in (0.0, 1.0, 3.0, 7.0):  # restarts after 1, 1 + 2, 1 + 2 + 4 epochs
+        assert lr_factor("warm_restarts", epoch, 0, 10) == pytest.approx(1.0)
+    mid = lo + (1 - lo) * 0.5
+    assert lr_factor("warm_restarts", 0.5, 0, 10) == pytest.approx(mid)
+    assert lr_factor("warm_restarts", 2.0, 0, 10) == pytest.approx(mid)  # half of the 2-epoch period
+    assert lr_factor("warm_restarts", 5.0, 0, 10) == pytest.approx(mid)
+    assert lr_factor("warm_restarts", 3.0 - 1e-9, 0, 10) == pytest.approx(lo, abs=1e-6)
+
+
 # ---------------------------------------------------------------------------------------- SIND
 def test_scale_shift_alignment_equals_least_squares_per_scene():
     rng = np.random.default_rng(2)
@@ -192,6 +220,19 @@ def test_one_epoch_run_saves_a_checkpoint_that_predicts(tiny_set, trained, metho
     scores = predictor.predict(records)
     assert scores.shape == (5,) and np.isfinite(scores).all()
     assert predictor.embed(records).shape[0] == 5
+
+
+def test_arniqa_trains_with_sgd_momentum_as_in_the_paper(trained):
+    from synthiqa.models.arniqa import ARNIQAConfig, preset_config
+
+    last = torch.load(trained["arniqa"].parent / "last.pt", map_location="cpu", weights_only=True)
+    group = last["optimizer"]["param_groups"][0]
+    assert group["momentum"] == 0.9 and group["weight_decay"] == 1e-4 and "betas" not in group
+    config = ARNIQAConfig()
+    assert (config.optimizer, config.scheduler, config.temperature) == ("sgd", "warm_restarts", 0.1)
+    paper = preset_config("paper")
+    assert (paper.encoder, paper.crop_size, paper.batch_size) == ("resnet50", 224, 16)
+    assert paper.learning_rate == 1e-3
 
 
 @pytest.mark.parametrize("method", ["trcnn", "arniqa"])

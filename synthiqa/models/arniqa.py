@@ -14,10 +14,15 @@ corners) of each image; full and half features (L2-normalised) are concatenated;
 the alpha of ``np.geomspace(1e-3, 1e3, 100)`` that has the best median validation SRCC over 10
 reference-disjoint splits; an image's score is the mean over its five crops.
 
-Differences from the published setting, on purpose: the CPU default is ResNet-18 on 96 px crops for
-100 steps of 8 pairs (preset ``paper``: ResNet-50, 224 px, batch 16, 10 epochs), the optimiser is the
-shared loop's AdamW with a per-run cosine schedule (the paper: SGD, momentum 0.9, warm restarts), and the
-encoder learns from the training split's references instead of KADIS-700.
+Optimiser as in the paper: SGD (momentum 0.9, weight decay 1e-4), cosine annealing with warm restarts set
+every step (T0 = 1 epoch, Tmult = 2, down to 1e-3 of the base rate: eta_min 1e-6 for lr 1e-3), no
+gradient clipping; the best epoch by validation SRCC is kept (``ARNIQA#26``).
+
+Scaled down for the CPU, on purpose (preset ``paper`` restores the published values: ResNet-50, 224 px,
+batch 16, lr 1e-3, 10 epochs): the default is ResNet-18 on 96 px crops, 3 epochs (one full warm-restart
+cycle of 1 + 2 epochs) of 35 steps of 8 pairs, with the learning rate raised to 0.01 because the run has
+about 1000x fewer steps than the paper's. The encoder learns from the training split's references instead
+of KADIS-700, and the epoch's validation Ridge uses the centre crop of at most ``val_samples`` images.
 """
 
 from __future__ import annotations
@@ -69,7 +74,9 @@ class ARNIQAConfig(MethodConfig):
     training), ``projection_dim``, ``crop_size`` (px, both scales), ``normalize_features`` (L2 before
     Ridge).
     Self-supervised training: ``epochs`` x ``steps_per_epoch`` steps of ``batch_size`` items (4 crops
-    each), ``learning_rate``, ``weight_decay``, ``scheduler``, ``grad_clip``, ``temperature`` (NT-Xent),
+    each), ``optimizer`` (``sgd`` with ``momentum``, or ``adamw``), ``learning_rate``, ``weight_decay``,
+    ``scheduler`` (``warm_restarts``: SGDR per step; or ``cosine``, ``step``, ``none`` per epoch),
+    ``grad_clip`` (0 = off), ``temperature`` (NT-Xent),
     ``max_distortions`` and ``pristine_prob`` (chain law), ``val_samples`` (images of the per-epoch
     validation: Ridge with ``val_alpha`` on that many training images, SRCC on as many val images).
     Quality: ``alpha`` (fixed, or None for the grid search over ``n_splits`` reference-disjoint folds).
@@ -83,13 +90,15 @@ class ARNIQAConfig(MethodConfig):
     crop_size: int = 96
     normalize_features: bool = True
 
-    epochs: int = 4
-    steps_per_epoch: int = 25
+    epochs: int = 3
+    steps_per_epoch: int = 35
     batch_size: int = 8
-    learning_rate: float = 1e-3
+    optimizer: str = "sgd"
+    momentum: float = 0.9
+    learning_rate: float = 1e-2
     weight_decay: float = 1e-4
-    scheduler: str = "cosine"
-    grad_clip: float = 5.0
+    scheduler: str = "warm_restarts"
+    grad_clip: float = 0.0
     temperature: float = 0.1
     max_distortions: int = 4
     pristine_prob: float = 0.05
@@ -122,15 +131,19 @@ class ARNIQAConfig(MethodConfig):
             raise ConfigError(f"pristine_prob must be in [0, 1), got {self.pristine_prob}")
         if self.alpha is not None and self.alpha <= 0:
             raise ConfigError(f"alpha must be > 0 (or null for the grid search), got {self.alpha}")
-        check_choice(self, "scheduler", ("cosine", "step", "none"))
+        check_choice(self, "scheduler", ("warm_restarts", "cosine", "step", "none"))
+        check_choice(self, "optimizer", ("sgd", "adamw"))
+        if not 0 <= self.momentum < 1:
+            raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
         check_choice(self, "experiment", EXPERIMENTS)
 
 
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "quick": {"epochs": 2, "steps_per_epoch": 15, "crop_size": 64, "val_samples": 100},
+    "quick": {"epochs": 1, "steps_per_epoch": 30, "crop_size": 64, "val_samples": 100},
+    # KADIS-700k's 140,000 references in batches of 16 per epoch
     "paper": {"encoder": "resnet50", "crop_size": 224, "batch_size": 16, "epochs": 10,
-              "steps_per_epoch": 2500},
+              "steps_per_epoch": 8750, "learning_rate": 1e-3},
 }
 
 
@@ -392,7 +405,7 @@ class ARNIQATask:
 def loop_settings(config: ARNIQAConfig, device: torch.device, progress: bool) -> LoopSettings:
     c = config
     return LoopSettings(c.epochs, c.learning_rate, c.weight_decay, c.scheduler, c.grad_clip, c.seed, device,
-                        c.amp, progress=progress)
+                        c.amp, progress=progress, optimizer=c.optimizer, momentum=c.momentum)
 
 
 def ridge_state(ridge: RidgeModel) -> dict[str, Any]:

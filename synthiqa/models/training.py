@@ -37,9 +37,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def lr_factor(schedule: str, epoch: int, phase_start: int, phase_epochs: int, floor: float = 0.02) -> float:
+#: ``warm_restarts`` decays to this fraction of the base rate (ARNIQA: eta_min 1e-6 over lr 1e-3).
+WARM_RESTART_FLOOR = 1e-3
+
+
+def lr_factor(schedule: str, epoch: float, phase_start: int, phase_epochs: int, floor: float = 0.02) -> float:
     """Learning-rate multiplier of ``epoch`` within a phase: ``cosine`` (1 down to ``floor``), ``step``
-    (x0.1 after two thirds of the phase) or ``none``."""
+    (x0.1 after two thirds of the phase), ``none``, or ``warm_restarts`` (SGDR, set every step from the
+    fractional epoch: cosine from 1 to ``WARM_RESTART_FLOOR`` over periods of 1, 2, 4... epochs)."""
+    if schedule == "warm_restarts":
+        since = max(0.0, epoch - phase_start)
+        cycle = math.floor(math.log2(since + 1))  # periods 2**cycle, starting at epoch 2**cycle - 1
+        t_cur, period = since - (2**cycle - 1), 2**cycle
+        return WARM_RESTART_FLOOR + (1 - WARM_RESTART_FLOOR) * 0.5 * (1 + math.cos(math.pi * t_cur / period))
     t = (epoch - phase_start) / max(1, phase_epochs)
     if schedule == "cosine":
         return floor + (1 - floor) * 0.5 * (1 + math.cos(math.pi * t))
@@ -85,8 +95,9 @@ class LoopSettings:
 
     Attributes:
         epochs: total epochs over all phases.
-        learning_rate, weight_decay: AdamW's.
-        scheduler: ``cosine``, ``step`` or ``none`` (restarted at each phase).
+        learning_rate, weight_decay: the optimiser's.
+        scheduler: ``cosine``, ``step``, ``none`` (restarted at each phase) or ``warm_restarts`` (per step).
+        optimizer: ``adamw`` or ``sgd`` (with ``momentum``).
         grad_clip: max gradient norm (0 = off).
         seed: each epoch reseeds with (seed, epoch), so a resumed run equals an uninterrupted one.
         device: torch device.
@@ -103,6 +114,8 @@ class LoopSettings:
     device: torch.device | str = "cpu"
     amp: bool = True
     progress: bool = True
+    optimizer: str = "adamw"
+    momentum: float = 0.9
 
 
 @dataclass
@@ -172,8 +185,13 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
     device = torch.device(settings.device)
     model = task.model.to(device)
     use_amp = settings.amp and device.type == "cuda"
-    optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
-                                  weight_decay=settings.weight_decay)
+    if settings.optimizer == "sgd":
+        optimizer: torch.optim.Optimizer = torch.optim.SGD(
+            model.parameters(), lr=settings.learning_rate, momentum=settings.momentum,
+            weight_decay=settings.weight_decay)
+    else:
+        optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
+                                      weight_decay=settings.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
     out = Path(out_dir) if out_dir is not None else None
     rows: list[dict[str, Any]] = []
@@ -217,7 +235,13 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
                                     total=len(batches) if hasattr(batches, "__len__") else None, info="")
             sums: dict[str, float] = {}
             n_steps, n_images, t_train = 0, 0, time.perf_counter()
+            per_step = settings.scheduler == "warm_restarts" and hasattr(batches, "__len__")
             for batch in batches:
+                if per_step:
+                    f = lr_factor(settings.scheduler, epoch + n_steps / max(1, len(batches)), phase_start,
+                                  phase_epochs)
+                    for group in optimizer.param_groups:
+                        group["lr"] = settings.learning_rate * f
                 batch = to_device(batch, device)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
                     loss, parts = task.step(batch, epoch)

@@ -2,8 +2,9 @@
 learned quality token, and the quality token's output gives the score (sigmoid: [0, 1], higher is better).
 
 Training (shared loop of ``training.py``): MSE on the normalised MOS plus ``lambda_rank`` times a
-pairwise hinge on every misordered pair of the batch (``loss="mse_rank"``), or SIND's loss
-(``loss="sind"``: L1 after per-domain scale-shift alignment, see ``sind.py``). SIND's scene sampling,
+pairwise hinge on every pair of a scene whose predicted gap falls short of its label gap
+(``loss="mse_rank"``), or SIND's loss (``loss="sind"``: L1 after per-domain scale-shift alignment, see
+``sind.py``). SIND's scene sampling,
 alignment domain, local-global patches and experiment types are config fields here, so TRCNN trains
 with or without them; ``synthiqa train --method sind`` is this trainer with SIND's defaults.
 Evaluation: SRCC, PLCC (raw) and MSE/RMSE on the [0, 1] scale.
@@ -66,7 +67,9 @@ class TRCNNConfig(MethodConfig):
             images when it exceeds them) / validation images (None = all).
         loss: ``mse_rank`` (MSE + lambda_rank * pairwise hinge with ``rank_margin``) or ``sind``.
     SIND options:
-        scene_sampling: batches of ``scenes_per_batch`` domains x ``images_per_scene`` images.
+        scene_sampling: batches of ``scenes_per_batch`` domains x ``images_per_scene`` images (on by
+            default: the ranking term then compares images of one scene only, whose label gap is the
+            distortion's, not the content's).
         alignment: ``none`` (plain L1), ``scene`` or ``dataset``: the domain of the scale-shift alignment
             (and of scene sampling); anchor_weight: weight of the unaligned L1 term.
         local_global: one global view plus ``n_local`` local crops per image, scores averaged.
@@ -86,19 +89,19 @@ class TRCNNConfig(MethodConfig):
     image_size: int = 96
     test_crops: int = 4
 
-    epochs: int = 8
+    epochs: int = 12
     learning_rate: float = 1e-3
     weight_decay: float = 1e-4
     scheduler: str = "cosine"
     batch_size: int = 16
     grad_clip: float = 5.0
-    train_samples: int | None = 384
+    train_samples: int | None = 768
     val_samples: int | None = None
     loss: str = "mse_rank"
     lambda_rank: float = 1.0
     rank_margin: float = 0.0
 
-    scene_sampling: bool = False
+    scene_sampling: bool = True
     scenes_per_batch: int = 4
     images_per_scene: int = 4
     alignment: str = "none"
@@ -198,16 +201,25 @@ class TRCNNNet(nn.Module):
 
 
 # ---------------------------------------------------------------------------------------- losses
-def pairwise_ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.0) -> torch.Tensor:
-    """Mean hinge ``relu(margin - (p_i - p_j))`` over the pairs of the batch with ``y_i > y_j``
-    (0 when no pair has distinct labels). NaN labels are ignored."""
+def pairwise_ranking_loss(pred: torch.Tensor, target: torch.Tensor, margin: float = 0.0,
+                          groups: torch.Tensor | None = None) -> torch.Tensor:
+    """Mean hinge ``relu((y_i - y_j) + margin - (p_i - p_j))`` over the pairs of the batch with
+    ``y_i > y_j`` (only pairs of the same ``groups`` id when given: same scene, so the label gap is the
+    distortion's alone); 0 when no such pair exists. NaN labels are ignored.
+
+    The margin grows with the label gap, so equal predictions cost as much as the gap: a fixed margin of
+    0 would make constant predictions a perfect score and pull the network towards the label mean."""
     ok = torch.isfinite(target)
     p, y = pred[ok].float(), target[ok].float()
     dp = p[:, None] - p[None, :]
-    higher = (y[:, None] - y[None, :]) > 1e-6
+    dy = y[:, None] - y[None, :]
+    higher = dy > 1e-6
+    if groups is not None:
+        g = groups[ok]
+        higher &= g[:, None] == g[None, :]
     if not bool(higher.any()):
         return pred.sum() * 0.0
-    return F.relu(margin - dp[higher]).mean()
+    return F.relu(dy[higher] + margin - dp[higher]).mean()
 
 
 def regression_loss(pred: torch.Tensor, target: torch.Tensor, domains: torch.Tensor | None,
@@ -219,7 +231,8 @@ def regression_loss(pred: torch.Tensor, target: torch.Tensor, domains: torch.Ten
         return loss, {"sind": float(loss.detach())}
     ok = torch.isfinite(target)
     mse = F.mse_loss(pred[ok].float(), target[ok].float()) if bool(ok.any()) else pred.sum() * 0.0
-    rank = pairwise_ranking_loss(pred, target, config.rank_margin)
+    rank = pairwise_ranking_loss(pred, target, config.rank_margin,
+                                 domains if config.scene_sampling else None)
     return mse + config.lambda_rank * rank, {"mse": float(mse.detach()), "rank": float(rank.detach())}
 
 
