@@ -20,7 +20,7 @@ from synthiqa.distortions.colorspace import (
     rgb_to_lab,
     srgb_to_linear,
 )
-from synthiqa.distortions.fastpath import finish_unit, map_images, register_uint8_path, unit_tables
+from synthiqa.distortions.fastpath import finish_unit, map_images, register_uint8_path, scratch, unit_tables
 from synthiqa.distortions.registry import register_distortion
 
 
@@ -81,13 +81,13 @@ class Brighten(Distortion):
         return bend(images.clone(), a).mul_(2.0).add_(from_lab(lab, bgr, clamp_z)).div_(3.0)
 
 
-def bend_array(x: np.ndarray, twice_amount: np.float32) -> np.ndarray:
-    """:func:`bend` on a float32 array with ``2 a`` given (the same float32 operations); ``x`` is kept."""
-    y = np.subtract(np.float32(1.0), x)
-    y *= twice_amount
-    y += np.float32(1.0)
-    y *= x
-    return np.clip(y, 0.0, 1.0, out=y)
+def bend_array(x: np.ndarray, twice_amount: np.float32, out: np.ndarray) -> np.ndarray:
+    """:func:`bend` on a float32 array into ``out`` with ``2 a`` given (the same float32 operations)."""
+    np.subtract(np.float32(1.0), x, out=out)
+    out *= twice_amount
+    out += np.float32(1.0)
+    out *= x
+    return np.clip(out, 0.0, 1.0, out=out)
 
 
 @register_uint8_path("brighten")
@@ -109,11 +109,13 @@ def _brighten_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, t
 
         lab = lab_of_uint8(images[i], linear[i])
         lum = lab[..., 0]
-        lum[...] = bend_array(lum / np.float32(100.0), twice[i]) * np.float32(100.0)
-        result = lab_to_rgb_array(lab, clamp_z)
-        result += cv2.LUT(images[i], rgb_part[i])
-        result /= np.float32(3.0)
-        finish_unit(result, wrap, out[i])
+        plane = np.divide(lum, np.float32(100.0), out=scratch("brighten.l", lum.shape))
+        bent = bend_array(plane, twice[i], scratch("brighten.bent", lum.shape))
+        np.multiply(bent, np.float32(100.0), out=lum)
+        lab_part = lab_to_rgb_array(lab, clamp_z)
+        rgb_curve = cv2.LUT(images[i], rgb_part[i], dst=scratch("brighten.rgb", lab.shape))
+        third = 1.0 / 3.0  # (2 f(RGB) + Lab part) / 3 in one pass, within float rounding of the division
+        finish_unit(cv2.addWeighted(lab_part, third, rgb_curve, third, 0.0, dst=lab_part), wrap, out[i])
 
     map_images(images.shape[0], one)
     return None

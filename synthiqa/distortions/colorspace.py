@@ -94,6 +94,8 @@ def truncate_to_8bit(images: torch.Tensor) -> torch.Tensor:
 # -- 8-bit images on the CPU (NumPy/OpenCV), for the uint8 fast path -------------------------------
 #: White-normalised linear sRGB -> XYZ, float32 (``rgb_to_lab``'s matrix), for ``cv2.transform``.
 _XYZ_OVER_WHITE = (np.array(RGB_TO_XYZ, dtype=np.float32) / np.array(WHITE_D65, dtype=np.float32)[:, None])
+#: The CIE linear segment of f below ``_EPSILON``: ``_KAPPA t + 4/29`` per channel.
+_LINEAR_SEGMENT = np.hstack([np.eye(3) * _KAPPA, np.full((3, 1), 4 / 29)]).astype(np.float32)
 #: (f(X), f(Y), f(Z)) -> (L*, a*, b*): L* = 116 f(Y) - 16, a* = 500 (f(X) - f(Y)), b* = 200 (f(Y) - f(Z)).
 _F_TO_LAB = np.array([[0.0, 116.0, 0.0, -16.0], [500.0, -500.0, 0.0, 0.0], [0.0, 200.0, -200.0, 0.0]],
                      dtype=np.float32)
@@ -102,25 +104,32 @@ _F_TO_LAB = np.array([[0.0, 116.0, 0.0, -16.0], [500.0, -500.0, 0.0, 0.0], [0.0,
 def lab_of_uint8(image: np.ndarray, linear: np.ndarray) -> np.ndarray:
     """CIELAB (as :func:`rgb_to_lab`) float32 ``[H,W,3]`` of a uint8 RGB ``[H,W,3]`` image whose values
     ``v`` stand for linear light ``linear[v]`` (float32 ``[256]``: ``srgb_to_linear`` of the values the
-    float path sees, e.g. after a min-max stretch). Within float32 rounding of ``rgb_to_lab``."""
+    float path sees, e.g. after a min-max stretch). Within float32 rounding of ``rgb_to_lab``. The result
+    is this thread's scratch array ``"lab"`` (see ``fastpath.scratch``)."""
     import cv2
 
-    xyz = cv2.transform(cv2.LUT(image, linear), _XYZ_OVER_WHITE)
-    f = np.cbrt(xyz)
-    flat_xyz, flat_f = xyz.reshape(-1), f.reshape(-1)
-    dark = np.flatnonzero(flat_xyz <= _EPSILON)  # the CIE linear segment: few pixels of a photo
-    flat_f[dark] = flat_xyz[dark] * np.float32(_KAPPA) + np.float32(4 / 29)
-    return cv2.transform(f, _F_TO_LAB)
+    from synthiqa.distortions.fastpath import scratch
+
+    shape = image.shape
+    xyz = cv2.transform(cv2.LUT(image, linear, dst=scratch("lab", shape)), _XYZ_OVER_WHITE,
+                        dst=scratch("lab.xyz", shape))
+    f = np.cbrt(xyz, out=scratch("lab.f", shape))
+    dark = cv2.compare(xyz, _EPSILON, cv2.CMP_LE, dst=scratch("lab.dark", shape, np.uint8))
+    cv2.copyTo(cv2.transform(xyz, _LINEAR_SEGMENT, dst=scratch("lab", shape)), dark, f)
+    return cv2.transform(f, _F_TO_LAB, dst=scratch("lab", shape))
 
 
 def lab_to_rgb_array(lab: np.ndarray, clamp_negative_z: bool) -> np.ndarray:
     """:func:`lab_to_rgb` of float32 ``[H,W,3]`` CIELAB by OpenCV's ``Lab2RGB`` (D65, sRGB; within about
     0.1/255 of ours), clamped to [0, 1]. ``clamp_negative_z`` caps b* at 200 f(Y) first (f(Z) >= 0);
-    ``lab`` is overwritten then."""
+    ``lab`` is overwritten then. The result is this thread's scratch array ``"rgb"``."""
     import cv2
 
+    from synthiqa.distortions.fastpath import scratch
+
     if clamp_negative_z:
-        b = lab[..., 2]
-        np.minimum(b, (lab[..., 0] + np.float32(16.0)) * np.float32(200.0 / 116.0), out=b)
-    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB)
+        cap = np.add(lab[..., 0], np.float32(16.0), out=scratch("rgb.cap", lab.shape[:2]))
+        cap *= np.float32(200.0 / 116.0)
+        np.minimum(lab[..., 2], cap, out=lab[..., 2])
+    rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB, dst=scratch("rgb", lab.shape))
     return np.clip(rgb, 0.0, 1.0, out=rgb)

@@ -28,6 +28,7 @@ when it is installed (Albumentations depends on it), else OpenCV's ``LUT``.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
@@ -95,6 +96,20 @@ def map_images(n: int, fn: Callable[[int], None]) -> None:
     finally:
         for f in others:
             f.result()
+
+
+_SCRATCH = threading.local()
+
+
+def scratch(key: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
+    """This thread's work array for ``key`` (uninitialised; kept for the next call with the same shape):
+    a fresh multi-megabyte array costs a page fault per 4 KiB on first touch, several milliseconds per
+    image. A caller must not hand the array out, nor hold two with the same key."""
+    arrays = _SCRATCH.__dict__.setdefault("arrays", {})
+    a = arrays.get(key)
+    if a is None or a.shape != shape or a.dtype != dtype:
+        a = arrays[key] = np.empty(shape, dtype)
+    return a
 
 
 def image_range(image: np.ndarray) -> tuple[float, float]:

@@ -16,7 +16,7 @@ import torch
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.brightness import from_lab, lab_options, per_sample, to_lab
 from synthiqa.distortions.colorspace import lab_of_uint8, lab_to_rgb_array, srgb_to_linear
-from synthiqa.distortions.fastpath import finish_unit, map_images, register_uint8_path, unit_tables
+from synthiqa.distortions.fastpath import finish_unit, map_images, register_uint8_path, scratch, unit_tables
 from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
 from synthiqa.distortions.registry import register_distortion
 
@@ -73,10 +73,12 @@ def _high_sharpen_uint8(dist: Distortion, images: np.ndarray, params: Mapping[st
 
     def one(i: int) -> None:
         lab = lab_of_uint8(images[i], linear[i])
-        lum = np.ascontiguousarray(lab[..., 0])
-        detail = lum - cv2.sepFilter2D(lum, -1, taps, taps, borderType=cv2.BORDER_REPLICATE)
+        lum = cv2.extractChannel(lab, 0, dst=scratch("sharpen.l", lab.shape[:2]))
+        detail = cv2.sepFilter2D(lum, -1, taps, taps, dst=scratch("sharpen.detail", lum.shape),
+                                 borderType=cv2.BORDER_REPLICATE)
+        np.subtract(lum, detail, out=detail)
         detail *= amounts[i]
-        lab[..., 0] = lum + detail
+        np.add(lum, detail, out=lab[..., 0])
         finish_unit(lab_to_rgb_array(lab, clamp_z), wrap, out[i])
 
     map_images(images.shape[0], one)
