@@ -432,3 +432,17 @@ def test_pixelate_uint8_plan_takes_both_ways_back_up_and_matches_the_float_path(
             fast, _ = apply_distortion(x, "pixelate", level, [0, 1], profile, out_dtype=torch.uint8)
             assert torch.equal(fast, (ref * 255).round().to(torch.uint8)), (profile, level)
     assert kinds == {True, False}  # an OpenCV resize and a remap back to full size were both used
+
+
+def test_multi_otsu_cpu_and_batched_torch_programmes_agree_bin_for_bin():
+    from synthiqa.distortions.spatial import _multi_otsu_torch, otsu_prefix_sums
+
+    g = torch.Generator().manual_seed(3)
+    sparse = torch.zeros(4, 256, dtype=torch.long)
+    sparse[:, ::17] = torch.randint(1, 900, (4, 16), generator=g)  # ties: thresholds anywhere in a gap
+    for hist in (torch.randint(0, 5000, (5, 256), generator=g), sparse,
+                 torch.randint(0, 3, (5, 256), generator=g) * torch.randint(0, 99, (5, 256), generator=g)):
+        classes = torch.randint(2, 22, (len(hist),), generator=g)
+        got = multi_otsu_bins(hist, classes)
+        assert torch.equal(got, _multi_otsu_torch(*otsu_prefix_sums(hist), classes, int(classes.max())))
+        assert (got.diff(dim=1) >= 0).all()

@@ -214,29 +214,91 @@ def multi_otsu_bins(hist: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
         slots beyond a sample's K_b - 1 thresholds hold L (past the last bin).
 
     Maximises the between-class variance sum_j S_j^2 / W_j (W = class mass, S = class first moment)
-    over all partitions of the bins into K contiguous classes, in O(K L^2).
+    over all partitions of the bins into K contiguous classes, in O(K L^2); ties go to the lowest
+    threshold bins. On the CPU each histogram runs on its own in NumPy (its [L+1, L+1] float64 tables
+    stay in cache; histograms spread over ``torch.get_num_threads()`` threads); elsewhere the batch runs
+    at once in torch. Both evaluate the same float64 expressions, so they agree bin for bin.
     """
     bsz, nbins = hist.shape
-    dev = hist.device
+    mass, moment = otsu_prefix_sums(hist)
+    kmax = int(classes.max().item()) if bsz else 2
+    if hist.device.type != "cpu":
+        return _multi_otsu_torch(mass, moment, classes, kmax)
+    out = np.full((bsz, kmax - 1), nbins, dtype=np.int64)
+    mass_np, moment_np, counts = mass.numpy(), moment.numpy(), classes.tolist()
+
+    def one(b: int) -> None:
+        out[b, :counts[b] - 1] = _multi_otsu_numpy(mass_np[b], moment_np[b], counts[b])
+
+    map_images(bsz, one)
+    return torch.from_numpy(out)
+
+
+def otsu_prefix_sums(hist: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Prefix sums ``[B, L+1]`` float64 of the normalised histograms: class mass and first moment."""
     p = hist.double() / hist.double().sum(1, keepdim=True).clamp_min(1.0)
-    v = torch.arange(nbins, device=dev, dtype=torch.float64)
-    zero = torch.zeros(bsz, 1, device=dev, dtype=torch.float64)
-    mass = torch.cat([zero, p.cumsum(1)], 1)  # [B, L+1] prefix sums
-    moment = torch.cat([zero, (p * v).cumsum(1)], 1)
-    dw = mass[:, None, :] - mass[:, :, None]  # [B, i, j]: class = bins i..j-1
-    ds = moment[:, None, :] - moment[:, :, None]
-    cost = torch.where(dw > 1e-15, ds * ds / dw.clamp_min(1e-15), torch.zeros_like(dw))
-    upper = torch.ones(nbins + 1, nbins + 1, dtype=torch.bool, device=dev).triu(1)
-    cost = cost.masked_fill(~upper, float("-inf"))
-    best = cost[:, 0, :]  # one class covering bins 0..j-1
-    kmax = int(classes.max().item())
+    zero = torch.zeros(hist.shape[0], 1, device=hist.device, dtype=torch.float64)
+    values = torch.arange(hist.shape[1], device=hist.device, dtype=torch.float64)
+    return torch.cat([zero, p.cumsum(1)], 1), torch.cat([zero, (p * values).cumsum(1)], 1)
+
+
+def _otsu_costs(dw: torch.Tensor | np.ndarray, ds: torch.Tensor | np.ndarray) -> None:
+    """In place: ``ds`` becomes the class score S^2 / W (0 for empty classes), from the class masses ``dw``
+    and first moments ``ds``; the same float64 operations in NumPy and torch."""
+    ds *= ds
+    ds /= dw.clip(min=1e-15)
+    ds[dw <= 1e-15] = 0.0
+
+
+@lru_cache(maxsize=4)
+def _otsu_infeasible(n: int) -> np.ndarray:
+    """``[n, n]`` bool: True where class end j <= class start i (upper triangle with the diagonal)."""
+    return ~np.tri(n, n, -1, dtype=bool)
+
+
+def _multi_otsu_numpy(mass: np.ndarray, moment: np.ndarray, classes: int) -> np.ndarray:
+    """The ``classes - 1`` threshold bins of one histogram from its prefix sums ``[L+1]``."""
+    nbins = len(mass) - 1
+    cost = moment[:, None] - moment[None, :]  # [j, i]: class = bins i..j-1
+    _otsu_costs(mass[:, None] - mass[None, :], cost)
+    cost[_otsu_infeasible(nbins + 1)] = -np.inf
+    best = cost[:, 0].copy()  # one class covering bins 0..j-1
+    rows = np.arange(nbins + 1)
+    total = np.empty_like(cost)
+    starts = []  # per class count k: where the last class starts, for every end j
+    for k in range(2, classes + 1):
+        if k < classes:
+            np.add(cost, best, out=total)
+            arg = total.argmax(1)  # the first maximum: ties go to the lowest bin
+            best = total[rows, arg]
+        else:  # the last class only ever ends at bin L: one row
+            arg = np.zeros(nbins + 1, dtype=np.int64)
+            arg[nbins] = (cost[nbins] + best).argmax()
+        starts.append(arg)
+    out = np.empty(classes - 1, dtype=np.int64)
+    pos = nbins
+    for k in range(classes, 1, -1):
+        pos = starts[k - 2][pos]  # first bin of class k, so the threshold bin is pos - 1
+        out[k - 2] = pos - 1
+    return out
+
+
+def _multi_otsu_torch(mass: torch.Tensor, moment: torch.Tensor, classes: torch.Tensor,
+                      kmax: int) -> torch.Tensor:
+    """``multi_otsu_bins`` for the whole batch at once in torch (accelerators), from prefix sums."""
+    n, nbins = mass.shape[0], mass.shape[1] - 1
+    dev = mass.device
+    cost = moment[:, :, None] - moment[:, None, :]  # [n, j, i]: class = bins i..j-1
+    _otsu_costs(mass[:, :, None] - mass[:, None, :], cost)
+    cost.masked_fill_(torch.from_numpy(_otsu_infeasible(nbins + 1)).to(dev), float("-inf"))
+    best = cost[:, :, 0]
     choices = []
     for _ in range(2, kmax + 1):
-        best, arg = (best[:, :, None] + cost).max(1)
+        best, arg = (cost + best[:, None, :]).max(2)
         choices.append(arg)
-    pos = torch.full((bsz,), nbins, dtype=torch.long, device=dev)
-    out = torch.full((bsz, kmax - 1), nbins, dtype=torch.long, device=dev)
-    rows = torch.arange(bsz, device=dev)
+    pos = torch.full((n,), nbins, dtype=torch.long, device=dev)
+    out = torch.full((n, kmax - 1), nbins, dtype=torch.long, device=dev)
+    rows = torch.arange(n, device=dev)
     for k in range(kmax, 1, -1):
         active = classes >= k
         start = choices[k - 2][rows, pos]  # first bin of class k, so the threshold bin is start - 1
