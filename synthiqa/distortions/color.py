@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.blur import round_half_up
 from synthiqa.distortions.colorspace import lab_to_rgb, rgb_to_lab, truncate_to_8bit
-from synthiqa.distortions.fastpath import FLAT_SPAN, image_range, map_images, register_uint8_path
+from synthiqa.distortions.fastpath import FLAT_SPAN, map_images, register_uint8_path, scratch
 from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.distortions.rng import SampleRNG
@@ -408,23 +408,27 @@ def _saturation_hsv_uint8(dist: Distortion, images: np.ndarray, params: Mapping[
 
     factors = params["factor"].detach().to(torch.float64).cpu().tolist()
 
-    def one(i: int) -> None:
-        r, g, b = cv2.split(images[i])
-        v = cv2.max(cv2.max(r, g), b)
+    def one(i: int) -> None:  # every plane in this thread's scratch arrays: no page faults per image
+        plane = images[i].shape[:2]
+        r, g, b = cv2.split(images[i], [scratch(f"hsv.{c}", plane, np.uint8) for c in "rgb"])
+        v = scratch("hsv.v", plane, np.uint8)
+        cv2.max(cv2.max(r, g, dst=v), b, dst=v)
         f = factors[i]
         lo, span = 0.0, 255.0
         if wrap:
-            lo1, hi1 = image_range(images[i])
-            w = cv2.addWeighted(v, 1.0 - f, cv2.min(cv2.min(r, g), b), f, 0.0, dtype=cv2.CV_32F)
+            low = cv2.min(cv2.min(r, g, dst=r), b, dst=r)
+            v_lo, hi1 = cv2.minMaxLoc(v)[:2]  # the image's range: max V and min of min(R,G,B)
+            lo1 = cv2.minMaxLoc(low)[0]
+            w = cv2.addWeighted(v, 1.0 - f, low, f, 0.0, dst=scratch("hsv.w", plane), dtype=cv2.CV_32F)
             w_lo, w_hi = cv2.minMaxLoc(w)[:2]
-            out_lo, out_hi = (w_lo, hi1) if f >= 0 else (cv2.minMaxLoc(v)[0], w_hi)  # max V is hi1
+            out_lo, out_hi = (w_lo, hi1) if f >= 0 else (v_lo, w_hi)
             lo2, hi2 = max(out_lo, lo1), min(out_hi, hi1)
             if hi2 - lo2 > 255.0 * FLAT_SPAN:
                 lo, span = lo2, hi2 - lo2
             elif hi1 - lo1 > 255.0 * FLAT_SPAN:  # a flat result of a non-flat image
                 lo, span = lo1, hi1 - lo1
         a = 255.0 / span
-        cv2.addWeighted(images[i], a * f, cv2.cvtColor(v, cv2.COLOR_GRAY2RGB), a * (1.0 - f), -lo * a,
-                        dst=out[i], dtype=cv2.CV_8U)
+        v3 = cv2.cvtColor(v, cv2.COLOR_GRAY2RGB, dst=scratch("hsv.v3", images[i].shape, np.uint8))
+        cv2.addWeighted(images[i], a * f, v3, a * (1.0 - f), -lo * a, dst=out[i], dtype=cv2.CV_8U)
 
     map_images(images.shape[0], one)
