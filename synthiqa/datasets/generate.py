@@ -10,7 +10,8 @@ so ``--resume`` redoes exactly the unfinished chunks and the final files are reb
 Jobs are a pure function of (reference name, index, options): image i of reference r has seed
 ``derive_seed(run seed, r, i)``; chunks are fixed slices of a reference's job list (a resumed run keeps
 the first run's ``batch_size``). Output therefore does not depend on worker count, shard or interruption.
-FR labels are computed one image at a time on the CPU, so they do not depend on the batch size either;
+FR labels are computed one image at a time on the CPU (the reference's features once per reference,
+``fr_metrics.ReferenceFR``), so they do not depend on the batch size either;
 the images depend on it only as far as the engine's batch invariance goes (it is designed to have it).
 
 Modes:
@@ -45,9 +46,9 @@ import numpy as np
 import torch
 
 from synthiqa.atomic import atomic_write_bytes, atomic_write_text
+from synthiqa.datasets.fr_metrics import ReferenceFR
 from synthiqa.datasets.labels import (
     FR_PSEUDO_MOS,
-    fr_components,
     fuse_fr,
     label_columns,
     level_quality,
@@ -84,7 +85,7 @@ DEFAULT_PER_IMAGE = 5
 #: Default longest side of the built-in references (they are 300..1000 px; 384 keeps the README run quick).
 BUILTIN_MAX_SIDE = 384
 #: FR labels are computed in fixed sub-batches of this many images on CUDA (bounded memory) and one
-#: image at a time on the CPU, where piq's reductions can differ in the last bits with the batch size.
+#: image at a time on the CPU, where reductions can differ in the last bits with the batch size.
 FR_SUB_BATCH_CUDA = 4
 SEVERITY_RANGE = (0.2, 1.0)
 #: Options that define the dataset; a resumed run or a merged shard must match them all.
@@ -421,6 +422,7 @@ class _ChunkRunner:
         self.cfg = cfg
         self.device = device
         self.label_cols = label_columns(cfg.labels)
+        self._fr_ref: tuple[torch.Tensor, ReferenceFR] | None = None
 
     @torch.inference_mode()
     def __call__(self, ref_u8: torch.Tensor, plan: RefPlan, chunk: tuple[Job, ...],
@@ -452,8 +454,7 @@ class _ChunkRunner:
                 images[j], records[j] = hwc[k], recs[k]
         labels: dict[str, list[float]] = {}
         if "fr" in self.cfg.labels:
-            ref = ref_u8.unsqueeze(0)
-            parts = [self._fr(torch.from_numpy(im).permute(2, 0, 1).unsqueeze(0), ref) for im in images]
+            parts = [self._fr(torch.from_numpy(im).permute(2, 0, 1).unsqueeze(0), ref_u8) for im in images]
             labels = {k: [float(p[k][0]) for p in parts] for k in parts[0]}
         return images, records, labels
 
@@ -469,17 +470,19 @@ class _ChunkRunner:
             out_u8, records = batch.clone(), [[] for _ in chunk]
         labels: dict[str, list[float]] = {}
         if "fr" in self.cfg.labels:
-            parts = [self._fr(out_u8[s:s + FR_SUB_BATCH_CUDA], ref_u8.unsqueeze(0))
+            parts = [self._fr(out_u8[s:s + FR_SUB_BATCH_CUDA], ref_u8)
                      for s in range(0, n, FR_SUB_BATCH_CUDA)]
             labels = {k: torch.cat([p[k] for p in parts]).tolist() for k in parts[0]}
         hwc = out_u8.permute(0, 2, 3, 1).contiguous().cpu().numpy()
         return list(hwc), records, labels
 
-    @staticmethod
-    def _fr(images_u8: torch.Tensor, ref_u8: torch.Tensor) -> dict[str, torch.Tensor]:
-        """FR components and the fused pseudo-MOS of uint8 ``[B,3,H,W]`` images against ``[1,3,H,W]``."""
-        comps = fr_components(images_u8.float().div(255.0).contiguous(),
-                              ref_u8.float().div(255.0).contiguous())
+    def _fr(self, images_u8: torch.Tensor, ref_u8: torch.Tensor) -> dict[str, torch.Tensor]:
+        """FR components (float64 ``[B]``) and the fused pseudo-MOS of uint8 ``[B,3,H,W]`` images against the
+        reference ``[3,H,W]`` (one tensor per reference: its features are computed once, ``ReferenceFR``)."""
+        if self._fr_ref is None or self._fr_ref[0] is not ref_u8:  # holds ref_u8, so identity is safe
+            self._fr_ref = (ref_u8, ReferenceFR(ref_u8.float().div(255.0).contiguous()))
+        comps = self._fr_ref[1](images_u8.float().div(255.0).contiguous())
+        comps = {k: v.reshape(-1).double().cpu() for k, v in comps.items()}
         comps[FR_PSEUDO_MOS] = fuse_fr(comps)
         return comps
 
