@@ -71,8 +71,9 @@ def check_levels(levels: torch.Tensor | Sequence[float] | float, n: int, name: s
         t = t.expand(n).clone()
     if t.numel() != n:
         raise DistortionInputError(f"{name}: got {t.numel()} levels for a batch of {n} images")
-    if torch.isnan(t).any() or (t < 1).any() or (t > NUM_LEVELS).any():
-        bad = t[torch.isnan(t) | (t < 1) | (t > NUM_LEVELS)][0].item()
+    inside = (t >= 1) & (t <= NUM_LEVELS)  # NaN is neither
+    if not inside.all():
+        bad = t[~inside][0].item()
         raise DistortionInputError(f"{name}: level {bad} is outside [1, {NUM_LEVELS}]")
     return t
 

@@ -124,10 +124,6 @@ def minmax_stretch(images: torch.Tensor, inplace: bool = False) -> torch.Tensor:
     return shifted.div_(torch.where(flat_image, 1.0, span))
 
 
-def _to_python(v: torch.Tensor) -> Any:
-    return v.item() if v.numel() == 1 else v.tolist()
-
-
 def apply_chains(images: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
                  seeds: torch.Tensor | Sequence[int] | int, profile: str = "kadid",
                  out_dtype: torch.dtype = torch.float32,
@@ -164,7 +160,8 @@ def _draw_step(dist: Distortion, chains: Sequence[Sequence[ChainOp]], pos: int, 
                seed_t: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The step seeds and drawn parameters of the samples ``idx_list`` at chain position ``pos``."""
     levels = torch.tensor([chains[i][pos].level for i in idx_list], dtype=torch.float64)
-    step_seeds = torch.tensor([derive_seed(int(seed_t[i]), pos, dist.name) for i in idx_list],
+    sample_seeds = seed_t.tolist()  # Python ints once: indexing a tensor per sample is slow
+    step_seeds = torch.tensor([derive_seed(sample_seeds[i], pos, dist.name) for i in idx_list],
                               dtype=torch.int64)
     return step_seeds, dist.sample(levels, step_seeds)
 
@@ -178,12 +175,18 @@ def _float_step(dist: Distortion, sub: torch.Tensor, params: dict[str, torch.Ten
     return minmax_stretch(sub, inplace=True) if wrap else sub
 
 
+def _column(v: torch.Tensor) -> list[Any]:
+    """Per-sample Python values of a parameter in one conversion: a number where a sample has one value,
+    else a (nested) list."""
+    return v.reshape(-1).tolist() if v[0].numel() == 1 else v.tolist()
+
+
 def _record(records: list[list[dict[str, Any]]], dist: Distortion, chains: Sequence[Sequence[ChainOp]],
             pos: int, idx_list: list[int], step_seeds: torch.Tensor, params: dict[str, torch.Tensor]) -> None:
-    for j, i in enumerate(idx_list):
-        rec = {"name": dist.name, "group": dist.group, "level": chains[i][pos].level,
-               "seed": int(step_seeds[j])}
-        rec.update({k: _to_python(v[j]) for k, v in params.items() if k != "level"})
+    columns = {k: _column(v) for k, v in params.items() if k != "level"}
+    for j, (i, seed) in enumerate(zip(idx_list, step_seeds.tolist(), strict=True)):
+        rec = {"name": dist.name, "group": dist.group, "level": chains[i][pos].level, "seed": seed}
+        rec.update({k: col[j] for k, col in columns.items()})
         records[i].append(rec)
 
 

@@ -129,7 +129,7 @@ def apply_lut(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
         import cv2
 
         cv2.LUT(image, table, dst=out)
-    elif out.ctypes.data == image.ctypes.data:
+    elif np.may_share_memory(out, image):  # the same buffer (partial overlaps are not supported)
         sz.translate(memoryview(out), memoryview(table), inplace=True)
     else:
         sz.translate(memoryview(image), memoryview(table), out=memoryview(out))
@@ -204,12 +204,12 @@ def _pointwise_path(dist: Distortion, images: np.ndarray, params: Mapping[str, t
     import cv2
 
     b = images.shape[0]
-    ramp = np.broadcast_to(UNIT_VALUES, (b, 3, 1, 256))
+    ramp = np.broadcast_to(UNIT_VALUES, (b, 1, 1, 256))
     if wrap:
         ranges = np.array([image_range(im) for im in images], dtype=np.intp)  # [B, 2], cheap
         bounds = UNIT_VALUES[ranges].reshape(b, 2, 1, 1, 1)
         ramp = stretch_array(ramp, bounds[:, 0], bounds[:, 1])
-    ramp_t = torch.from_numpy(np.ascontiguousarray(ramp, dtype=np.float32))
+    ramp_t = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(ramp, (b, 3, 1, 256)), dtype=np.float32))
     curve = dist.apply(ramp_t, params).clamp_(0.0, 1.0)[:, :, 0].numpy()  # [B,3,256]
     if wrap:
         curve = stretch_array(curve, *_output_range(images, curve, ranges))

@@ -17,7 +17,7 @@ SEED_MASK = (1 << 63) - 1
 
 def derive_seed(*keys: int | str) -> int:
     """A stable 63-bit seed from any mix of ints and strings (same value on every platform and run)."""
-    text = "\x1f".join(f"{type(k).__name__}:{k}" for k in keys)
+    text = "\x1f".join([f"{type(k).__name__}:{k}" for k in keys])
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") & SEED_MASK
 
@@ -49,10 +49,17 @@ class SampleRNG:
 
     def __init__(self, seeds: torch.Tensor):
         self.seeds = seeds.to(torch.int64).cpu()
-        self._gens = [torch.Generator(device="cpu").manual_seed(int(s)) for s in self.seeds.tolist()]
+        self._generators: list[torch.Generator] | None = None  # made on the first draw: most ops draw nothing
+
+    @property
+    def _gens(self) -> list[torch.Generator]:
+        if self._generators is None:
+            seeds = self.seeds.tolist()
+            self._generators = [torch.Generator(device="cpu").manual_seed(int(s)) for s in seeds]
+        return self._generators
 
     def __len__(self) -> int:
-        return len(self._gens)
+        return len(self.seeds)
 
     def _stack(self, parts: list[torch.Tensor], shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
         if not parts:
