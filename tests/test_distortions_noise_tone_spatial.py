@@ -30,6 +30,15 @@ NOT_MONOTONE = {("mean_shift", "kadid"), ("contrast_change", "kadid"), ("mean_sh
                 ("contrast_change", "arniqa"), ("pixelate", "kadid"), ("pixelate", "arniqa")}
 
 
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """Tiny tensors: torch's thread pool costs more than it saves (and much more on a loaded machine)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 def textured(n: int = 1, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:
     """Smooth colour ramps plus sinusoidal texture and a sharp edge, in [0.05, 0.95]."""
     g = torch.Generator().manual_seed(seed)
@@ -446,3 +455,20 @@ def test_multi_otsu_cpu_and_batched_torch_programmes_agree_bin_for_bin():
         got = multi_otsu_bins(hist, classes)
         assert torch.equal(got, _multi_otsu_torch(*otsu_prefix_sums(hist), classes, int(classes.max())))
         assert (got.diff(dim=1) >= 0).all()
+
+
+def test_color_block_uint8_with_the_extreme_pixels_covered_or_not():
+    from synthiqa.distortions.chains import apply_distortion
+
+    x = (textured(1, 96, 128) * 200 + 20).round().to(torch.uint8)
+    x[0, :, 70, 100], x[0, 1, 5, 120] = 2, 250  # one darkest and one brightest pixel
+    covered = set()
+    for seed in range(12):
+        for level in (1, 5):
+            ref, rec = apply_distortion(x, "color_block", level, [seed], "kadid")
+            fast, _ = apply_distortion(x, "color_block", level, [seed], "kadid", out_dtype=torch.uint8)
+            assert torch.equal(fast, (ref * 255).round().to(torch.uint8)), (seed, level)
+            n = round_count(torch.tensor([rec[0][0]["blocks"]])).item()
+            tops = [(int(u * (96 - 32)), int(v * (128 - 32))) for u, v in rec[0][0]["positions"][:n]]
+            covered.add(any(r <= 70 < r + 32 and c <= 100 < c + 32 for r, c in tops))
+    assert covered == {True, False}

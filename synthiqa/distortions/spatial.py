@@ -521,7 +521,9 @@ def _pixelate_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, t
 def _color_block_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
                        out: np.ndarray) -> None:
     """Blocks pasted into the 8-bit image; under the wrap, the output range comes from the uncovered
-    pixels (a masked min/max) and the colours of the blocks still visible."""
+    pixels and the colours of the blocks still visible. Where the image's min and max pixels (the first
+    of each) are uncovered, the uncovered pixels stretch to exactly 0 and 1 and no colour in [0, 1] can
+    widen that: one min/max pass; otherwise a masked min/max and the blocks' visibility decide."""
     import cv2
 
     b, h, w, _ = images.shape
@@ -535,7 +537,13 @@ def _color_block_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str
     visible = np.zeros(colors.shape[:2], dtype=bool)  # numpy: filled from worker threads
 
     def scan(i: int) -> None:
-        ranges[i] = image_range(images[i])
+        lo, hi, *extremes = cv2.minMaxLoc(images[i].reshape(h, -1))
+        ranges[i] = (lo, hi)
+        blocks = list(zip(rows[i][:counts[i]], cols[i][:counts[i]], strict=True))
+        if hi > lo and not any(r <= y < r + BLOCK and c <= x // 3 < c + BLOCK
+                               for x, y in extremes for r, c in blocks):
+            uncovered[i] = (lo, hi)
+            return
         mask = np.full((h, w * 3), 255, dtype=np.uint8)
         top = np.full((h, w), -1, dtype=np.int16)  # the last block covering each pixel
         for k in range(counts[i]):
