@@ -120,6 +120,18 @@ def image_range(image: np.ndarray) -> tuple[float, float]:
     return lo, hi
 
 
+def image_ranges(images: np.ndarray) -> np.ndarray:
+    """[min, max] of each uint8 ``[B,H,W,3]`` image over all channels, ``[B,2]`` integers (spread over the
+    threads of ``map_images``: a pass over every pixel)."""
+    ranges = np.empty((images.shape[0], 2), dtype=np.intp)
+
+    def one(i: int) -> None:
+        ranges[i] = image_range(images[i])
+
+    map_images(images.shape[0], one)
+    return ranges
+
+
 def apply_lut(image: np.ndarray, table: np.ndarray, out: np.ndarray) -> None:
     """``out = table[image]`` for uint8 arrays (``out`` may be ``image`` itself) with one 256-entry uint8
     table: OpenCV's ``LUT``, or the SIMD byte translation of StringZilla (which Albumentations uses too)
@@ -185,7 +197,7 @@ def unit_tables(images: np.ndarray, wrap: bool) -> torch.Tensor:
     b = images.shape[0]
     ramp = np.broadcast_to(UNIT_VALUES, (b, 256))
     if wrap:
-        ranges = np.array([image_range(im) for im in images], dtype=np.intp)
+        ranges = image_ranges(images)
         ramp = stretch_array(ramp, UNIT_VALUES[ranges[:, :1]], UNIT_VALUES[ranges[:, 1:]])
     return torch.from_numpy(np.ascontiguousarray(ramp, dtype=np.float32))
 
@@ -206,7 +218,7 @@ def _pointwise_path(dist: Distortion, images: np.ndarray, params: Mapping[str, t
     b = images.shape[0]
     ramp = np.broadcast_to(UNIT_VALUES, (b, 1, 1, 256))
     if wrap:
-        ranges = np.array([image_range(im) for im in images], dtype=np.intp)  # [B, 2], cheap
+        ranges = image_ranges(images)
         bounds = UNIT_VALUES[ranges].reshape(b, 2, 1, 1, 1)
         ramp = stretch_array(ramp, bounds[:, 0], bounds[:, 1])
     ramp_t = torch.from_numpy(np.ascontiguousarray(np.broadcast_to(ramp, (b, 3, 1, 256)), dtype=np.float32))
