@@ -33,6 +33,7 @@ import os
 import random
 import re
 import signal
+import sys
 import threading
 import time
 from collections import deque
@@ -665,9 +666,22 @@ def _claimed(units: list[WorkItem], counter: Any) -> Iterator[WorkItem]:
         yield units[i]
 
 
+def _die_with_parent(parent: int) -> None:
+    """Linux: have the kernel SIGKILL this worker when the parent dies (a hard-killed run leaves no
+    orphans writing on; finished files stay and ``--resume`` redoes the rest). Elsewhere a no-op."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGKILL)  # 1 = PR_SET_PDEATHSIG
+    if os.getppid() != parent:  # the parent died before the request took effect
+        os._exit(1)
+
+
 def _process_worker(index: int, queue: Any, units: list[WorkItem], counter: Any, cfg: GenerateConfig,
-                    out: Path, arrays: dict[str, np.ndarray]) -> None:
+                    out: Path, arrays: dict[str, np.ndarray], parent: int) -> None:
     """One CPU worker process: claims units until none is left; one torch thread, one I/O thread each way."""
+    _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers
     torch.set_num_threads(1)
     try:
@@ -705,8 +719,9 @@ def _run_processes(units: list[WorkItem], cfg: GenerateConfig, out: Path, arrays
 
     results: Any = ctx.Queue()
     counter = ctx.Value("q", 0)
-    procs = [ctx.Process(target=_process_worker, args=(i, results, units, counter, cfg, out, arrays),
-                         daemon=True, name=f"synthiqa-worker-{i}") for i in range(processes)]
+    args = (results, units, counter, cfg, out, arrays, os.getpid())
+    procs = [ctx.Process(target=_process_worker, args=(i, *args), daemon=True, name=f"synthiqa-worker-{i}")
+             for i in range(processes)]
     outcomes: dict[int, tuple[int, list[tuple[str, str]]]] = {}
     try:
         for proc in procs:
