@@ -166,3 +166,60 @@ def test_lut_helper_matches_opencv(stringzilla, monkeypatch):
     assert np.array_equal(out, cv2.LUT(image, table))
     fastpath.apply_lut(image, table, image)  # in place
     assert np.array_equal(image, out)
+
+
+def _saturated_pixels() -> np.ndarray:
+    """Random 8-bit colours plus the sRGB cube's corners and edges (strong blue-yellow: f(Z) < 0 after
+    an L* change), as a 64x64 uint8 image."""
+    rng = np.random.default_rng(5)
+    image = rng.integers(0, 256, (64, 64, 3), dtype=np.uint8)
+    corners = np.array(np.meshgrid([0, 255], [0, 128, 255], [0, 255], indexing="ij")).reshape(3, -1).T
+    image[0, : len(corners)] = corners
+    image[1:5] = np.arange(256).reshape(4, 64, 1)  # the grey ramp, with the CIE linear segment near black
+    return image
+
+
+def test_lab_of_uint8_matches_rgb_to_lab():
+    from synthiqa.distortions.colorspace import lab_of_uint8, rgb_to_lab, srgb_to_linear
+    from synthiqa.distortions.fastpath import UNIT_VALUES
+
+    image = _saturated_pixels()
+    for values in (UNIT_VALUES, (UNIT_VALUES - 0.1) / 0.7):  # raw, and as a min-max stretch sees them
+        values = values.astype(np.float32)
+        ref = rgb_to_lab(torch.from_numpy(values[image]).permute(2, 0, 1)[None])[0].permute(1, 2, 0)
+        linear = srgb_to_linear(torch.from_numpy(values)).numpy()
+        assert np.abs(lab_of_uint8(image, linear) - ref.numpy()).max() < 2e-3
+
+
+@pytest.mark.parametrize("clamp_negative_z", [True, False])
+def test_lab_to_rgb_array_matches_lab_to_rgb(clamp_negative_z):
+    from synthiqa.distortions.colorspace import lab_to_rgb, lab_to_rgb_array, rgb_to_lab
+
+    rgb = torch.from_numpy(_saturated_pixels()).permute(2, 0, 1)[None].float() / 255
+    lab = rgb_to_lab(rgb)
+    gain = torch.linspace(0.3, 1.4, 64).view(1, 1, 64, 1)  # darker rows: f(Z) < 0 for yellows; brighter:
+    lab[:, :1] = (lab[:, :1] * gain).clamp(0, 100)  # out of gamut
+    ref = lab_to_rgb(lab, clamp_negative_z)[0].permute(1, 2, 0).numpy()
+    got = lab_to_rgb_array(lab[0].permute(1, 2, 0).contiguous().numpy(), clamp_negative_z)
+    assert np.abs(got - ref).max() < 0.2 / 255
+    if clamp_negative_z:  # the option matters for these colours, so the cap on b* is exercised
+        assert np.abs(ref - lab_to_rgb(lab, False)[0].permute(1, 2, 0).numpy()).max() > 1 / 255
+
+
+def test_lab_paths_on_alternating_sizes_reuse_scratch_safely():
+    """Scratch arrays are per thread and per shape: batches of two sizes in turn give the same bytes."""
+    small, large = _images("scene"), torch.from_numpy(_saturated_pixels()).permute(2, 0, 1)[None]
+    for name in ("brighten", "high_sharpen"):
+        first = [apply_distortion(x, name, 4, [1] * len(x), "kadid", out_dtype=torch.uint8)[0]
+                 for x in (small, large)]
+        again = [apply_distortion(x, name, 4, [1] * len(x), "kadid", out_dtype=torch.uint8)[0]
+                 for x in (large, small)]
+        assert torch.equal(first[0], again[1]) and torch.equal(first[1], again[0])
+
+
+def test_flat_grey_stays_grey_through_lab_round_trips():
+    """A flat grey image's float noise after a Lab round trip (about 1e-6) is not stretched to full range."""
+    x = torch.full((1, 3, 32, 32), 0.3)
+    for name in ("brighten", "high_sharpen"):
+        y, _ = apply_distortion(x, name, 5, [0], "kadid")
+        assert (y.amax() - y.amin()).item() < 1e-4, name

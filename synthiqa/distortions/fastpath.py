@@ -20,10 +20,18 @@ How the wrap is folded in (``lo``, ``hi``: the image's min and max over all chan
 - steps that only pick or replace pixels (pixelate, colour blocks) and histogram-driven curves
   (quantization) become one lookup table per image (``spatial.py``).
 - JPEG is 8-bit by nature: the input stretch and the output stretch are lookup tables around the codec.
+- CIELAB steps on L* (brighten, high sharpen): the stretched values and their linear light are
+  per-image tables of 256 entries (``unit_tables``), L* a*b* come from ``colorspace.lab_of_uint8``, the
+  step changes L* in float32, OpenCV's float ``Lab2RGB`` converts back, and ``finish_unit`` clamps,
+  stretches by the result's range and rounds.
 
 Distortions without a path run the float path on the uint8 batch a few images at a time
 (``chains.FALLBACK_CHUNK``) and are rounded. Lookup tables use StringZilla's SIMD byte translation
 when it is installed (Albumentations depends on it), else OpenCV's ``LUT``.
+
+Speed notes: per-batch bookkeeping (tables of 256 values per sample) is NumPy float32, not torch, whose
+tiny element-wise ops can wake its intra-op thread pool (milliseconds on a busy machine); per-image work
+arrays come from ``scratch`` (a fresh multi-megabyte array costs a page fault per 4 KiB).
 """
 
 from __future__ import annotations
