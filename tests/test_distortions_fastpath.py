@@ -223,3 +223,15 @@ def test_flat_grey_stays_grey_through_lab_round_trips():
     for name in ("brighten", "high_sharpen"):
         y, _ = apply_distortion(x, name, 5, [0], "kadid")
         assert (y.amax() - y.amin()).item() < 1e-4, name
+
+
+def test_lab_paths_decline_the_bgr_quirk():
+    """ARNIQA's BGR-as-RGB option has no uint8 path: the float path runs (apply_uint8 answers None)."""
+    from synthiqa.distortions.brightness import Brighten
+    from synthiqa.distortions.fastpath import apply_uint8
+    from synthiqa.distortions.sharpness import HighSharpen
+
+    x = _images("scene")
+    for cls in (Brighten, HighSharpen):
+        dist = cls("arniqa", LevelTable(cls.tables["arniqa"].params, {"lab_bgr": True}))
+        assert apply_uint8(dist, x, dist.sample([3, 3, 3], SEEDS), True) is None

@@ -95,6 +95,8 @@ def _brighten_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, t
                     out: np.ndarray) -> bool | None:
     """uint8 fast path: the RGB curve and linear light are per-image lookup tables of the 256 values;
     L* comes from ``lab_of_uint8``, is bent in place, and goes back through OpenCV's ``Lab2RGB``."""
+    import cv2
+
     bgr, clamp_z = lab_options(dist.options)
     if bgr:
         return False
@@ -105,8 +107,6 @@ def _brighten_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, t
     twice = (2.0 * amount).view(-1).numpy()
 
     def one(i: int) -> None:
-        import cv2
-
         lab = lab_of_uint8(images[i], linear[i])
         lum = lab[..., 0]
         plane = np.divide(lum, np.float32(100.0), out=scratch("brighten.l", lum.shape))
