@@ -595,8 +595,10 @@ def _quantization_uint8(dist: Distortion, images: np.ndarray, params: Mapping[st
     if method not in ("uniform", "otsu"):
         return False
     b, h = images.shape[:2]
-    hist = torch.from_numpy(np.stack([
-        cv2.calcHist([im.reshape(h, -1)], [0], None, [256], [0, 256]).reshape(-1) for im in images]))
+    counts = np.empty((b, 256, 1), dtype=np.float32)
+    map_images(b, lambda i: cv2.calcHist([images[i].reshape(h, -1)], [0], None, [256], [0, 256],
+                                         hist=counts[i]))
+    hist = torch.from_numpy(counts.reshape(b, 256))
     present = hist > 0  # [B, 256]
     v = torch.arange(256).view(1, 256)
     lo_v = torch.where(present, v, 256).amin(1, keepdim=True)
