@@ -472,3 +472,13 @@ def test_color_block_uint8_with_the_extreme_pixels_covered_or_not():
             tops = [(int(u * (96 - 32)), int(v * (128 - 32))) for u, v in rec[0][0]["positions"][:n]]
             covered.add(any(r <= 70 < r + 32 and c <= 100 < c + 32 for r, c in tops))
     assert covered == {True, False}
+
+
+def test_fields_drawn_into_a_given_tensor_are_the_same_draws():
+    from synthiqa.distortions.rng import normal_field, uniform_field
+
+    seeds = torch.tensor([5, 2**40 + 3])
+    for draw in (normal_field, uniform_field):
+        buf = torch.full((2, 3, 8, 9), float("nan"))
+        assert draw(seeds, (3, 8, 9), "cpu", out=buf) is buf
+        assert torch.equal(buf, draw(seeds, (3, 8, 9), "cpu"))

@@ -19,6 +19,7 @@ from synthiqa.distortions.fastpath import (
     image_range,
     map_images,
     register_uint8_path,
+    scratch,
     stretch,
     unit_values,
 )
@@ -241,7 +242,8 @@ class Denoise(Distortion):
 # -- uint8 CPU fast paths (fastpath.py) ------------------------------------------------------------------
 # The noise field is the float path's own (the sample's torch generator, planar [3,H,W] order), so the
 # 8-bit image is split into planes, the planes become the float path's stretched float32 values through a
-# per-image table, and the result is merged back; the cost is mostly the generator itself.
+# per-image table, and the result is merged back; the cost is mostly the generator itself. Work arrays are
+# the thread's ``scratch`` arrays.
 def _input_tables(images: np.ndarray, wrap: bool) -> np.ndarray:
     """``[B, 256]`` float32 tables v -> the float path's value of v after the input stretch (``v / 255``
     without the wrap)."""
@@ -252,12 +254,21 @@ def _input_tables(images: np.ndarray, wrap: bool) -> np.ndarray:
     return np.ascontiguousarray(ramp.numpy())
 
 
+def _field_planes(kind: str, seed: torch.Tensor, h: int, w: int) -> np.ndarray:
+    """The sample's ``normal``/``uniform`` field (``rng.normal_field``/``uniform_field`` for the one
+    ``seed`` ``[1]``) as ``[3H, W]`` float32 planes, in this thread's scratch array."""
+    planes = scratch("noise_field", (3 * h, w))
+    draw = normal_field if kind == "normal" else uniform_field
+    draw(seed, (3, h, w), "cpu", out=torch.from_numpy(planes).view(1, 3, h, w))
+    return planes
+
+
 def _planes(image: np.ndarray) -> np.ndarray:
-    """An ``[H,W,3]`` uint8 image as one ``[3H, W]`` array of its three planes."""
+    """An ``[H,W,3]`` uint8 image as one ``[3H, W]`` array of its three planes (a scratch array)."""
     import cv2
 
     h, w = image.shape[:2]
-    planes = np.empty((3 * h, w), dtype=np.uint8)
+    planes = scratch("noise_planes", (3 * h, w), np.uint8)
     cv2.mixChannels([image], [planes[c * h:(c + 1) * h] for c in range(3)], [0, 0, 1, 1, 2, 2])
     return planes
 
@@ -276,7 +287,8 @@ def _finish_planes(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
         alpha, beta = 255.0 / (hi - lo), -lo * 255.0 / (hi - lo)
     else:
         alpha, beta = 255.0, 0.0
-    planes = cv2.convertScaleAbs(result, alpha=alpha, beta=beta)
+    planes = cv2.convertScaleAbs(result, dst=scratch("noise_out", result.shape, np.uint8), alpha=alpha,
+                                 beta=beta)
     cv2.merge([planes[c * h:(c + 1) * h] for c in range(3)], dst=out)
 
 
@@ -289,11 +301,10 @@ def _scaled_noise_uint8(images: np.ndarray, params: Mapping[str, torch.Tensor], 
     b, h, w, _ = images.shape
     tables = _input_tables(images, wrap)
     seeds = params["field_seed"]
-    draw = normal_field if field == "normal" else uniform_field
 
     def one(i: int) -> None:
-        noise = draw(seeds[i:i + 1], (3, h, w), "cpu").numpy().reshape(3 * h, w)
-        x = cv2.LUT(_planes(images[i]), tables[i])
+        noise = _field_planes(field, seeds[i:i + 1], h, w)
+        x = cv2.LUT(_planes(images[i]), tables[i], dst=scratch("noise_unit", noise.shape))
         a, c = gains[i]
         if multiplicative:  # x + x (a f + c) = a (f x) + (1 + c) x
             cv2.multiply(noise, x, dst=noise, scale=a)
@@ -365,11 +376,12 @@ def _impulse_noise_uint8(dist: Distortion, images: np.ndarray, params: Mapping[s
     ranges = [((0.0, 0.0), (0.0, 0.0))] * b
 
     def hit(i: int) -> None:
-        u = uniform_field(seeds[i:i + 1], (3, h, w), "cpu").numpy().reshape(3 * h, w)
+        u = _field_planes("uniform", seeds[i:i + 1], h, w)
         salt_from, hit_below = bounds[i]
-        kept = cv2.compare(u, float(salt_from), cv2.CMP_GE)  # 255 except pepper
-        salt = cv2.inRange(u, float(salt_from), float(np.nextafter(hit_below, np.float32(0.0))))
-        masks = [np.empty_like(images[i]) for _ in range(2)]
+        kept = cv2.compare(u, float(salt_from), cv2.CMP_GE, dst=scratch("impulse_kept", u.shape, np.uint8))
+        salt = cv2.inRange(u, float(salt_from), float(np.nextafter(hit_below, np.float32(0.0))),
+                           dst=scratch("impulse_salt", u.shape, np.uint8))  # 255 where salt
+        masks = [scratch(f"impulse_mask{k}", images[i].shape, np.uint8) for k in range(2)]
         for m, planes in zip(masks, (kept, salt), strict=True):
             cv2.merge([planes[c * h:(c + 1) * h] for c in range(3)], dst=m)
         cv2.bitwise_and(images[i], masks[0], dst=out[i])

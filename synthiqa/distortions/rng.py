@@ -87,8 +87,9 @@ class SampleRNG:
 
 
 def _field(seeds: torch.Tensor, shape: tuple[int, ...], device: torch.device, kind: str,
-           dtype: torch.dtype) -> torch.Tensor:
-    out = torch.empty((len(seeds), *shape), dtype=dtype, device=device)
+           dtype: torch.dtype, out: torch.Tensor | None) -> torch.Tensor:
+    if out is None:
+        out = torch.empty((len(seeds), *shape), dtype=dtype, device=device)
     for i, s in enumerate(seeds.tolist()):
         g = torch.Generator(device=device).manual_seed(int(s))
         if kind == "normal":
@@ -99,12 +100,14 @@ def _field(seeds: torch.Tensor, shape: tuple[int, ...], device: torch.device, ki
 
 
 def normal_field(seeds: torch.Tensor, shape: Sequence[int], device: torch.device | str,
-                 dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A standard-normal field ``[B, *shape]`` on ``device``, sample i drawn from its own seed."""
-    return _field(seeds, tuple(shape), torch.device(device), "normal", dtype)
+                 dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A standard-normal field ``[B, *shape]`` on ``device``, sample i drawn from its own seed
+    (into ``out``, contiguous, of that shape, dtype and device, when given)."""
+    return _field(seeds, tuple(shape), torch.device(device), "normal", dtype, out)
 
 
 def uniform_field(seeds: torch.Tensor, shape: Sequence[int], device: torch.device | str,
-                  dtype: torch.dtype = torch.float32) -> torch.Tensor:
-    """A uniform [0, 1) field ``[B, *shape]`` on ``device``, sample i drawn from its own seed."""
-    return _field(seeds, tuple(shape), torch.device(device), "uniform", dtype)
+                  dtype: torch.dtype = torch.float32, out: torch.Tensor | None = None) -> torch.Tensor:
+    """A uniform [0, 1) field ``[B, *shape]`` on ``device``, sample i drawn from its own seed
+    (into ``out``, contiguous, of that shape, dtype and device, when given)."""
+    return _field(seeds, tuple(shape), torch.device(device), "uniform", dtype, out)
