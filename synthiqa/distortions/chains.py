@@ -24,7 +24,7 @@ from synthiqa.distortions.base import (
 )
 from synthiqa.distortions.fastpath import FLAT_SPAN
 from synthiqa.distortions.registry import distortion_groups, get_distortion, get_profile, resolve_name
-from synthiqa.distortions.rng import as_seed_tensor, derive_seed
+from synthiqa.distortions.rng import as_seed_tensor, derive_seed, derive_seeds
 from synthiqa.errors import DistortionInputError
 
 
@@ -161,8 +161,7 @@ def _draw_step(dist: Distortion, chains: Sequence[Sequence[ChainOp]], pos: int, 
     """The step seeds and drawn parameters of the samples ``idx_list`` at chain position ``pos``."""
     levels = torch.tensor([chains[i][pos].level for i in idx_list], dtype=torch.float64)
     sample_seeds = seed_t.tolist()  # Python ints once: indexing a tensor per sample is slow
-    step_seeds = torch.tensor([derive_seed(sample_seeds[i], pos, dist.name) for i in idx_list],
-                              dtype=torch.int64)
+    step_seeds = derive_seeds([sample_seeds[i] for i in idx_list], pos, dist.name)
     return step_seeds, dist.sample(levels, step_seeds)
 
 

@@ -15,17 +15,26 @@ import torch
 SEED_MASK = (1 << 63) - 1
 
 
-def derive_seed(*keys: int | str) -> int:
-    """A stable 63-bit seed from any mix of ints and strings (same value on every platform and run)."""
-    text = "\x1f".join([f"{type(k).__name__}:{k}" for k in keys])
+def _key_text(keys: Sequence[int | str]) -> str:
+    return "\x1f".join([f"{type(k).__name__}:{k}" for k in keys])
+
+
+def _hash_seed(text: str) -> int:
     digest = hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest()
     return int.from_bytes(digest, "little") & SEED_MASK
 
 
+def derive_seed(*keys: int | str) -> int:
+    """A stable 63-bit seed from any mix of ints and strings (same value on every platform and run)."""
+    return _hash_seed(_key_text(keys))
+
+
 def derive_seeds(seeds: Sequence[int] | torch.Tensor, *keys: int | str) -> torch.Tensor:
-    """Derive one child seed per entry of ``seeds`` (int64 tensor ``[B]`` on the CPU)."""
+    """Derive one child seed per entry of ``seeds`` (int64 tensor ``[B]`` on the CPU): ``derive_seed(s,
+    *keys)`` for each, with the text of ``keys`` built once."""
     values = seeds.tolist() if isinstance(seeds, torch.Tensor) else list(seeds)
-    return torch.tensor([derive_seed(int(s), *keys) for s in values], dtype=torch.int64)
+    suffix = "\x1f" + _key_text(keys) if keys else ""
+    return torch.tensor([_hash_seed(f"int:{int(s)}{suffix}") for s in values], dtype=torch.int64)
 
 
 def as_seed_tensor(seeds: Sequence[int] | torch.Tensor | int, n: int) -> torch.Tensor:
