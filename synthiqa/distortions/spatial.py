@@ -18,11 +18,15 @@ import torch.nn.functional as F
 
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.fastpath import (
+    UNIT_VALUES,
     apply_lut,
     image_range,
     map_images,
     register_uint8_path,
+    scratch,
     stretch,
+    stretch_array,
+    to_uint8_table,
     unit_values,
 )
 from synthiqa.distortions.registry import register_distortion
@@ -429,19 +433,17 @@ class ColorBlock(Distortion):
 
 
 # -- uint8 CPU fast paths (fastpath.py): these steps only pick or replace pixels, so the wrap's two
-# stretches become one lookup table per image (computed for the batch at once with the float path's
-# float32 arithmetic) --------------------------------------------------------------------------------
-def _unit(values: list[tuple[float, float]]) -> torch.Tensor:
+# stretches become one lookup table per image (the float path's float32 arithmetic, in NumPy) ---------
+def _unit(values: list[tuple[float, float]]) -> np.ndarray:
     """8-bit (min, max) pairs as the float path sees them: ``[B, 2]`` float32 in [0, 1]."""
-    return torch.tensor(values, dtype=torch.uint8).float().div_(255.0)
+    return UNIT_VALUES[np.asarray(values).astype(np.uint8)]
 
 
-def _wrap_luts(inputs: torch.Tensor, outputs: torch.Tensor) -> np.ndarray:
+def _wrap_luts(inputs: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     """``[B, 256]`` uint8 tables v -> round(255 * stretch2(stretch1(v / 255))): ``inputs`` [B, 2] is each
     image's range (8-bit units / 255), ``outputs`` [B, 2] the step's output range in stretched units."""
-    ramp = stretch(unit_values().view(1, 256), inputs[:, :1], inputs[:, 1:])
-    unit = stretch(ramp, outputs[:, :1], outputs[:, 1:]).clamp_(0.0, 1.0)
-    return unit.mul_(255.0).round_().to(torch.uint8).numpy()
+    ramp = stretch_array(UNIT_VALUES[None, :], inputs[:, :1], inputs[:, 1:])
+    return to_uint8_table(stretch_array(ramp, outputs[:, :1], outputs[:, 1:]).clip(0.0, 1.0))
 
 
 def _nearest_map(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
@@ -480,41 +482,29 @@ def _pixelate_plan(z: float, h: int, w: int, rule: str) -> tuple[tuple[np.ndarra
 def _pixelate_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
                     out: np.ndarray) -> None:
     """The same nearest index maps, in two OpenCV steps (``_pixelate_plan``): the distinct picked pixels
-    into a small image, then back to full size; under the wrap, the small image's min and max fix the
-    output stretch and its table is applied to the small image."""
+    into a small image (a scratch array), then back to full size; under the wrap, the small image's min
+    and max fix the output stretch and its table is applied to the small image."""
     import cv2
 
     b, h, w, _ = images.shape
     rule = dist.options.get("resize", "torch")
     plans = [_pixelate_plan(zi, h, w, rule) for zi in Pixelate.scale(params["strength"]).tolist()]
-    small: list[np.ndarray] = [images[0]] * b
-    ranges = [((0.0, 0.0), (0.0, 0.0))] * b
 
-    def enlarge(i: int) -> None:
-        up = plans[i][1]
-        if isinstance(up, int):
-            cv2.resize(small[i], (w, h), dst=out[i], interpolation=up)
-        else:
-            cv2.remap(small[i], *up, cv2.INTER_NEAREST, dst=out[i])
-
-    def pick(i: int) -> None:
-        small[i] = cv2.remap(images[i], *plans[i][0], cv2.INTER_NEAREST)
+    def one(i: int) -> None:
+        (map1, map2), up = plans[i]
+        shape = (*map1.shape[:2], 3)
+        small = cv2.remap(images[i], map1, map2, cv2.INTER_NEAREST,
+                          dst=scratch(f"pixelate_small{shape}", shape, np.uint8))
         if wrap:
-            ranges[i] = (image_range(images[i]), image_range(small[i]))
+            inputs = _unit([image_range(images[i])])
+            outputs = stretch_array(_unit([image_range(small)]), inputs[:, :1], inputs[:, 1:])
+            apply_lut(small, _wrap_luts(inputs, outputs)[0], small)
+        if isinstance(up, int):
+            cv2.resize(small, (w, h), dst=out[i], interpolation=up)
         else:
-            enlarge(i)
+            cv2.remap(small, *up, cv2.INTER_NEAREST, dst=out[i])
 
-    map_images(b, pick)
-    if not wrap:
-        return
-    inputs = _unit([r[0] for r in ranges])
-    luts = _wrap_luts(inputs, stretch(_unit([r[1] for r in ranges]), inputs[:, :1], inputs[:, 1:]))
-
-    def finish(i: int) -> None:
-        apply_lut(small[i], luts[i], small[i])
-        enlarge(i)
-
-    map_images(b, finish)
+    map_images(b, one)
 
 
 @register_uint8_path("color_block")
@@ -531,7 +521,7 @@ def _color_block_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str
     rows = torch.floor(u[..., 0] * max(h - BLOCK, 0)).long().tolist()
     cols = torch.floor(u[..., 1] * max(w - BLOCK, 0)).long().tolist()
     counts = round_count(params["blocks"]).tolist()
-    colors = params["colors"].to(torch.float32).clamp(0.0, 1.0)  # [B, MAX_BLOCKS, 3], stretched units
+    colors = params["colors"].to(torch.float32).numpy().clip(0.0, 1.0)  # [B, MAX_BLOCKS, 3], stretched units
     ranges = [(0.0, 0.0)] * b
     uncovered = [(0.0, 0.0)] * b
     visible = np.zeros(colors.shape[:2], dtype=bool)  # numpy: filled from worker threads
@@ -561,16 +551,15 @@ def _color_block_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str
     if wrap:
         map_images(b, scan)
         inputs = _unit(ranges)
-        seen = stretch(_unit(uncovered), inputs[:, :1], inputs[:, 1:])  # [B, 2]
-        shown = torch.from_numpy(visible)[..., None]
-        lo = torch.where(shown, colors, float("inf")).flatten(1).amin(1)
-        hi = torch.where(shown, colors, float("-inf")).flatten(1).amax(1)
-        outputs = torch.stack([torch.minimum(seen[:, 0], lo), torch.maximum(seen[:, 1], hi)], 1)
+        seen = stretch_array(_unit(uncovered), inputs[:, :1], inputs[:, 1:])  # [B, 2]
+        lo = np.where(visible[..., None], colors, np.inf).reshape(b, -1).min(1)
+        hi = np.where(visible[..., None], colors, -np.inf).reshape(b, -1).max(1)
+        outputs = np.stack([np.minimum(seen[:, 0], lo), np.maximum(seen[:, 1], hi)], 1)
         luts = _wrap_luts(inputs, outputs)
-        fills = stretch(colors, outputs[:, :1, None], outputs[:, 1:, None]).clamp_(0.0, 1.0)
+        fills = stretch_array(colors, outputs[:, :1, None], outputs[:, 1:, None])
+        fills = to_uint8_table(fills.clip(0.0, 1.0))
     else:
-        fills = colors
-    fills = fills.mul(255.0).round_().to(torch.uint8).numpy()
+        fills = to_uint8_table(colors)
 
     def paste(i: int) -> None:
         if wrap:
