@@ -87,7 +87,7 @@ def generate_command(
     seed: int = typer.Option(0, help="Run seed; each image's seed derives from it and its name."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(16, help="Images per device batch (chunk)."),
-    workers: Optional[int] = typer.Option(None, help="Decode threads and write threads [min(4, cores)]."),  # noqa: UP045
+    workers: Optional[int] = typer.Option(None, help="CPU processes / GPU I/O threads [min(4, cores)]."),  # noqa: UP045
     max_side: Optional[int] = typer.Option(None, help="Shrink references to this longer side in px "  # noqa: UP045
                                            "[built-ins: 384]."),
     crop: Optional[str] = typer.Option(None, help="Centre crop WIDTHxHEIGHT instead of --max-side."),  # noqa: UP045
@@ -311,7 +311,7 @@ def experiments_command(
 def bench_generate_command(
     ref_dir: Optional[Path] = typer.Argument(None, help="Reference folder [built-in references]."),  # noqa: UP045
     per_image: int = typer.Option(5, help="Distorted images per reference (plus the pristine copy)."),
-    workers: int = typer.Option(2, help="Baseline processes; synthiqa decode/write and torch threads."),
+    workers: int = typer.Option(2, help="Processes on both sides (synthiqa: its CPU worker processes)."),
     max_side: int = typer.Option(384, help="References are shrunk to this longer side first (px)."),
     labels: str = typer.Option("level", help="synthiqa labels: level, or level,fr (the baseline has none)."),
     device: str = typer.Option("cpu", help="synthiqa device: cpu, cuda or auto."),
@@ -320,7 +320,7 @@ def bench_generate_command(
     """Time the whole generation job against an Albumentations + cv2.imwrite multiprocessing script."""
     from rich.table import Table
 
-    from synthiqa.benchmarks.generate_speed import GenerateBenchConfig, run_generate_benchmark
+    from synthiqa.benchmarks.generate_speed import PNG_NOTE, GenerateBenchConfig, run_generate_benchmark
     from synthiqa.datasets.labels import parse_label_families
 
     config = GenerateBenchConfig(ref_dir=None if ref_dir is None else str(ref_dir), per_image=per_image,
@@ -340,6 +340,7 @@ def bench_generate_command(
         rss = "-" if row.peak_rss_mb is None else f"{row.peak_rss_mb:.0f}"
         table.add_row(row.name, str(row.images), f"{row.seconds:.2f}", f"{row.images_per_second:.1f}", rss)
     console.print(table)
+    console.print(PNG_NOTE, highlight=False)
     if result.ratio is not None:
         console.print(f"synthiqa / baseline images/s: {result.ratio:.2f}x", highlight=False)
 

@@ -279,3 +279,11 @@ def test_bad_input_gives_one_line_errors(tmp_path, refs, capsys):
     (empty / "a.txt").write_text("x")
     with pytest.raises(DatasetError, match="no usable reference"):
         generate(_cfg(tmp_path, empty, out="o7"))
+
+
+def test_images_are_encoded_as_cv2_imwrite_writes_them(tmp_path):
+    import cv2
+
+    rgb = np.random.default_rng(5).integers(0, 256, (21, 34, 3), dtype=np.uint8)
+    cv2.imwrite(str(tmp_path / "cv2.png"), np.ascontiguousarray(rgb[..., ::-1]))
+    assert gen.encode_image(rgb, "png") == (tmp_path / "cv2.png").read_bytes()

@@ -2,11 +2,11 @@
 
 Both sides read the same reference PNGs (prepared once, untimed: the built-ins or a folder, shrunk to
 ``max_side``), make the same number of images (basic recipe: ``per_image`` distortions per reference plus
-the pristine copy) and write them as PNG with OpenCV's default settings:
+the pristine copy) and write them as PNG with the same encoder and settings (``PNG_NOTE``):
 
-- synthiqa: ``generate`` in one process (``workers`` decode threads and write threads, torch using
-  ``workers`` threads), with the labels asked for (level only by default; ``fr`` adds the FR pseudo-MOS,
-  which the baseline does not compute).
+- synthiqa: ``generate`` with ``workers`` worker processes on the CPU (each one torch thread, one decode
+  and one encode/write thread), or one process on an accelerator, with the labels asked for (level only
+  by default; ``fr`` adds the FR pseudo-MOS, which the baseline does not compute).
 - baseline: a ``multiprocessing.Pool(workers)`` over references; each task reads with ``cv2.imread``,
   applies one of eight Albumentations transforms close to ``basic8`` per image and ``cv2.imwrite``s it.
 
@@ -28,6 +28,9 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+#: How both sides write PNG (``cv2.imencode`` in synthiqa, ``cv2.imwrite`` in the baseline: the same codec).
+PNG_NOTE = ("PNG on both sides: OpenCV's encoder, default settings (RLE strategy); the same pixels give "
+            "the same bytes as cv2.imwrite")
 #: Albumentations stand-ins for the eight ``basic8`` types (the nearest transform of each).
 BASELINE_TRANSFORMS = ("GaussianBlur", "MotionBlur", "GaussNoise", "ImageCompression",
                        "ColorJitter", "RandomGamma", "RandomBrightnessContrast", "Downscale")

@@ -273,7 +273,7 @@ def _part_name(stem: str, chunk: tuple[Job, ...]) -> str:
 
 def encode_image(rgb: np.ndarray, image_format: str) -> bytes:
     """Lossless encoding of an RGB uint8 ``HxWx3`` array: ``cv2.imencode`` with OpenCV's default settings
-    (for PNG: zlib level 1, RLE strategy), what ``cv2.imwrite`` writes too."""
+    (for PNG its RLE strategy), byte for byte what ``cv2.imwrite`` writes for the same pixels."""
     import cv2
 
     ok, buf = cv2.imencode(f".{image_format}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
