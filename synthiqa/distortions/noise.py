@@ -15,13 +15,15 @@ import torch
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.fastpath import (
     FLAT_SPAN,
+    UNIT_VALUES,
     apply_lut,
     image_range,
     map_images,
     register_uint8_path,
     scratch,
-    stretch,
-    unit_values,
+    stretch_array,
+    to_uint8_table,
+    unit_tables,
 )
 from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
 from synthiqa.distortions.registry import register_distortion
@@ -244,16 +246,6 @@ class Denoise(Distortion):
 # 8-bit image is split into planes, the planes become the float path's stretched float32 values through a
 # per-image table, and the result is merged back; the cost is mostly the generator itself. Work arrays are
 # the thread's ``scratch`` arrays.
-def _input_tables(images: np.ndarray, wrap: bool) -> np.ndarray:
-    """``[B, 256]`` float32 tables v -> the float path's value of v after the input stretch (``v / 255``
-    without the wrap)."""
-    ramp = unit_values().view(1, 256).expand(len(images), 256)
-    if wrap:
-        bounds = torch.tensor([image_range(im) for im in images], dtype=torch.uint8).float().div_(255.0)
-        ramp = stretch(ramp, bounds[:, :1], bounds[:, 1:])
-    return np.ascontiguousarray(ramp.numpy())
-
-
 def _field_planes(kind: str, seed: torch.Tensor, h: int, w: int) -> np.ndarray:
     """The sample's ``normal``/``uniform`` field (``rng.normal_field``/``uniform_field`` for the one
     ``seed`` ``[1]``) as ``[3H, W]`` float32 planes, in this thread's scratch array."""
@@ -299,7 +291,7 @@ def _scaled_noise_uint8(images: np.ndarray, params: Mapping[str, torch.Tensor], 
     import cv2
 
     b, h, w, _ = images.shape
-    tables = _input_tables(images, wrap)
+    tables = unit_tables(images, wrap).numpy()
     seeds = params["field_seed"]
 
     def one(i: int) -> None:
@@ -392,10 +384,10 @@ def _impulse_noise_uint8(dist: Distortion, images: np.ndarray, params: Mapping[s
     map_images(b, hit)
     if not wrap:
         return
-    inputs = torch.tensor([r[0] for r in ranges], dtype=torch.uint8).float().div_(255.0)
-    ramp = stretch(unit_values().view(1, 256), inputs[:, :1], inputs[:, 1:])  # [B, 256] stretched values
+    inputs = UNIT_VALUES[np.array([r[0] for r in ranges], dtype=np.uint8)]
+    ramp = stretch_array(UNIT_VALUES[None, :], inputs[:, :1], inputs[:, 1:])  # [B, 256] stretched values
     ramp[:, 0], ramp[:, 255] = 0.0, 1.0  # pepper and salt
-    present = torch.tensor([r[1] for r in ranges], dtype=torch.long)  # raw range of the result
-    lo2, hi2 = ramp.gather(1, present[:, :1]), ramp.gather(1, present[:, 1:])
-    luts = stretch(ramp, lo2, hi2).clamp_(0.0, 1.0).mul_(255.0).round_().to(torch.uint8).numpy()
+    present = np.array([r[1] for r in ranges], dtype=np.int64)  # raw range of the result
+    lo2, hi2 = (np.take_along_axis(ramp, present[:, k:k + 1], 1) for k in (0, 1))
+    luts = to_uint8_table(stretch_array(ramp, lo2, hi2).clip(0.0, 1.0))
     map_images(b, lambda i: apply_lut(out[i], luts[i], out[i]))
