@@ -11,7 +11,13 @@ from synthiqa.models.backbones import create_backbone
 from synthiqa.models.ceniqa import CENIQANet, preset_config
 from synthiqa.models.config import CENIQAConfig
 from synthiqa.models.data import LabelSpace, OnTheFlyBatches, SceneBatchSampler, crop_origins
-from synthiqa.models.features import FrequencyFeatures, MultiScaleFeatures, PatchQualityFeatures, dct_matrix
+from synthiqa.models.features import (
+    FrequencyFeatures,
+    MultiScaleFeatures,
+    PatchQualityFeatures,
+    StatisticsFeatures,
+    dct_matrix,
+)
 
 TINY = {"image_size": 64, "feature_dim": 16, "n_clusters": 3, "patch_dim": 8, "batch_size": 8}
 
@@ -113,6 +119,27 @@ def test_frequency_features_shape_and_sensitivity():
     assert out[0, 128 + 1:128 + 64].eq(1).all()  # a flat image has all AC coefficients zero
 
 
+def test_statistics_features_read_tone_colour_noise_and_blocks():
+    g = torch.Generator().manual_seed(0)
+    base = torch.rand(1, 3, 64, 64, generator=g)
+    base = torch.nn.functional.avg_pool2d(base, 5, 1, 2)  # some texture, not white noise
+    stretched = ((base - base.amin()) / (base.amax() - base.amin()))
+    squeezed = 0.5 + 0.2 * (stretched - 0.5)  # contrast x0.2 around mid-grey
+    grey = stretched.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+    noisy = (stretched + 0.1 * torch.randn(1, 3, 64, 64, generator=g)).clamp(0, 1)
+    blocky = stretched.reshape(1, 3, 8, 8, 8, 8).mean((3, 5), keepdim=True).expand(-1, -1, -1, 8, -1, 8)
+    blocky = blocky.reshape(1, 3, 64, 64)
+    f = StatisticsFeatures()
+    out = f(torch.cat([stretched, squeezed, grey, noisy, blocky]))
+    assert out.shape == (5, f.out_dim) == (5, 44) and torch.isfinite(out).all()
+    luma_range = out[:, 8] - out[:, 0]  # 0.5% .. 99.5% quantiles
+    torch.testing.assert_close(luma_range[1], 0.2 * luma_range[0], atol=0.01, rtol=0)
+    assert out[2, 11:21].abs().max() < 1e-6 < out[0, 12]  # grey: no saturation, chroma, Cb/Cr spread
+    assert out[3, 23] > out[0, 23] + 0.5  # noise: log mean |Laplacian| at full scale rises
+    assert out[4, 25] > 0.5 and out[4, 27] > 2 and abs(out[0, 27]) < 0.5  # flat neighbours, 8-px edges
+    assert not out.requires_grad
+
+
 def test_multiscale_and_patch_features():
     maps = [torch.rand(2, 4, 16, 16), torch.rand(2, 6, 8, 8)]
     ms = MultiScaleFeatures([4, 6])
@@ -140,6 +167,22 @@ def test_network_forward_embed_and_posteriors():
     assert out["posterior"].shape == (6, 3)
     torch.testing.assert_close(out["posterior"].sum(1), torch.ones(6))
     assert out["type_logits"].shape == (6, 4)
+
+
+def test_network_pools_the_crops_of_an_image():
+    from synthiqa.models.inference import run_model
+
+    cfg = CENIQAConfig(**TINY)
+    net = CENIQANet(cfg, n_types=2).eval()
+    crops = torch.rand(2, 3, 3, 64, 64, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        pooled = net.embed(crops)
+        assert pooled.shape == (2, 16)
+        torch.testing.assert_close(pooled[1], net.embed(crops[1:]).squeeze(0))  # images independent
+        assert not torch.allclose(pooled[0], net.embed(crops[0, :1])[0])  # all crops count, not the first
+        scores = net(crops)
+    out = run_model(net, [{"image": crops, "score": torch.tensor([0.1, 0.9])}], torch.device("cpu"))
+    np.testing.assert_allclose(out.scores, scores.numpy(), rtol=1e-5)  # one score per image, pooled
 
 
 def test_bic_selection_pads_posteriors():
@@ -189,6 +232,10 @@ def test_record_images_repeat_crops_of_each_image(tmp_path):
     assert [float(it["score"]) for it in items[:2]] == pytest.approx([0.2, 0.7])
     crops_of_first = {items[i]["image"].numpy().tobytes() for i in (0, 2, 4)}
     assert len(crops_of_first) > 1  # repeats are different random crops
+    patched = RecordImages(records, labels, size=32, train=True, patches=3)
+    item = patched[0]
+    assert item["image"].shape == (3, 3, 32, 32) and len(patched) == 2
+    assert len({item["image"][k].numpy().tobytes() for k in range(3)}) > 1  # independent random crops
 
 
 def test_crop_origins_are_grid_aligned():

@@ -127,6 +127,10 @@ def test_quality_loss():
     assert pred.grad[3] == 0  # NaN target ignored
     assert quality_loss(torch.tensor([0.1, 0.5, 0.9]), mos[:3]) == 0
     assert quality_loss(pred, torch.full((4,), float("nan"))) == 0
+    plain = pred.detach()
+    torch.testing.assert_close(quality_loss(plain, mos, scale=0.5), 4 * quality_loss(plain, mos))
+    with pytest.raises(ConfigError, match="scale"):
+        quality_loss(pred, mos, scale=0.0)
 
 
 def test_contrastive_loss_prefers_type_clusters():

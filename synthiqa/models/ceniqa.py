@@ -1,10 +1,10 @@
 """CENIQA: cluster-enhanced neural IQA. Model, three-stage training, checkpoints and the predictor.
 
 Network (``CENIQANet``): backbone -> feature extractors (multi-scale pooled maps, blockwise DCT
-statistics, attention-pooled patch features) -> projection to ``feature_dim`` (the embedding) ->
-Gaussian-mixture posteriors (soft, differentiable) -> regression head on embedding + posteriors ->
-sigmoid: the score, in [0, 1], higher is better. A linear head on the embedding predicts the distortion
-type (consistency loss).
+statistics, attention-pooled patch features, global pixel statistics) -> projection to ``feature_dim``
+(the embedding) -> Gaussian-mixture posteriors (soft, differentiable) -> regression head on embedding +
+posteriors -> sigmoid: the score, in [0, 1], higher is better. A linear head on the embedding predicts
+the distortion type (consistency loss).
 
 Training (``CENIQATask`` in the shared loop of ``training.py``):
 1. ``pretrain_epochs`` of self-supervised pre-training, no quality labels: contrastive on distortion type,
@@ -40,7 +40,12 @@ from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.backbones import create_backbone
 from synthiqa.models.config import CENIQAConfig
 from synthiqa.models.data import LabelSpace, OnTheFlyBatches, RecordImages, SceneBatchSampler, collate
-from synthiqa.models.features import FrequencyFeatures, MultiScaleFeatures, PatchQualityFeatures
+from synthiqa.models.features import (
+    FrequencyFeatures,
+    MultiScaleFeatures,
+    PatchQualityFeatures,
+    StatisticsFeatures,
+)
 from synthiqa.models.gmm import GaussianMixture, select_by_bic, warn_on_collapse
 from synthiqa.models.inference import Outputs, evaluate_outputs, records_scores, run_model
 from synthiqa.models.losses import (
@@ -67,7 +72,8 @@ ACTIVE_FRACTION = 0.05
 #: for a few thousand images).
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "quick": {"pretrain_epochs": 1, "epochs": 3, "image_size": 96, "test_crops": 2, "train_samples": 1000,
+    "quick": {"pretrain_epochs": 1, "epochs": 3, "image_size": 96, "test_crops": 2, "patches_per_image": 2,
+              "train_samples": 1000,
               "val_samples": 300},
 }
 
@@ -78,7 +84,14 @@ def preset_config(name: str = "default", **overrides: Any) -> CENIQAConfig:
 
 
 class CENIQANet(nn.Module):
-    """The CENIQA network (see the module docstring). ``n_types``: distortion types of the type head."""
+    """The CENIQA network (see the module docstring). ``n_types``: distortion types of the type head.
+
+    Input: ``[B,3,S,S]`` crops, or ``[B,n,3,S,S]``: ``n`` crops of each image, whose extracted features are
+    averaged before the projection (one embedding, posterior and score per image; ``pools_crops``).
+    """
+
+    #: ``run_model`` passes an image's evaluation crops together rather than averaging their scores.
+    pools_crops = True
 
     def __init__(self, config: CENIQAConfig, n_types: int, n_components: int | None = None):
         super().__init__()
@@ -91,7 +104,8 @@ class CENIQANet(nn.Module):
         self.patch_stage = _patch_stage(self.backbone.reductions)
         self.patch = (PatchQualityFeatures(self.backbone.channels[self.patch_stage], config.patch_dim)
                       if config.use_patch else None)
-        for part in (self.multiscale, self.frequency, self.patch):
+        self.statistics = StatisticsFeatures() if config.use_statistics else None
+        for part in (self.multiscale, self.frequency, self.patch, self.statistics):
             dims += part.out_dim if part is not None else 0
         hidden = max(2 * config.feature_dim, 256)
         self.project = nn.Sequential(nn.BatchNorm1d(dims), nn.Linear(dims, hidden), nn.GELU(),
@@ -103,7 +117,10 @@ class CENIQANet(nn.Module):
         self.type_head = nn.Linear(config.feature_dim, max(n_types, 1))
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        """Embeddings ``[B, feature_dim]`` of [0, 1] RGB images ``[B,3,H,W]``."""
+        """Embeddings ``[B, feature_dim]`` of [0, 1] RGB images ``[B,3,H,W]`` or crop sets ``[B,n,3,H,W]``
+        (features averaged over the ``n`` crops)."""
+        n_crops = images.shape[1] if images.dim() == 5 else 1
+        images = images.flatten(0, 1) if images.dim() == 5 else images
         parts = []
         if self.multiscale is not None or self.patch is not None:
             maps = self.backbone(images)
@@ -113,7 +130,10 @@ class CENIQANet(nn.Module):
                 parts.append(self.patch(maps[self.patch_stage]))
         if self.frequency is not None:
             parts.append(self.frequency(images))
-        return self.project(torch.cat([p.float() for p in parts], 1))
+        if self.statistics is not None:
+            parts.append(self.statistics(images))
+        features = torch.cat([p.float() for p in parts], 1)
+        return self.project(features.view(-1, n_crops, features.shape[1]).mean(1))
 
     def posteriors(self, embeddings: torch.Tensor) -> torch.Tensor | None:
         """Mixture posteriors ``[B, max_clusters]`` (unused components 0), or None before fitting.
@@ -245,6 +265,32 @@ def onthefly_bundle(ref_dir: str, config: CENIQAConfig, device: torch.device) ->
     return DataBundle(labels, onthefly=(sources[0], sources[1], sources[2]), description=desc)
 
 
+def target_scale(bundle: DataBundle, config: CENIQAConfig) -> float:
+    """Standard deviation of the training targets (normalised scores), the unit of the quality loss: the
+    training records' labels, or on the fly the level rule over every type and level 1..5 with the
+    pristine share ``1 / (distortions_per_image + 1)``. 1.0 when the labels do not vary."""
+    if bundle.onthefly is None:
+        values = np.array([r.score_norm for r in bundle.train_records or [] if r.score_norm is not None],
+                          dtype=float)
+        weights = np.ones_like(values)
+    else:
+        from synthiqa.datasets.labels import level_quality
+        from synthiqa.distortions import ChainOp
+
+        profile = config.onthefly_profile
+        per_ref = config.distortions_per_image
+        values = np.array([level_quality((ChainOp(t, float(v)),), profile) / 100.0
+                           for t in bundle.labels.types for v in range(1, 6)] + [1.0])
+        weights = np.full(len(values), per_ref / max(1, len(values) - 1))
+        weights[-1] = 1.0
+    values, weights = values[np.isfinite(values)], weights[np.isfinite(values)]
+    if values.size < 2:
+        return 1.0
+    mean = np.average(values, weights=weights)
+    std = float(np.sqrt(np.average((values - mean) ** 2, weights=weights)))
+    return std if std > 1e-6 else 1.0
+
+
 # ---------------------------------------------------------------------------------------- training
 class CENIQATask:
     """CENIQA's part of the shared training loop: batches, losses per stage, mixture refits, validation."""
@@ -259,11 +305,12 @@ class CENIQATask:
         self.bic_table: dict[int, float] = {}
         self.fit_active = 0
         self._eval_sets: dict[str, RecordImages] = {}
+        self.target_scale = target_scale(bundle, config)
         if bundle.onthefly is None:
             assert bundle.train_records is not None
             self.train_images = RecordImages(bundle.train_records, bundle.labels, config.image_size,
                                              train=True, seed=config.seed, cache_mb=config.cache_mb,
-                                             repeats=config.train_crops)
+                                             repeats=config.train_crops, patches=config.patches_per_image)
             scenes = [int(self.train_images.targets(i)["scene"]) for i in range(len(self.train_images))]
             self.sampler = SceneBatchSampler(scenes, config.batch_size, config.images_per_scene,
                                              seed=config.seed, limit=config.train_samples)
@@ -317,7 +364,7 @@ class CENIQATask:
         weights = LossWeights(c.lambda_contrast, c.lambda_consistency, c.lambda_ranking,
                               c.lambda_cluster * c.cluster_loss_weight, c.lambda_quality, c.lambda_monotonic)
         if finetune:
-            parts["quality"] = quality_loss(scores, batch["score"])
+            parts["quality"] = quality_loss(scores, batch["score"], scale=self.target_scale)
             parts["monotonic"] = monotonic_loss(scores, scene, types, level)
             if post is not None:
                 k = model.gmm.n_components
@@ -367,8 +414,8 @@ class CENIQATask:
                    "test": self.bundle.test_records}[part] or []
         if not records:
             return None
-        if part == "train":  # centre crops, sharing the training set's decoded-image cache
-            ds: Dataset = self.train_images.evaluation_view(crops=1)
+        if part == "train":  # fixed crops, sharing the training set's decoded-image cache
+            ds: Dataset = self.train_images.evaluation_view(crops=c.test_crops)
         else:  # validation runs every epoch: cache it; the test set is read once
             if part not in self._eval_sets:
                 cache = c.cache_mb if part == "val" else 0
@@ -378,8 +425,7 @@ class CENIQATask:
         if limit is not None and len(records) > limit:
             pick = np.random.default_rng(c.seed).choice(len(records), limit, replace=False)
             ds = Subset(ds, sorted(int(i) for i in pick))
-        crops = 1 if part == "train" else c.test_crops
-        return DataLoader(ds, batch_size=max(1, 2 * c.batch_size // crops), collate_fn=collate,
+        return DataLoader(ds, batch_size=max(1, 2 * c.batch_size // c.test_crops), collate_fn=collate,
                           num_workers=c.num_workers)
 
     def evaluate_split(self, part: str) -> Outputs | None:
@@ -391,16 +437,15 @@ class CENIQATask:
 
     @torch.no_grad()
     def collect_embeddings(self) -> torch.Tensor:
-        """Embeddings of (up to ``GMM_FIT_SAMPLES``) training images, centre crops, eval mode."""
+        """Embeddings of (up to ``GMM_FIT_SAMPLES``) training images, ``test_crops`` fixed crops, eval
+        mode."""
         was_training = self.model.training
         self.model.eval()
         batches = self.eval_batches("train", GMM_FIT_SAMPLES)
         assert batches is not None
         embs = []
         for batch in batches:
-            images = batch["image"].to(self.device)
-            images = images.flatten(0, 1) if images.dim() == 5 else images
-            embs.append(self.model.embed(images).float())
+            embs.append(self.model.embed(batch["image"].to(self.device)).float())
         self.model.train(was_training)
         return torch.cat(embs)
 

@@ -32,18 +32,24 @@ class CENIQAConfig(MethodConfig):
         covariance_type: ``diag`` or ``full``.
         regressor_type: quality head on features + posteriors (mlp, monotonic, kan, transformer, gru,
             attention).
-        use_multiscale / use_frequency / use_patch: feature extractors to use (at least one).
+        use_multiscale / use_frequency / use_patch / use_statistics: feature extractors to use (at least
+            one): backbone maps at several scales, blockwise DCT statistics, attention-pooled patches,
+            global pixel statistics (luminance, colour, gradient energy per scale, blockiness).
         dct_block: block side of the frequency extractor, px.
         patch_dim: width of the patch-wise quality features.
         image_size: training and evaluation crop side, px.
-        test_crops: crops per image averaged at evaluation and prediction (1 = centre crop).
+        test_crops: fixed crops per image at evaluation and prediction (1 = centre crop); the network
+            averages their features.
+        patches_per_image: random native-resolution crops of one training image the network sees
+            together (features averaged, as at evaluation): global statistics of a larger part of the
+            image than one crop shows, at the cost of that many crops per image.
     Training:
         pretrain_epochs: stage 1, self-supervised (contrastive, consistency, ranking; no MOS).
         epochs: stage 3, end-to-end fine-tuning with every loss.
         learning_rate, weight_decay, scheduler (cosine, step, none), batch_size, grad_clip.
         refit_interval: refit the mixture every this many fine-tuning epochs.
         cluster_loss_weight: multiplies ``lambda_cluster`` during fine-tuning.
-        train_crops: random crops of every training image per epoch (files only; each is one item).
+        train_crops: training items per image and epoch (files only; each of ``patches_per_image`` crops).
         train_samples / val_samples: cap on training crops / validation images per epoch (None = all).
         distortions_per_image: on-the-fly generation: distorted versions per reference crop and pass.
         onthefly_profile: distortion profile used when generating on the fly.
@@ -67,10 +73,12 @@ class CENIQAConfig(MethodConfig):
     use_multiscale: bool = True
     use_frequency: bool = True
     use_patch: bool = True
+    use_statistics: bool = True
     dct_block: int = 8
     patch_dim: int = 64
     image_size: int = 128
     test_crops: int = 4
+    patches_per_image: int = 4
 
     pretrain_epochs: int = 2
     epochs: int = 8
@@ -81,7 +89,7 @@ class CENIQAConfig(MethodConfig):
     grad_clip: float = 5.0
     refit_interval: int = 2
     cluster_loss_weight: float = 1.0
-    train_crops: int = 3
+    train_crops: int = 1
     train_samples: int | None = None
     val_samples: int | None = None
     distortions_per_image: int = 5
@@ -111,7 +119,7 @@ class CENIQAConfig(MethodConfig):
         """One-line ``ConfigError`` naming the first bad field."""
         positive = ("feature_dim", "n_clusters", "image_size", "batch_size", "refit_interval",
                     "distortions_per_image", "dct_block", "patch_dim", "test_crops", "images_per_scene",
-                    "train_crops")
+                    "train_crops", "patches_per_image")
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
@@ -137,8 +145,9 @@ class CENIQAConfig(MethodConfig):
         if self.image_size < 32 or self.image_size % self.dct_block:
             raise ConfigError(f"image_size must be >= 32 and a multiple of dct_block={self.dct_block}, "
                               f"got {self.image_size}")
-        if not (self.use_multiscale or self.use_frequency or self.use_patch):
-            raise ConfigError("enable at least one of use_multiscale, use_frequency, use_patch")
+        if not (self.use_multiscale or self.use_frequency or self.use_patch or self.use_statistics):
+            raise ConfigError("enable at least one of use_multiscale, use_frequency, use_patch, "
+                              "use_statistics")
         for f in fields(self):
             if f.name.startswith("lambda_") and getattr(self, f.name) < 0:
                 raise ConfigError(f"{f.name} must be >= 0, got {getattr(self, f.name)}")

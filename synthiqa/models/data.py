@@ -133,8 +133,11 @@ class RecordImages(Dataset):
         records: the images (``score_norm``, ``dist_type``, ``level``, ``scene`` used where present).
         labels: id spaces for types, groups and scenes (usually built from the training records).
         size: crop side, px (images with a shorter side are upscaled first).
-        train: random grid-aligned crop per access; else ``crops`` fixed crops per image.
+        train: random grid-aligned crop per access (``patches`` of them); else ``crops`` fixed crops per
+            image.
         crops: number of evaluation crops (``image`` is then ``[crops,3,S,S]``).
+        patches: random crops per training item; above 1, ``image`` is ``[patches,3,S,S]`` (a model that
+            pools its crops sees several native-resolution parts of one image per step).
         repeats: in training, random crops of every image per epoch: the set then has
             ``repeats * len(records)`` items, item ``i`` being a crop of image ``i % len(records)``.
         seed: base seed of the random crops (combined with the epoch via ``set_epoch``).
@@ -144,8 +147,9 @@ class RecordImages(Dataset):
     """
 
     def __init__(self, records: Sequence[IQARecord], labels: LabelSpace, size: int, train: bool,
-                 crops: int = 1, seed: int = 0, cache_mb: int = 0, repeats: int = 1):
+                 crops: int = 1, seed: int = 0, cache_mb: int = 0, repeats: int = 1, patches: int = 1):
         self.records = list(records)
+        self.patches = patches
         self.repeats = repeats
         self._cache = _ImageCache(cache_mb * 2**20)
         self.labels = labels
@@ -198,8 +202,10 @@ class RecordImages(Dataset):
         h, w = image.shape[-2:]
         s = self.size
         if self.train:
-            y, x = random_origin(h, w, s, random.Random(derive_seed(self.seed, self.epoch, i)))
-            crop = image[:, y:y + s, x:x + s]
+            rng = random.Random(derive_seed(self.seed, self.epoch, i))
+            origins = [random_origin(h, w, s, rng) for _ in range(self.patches)]
+            crop = torch.stack([image[:, y:y + s, x:x + s] for y, x in origins])
+            crop = crop[0] if self.patches == 1 else crop
         else:
             crop = torch.stack([image[:, y:y + s, x:x + s] for y, x in crop_origins(h, w, s, self.crops)])
         out = self.targets(i)

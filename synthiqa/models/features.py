@@ -1,4 +1,5 @@
-"""Feature extractors that CENIQA concatenates before its projection: multi-scale, frequency, patch-wise.
+"""Feature extractors that CENIQA concatenates before its projection: multi-scale, frequency, patch-wise,
+image statistics.
 
 * ``MultiScaleFeatures``: the backbone's maps at several resolutions (strides 2..32 px), each pooled to
   its spatial mean and standard deviation, concatenated.
@@ -7,6 +8,10 @@
   quantised coefficients, colour distortions move chroma energy: cheap and distortion-sensitive.
 * ``PatchQualityFeatures``: one backbone map read as a grid of patches; each patch gets a feature vector
   and an attention logit, and a softmax over the patches pools them (local distortions weigh in).
+* ``StatisticsFeatures``: fixed global statistics of the pixels (no learned weights): luminance
+  quantiles, saturation and chroma, gradient and Laplacian energy at four scales, flat-neighbour share,
+  8-px blockiness, chroma detail. Global tone and colour changes (darkening, contrast, saturation) are
+  read off these directly; a small CNN on a crop learns them slowly from a few hundred images.
 """
 
 from __future__ import annotations
@@ -108,3 +113,83 @@ class PatchQualityFeatures(nn.Module):
         patches = self.embed(feature_map)
         weights = torch.softmax(self.attend(patches).flatten(1).float(), dim=1)
         return torch.einsum("bcn,bn->bc", patches.flatten(2).float(), weights)
+
+
+#: Luminance quantiles ``StatisticsFeatures`` reports.
+LUMA_QUANTILES = (0.005, 0.02, 0.1, 0.25, 0.5, 0.75, 0.9, 0.98, 0.995)
+#: Saturation and chroma quantiles it reports.
+COLOUR_QUANTILES = (0.5, 0.9, 0.99)
+#: Scales of the gradient and Laplacian energies (the image is halved between them).
+GRADIENT_SCALES = 4
+_LOG_EPS = 1e-4
+
+
+def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
+    """Quantiles (nearest rank) of each row of ``values [B, N]``: ``[B, len(qs)]``."""
+    ordered = values.sort(1).values
+    idx = torch.tensor([round(q * (values.shape[1] - 1)) for q in qs], device=values.device)
+    return ordered[:, idx]
+
+
+def _laplacian(channel: torch.Tensor) -> torch.Tensor:
+    """3x3 second-difference (Immerkaer's noise operator) of ``[B, 1, H, W]``, valid part."""
+    kernel = channel.new_tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
+    return F.conv2d(channel, kernel[None, None])
+
+
+def _log_mean(values: torch.Tensor) -> torch.Tensor:
+    return torch.log(values.flatten(1).mean(1) + _LOG_EPS)
+
+
+class StatisticsFeatures(nn.Module):
+    """Global pixel statistics of a batch of [0, 1] RGB images (no learned weights): ``[B, 44]``.
+
+    * Luminance (BT.601 Y): the ``LUMA_QUANTILES``, mean and standard deviation (11).
+    * Colour: HSV saturation ``(max - min) / max`` and chroma ``max - min``, each at ``COLOUR_QUANTILES``
+      plus its mean, and the standard deviations of Cb and Cr (10).
+    * Per scale (full, 1/2, 1/4, 1/8 by 2x2 averaging): log mean absolute difference of neighbours over
+      the four directions, the log spread between the strongest and weakest direction (motion blur is
+      directional), and log mean and log median absolute Laplacian (noise, blur) (16).
+    * Full scale only: share of horizontal and vertical neighbours equal within 0.5/255 (pixelation,
+      clipping); log ratio of the differences across 8-px grid lines to those elsewhere, per direction
+      (JPEG blocking; crops are taken on the 8-px grid) (4).
+    * Chroma detail: log mean absolute Laplacian of each RGB channel minus that of Y (3).
+    """
+
+    out_dim = len(LUMA_QUANTILES) + 2 + 2 * (len(COLOUR_QUANTILES) + 1) + 2 + 4 * GRADIENT_SCALES + 4 + 3
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float()
+        b = x.shape[0]
+        y = rgb_to_ycbcr(x)
+        luma = y[:, :1]
+        flat = luma.flatten(1)
+        hi, lo = x.amax(1).flatten(1), x.amin(1).flatten(1)
+        chroma = hi - lo
+        saturation = chroma / (hi + 1e-3)
+        parts = [_quantiles(flat, LUMA_QUANTILES), flat.mean(1, keepdim=True), flat.std(1, keepdim=True)]
+        for v in (saturation, chroma):
+            parts += [_quantiles(v, COLOUR_QUANTILES), v.mean(1, keepdim=True)]
+        parts.append(y[:, 1:].flatten(2).std(2))
+        cur = luma
+        for scale in range(GRADIENT_SCALES):
+            diffs = [cur[..., :, 1:] - cur[..., :, :-1], cur[..., 1:, :] - cur[..., :-1, :],
+                     cur[..., 1:, 1:] - cur[..., :-1, :-1], cur[..., 1:, :-1] - cur[..., :-1, 1:]]
+            energy = torch.stack([_log_mean(d.abs()) for d in diffs], 1)
+            lap = _laplacian(cur).abs().flatten(1)
+            parts += [energy.mean(1, keepdim=True), (energy.amax(1) - energy.amin(1))[:, None],
+                      _log_mean(lap)[:, None], torch.log(lap.median(1).values + _LOG_EPS)[:, None]]
+            if scale == 0:
+                dx, dy = diffs[0].abs(), diffs[1].abs()
+                parts += [(dx < 0.5 / 255).flatten(1).float().mean(1, keepdim=True),
+                          (dy < 0.5 / 255).flatten(1).float().mean(1, keepdim=True)]
+                for profile in (dx.mean(2).flatten(1), dy.mean(3).flatten(1)):  # per column / per row
+                    grid = torch.arange(profile.shape[1], device=x.device) % 8 == 7
+                    across = profile[:, grid].mean(1) + _LOG_EPS
+                    parts.append(torch.log(across / (profile[:, ~grid].mean(1) + _LOG_EPS))[:, None])
+            cur = F.avg_pool2d(cur, 2)
+        lap_rgb = _laplacian(x.reshape(-1, 1, *x.shape[-2:])).reshape(b, 3, -1)
+        lap_y = _laplacian(luma).reshape(b, 1, -1)
+        parts.append(torch.log((lap_rgb - lap_y).abs().mean(2) + _LOG_EPS))
+        return torch.cat(parts, 1)

@@ -1,9 +1,10 @@
 """Prediction and evaluation with a trained CENIQA network: scores, clusters and embeddings in batches.
 
 Scores are in [0, 1], higher is better (the network ends in a sigmoid; the training target is the dataset's
-normalised score). With several evaluation crops per image, the crops' scores, posteriors and embeddings
-are averaged. SRCC and PLCC are computed on the raw predictions (no logistic fit: the model regresses
-the normalised score directly, the learned-IQA convention); RMSE is on the [0, 1] scale.
+normalised score). With several evaluation crops per image, a model whose ``pools_crops`` is true (CENIQA)
+gets them together (``[B,n,3,S,S]``) and pools them itself; for other models the crops' scores, posteriors
+and embeddings are averaged. SRCC and PLCC are computed on the raw predictions (no logistic fit: the
+model regresses the normalised score directly, the learned-IQA convention); RMSE is on the [0, 1] scale.
 """
 
 from __future__ import annotations
@@ -51,11 +52,12 @@ def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
     labels: dict[str, list[np.ndarray]] = {}
     for batch in batches:
         images = batch["image"].to(device, non_blocking=True)
-        n_crops = images.shape[1] if images.dim() == 5 else 1
-        flat = images.flatten(0, 1) if images.dim() == 5 else images
+        pooled = images.dim() == 5 and getattr(model, "pools_crops", False)
+        n_crops = images.shape[1] if images.dim() == 5 and not pooled else 1
+        flat = images.flatten(0, 1) if images.dim() == 5 and not pooled else images
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
             out = model.outputs(flat)
-        b = flat.shape[0] // n_crops
+        b = flat.shape[0] // n_crops  # images
         scores.append(out["score"].float().view(b, n_crops).mean(1).cpu().numpy())
         embs.append(out["embedding"].float().view(b, n_crops, -1).mean(1).cpu().numpy())
         if out["posterior"] is not None:

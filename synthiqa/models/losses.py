@@ -27,15 +27,19 @@ def _zero(*tensors: torch.Tensor) -> torch.Tensor:
     return sum(t.sum() * 0.0 for t in tensors)  # type: ignore[return-value]
 
 
-def quality_loss(pred: torch.Tensor, mos: torch.Tensor) -> torch.Tensor:
-    """Mean squared error between predicted scores ``pred [B]`` and normalised MOS ``mos [B]`` (in [0, 1]).
+def quality_loss(pred: torch.Tensor, mos: torch.Tensor, scale: float = 1.0) -> torch.Tensor:
+    """Mean squared error between predicted scores ``pred [B]`` and normalised MOS ``mos [B]`` (in [0, 1]),
+    in units of ``scale`` (the training targets' standard deviation: the loss is then the MSE of the
+    standardised target, about 1 for a constant prediction, whatever the label's spread).
 
     Samples whose ``mos`` is NaN (unlabelled) are ignored.
     """
+    if not scale > 0:
+        raise ConfigError(f"quality_loss: scale must be > 0, got {scale}")
     valid = torch.isfinite(mos)
     if not bool(valid.any()):
         return _zero(pred)
-    return F.mse_loss(pred[valid], mos[valid].to(pred.dtype))
+    return F.mse_loss(pred[valid], mos[valid].to(pred.dtype)) / scale**2
 
 
 def contrastive_loss(embeddings: torch.Tensor, dist_type: torch.Tensor, temperature: float = 0.1,
