@@ -482,3 +482,13 @@ def test_fields_drawn_into_a_given_tensor_are_the_same_draws():
         buf = torch.full((2, 3, 8, 9), float("nan"))
         assert draw(seeds, (3, 8, 9), "cpu", out=buf) is buf
         assert torch.equal(buf, draw(seeds, (3, 8, 9), "cpu"))
+
+
+def test_pixelate_uint8_declines_images_beyond_opencv_remap():
+    from synthiqa.distortions.chains import apply_distortion
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, 256, (1, 3, 32, 32767), dtype=torch.uint8, generator=g)
+    ref, _ = apply_distortion(x, "pixelate", 3, [0], "kadid")
+    fast, _ = apply_distortion(x, "pixelate", 3, [0], "kadid", out_dtype=torch.uint8)
+    assert torch.equal(fast, (ref * 255).round().to(torch.uint8))

@@ -446,21 +446,17 @@ def _wrap_luts(inputs: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     return to_uint8_table(stretch_array(ramp, outputs[:, :1], outputs[:, 1:]).clip(0.0, 1.0))
 
 
-def _nearest_map(xs: np.ndarray, ys: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
-    """OpenCV remap maps (map1, map2) that pick pixel (ys[r], xs[c]) into output pixel (r, c): fixed-point
-    (half the memory of float maps) where the coordinates fit in int16."""
+def _nearest_map(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+    """An OpenCV fixed-point remap map that picks pixel (ys[r], xs[c]) into output pixel (r, c)."""
     import cv2
 
     map_x = np.broadcast_to(xs.astype(np.float32)[None, :], (len(ys), len(xs)))
     map_y = np.broadcast_to(ys.astype(np.float32)[:, None], (len(ys), len(xs)))
-    if max(len(xs), len(ys)) <= np.iinfo(np.int16).max:
-        return cv2.convertMaps(map_x, map_y, cv2.CV_16SC2, nninterpolation=True)[0], None
-    return map_x.copy(), map_y.copy()
+    return cv2.convertMaps(map_x, map_y, cv2.CV_16SC2, nninterpolation=True)[0]
 
 
 @lru_cache(maxsize=32)
-def _pixelate_plan(z: float, h: int, w: int, rule: str) -> tuple[tuple[np.ndarray, np.ndarray | None],
-                                                                  int | tuple[np.ndarray, np.ndarray | None]]:
+def _pixelate_plan(z: float, h: int, w: int, rule: str) -> tuple[np.ndarray, int | np.ndarray]:
     """Pixelate at scale ``z`` on ``h`` x ``w`` images as two 8-bit steps: remap maps that pick the distinct
     source rows and columns into a small image, then the way back up: an OpenCV nearest-resize flag when
     OpenCV's rule gives the very index maps (checked on an index image of that size), else remap maps."""
@@ -480,20 +476,23 @@ def _pixelate_plan(z: float, h: int, w: int, rule: str) -> tuple[tuple[np.ndarra
 
 @register_uint8_path("pixelate")
 def _pixelate_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
-                    out: np.ndarray) -> None:
+                    out: np.ndarray) -> bool:
     """The same nearest index maps, in two OpenCV steps (``_pixelate_plan``): the distinct picked pixels
     into a small image (a scratch array), then back to full size; under the wrap, the small image's min
-    and max fix the output stretch and its table is applied to the small image."""
+    and max fix the output stretch and its table is applied to the small image. Declines images of 32767
+    px or more on a side (OpenCV's remap limit)."""
     import cv2
 
     b, h, w, _ = images.shape
+    if max(h, w) >= np.iinfo(np.int16).max:  # beyond OpenCV's remap
+        return False
     rule = dist.options.get("resize", "torch")
     plans = [_pixelate_plan(zi, h, w, rule) for zi in Pixelate.scale(params["strength"]).tolist()]
 
     def one(i: int) -> None:
-        (map1, map2), up = plans[i]
-        shape = (*map1.shape[:2], 3)
-        small = cv2.remap(images[i], map1, map2, cv2.INTER_NEAREST,
+        down, up = plans[i]
+        shape = (*down.shape[:2], 3)
+        small = cv2.remap(images[i], down, None, cv2.INTER_NEAREST,
                           dst=scratch(f"pixelate_small{shape}", shape, np.uint8))
         if wrap:
             inputs = _unit([image_range(images[i])])
@@ -502,9 +501,10 @@ def _pixelate_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, t
         if isinstance(up, int):
             cv2.resize(small, (w, h), dst=out[i], interpolation=up)
         else:
-            cv2.remap(small, *up, cv2.INTER_NEAREST, dst=out[i])
+            cv2.remap(small, up, None, cv2.INTER_NEAREST, dst=out[i])
 
     map_images(b, one)
+    return True
 
 
 @register_uint8_path("color_block")
