@@ -235,3 +235,14 @@ def test_lab_paths_decline_the_bgr_quirk():
     for cls in (Brighten, HighSharpen):
         dist = cls("arniqa", LevelTable(cls.tables["arniqa"].params, {"lab_bgr": True}))
         assert apply_uint8(dist, x, dist.sample([3, 3, 3], SEEDS), True) is None
+
+
+def test_scratch_keeps_small_arrays_only(monkeypatch):
+    from synthiqa.distortions import fastpath
+
+    small = fastpath.scratch("test.small", (8, 8))
+    assert fastpath.scratch("test.small", (8, 8)) is small
+    assert fastpath.scratch("test.small", (8, 9)) is not small  # another shape: a new array
+    monkeypatch.setattr(fastpath, "SCRATCH_MAX_BYTES", 100)
+    big = fastpath.scratch("test.big", (8, 8))  # 256 bytes: not kept
+    assert fastpath.scratch("test.big", (8, 8)) is not big

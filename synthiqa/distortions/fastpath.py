@@ -107,16 +107,23 @@ def map_images(n: int, fn: Callable[[int], None]) -> None:
 
 
 _SCRATCH = threading.local()
+#: Largest work array ``scratch`` keeps between calls (bytes): a 512x384 float32 RGB image is 2.4 MB, a
+#: 4K one 100 MB, which is allocated afresh each time rather than held by every worker thread.
+SCRATCH_MAX_BYTES = 32 << 20
 
 
 def scratch(key: str, shape: tuple[int, ...], dtype: type = np.float32) -> np.ndarray:
-    """This thread's work array for ``key`` (uninitialised; kept for the next call with the same shape):
-    a fresh multi-megabyte array costs a page fault per 4 KiB on first touch, several milliseconds per
-    image. A caller must not hand the array out, nor hold two with the same key."""
+    """This thread's work array for ``key`` (uninitialised; kept for the next call with the same shape, up
+    to ``SCRATCH_MAX_BYTES``): a fresh multi-megabyte array costs a page fault per 4 KiB on first touch,
+    several milliseconds per image. A caller must not hand the array out, nor hold two with the same key."""
     arrays = _SCRATCH.__dict__.setdefault("arrays", {})
     a = arrays.get(key)
     if a is None or a.shape != shape or a.dtype != dtype:
-        a = arrays[key] = np.empty(shape, dtype)
+        a = np.empty(shape, dtype)
+        if a.nbytes <= SCRATCH_MAX_BYTES:
+            arrays[key] = a
+        else:
+            arrays.pop(key, None)
     return a
 
 
