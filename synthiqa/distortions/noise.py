@@ -198,14 +198,14 @@ def guided_denoise(noisy: torch.Tensor, noise_var: torch.Tensor, radius: int = 3
     edges stronger than the noise survive. ``noise_var`` is ``[B,1,1,1]`` in [0,1] units^2. All box and
     Gaussian filters use replicated borders (``filters.separable_filter``).
     """
-    b, c = noisy.shape[:2]
+    b = noisy.shape[0]
     box = [np.full(2 * radius + 1, 1.0 / (2 * radius + 1))] * b
     guide = separable_filter(noisy, [gaussian_kernel1d(guide_sigma)] * b)
-    stats = separable_filter(torch.cat([guide, noisy, guide * noisy, guide * guide], 1), box)
-    mean_g, mean_x, corr, sq = stats.split(c, 1)
+    mean_g, mean_x = separable_filter(guide, box), separable_filter(noisy, box)
+    corr, sq = separable_filter(guide * noisy, box), separable_filter(guide * guide, box)
     a = corr.sub_(mean_g * mean_x).div_(sq.sub_(mean_g * mean_g).add_(eps_scale * noise_var))
-    coef = separable_filter(torch.cat([a, mean_x.sub_(a * mean_g)], 1), box)
-    return coef[:, :c].mul_(guide).add_(coef[:, c:])
+    mean_b = separable_filter(mean_x.sub_(a * mean_g), box)
+    return separable_filter(a, box).mul_(guide).add_(mean_b)
 
 
 @register_distortion
