@@ -172,7 +172,7 @@ def _stringzilla() -> ModuleType | None:
     probe = bytearray(1)
     try:
         stringzilla.translate(b"\x00", bytes(range(256)), out=memoryview(probe))
-    except TypeError:
+    except (TypeError, ValueError):  # an older StringZilla without ``out=``
         return None
     return stringzilla
 
