@@ -198,6 +198,8 @@ def _child_synthiqa(ref_dir: str, per_image: int, workers: int, seed: int, out: 
     torch.set_num_threads(workers)
     # imports are not part of the job (the baseline imports Albumentations and OpenCV before its clock)
     import cv2  # noqa: F401
+    import pandas.io.formats.csvs  # noqa: F401
+    import pyarrow.pandas_compat  # noqa: F401
     import pyarrow.parquet  # noqa: F401
 
     from synthiqa.distortions.registry import list_distortions

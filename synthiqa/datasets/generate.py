@@ -680,10 +680,14 @@ def _die_with_parent(parent: int) -> None:
 
 def _process_worker(index: int, queue: Any, units: list[WorkItem], counter: Any, cfg: GenerateConfig,
                     out: Path, arrays: dict[str, np.ndarray], parent: int) -> None:
-    """One CPU worker process: claims units until none is left; one torch thread, one I/O thread each way."""
+    """One CPU worker process: claims units until none is left; one torch and OpenCV thread, one I/O thread
+    each way."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers
+    import cv2
+
     torch.set_num_threads(1)
+    cv2.setNumThreads(1)  # the processes fill the cores; inner threads would only add contention
     try:
         result = _run_pipeline(_claimed(units, counter), cfg, torch.device("cpu"), out, arrays, 1,
                                lambda n: None)
