@@ -64,6 +64,17 @@ def test_ranking_hinge_charges_the_label_gap_and_respects_groups():
     assert float(pairwise_ranking_loss(flat, y, margin=0.1, groups=groups)) == pytest.approx(0.5)
 
 
+def test_mscn_input_is_invariant_to_local_gain_and_offset():
+    from synthiqa.models.trcnn import TRCNNConfig, TRCNNNet, mscn
+
+    x = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
+    torch.testing.assert_close(mscn(0.5 * x + 0.2, c=0.0), mscn(x, c=0.0), atol=1e-4, rtol=1e-4)
+    assert float(mscn(torch.full((1, 3, 16, 16), 0.7)).abs().max()) < 1e-3  # flat: no contrast
+    net = TRCNNNet(TRCNNConfig(image_size=32, d_model=16, heads=2, layers=1)).eval()
+    darker = net.embed(0.5 * x) - net.embed(x)  # MSCN hides a gain; the tone token does not
+    assert float(darker.abs().max()) > 1e-3
+
+
 def test_warm_restarts_follow_sgdr_with_t0_1_and_tmult_2():
     from synthiqa.models.training import WARM_RESTART_FLOOR, lr_factor
 

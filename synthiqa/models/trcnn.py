@@ -61,6 +61,9 @@ class TRCNNConfig(MethodConfig):
         token_stride: the backbone map whose stride (px) is closest to this gives the tokens.
         d_model, layers, heads, dropout: the transformer encoder (pre-norm, GELU, feed-forward 2*d_model).
         image_size: crop side, px; test_crops: crops averaged per image at evaluation.
+        input_norm: ``local`` feeds the CNN mean-subtracted contrast-normalised (MSCN) channels, as the
+            from-scratch IQA CNNs do (Kang et al. 2014), and adds a token of the crop's per-channel mean
+            and standard deviation (the global tone MSCN removes); ``none`` feeds the RGB crop.
     Training:
         epochs, learning_rate, weight_decay, scheduler (cosine, step, none), batch_size, grad_clip,
         train_samples / val_samples: random crops per epoch (drawn without replacement, repeating the
@@ -86,16 +89,17 @@ class TRCNNConfig(MethodConfig):
     layers: int = 2
     heads: int = 4
     dropout: float = 0.1
-    image_size: int = 96
-    test_crops: int = 4
+    image_size: int = 64
+    test_crops: int = 8
+    input_norm: str = "local"
 
-    epochs: int = 12
-    learning_rate: float = 1e-3
+    epochs: int = 10
+    learning_rate: float = 2e-3
     weight_decay: float = 1e-4
     scheduler: str = "cosine"
     batch_size: int = 16
     grad_clip: float = 5.0
-    train_samples: int | None = 768
+    train_samples: int | None = 1024
     val_samples: int | None = None
     loss: str = "mse_rank"
     lambda_rank: float = 1.0
@@ -103,7 +107,7 @@ class TRCNNConfig(MethodConfig):
 
     scene_sampling: bool = True
     scenes_per_batch: int = 4
-    images_per_scene: int = 4
+    images_per_scene: int = 8
     alignment: str = "none"
     anchor_weight: float = 0.1
     local_global: bool = False
@@ -130,6 +134,7 @@ class TRCNNConfig(MethodConfig):
         if self.learning_rate <= 0:
             raise ConfigError(f"learning_rate must be > 0, got {self.learning_rate}")
         check_choice(self, "scheduler", ("cosine", "step", "none"))
+        check_choice(self, "input_norm", ("local", "none"))
         check_choice(self, "loss", LOSSES)
         check_choice(self, "alignment", ALIGNMENTS)
         check_choice(self, "experiment", EXPERIMENTS)
@@ -143,7 +148,7 @@ class TRCNNConfig(MethodConfig):
 #: Named settings: ``quick`` is the harness's fast suite.
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
-    "quick": {"epochs": 3, "test_crops": 2, "train_samples": 1000, "val_samples": 400},
+    "quick": {"epochs": 4, "test_crops": 4, "train_samples": 1024, "val_samples": 400},
 }
 
 
@@ -153,6 +158,18 @@ def preset_config(name: str = "default", **overrides: Any) -> TRCNNConfig:
 
 
 # ---------------------------------------------------------------------------------------- network
+def mscn(images: torch.Tensor, sigma: float = 7 / 6, c: float = 1 / 255) -> torch.Tensor:
+    """Mean-subtracted contrast-normalised channels ``(x - mu) / (sd + c)`` of ``[B,3,H,W]`` images in
+    [0, 1], ``mu`` and ``sd`` the local Gaussian-weighted mean and deviation (7x7, sigma 7/6: BRISQUE's
+    window; ``c`` is BRISQUE's constant 1 on the 0-255 scale)."""
+    from kornia.filters import gaussian_blur2d
+
+    x = images.float()
+    mu = gaussian_blur2d(x, (7, 7), (sigma, sigma), border_type="replicate")
+    var = gaussian_blur2d(x * x, (7, 7), (sigma, sigma), border_type="replicate") - mu * mu
+    return (x - mu) / (var.clamp_min(0).sqrt() + c)
+
+
 class TRCNNNet(nn.Module):
     """CNN feature map -> 1x1 projection to ``d_model`` tokens (+ learned 2D position embedding,
     resized to the map) -> [quality token, tokens] -> transformer encoder -> the quality token's output
@@ -171,6 +188,7 @@ class TRCNNNet(nn.Module):
         grid = max(1, config.image_size // reductions[self.stage])
         self.position = nn.Parameter(torch.zeros(1, d, grid, grid))
         self.quality_token = nn.Parameter(torch.zeros(1, 1, d))
+        self.tone = nn.Linear(6, d) if config.input_norm == "local" else None
         nn.init.trunc_normal_(self.position, std=0.02)
         nn.init.trunc_normal_(self.quality_token, std=0.02)
         layer = nn.TransformerEncoderLayer(d, config.heads, dim_feedforward=2 * d, dropout=config.dropout,
@@ -181,12 +199,17 @@ class TRCNNNet(nn.Module):
 
     def embed(self, images: torch.Tensor) -> torch.Tensor:
         """Quality-token embeddings ``[B, d_model]`` of [0, 1] RGB images ``[B,3,H,W]``."""
-        fmap = self.project(self.backbone(images)[self.stage])
+        local = self.tone is not None
+        fmap = self.project(self.backbone(mscn(images) if local else images)[self.stage])
         pos = self.position
         if pos.shape[-2:] != fmap.shape[-2:]:
             pos = F.interpolate(pos, size=fmap.shape[-2:], mode="bilinear", align_corners=False)
         tokens = (fmap + pos).flatten(2).transpose(1, 2)
-        x = torch.cat([self.quality_token.expand(tokens.shape[0], -1, -1), tokens], 1)
+        parts = [self.quality_token.expand(tokens.shape[0], -1, -1), tokens]
+        if self.tone is not None:
+            stats = torch.cat([images.float().mean((2, 3)), images.float().std((2, 3))], 1)
+            parts.insert(1, self.tone(stats)[:, None])
+        x = torch.cat(parts, 1)
         return self.norm(self.encoder(x)[:, 0])
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
