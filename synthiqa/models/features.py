@@ -132,9 +132,11 @@ def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
 
 
 def _laplacian(channel: torch.Tensor) -> torch.Tensor:
-    """3x3 second-difference (Immerkaer's noise operator) of ``[B, 1, H, W]``, valid part."""
-    kernel = channel.new_tensor([[1.0, -2.0, 1.0], [-2.0, 4.0, -2.0], [1.0, -2.0, 1.0]])
-    return F.conv2d(channel, kernel[None, None])
+    """3x3 second difference ``[[1,-2,1],[-2,4,-2],[1,-2,1]]`` (Immerkaer's noise operator) of
+    ``[..., H, W]``, valid part ``[..., H-2, W-2]``; computed separably (the kernel is ``[1,-2,1]`` outer
+    itself)."""
+    rows = channel[..., :, :-2] - 2 * channel[..., :, 1:-1] + channel[..., :, 2:]
+    return rows[..., :-2, :] - 2 * rows[..., 1:-1, :] + rows[..., 2:, :]
 
 
 def _log_mean(values: torch.Tensor) -> torch.Tensor:
@@ -189,7 +191,7 @@ class StatisticsFeatures(nn.Module):
                     across = profile[:, grid].mean(1) + _LOG_EPS
                     parts.append(torch.log(across / (profile[:, ~grid].mean(1) + _LOG_EPS))[:, None])
             cur = F.avg_pool2d(cur, 2)
-        lap_rgb = _laplacian(x.reshape(-1, 1, *x.shape[-2:])).reshape(b, 3, -1)
+        lap_rgb = _laplacian(x).reshape(b, 3, -1)
         lap_y = _laplacian(luma).reshape(b, 1, -1)
         parts.append(torch.log((lap_rgb - lap_y).abs().mean(2) + _LOG_EPS))
         return torch.cat(parts, 1)
