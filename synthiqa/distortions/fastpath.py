@@ -214,7 +214,7 @@ def unit_tables(images: np.ndarray, wrap: bool) -> torch.Tensor:
     if wrap:
         ranges = image_ranges(images)
         ramp = stretch_array(ramp, UNIT_VALUES[ranges[:, :1]], UNIT_VALUES[ranges[:, 1:]])
-    return torch.from_numpy(np.ascontiguousarray(ramp, dtype=np.float32))
+    return torch.from_numpy(np.array(ramp, dtype=np.float32))  # a writable copy (a broadcast view is not)
 
 
 # -- pointwise curves ------------------------------------------------------------------------------
