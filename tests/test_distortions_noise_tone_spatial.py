@@ -414,7 +414,8 @@ def test_noise_uint8_paths_are_registered_and_impulse_bounds_match_the_division(
     from synthiqa.distortions.fastpath import UINT8_PATHS
     from synthiqa.distortions.noise import _first_at_least
 
-    assert {"white_noise", "impulse_noise", "multiplicative_noise"} <= set(UINT8_PATHS)
+    noise_ops = {"white_noise", "white_noise_color_component", "impulse_noise", "multiplicative_noise"}
+    assert noise_ops <= set(UINT8_PATHS)
     g = torch.Generator().manual_seed(0)
     for d in (0.001, 0.005, 0.0123, 0.03, 1 / 3):
         d32 = torch.tensor(d, dtype=torch.float32)

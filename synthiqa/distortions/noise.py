@@ -265,12 +265,12 @@ def _planes(image: np.ndarray) -> np.ndarray:
     return planes
 
 
-def _finish_planes(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
-    """Write float32 planes ``[3H, W]`` (the step's result before its clamp to [0, 1]) to ``out`` [H,W,3]
-    as the float path does: clamp, the output stretch by the clamped range under the wrap, round."""
+def _finish(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
+    """Write a float32 2-D array (the step's result before its clamp to [0, 1]; overwritten) to the uint8
+    array ``out`` of its shape as the float path does: clamp, the output stretch by the clamped range under
+    the wrap, round."""
     import cv2
 
-    h = out.shape[0]
     lo, hi = cv2.minMaxLoc(result)[:2]
     if lo < 0.0:  # below-zero values to 0; values above the top end saturate in the 8-bit conversion
         cv2.threshold(result, 0.0, 0.0, cv2.THRESH_TOZERO, dst=result)
@@ -279,8 +279,16 @@ def _finish_planes(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
         alpha, beta = 255.0 / (hi - lo), -lo * 255.0 / (hi - lo)
     else:
         alpha, beta = 255.0, 0.0
-    planes = cv2.convertScaleAbs(result, dst=scratch("noise_out", result.shape, np.uint8), alpha=alpha,
-                                 beta=beta)
+    cv2.convertScaleAbs(result, dst=out, alpha=alpha, beta=beta)
+
+
+def _finish_planes(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
+    """``_finish`` for float32 planes ``[3H, W]``, merged into ``out`` [H,W,3]."""
+    import cv2
+
+    h = out.shape[0]
+    planes = scratch("noise_out", result.shape, np.uint8)
+    _finish(result, wrap, planes)
     cv2.merge([planes[c * h:(c + 1) * h] for c in range(3)], dst=out)
 
 
@@ -336,6 +344,38 @@ def _multiplicative_noise_uint8(dist: Distortion, images: np.ndarray, params: Ma
         return False
     _scaled_noise_uint8(images, params, wrap, out, field, gains, True)
     return True
+
+
+@register_uint8_path("white_noise_color_component")
+def _white_noise_color_component_uint8(dist: Distortion, images: np.ndarray,
+                                       params: Mapping[str, torch.Tensor], wrap: bool,
+                                       out: np.ndarray) -> None:
+    """Per image in ``[H,W,3]`` float32: the stretched values by table, OpenCV's per-pixel 3x4 transform to
+    YCbCr and back, the planar noise field merged to pixels."""
+    import cv2
+
+    b, h, w, _ = images.shape
+    matrix, offset = YCBCR_CONVENTIONS[dist.options.get("ycbcr", "full")]
+    inverse = torch.linalg.inv(matrix)
+    forward = torch.cat([matrix, offset[:, None]], 1).numpy()  # [3, 4]: y = M x + offset
+    backward = torch.cat([inverse, -(inverse @ offset)[:, None]], 1).numpy()
+    clip = bool(dist.options.get("clip_ycbcr", False))
+    tables = unit_tables(images, wrap).numpy()
+    sigma = _f32(params["variance"]).sqrt().tolist()
+    seeds = params["field_seed"]
+
+    def one(i: int) -> None:
+        noise = _field_planes("normal", seeds[i:i + 1], h, w)
+        x = cv2.LUT(images[i], tables[i], dst=scratch("noise_unit", (h, w, 3)))
+        ycc = cv2.transform(x, forward, dst=scratch("noise_ycc", (h, w, 3)))
+        cv2.merge([noise[c * h:(c + 1) * h] for c in range(3)], dst=x)  # the field, pixel by pixel
+        cv2.scaleAdd(x, sigma[i], ycc, dst=ycc)
+        if clip:
+            np.clip(ycc, 0.0, 1.0, out=ycc)
+        rgb = cv2.transform(ycc, backward, dst=x)
+        _finish(rgb.reshape(h, -1), wrap, out[i].reshape(h, -1))
+
+    map_images(b, one)
 
 
 def _first_at_least(target: float, density: np.float32) -> np.float32:
