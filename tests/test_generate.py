@@ -287,3 +287,18 @@ def test_images_are_encoded_as_cv2_imwrite_writes_them(tmp_path):
     rgb = np.random.default_rng(5).integers(0, 256, (21, 34, 3), dtype=np.uint8)
     cv2.imwrite(str(tmp_path / "cv2.png"), np.ascontiguousarray(rgb[..., ::-1]))
     assert gen.encode_image(rgb, "png") == (tmp_path / "cv2.png").read_bytes()
+
+
+def test_split_units_cover_every_chunk_once_in_order(tmp_path, refs):
+    cfg = _cfg(tmp_path, refs, mode="grid", batch_size=2).resolved()
+    work = []
+    for k, name in enumerate(("a", "b")):
+        plan = gen.RefPlan(gen.Reference(name, None, (48, 40)), f"I{k}", plan_jobs(name, f"I{k}", cfg))
+        work.append(gen.WorkItem(plan, tuple(gen._chunks(plan.jobs, cfg.batch_size)), (tmp_path / f"{k}",)))
+    units = gen.split_units(work, processes=3)
+    assert len(units) >= gen.UNITS_PER_PROCESS * 3  # 2 references x 8 chunks: enough to cut
+    for item in work:
+        mine = [u for u in units if u.plan is item.plan]
+        assert [c for u in mine for c in u.chunks] == list(item.chunks)
+        assert [u.ref_files for u in mine] == [item.ref_files] + [()] * (len(mine) - 1)
+    assert gen.split_units(work, processes=1) != units and len(gen.split_units(work[:1], 100)) == 8

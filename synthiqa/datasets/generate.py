@@ -1,11 +1,17 @@
 """``synthiqa generate``: a labelled, reproducible distorted dataset from a folder of reference photographs.
 
 Pipeline (bounded memory whatever the folder size): a thread pool decodes references (at most
-``workers + 1`` ahead); the main process distorts each chunk of jobs in one batch on the device and
-computes its labels; a thread pool encodes and writes the images (at most two chunks in flight). Every
-file is written under a temporary name and renamed; a chunk's record is written only after its images,
-so ``--resume`` redoes exactly the unfinished chunks and the final files are rebuilt from the records
-(``datasets.manifest``), which is also what ``merge`` does with shards.
+``workers + 1`` ahead); the distorting thread distorts each chunk of jobs and computes its labels; a
+thread pool encodes (OpenCV, the bytes ``cv2.imwrite`` writes) and writes the images (at most two chunks
+in flight). On an accelerator one process runs this with ``workers`` threads each way and a chunk is one
+device batch. On the CPU ``workers`` processes run it with one thread each way and one torch/OpenCV
+thread; they take units of work (runs of a reference's chunks, ``split_units``) from a shared counter as
+they become free, so they finish together; a chunk is distorted one group of equal chain types at a time
+(uint8 in and out, the engine's OpenCV fast path). Every file is written under a temporary name and
+renamed; a chunk's record is written only after its images, so ``--resume`` redoes exactly the
+unfinished chunks and the final files are rebuilt from the records (``datasets.manifest``), which is also
+what ``merge`` does with shards. A pristine image (basic mode) is the reference itself and is encoded
+once with the reference copies.
 
 Jobs are a pure function of (reference name, index, options): image i of reference r has seed
 ``derive_seed(run seed, r, i)``; chunks are fixed slices of a reference's job list (a resumed run keeps
@@ -542,12 +548,11 @@ def split_units(work: list[WorkItem], processes: int) -> list[WorkItem]:
     pieces = math.ceil(UNITS_PER_PROCESS * processes / max(1, len(work)))
     units = []
     for item in work:
-        k = max(1, min(pieces, len(item.chunks)))
-        step = math.ceil(len(item.chunks) / k)
-        for u in range(k):
-            chunks = item.chunks[u * step:(u + 1) * step]
-            if chunks or u == 0:
-                units.append(WorkItem(item.plan, chunks, item.ref_files if u == 0 else ()))
+        n = len(item.chunks)
+        k = max(1, min(pieces, n))
+        for u in range(k):  # k runs of n // k or n // k + 1 chunks (one empty run when n == 0)
+            units.append(WorkItem(item.plan, item.chunks[u * n // k:(u + 1) * n // k],
+                                  item.ref_files if u == 0 else ()))
     return units
 
 

@@ -1,0 +1,40 @@
+"""synthiqa bench generate: reference preparation, the baseline script's task, the result arithmetic."""
+
+import math
+
+import cv2
+import numpy as np
+import pytest
+
+from synthiqa.benchmarks import generate_speed as gs
+
+
+def test_references_are_prepared_and_the_baseline_writes_per_image_plus_one_pngs(tmp_path):
+    pytest.importorskip("albumentations")
+    src = tmp_path / "src"
+    src.mkdir()
+    rng = np.random.default_rng(0)
+    for name in ("a", "b"):
+        cv2.imwrite(str(src / f"{name}.png"), rng.integers(0, 256, (90, 120, 3), dtype=np.uint8))
+    config = gs.GenerateBenchConfig(ref_dir=str(src), per_image=3, max_side=64)
+    assert gs.prepare_references(config, tmp_path / "refs") == 2
+    ref = cv2.imread(str(tmp_path / "refs" / "a.png"))
+    assert ref.shape == (48, 64, 3)
+    out = tmp_path / "out"
+    out.mkdir()
+    rows = gs._baseline_task((str(tmp_path / "refs" / "a.png"), str(out), 3, 0))
+    assert [r[0] for r in rows] == [f"a__{i:04d}.png" for i in range(4)]
+    assert all(cv2.imread(str(out / name)).shape == ref.shape for name, _ in rows)
+    assert (cv2.imread(str(out / "a__0000.png")) == ref).all()
+
+
+def test_ratio_needs_both_rows_and_rss_is_read_from_proc():
+    result = gs.GenerateBenchResult(gs.GenerateBenchConfig(), 2, [gs.BenchRow("s", 10, 2.0),
+                                                                  gs.BenchRow("b", 10, 4.0)])
+    assert result.ratio == pytest.approx(2.0)
+    result.rows[1] = gs.BenchRow("b", error="albumentations is not installed")
+    assert result.ratio is None and math.isnan(result.rows[1].images_per_second)
+    import os
+
+    kb = gs._rss_tree_kb(os.getpid())
+    assert kb is None or kb > 0
