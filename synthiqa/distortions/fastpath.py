@@ -24,6 +24,9 @@ How the wrap is folded in (``lo``, ``hi``: the image's min and max over all chan
   per-image tables of 256 entries (``unit_tables``), L* a*b* come from ``colorspace.lab_of_uint8``, the
   step changes L* in float32, OpenCV's float ``Lab2RGB`` converts back, and ``finish_unit`` clamps,
   stretches by the result's range and rounds.
+- noise (white, colour-component, impulse, multiplicative; ``noise.py``): the very per-sample torch
+  fields the float path draws (same seeds, same stream, drawn into scratch arrays), the stretched input
+  as a per-image float table, OpenCV arithmetic, one clamp, stretch and rounding at the end.
 
 Distortions without a path run the float path on the uint8 batch a few images at a time
 (``chains.FALLBACK_CHUNK``) and are rounded. Lookup tables use StringZilla's SIMD byte translation
