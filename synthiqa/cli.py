@@ -401,10 +401,15 @@ def bench_run_command(
     table = Table(title=f"suite {spec.name}: median over splits (test), higher is better except RMSE")
     frame = S.summary_table(S.pd.read_parquet(Path(out) / "results.parquet"))
     cols = ["model", "dataset", "protocol", "splits", "SRCC", "PLCC raw", "PLCC fit", "RMSE fit", "purity"]
-    for col in cols:
+    timings = Path(out) / "timings.csv"
+    fit_s = (S.pd.read_csv(timings).groupby(["model", "dataset", "protocol"])["fit_seconds"].median()
+             if timings.is_file() else None)
+    for col in [*cols, "fit s"]:
         table.add_column(col, justify="left" if col in ("model", "dataset", "protocol") else "right")
     for _, row in frame.iterrows():
-        table.add_row(*[str(row[c]) if c in cols[:4] else S._fmt(row[c]) for c in cols])
+        key = (row["model"], row["dataset"], row["protocol"])
+        fit = f"{fit_s[key]:.1f}" if fit_s is not None and key in fit_s.index else "-"
+        table.add_row(*[str(row[c]) if c in cols[:4] else S._fmt(row[c]) for c in cols], fit)
     Console(width=max(console.width, 130)).print(table)
     console.print(f"{summary.computed} cells computed, {summary.reused} reused, "
                   f"{len(summary.failures)} failed in {summary.seconds:.1f} s; results in {out}",

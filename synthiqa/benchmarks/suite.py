@@ -17,6 +17,8 @@ A suite YAML::
 Every number of ``results.parquet`` / ``results.csv`` is one row: model, dataset, protocol, split, subset
 (``test``, or ``val`` for the selection split), dist_type (``all`` or one type), metric, mode (``raw``,
 ``4pl``/``5pl``, ``raw_fallback``, or the cluster source), value, ci_low, ci_high, n.
+``timings.csv`` holds each cell's wall-clock seconds of ``fit`` and of the predictions (kept out of the
+results, which are the same on every rerun).
 ``results.md`` adds the summary: median over splits with the spread (standard deviation) over splits.
 Bootstrap 95% intervals (``n_boot`` resamples, seeded per cell) are given on the overall test rows only.
 Cluster rows (``purity_type``, ``nmi_type``, ``ari_type`` and the ``_group`` versions) use the model's own
@@ -472,11 +474,14 @@ def _prediction_frame(records: Sequence[IQARecord], pred: np.ndarray, subset: st
 
 
 def run_cell(model: Any, task: Task, suite: Suite, seed: int, want_embedding: bool
-             ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray] | None]:
-    """Fit on train (selecting on val), predict val and test; returns rows, predictions, embedding arrays."""
+             ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray] | None, dict[str, float]]:
+    """Fit on train (selecting on val), predict val and test; returns rows, predictions, embedding arrays
+    and the wall-clock seconds of ``fit`` and of the rest (``fit_seconds``, ``predict_seconds``)."""
     if hasattr(model, "training_log"):
         model.training_log = None
+    start = time.perf_counter()
     model.fit(task.train, task.val or None)
+    fit_seconds = time.perf_counter() - start
     rows: list[dict[str, Any]] = []
     preds = []
     if task.val and getattr(model, "trainable", False):
@@ -494,6 +499,7 @@ def run_cell(model: Any, task: Task, suite: Suite, seed: int, want_embedding: bo
     if clusters is not None:
         rows += _cluster_rows(clusters, task.test, mode)
     preds.append(_prediction_frame(task.test, pt, "test", clusters))
+    seconds = {"fit_seconds": fit_seconds, "predict_seconds": time.perf_counter() - start - fit_seconds}
     arrays = None
     if want_embedding and emb is not None:
         arrays = {"embedding": emb, "cluster": clusters if clusters is not None else np.full(len(pt), -1),
@@ -502,7 +508,7 @@ def run_cell(model: Any, task: Task, suite: Suite, seed: int, want_embedding: bo
                   "dist_type": np.array([r.dist_type or "" for r in task.test]),
                   "dist_group": np.array([r.dist_group or "" for r in task.test]),
                   "score_norm": np.array([r.score_norm for r in task.test]), "pred": pt}
-    return pd.DataFrame(rows), pd.concat(preds, ignore_index=True), arrays
+    return pd.DataFrame(rows), pd.concat(preds, ignore_index=True), arrays, seconds
 
 
 @dataclass
@@ -633,10 +639,11 @@ def compute_cell(model: Any, spec: ModelSpec, task: Task, index: int, stem: Path
     before its rows exist is recomputed from scratch); returns the one-line failure, or None."""
     seed = _seed_of(suite.seed, spec.key, task.dataset, task.protocol, task.split)
     try:
-        rows, preds, arrays = run_cell(model, task, suite, seed, index == 0 and suite.embeddings)
+        rows, preds, arrays, seconds = run_cell(model, task, suite, seed, index == 0 and suite.embeddings)
     except SynthiqaError as exc:
         return str(exc)
     keys = {"model": spec.key, "dataset": task.dataset, "protocol": task.protocol, "split": task.split}
+    atomic_write_text(stem.with_name(stem.name + ".time.json"), json.dumps({**keys, **seconds}) + "\n")
     preds = preds.assign(**keys)
     if arrays is not None:
         with atomic_path(stem.with_name(stem.name + ".emb.npz")) as tmp:
@@ -726,6 +733,11 @@ def write_results(out: Path, suite: Suite, cells: Sequence[tuple[ModelSpec, Task
         if emb_path is not None:
             with np.load(emb_path, allow_pickle=False) as npz:
                 embeddings.setdefault(spec.key, []).append((task.dataset, task.protocol, dict(npz)))
+    times = [json.loads(path.read_text()) for spec, task in cells
+             if (path := _cell_files(out, spec, task, suite, "time.json")) is not None]
+    if times:
+        with atomic_path(out / "timings.csv") as tmp:
+            pd.DataFrame(times).to_csv(tmp, index=False, float_format="%.2f")
     table = pd.concat(rows, ignore_index=True) if rows else pd.DataFrame(columns=list(RESULT_COLUMNS))
     table = table[list(RESULT_COLUMNS)].sort_values(list(RESULT_COLUMNS[:8]), kind="stable",
                                                     ignore_index=True)
