@@ -64,7 +64,7 @@ from synthiqa.models.training import LoopSettings, load_checkpoint, run_training
 
 METHOD = "ceniqa"
 #: Most training embeddings the mixture is fitted on (a random subset beyond that).
-GMM_FIT_SAMPLES = 2000
+GMM_FIT_SAMPLES = 1000
 #: A cluster is active when it holds at least this share of the images.
 ACTIVE_FRACTION = 0.05
 
@@ -224,7 +224,7 @@ def load_record_splits(data: str, label: str | None, seed: int
 
 def onthefly_bundle(ref_dir: str, config: CENIQAConfig, device: torch.device) -> DataBundle:
     """Reference-disjoint 70/10/20 split of the references of ``ref_dir``; distorted crops made on
-    ``device`` each step. Sizes: ``train_samples`` (default 200 per reference) images per epoch,
+    ``device`` each step. Sizes: ``train_samples`` (200 per reference when null) images per epoch,
     ``val_samples`` (default 400) for validation and as many for the test set, both fixed."""
     from synthiqa.datasets.references import ReferenceSkipped, decode_reference, scan_references
     from synthiqa.distortions import get_distortion, list_distortions
