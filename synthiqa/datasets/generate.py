@@ -536,6 +536,8 @@ class WorkItem:
     ref_files: tuple[Path, ...]
 
 
+#: How often the parent of the CPU worker processes updates the progress bar and checks for Ctrl-C (s).
+PROGRESS_POLL_S = 0.2
 #: Work units per CPU worker process to aim for: a run of few references is cut into runs of chunks so
 #: that the processes share the work evenly to the end (each unit decodes its reference again).
 UNITS_PER_PROCESS = 4
@@ -738,7 +740,7 @@ def _run_processes(units: list[WorkItem], cfg: GenerateConfig, out: Path, arrays
         while len(outcomes) < processes:
             check()
             try:
-                index, error, result = results.get(timeout=0.05)
+                index, error, result = results.get(timeout=PROGRESS_POLL_S)
             except queue_module.Empty:
                 poll()
                 dead = [p for i, p in enumerate(procs) if i not in outcomes and p.exitcode not in (None, 0)]
