@@ -16,6 +16,8 @@ computed batched on the images' device: HaarPSI (higher is better), MDSI with ``
 Each raw value ``v`` is mapped to ``s = clip((v - worst) / (perfect - worst), 0, 1)``, where ``perfect`` is
 the metric's value for identical images and ``worst`` is a fixed anchor (``FR_ANCHORS``); the pseudo-MOS
 is ``100 * mean(s)``. The raw values are kept as ``fr_haarpsi``, ``fr_mdsi``, ``fr_vsi``, ``fr_ms_gmsd``.
+``fr_components`` calls piq directly; ``synthiqa generate`` computes the same values with
+``fr_metrics.ReferenceFR``, which computes each reference's side once (equal to piq's per image).
 """
 
 from __future__ import annotations
