@@ -71,7 +71,8 @@ def test_mscn_input_is_invariant_to_local_gain_and_offset():
     torch.testing.assert_close(mscn(0.5 * x + 0.2, c=0.0), mscn(x, c=0.0), atol=1e-4, rtol=1e-4)
     assert float(mscn(torch.full((1, 3, 16, 16), 0.7)).abs().max()) < 1e-3  # flat: no contrast
     net = TRCNNNet(TRCNNConfig(image_size=32, d_model=16, heads=2, layers=1)).eval()
-    darker = net.embed(0.5 * x) - net.embed(x)  # MSCN hides a gain; the tone token does not
+    with torch.no_grad():
+        darker = net.embed(0.5 * x) - net.embed(x)  # MSCN hides a gain; the tone token does not
     assert float(darker.abs().max()) > 1e-3
 
 
