@@ -22,12 +22,7 @@ FAST = sorted(UINT8_PATHS)
 SEEDS = [3, 4, 5]
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _images(kind: str) -> torch.Tensor:

@@ -30,13 +30,7 @@ NOT_MONOTONE = {("mean_shift", "kadid"), ("contrast_change", "kadid"), ("mean_sh
                 ("contrast_change", "arniqa"), ("pixelate", "kadid"), ("pixelate", "arniqa")}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: torch's thread pool costs more than it saves (and much more on a loaded machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def textured(n: int = 1, h: int = 48, w: int = 64, seed: int = 0) -> torch.Tensor:

@@ -6,14 +6,7 @@ import torch
 from synthiqa.datasets.fr_metrics import ReferenceFR
 from synthiqa.datasets.labels import FR_COMPONENTS, fr_components
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Small images: intra-op threads only add contention (restored afterwards)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _pair(n, size, seed):

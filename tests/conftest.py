@@ -1,0 +1,14 @@
+"""Shared fixtures."""
+
+import pytest
+import torch
+
+
+@pytest.fixture
+def one_thread():
+    """Run a test on one torch thread (restored afterwards): on small images the intra-op thread pool
+    costs more than it saves, and much more on a loaded machine."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
