@@ -327,5 +327,7 @@ def test_experiment_generator_writes_loadable_configs_and_an_index(tmp_path):
             } == {"mlp", "kan", "transformer", "gru", "attention"}
     assert loaded["backbone-swin"].backbone.startswith("swin") and loaded["backbone-unet"].backbone == "unet"
     only_freq = loaded["features-only-frequency"]
-    assert only_freq.use_frequency and not (only_freq.use_multiscale or only_freq.use_patch)
+    assert only_freq.use_frequency and not (only_freq.use_multiscale or only_freq.use_patch
+                                            or only_freq.use_statistics)
+    assert not loaded["features-no-statistics"].use_statistics
     assert loaded["components-no-auxiliary-losses"].lambda_contrast == 0.0

@@ -13,8 +13,8 @@ with ``CENIQAConfig.load`` and ``synthiqa train --config``) and ``out/index.yaml
 
 Groups: ``backbone`` (ResNet, EfficientNet, ViT, Swin, UNet, and the compact default), ``regressor``
 (MLP, KAN, Transformer, GRU, attention), ``clusters`` (K = 4, 6, 8, 10, 12), ``features`` (each of the
-multi-scale, frequency and patch-wise extractors alone and left out) and ``components`` (the monotonic
-head and loss, and each auxiliary loss switched off, then all of them).
+multi-scale, frequency, patch-wise and pixel-statistics extractors alone and left out) and
+``components`` (the monotonic head and loss, and each auxiliary loss switched off, then all of them).
 
 ``read_experiments(folder)`` loads such a folder back (validating every config);
 ``synthiqa bench run FOLDER`` runs it as benchmark cells, a few at a time, resuming where it stopped.
@@ -38,7 +38,7 @@ BACKBONES = {"compact": "compact", "resnet": "resnet18", "efficientnet": "effici
              "vit": "vit_tiny_patch16_224", "swin": "swin_tiny_patch4_window7_224", "unet": "unet"}
 REGRESSORS = ("mlp", "kan", "transformer", "gru", "attention")
 CLUSTER_COUNTS = (4, 6, 8, 10, 12)
-FEATURES = ("multiscale", "frequency", "patch")
+FEATURES = ("multiscale", "frequency", "patch", "statistics")
 AUXILIARY_LOSSES = ("contrast", "consistency", "ranking", "cluster")
 
 
