@@ -228,9 +228,8 @@ BUILTIN_SUITES = {"quick": QUICK_SUITE, "standard": STANDARD_SUITE}
 def load_suite(source: str | Path) -> Suite:
     """A built-in suite by name (``quick``), a suite YAML file, or a folder written by ``synthiqa
     experiments`` (``experiments_suite`` with its defaults); one-line error when unreadable."""
-    import yaml
-
     from synthiqa.models.experiments import is_experiments_folder
+    from synthiqa.models.method_config import read_yaml
 
     if str(source) in BUILTIN_SUITES:
         return Suite.from_dict(BUILTIN_SUITES[str(source)])
@@ -239,11 +238,7 @@ def load_suite(source: str | Path) -> Suite:
         return experiments_suite(path)
     if not path.is_file():
         raise ConfigError(f"{path}: suite file not found (built-in suites: {', '.join(BUILTIN_SUITES)})")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{path}: not a readable suite YAML ({first})") from None
+    data = read_yaml(path, "suite YAML")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a suite YAML must be a mapping with models, datasets, protocols")
     data.setdefault("name", path.stem)

@@ -29,6 +29,7 @@ from typing import Any
 from synthiqa.atomic import atomic_write_text
 from synthiqa.errors import ConfigError
 from synthiqa.models.config import CENIQAConfig
+from synthiqa.models.method_config import read_yaml
 
 INDEX_FORMAT = "synthiqa-experiments"
 INDEX_VERSION = 1
@@ -113,17 +114,11 @@ def is_experiments_folder(path: str | Path) -> bool:
 def read_experiments(folder: str | Path) -> list[ExperimentConfig]:
     """The experiments of a folder written by ``write_experiments``, in index order, each config loaded
     from its file (so edits to a file count); one-line ``ConfigError`` for a foreign or broken index."""
-    import yaml
-
     root = Path(folder)
     index_path = root / "index.yaml"
     if not index_path.is_file():
         raise ConfigError(f"{root}: no index.yaml (write one with synthiqa experiments --out {root})")
-    try:
-        index = yaml.safe_load(index_path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
-        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise ConfigError(f"{index_path}: not readable YAML ({first})") from None
+    index = read_yaml(index_path, "experiments index YAML")
     if not isinstance(index, dict) or index.get("format") != INDEX_FORMAT:
         raise ConfigError(f"{index_path}: not a {INDEX_FORMAT} index (format: {INDEX_FORMAT} missing)")
     if index.get("version") != INDEX_VERSION:

@@ -98,6 +98,18 @@ class MethodConfig:
         return cls.from_dict(data, source=str(p))
 
 
+def read_yaml(path: Path, what: str) -> Any:
+    """The parsed YAML document at ``path``; an unreadable or unparsable file is a one-line
+    ``ConfigError`` naming the file and calling it ``what`` (e.g. "suite YAML")."""
+    import yaml
+
+    try:
+        return yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise ConfigError(f"{path}: not a readable {what} ({first})") from None
+
+
 def check_positive(config: Any, *names: str) -> None:
     """``ConfigError`` unless every named field is >= 1."""
     for name in names:
