@@ -317,18 +317,21 @@ def finish_float(image: np.ndarray, result: np.ndarray, wrap: bool, out: np.ndar
 
 
 def finish_unit(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
-    """Write the rounded 8-bit form of a float32 ``[H,W,3]`` step result on the [0, 1] scale (``result`` is
-    overwritten): clamped to [0, 1] as the float path clamps, and under the wrap stretched to [0, 1] by its
-    own range (a flat result is left as it is, as ``minmax_stretch`` leaves it)."""
+    """Write the rounded 8-bit form of a float32 ``[H,W,3]`` or 2-D step result on the [0, 1] scale to
+    ``out`` of its shape (``result`` is overwritten): clamped to [0, 1] as the float path clamps, and under
+    the wrap stretched to [0, 1] by its own range (a flat result is left as it is, as ``minmax_stretch``
+    leaves it)."""
     import cv2
 
-    np.clip(result, 0.0, 1.0, out=result)
-    lo, span = 0.0, 1.0
-    if wrap:
-        lo2, hi2 = cv2.minMaxLoc(result.reshape(result.shape[0], -1))[:2]
-        if hi2 - lo2 > FLAT_SPAN:
-            lo, span = lo2, hi2 - lo2
-    cv2.convertScaleAbs(result, dst=out, alpha=255.0 / span, beta=-lo * 255.0 / span)
+    lo, hi = cv2.minMaxLoc(result.reshape(result.shape[0], -1))[:2]
+    if lo < 0.0:  # below-zero values to 0; values above 1 saturate in the 8-bit conversion (the clamp)
+        cv2.threshold(result, 0.0, 0.0, cv2.THRESH_TOZERO, dst=result)
+    lo, hi = min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0)  # the range of the clamped result
+    if wrap and hi - lo > FLAT_SPAN:
+        alpha, beta = 255.0 / (hi - lo), -lo * 255.0 / (hi - lo)
+    else:
+        alpha, beta = 255.0, 0.0
+    cv2.convertScaleAbs(result, dst=out, alpha=alpha, beta=beta)
 
 
 def filter_uint8(images: np.ndarray, kernels: list[np.ndarray], separable: bool, wrap: bool,

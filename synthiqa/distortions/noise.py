@@ -14,9 +14,9 @@ import torch
 
 from synthiqa.distortions.base import Distortion, LevelTable
 from synthiqa.distortions.fastpath import (
-    FLAT_SPAN,
     UNIT_VALUES,
     apply_lut,
+    finish_unit,
     image_range,
     map_images,
     register_uint8_path,
@@ -265,30 +265,13 @@ def _planes(image: np.ndarray) -> np.ndarray:
     return planes
 
 
-def _finish(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
-    """Write a float32 2-D array (the step's result before its clamp to [0, 1]; overwritten) to the uint8
-    array ``out`` of its shape as the float path does: clamp, the output stretch by the clamped range under
-    the wrap, round."""
-    import cv2
-
-    lo, hi = cv2.minMaxLoc(result)[:2]
-    if lo < 0.0:  # below-zero values to 0; values above the top end saturate in the 8-bit conversion
-        cv2.threshold(result, 0.0, 0.0, cv2.THRESH_TOZERO, dst=result)
-    lo, hi = min(max(lo, 0.0), 1.0), min(max(hi, 0.0), 1.0)
-    if wrap and hi - lo > FLAT_SPAN:
-        alpha, beta = 255.0 / (hi - lo), -lo * 255.0 / (hi - lo)
-    else:
-        alpha, beta = 255.0, 0.0
-    cv2.convertScaleAbs(result, dst=out, alpha=alpha, beta=beta)
-
-
 def _finish_planes(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
-    """``_finish`` for float32 planes ``[3H, W]``, merged into ``out`` [H,W,3]."""
+    """``finish_unit`` for float32 planes ``[3H, W]``, merged into ``out`` [H,W,3]."""
     import cv2
 
     h = out.shape[0]
     planes = scratch("noise_out", result.shape, np.uint8)
-    _finish(result, wrap, planes)
+    finish_unit(result, wrap, planes)
     cv2.merge([planes[c * h:(c + 1) * h] for c in range(3)], dst=out)
 
 
@@ -373,7 +356,7 @@ def _white_noise_color_component_uint8(dist: Distortion, images: np.ndarray,
         if clip:
             np.clip(ycc, 0.0, 1.0, out=ycc)
         rgb = cv2.transform(ycc, backward, dst=x)
-        _finish(rgb.reshape(h, -1), wrap, out[i].reshape(h, -1))
+        finish_unit(rgb.reshape(h, -1), wrap, out[i].reshape(h, -1))
 
     map_images(b, one)
 
