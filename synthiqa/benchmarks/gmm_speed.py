@@ -21,6 +21,7 @@ import numpy as np
 import torch
 
 from synthiqa.atomic import atomic_write_text
+from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError
 from synthiqa.models.gmm import COVARIANCE_TYPES, GaussianMixture
 
@@ -117,8 +118,7 @@ def _check(config: GMMSpeedConfig) -> None:
     for dt in config.dtypes:
         if dt not in DTYPES:
             raise ConfigError(f"--dtype: {dt!r} is not one of {', '.join(DTYPES)}")
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {config.device}: CUDA is not available on this machine")
+    resolve_device(config.device)  # one-line error for an unknown device or CUDA without a GPU
     for n, _ in config.sizes:
         if n < config.n_components:
             raise ConfigError(f"--sizes: N={n} is smaller than --k {config.n_components}")

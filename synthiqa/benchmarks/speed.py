@@ -33,6 +33,7 @@ import numpy as np
 import torch
 
 from synthiqa.atomic import atomic_write_text
+from synthiqa.devices import resolve_device
 from synthiqa.distortions import ChainOp, apply_chains, apply_distortion, get_distortion, list_distortions
 from synthiqa.distortions.base import NUM_LEVELS
 from synthiqa.errors import ConfigError
@@ -309,8 +310,7 @@ def peer_availability() -> dict[str, str | None]:
 
 def run_speed_benchmark(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> SpeedResult:
     """Measure every requested ``kadid`` distortion, its peers, and the whole kadid mix (no JPEG2000)."""
-    if config.device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"--device {config.device}: CUDA is not available on this machine")
+    resolve_device(config.device)  # one-line error for an unknown device or CUDA without a GPU
     if not 1 <= config.level <= NUM_LEVELS:
         raise ConfigError(f"--level must lie in 1..{NUM_LEVELS}, got {config.level}")
     if config.batch < 1 or config.repeats < 1:
