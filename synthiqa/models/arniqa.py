@@ -1,6 +1,6 @@
 """ARNIQA: self-supervised learning of the image-distortion manifold, then Ridge on frozen features.
 
-Training (re-implemented from the paper and ``../shared/spec/distortions.md`` §4, not copied): each item
+Training (re-implemented from the paper and its training-pair recipe, not copied): each item
 is two images A and B (B a random training image, possibly A itself) degraded by **the same** ARNIQA chain
 (``sample_chain``, profile ``arniqa``, applied by the engine on the device). Each yields a random crop of
 the full image and one of the image downscaled by 2 (bicubic with antialiasing, as Pillow's); one chain
