@@ -153,3 +153,17 @@ def test_atomic_write_gives_a_normal_file_mode(tmp_path):
     atomic_write_text(tmp_path / "a.txt", "x")
     assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~atomic._UMASK
     assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+
+
+def test_atomic_write_makes_folders_and_replaces_a_stale_temporary(tmp_path):
+    import os
+    import threading
+
+    from synthiqa.atomic import atomic_write_bytes
+
+    target = tmp_path / "new" / "x.bin"
+    atomic_write_bytes(target, b"first")
+    stale = target.parent / f".x.bin.{os.getpid()}-{threading.get_ident()}.tmp"
+    stale.write_bytes(b"left by a killed run")
+    atomic_write_bytes(target, b"second")
+    assert target.read_bytes() == b"second" and sorted(p.name for p in target.parent.iterdir()) == ["x.bin"]
