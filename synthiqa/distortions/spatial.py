@@ -455,21 +455,36 @@ def _nearest_map(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return cv2.convertMaps(map_x, map_y, cv2.CV_16SC2, nninterpolation=True)[0]
 
 
+#: OpenCV nearest-resize flags tried for the way up, in order of preference.
+_UP_FLAGS = ("INTER_NEAREST_EXACT", "INTER_NEAREST")
+
+
+@lru_cache(maxsize=4096)
+def _resize_index(small: int, size: int, flag: int) -> np.ndarray:
+    """The source index OpenCV's nearest resize ``flag`` picks for each of ``size`` outputs from ``small``
+    inputs along one axis (its nearest rule is separable: rows depend only on the heights, columns only
+    on the widths), read off a resized index ramp."""
+    import cv2
+
+    ramp = np.arange(small, dtype=np.float32)[None, :]
+    return cv2.resize(ramp, (size, 1), interpolation=flag)[0].astype(np.int64)
+
+
 @lru_cache(maxsize=32)
 def _pixelate_plan(z: float, h: int, w: int, rule: str) -> tuple[np.ndarray, int | np.ndarray]:
     """Pixelate at scale ``z`` on ``h`` x ``w`` images as two 8-bit steps: remap maps that pick the distinct
     source rows and columns into a small image, then the way back up: an OpenCV nearest-resize flag when
-    OpenCV's rule gives the very index maps (checked on an index image of that size), else remap maps."""
+    OpenCV's rule gives the very index maps (checked per axis, ``_resize_index``), else remap maps."""
     import cv2
 
     zt = torch.tensor([z], dtype=torch.float64)
     (src_r, up_r), (src_c, up_c) = (np.unique(_pixelate_maps(zt, n, rule)[0].numpy(), return_inverse=True)
                                     for n in (h, w))
     down = _nearest_map(src_c, src_r)
-    index = np.stack(np.meshgrid(np.arange(len(src_r)), np.arange(len(src_c)), indexing="ij"), axis=-1)
-    want = np.stack(np.meshgrid(up_r, up_c, indexing="ij"), axis=-1)
-    for flag in (cv2.INTER_NEAREST_EXACT, cv2.INTER_NEAREST):
-        if np.array_equal(cv2.resize(index.astype(np.float32), (w, h), interpolation=flag), want):
+    for name in _UP_FLAGS:
+        flag = getattr(cv2, name)
+        if (np.array_equal(_resize_index(len(src_r), h, flag), up_r)
+                and np.array_equal(_resize_index(len(src_c), w, flag), up_c)):
             return down, flag
     return down, _nearest_map(up_c, up_r)
 
