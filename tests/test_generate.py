@@ -296,9 +296,17 @@ def test_split_units_cover_every_chunk_once_in_order(tmp_path, refs):
         plan = gen.RefPlan(gen.Reference(name, None, (48, 40)), f"I{k}", plan_jobs(name, f"I{k}", cfg))
         work.append(gen.WorkItem(plan, tuple(gen._chunks(plan.jobs, cfg.batch_size)), (tmp_path / f"{k}",)))
     units = gen.split_units(work, processes=3)
-    assert len(units) >= gen.UNITS_PER_PROCESS * 3  # 2 references x 8 chunks: enough to cut
+    assert [len(u.chunks) for u in units[-3:]] == [1, 1, 1]  # guided: the last units are single chunks
     for item in work:
         mine = [u for u in units if u.plan is item.plan]
         assert [c for u in mine for c in u.chunks] == list(item.chunks)
         assert [u.ref_files for u in mine] == [item.ref_files] + [()] * (len(mine) - 1)
     assert gen.split_units(work, processes=1) != units and len(gen.split_units(work[:1], 100)) == 8
+
+
+def test_cpu_batches_keep_whole_chunks_in_order_within_the_byte_budget(monkeypatch):
+    monkeypatch.setattr(gen, "CPU_GROUP_BYTES", 10 * 100)
+    chunks = tuple(tuple(range(k, k + n)) for k, n in ((0, 3), (3, 3), (6, 3), (9, 12), (21, 2)))
+    batches = gen._cpu_batches(chunks, image_bytes=100)
+    assert [c for b in batches for c in b] == list(chunks)
+    assert [sum(len(c) for c in b) for b in batches] == [9, 12, 2]  # a chunk over budget goes alone

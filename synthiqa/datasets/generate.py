@@ -1,14 +1,16 @@
 """``synthiqa generate``: a labelled, reproducible distorted dataset from a folder of reference photographs.
 
-Pipeline (bounded memory whatever the folder size): a thread pool decodes references (at most
-``workers + 1`` ahead); the distorting thread distorts each chunk of jobs and computes its labels; a
-thread pool encodes (OpenCV, the bytes ``cv2.imwrite`` writes) and writes the images (at most two chunks
-in flight). On an accelerator one process runs this with ``workers`` threads each way and a chunk is one
-device batch. On the CPU ``workers`` processes run it with one thread each way and one torch/OpenCV
-thread; they take units of work (runs of a reference's chunks, ``split_units``) from a shared counter as
-they become free, so they finish together; a chunk is distorted one group of equal chain types at a time
-(uint8 in and out, the engine's OpenCV fast path). Every file is written under a temporary name and
-renamed; a chunk's record is written only after its images, so ``--resume`` redoes exactly the
+Pipeline (bounded memory whatever the folder size): decode a reference -> distort a batch of its jobs
+and compute the labels -> encode (OpenCV, the bytes ``cv2.imwrite`` writes) and write the images (at
+most two chunks' worth queued). On an accelerator one process runs it with thread pools for decoding
+(at most ``workers + 1`` references ahead) and for encoding/writing (``workers`` threads each), the
+distortion batched on the device, one chunk per batch. On the CPU ``workers`` processes run it, each in
+one thread with one torch/OpenCV thread, so the stages overlap across processes without threads
+contending for the cores; they take units of work (runs of a reference's chunks, ``split_units``,
+guided self-scheduling) from a shared counter as they become free, so they finish together, and
+distort up to ``CPU_GROUP_BYTES`` of a unit's images at a time, one group of equal chain types per
+engine call (uint8 in and out, the engine's OpenCV fast path). Every file is written under a temporary
+name and renamed; a chunk's record is written only after its images, so ``--resume`` redoes exactly the
 unfinished chunks and the final files are rebuilt from the records (``datasets.manifest``), which is also
 what ``merge`` does with shards. A pristine image (basic mode) is the reference itself and is encoded
 once with the reference copies.
@@ -538,24 +540,49 @@ class WorkItem:
 
 #: How often the parent of the CPU worker processes updates the progress bar and checks for Ctrl-C (s).
 PROGRESS_POLL_S = 0.2
-#: Work units per CPU worker process to aim for: a run of few references is cut into runs of chunks so
-#: that the processes share the work evenly to the end (each unit decodes its reference again).
-UNITS_PER_PROCESS = 4
+#: Guided self-scheduling: a CPU work unit takes 1/(UNIT_SHARE * processes) of the chunks not yet handed
+#: out, so units shrink towards the end of the run and the processes finish within about a chunk of
+#: each other.
+UNIT_SHARE = 2
+#: On the CPU a worker distorts up to this many bytes of images (whole chunks, at least one) at once, so
+#: that each equal-type group is large enough to amortise the engine's per-call cost.
+CPU_GROUP_BYTES = 64 * 2**20
 
 
 def split_units(work: list[WorkItem], processes: int) -> list[WorkItem]:
-    """``work`` (one item per reference) cut into at least ``UNITS_PER_PROCESS * processes`` units where
-    there are enough chunks; every reference's chunks stay in order and the reference files go with its
-    first unit. Output does not depend on the cut (chunks are fixed, jobs pure functions of the options)."""
-    pieces = math.ceil(UNITS_PER_PROCESS * processes / max(1, len(work)))
+    """``work`` (one item per reference) cut into units by guided self-scheduling (``UNIT_SHARE``): each
+    unit takes ceil(unhanded chunks / (UNIT_SHARE * processes)) chunks, at most the rest of its reference
+    and at least one. Every reference's chunks stay in order and the reference files go with its first
+    unit. Output does not depend on the cut (chunks are fixed, jobs pure functions of the options)."""
+    remaining = sum(len(item.chunks) for item in work)
     units = []
     for item in work:
-        n = len(item.chunks)
-        k = max(1, min(pieces, n))
-        for u in range(k):  # k runs of n // k or n // k + 1 chunks (one empty run when n == 0)
-            units.append(WorkItem(item.plan, item.chunks[u * n // k:(u + 1) * n // k],
-                                  item.ref_files if u == 0 else ()))
+        start = 0
+        while True:
+            size = max(1, math.ceil(remaining / (UNIT_SHARE * processes)))
+            piece = item.chunks[start:start + size]
+            units.append(WorkItem(item.plan, piece, item.ref_files if start == 0 else ()))
+            start += len(piece)
+            remaining -= len(piece)
+            if start >= len(item.chunks):
+                break
     return units
+
+
+def _cpu_batches(chunks: tuple[tuple[Job, ...], ...], image_bytes: int) -> list[tuple[tuple[Job, ...], ...]]:
+    """Consecutive runs of ``chunks`` holding at most ``CPU_GROUP_BYTES`` of images (at least one chunk)."""
+    batches: list[tuple[tuple[Job, ...], ...]] = []
+    run: list[tuple[Job, ...]] = []
+    size = 0
+    for chunk in chunks:
+        if run and (size + len(chunk)) * image_bytes > CPU_GROUP_BYTES:
+            batches.append(tuple(run))
+            run, size = [], 0
+        run.append(chunk)
+        size += len(chunk)
+    if run:
+        batches.append(tuple(run))
+    return batches
 
 
 def _load(item: tuple[WorkItem, GenerateConfig, dict[str, np.ndarray]]) -> np.ndarray:
@@ -563,6 +590,40 @@ def _load(item: tuple[WorkItem, GenerateConfig, dict[str, np.ndarray]]) -> np.nd
     ref = unit.plan.ref
     arr = arrays[ref.name] if ref.path is None else decode_reference(ref.path, cfg.max_pixels)
     return normalise_reference(arr, cfg.max_side, cfg.crop)
+
+
+class _Inline:
+    """The executor interface run in the calling thread: ``submit`` returns a finished future."""
+
+    def submit(self, fn: Callable[..., Any], *args: Any) -> Future:
+        future: Future = Future()
+        try:
+            future.set_result(fn(*args))
+        except BaseException as exc:  # delivered through the future, as a thread pool would
+            future.set_exception(exc)
+        return future
+
+    def shutdown(self, wait: bool = True, cancel_futures: bool = False) -> None:
+        return None
+
+
+class _LastReference:
+    """``_load`` that keeps the last reference it made: consecutive units of one reference (a CPU worker
+    often takes several) decode it once. Called from one decode thread at a time per pipeline."""
+
+    def __init__(self) -> None:
+        self._last: tuple[str, np.ndarray] | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self, item: tuple[WorkItem, GenerateConfig, dict[str, np.ndarray]]) -> np.ndarray:
+        name = item[0].plan.ref.name
+        with self._lock:
+            if self._last is not None and self._last[0] == name:
+                return self._last[1]
+        arr = _load(item)
+        with self._lock:
+            self._last = (name, arr)
+        return arr
 
 
 def _no_stop() -> None:
@@ -602,7 +663,8 @@ def _run_pipeline(work: Iterable[WorkItem], cfg: GenerateConfig, device: torch.d
                   arrays: dict[str, np.ndarray], threads: int, advance: Callable[[int], None],
                   warn: Callable[[str], None] | None = None,
                   check: Callable[[], None] = _no_stop) -> tuple[int, list[tuple[str, str]]]:
-    """Decode (threads) -> distort + label (this thread, on ``device``) -> encode/write (threads).
+    """Decode (threads) -> distort + label (this thread, on ``device``) -> encode/write (threads); with
+    ``threads=0`` every stage runs in this thread, one unit after the other (a CPU worker process).
 
     Returns the number of images written and the references skipped at decode time. A pristine image
     (basic mode) is the reference itself: it is encoded once with the reference copies.
@@ -610,8 +672,11 @@ def _run_pipeline(work: Iterable[WorkItem], cfg: GenerateConfig, device: torch.d
     runner = _ChunkRunner(cfg, device)
     written = 0
     skipped: list[tuple[str, str]] = []
-    decode_pool = ThreadPoolExecutor(threads, thread_name_prefix="synthiqa-decode")
-    write_pool = ThreadPoolExecutor(threads, thread_name_prefix="synthiqa-write")
+    decode_pool: Any = _Inline()
+    write_pool: Any = _Inline()
+    if threads:
+        decode_pool = ThreadPoolExecutor(threads, thread_name_prefix="synthiqa-decode")
+        write_pool = ThreadPoolExecutor(threads, thread_name_prefix="synthiqa-write")
     pending: deque[tuple[str, list[dict[str, Any]], list[Future]]] = deque()
 
     def flush_one() -> None:
@@ -625,7 +690,7 @@ def _run_pipeline(work: Iterable[WorkItem], cfg: GenerateConfig, device: torch.d
 
     try:
         items = ((unit, cfg, arrays) for unit in work)
-        for (unit, _, _), fut in _bounded_map(decode_pool, _load, items, threads + 1):
+        for (unit, _, _), fut in _bounded_map(decode_pool, _LastReference(), items, threads + 1):
             check()
             plan = unit.plan
             try:
@@ -641,13 +706,24 @@ def _run_pipeline(work: Iterable[WorkItem], cfg: GenerateConfig, device: torch.d
             copies = [*unit.ref_files, *pristine]
             ref_futures = [write_pool.submit(_write_image, copies, arr, cfg.image_format)] if copies else []
             ref_u8 = torch.from_numpy(np.require(arr, requirements="CW")).permute(2, 0, 1).to(device)
-            for chunk in unit.chunks:
+            batches = (_cpu_batches(unit.chunks, arr.nbytes) if device.type == "cpu"
+                       else [(chunk,) for chunk in unit.chunks])
+            for batch in batches:
                 check()
-                images, rows = runner(ref_u8, plan, chunk)
-                futures = [write_pool.submit(_write_image, (out / "images" / job.file,), images[j],
-                                             cfg.image_format) for j, job in enumerate(chunk) if job.chain]
-                pending.append((_part_name(plan.stem, chunk), rows, futures + ref_futures))
-                while pending and (len(pending) > 2 or all(f.done() for f in pending[0][2])):
+                jobs = tuple(job for chunk in batch for job in chunk)
+                images, rows = runner(ref_u8, plan, jobs)
+                start = 0
+                for chunk in batch:
+                    futures = [write_pool.submit(_write_image, (out / "images" / job.file,),
+                                                 images[start + j], cfg.image_format)
+                               for j, job in enumerate(chunk) if job.chain]
+                    pending.append((_part_name(plan.stem, chunk), rows[start:start + len(chunk)],
+                                    futures + ref_futures))
+                    start += len(chunk)
+                # at most two chunks' worth of images queued for writing: a CPU worker claims its next
+                # unit only when it is nearly idle, so the processes finish together
+                while pending and (sum(len(rows) for _, rows, _ in pending) > 2 * cfg.batch_size
+                                   or all(f.done() for f in pending[0][2])):
                     flush_one()
             if not unit.chunks:
                 for f in ref_futures:
@@ -687,8 +763,9 @@ def _die_with_parent(parent: int) -> None:
 
 def _process_worker(index: int, queue: Any, units: list[WorkItem], counter: Any, cfg: GenerateConfig,
                     out: Path, arrays: dict[str, np.ndarray], parent: int) -> None:
-    """One CPU worker process: claims units until none is left; one torch and OpenCV thread, one I/O thread
-    each way."""
+    """One CPU worker process: claims units until none is left and runs each through decode, distortion and
+    encoding in its one thread (one torch and OpenCV thread). The processes fill the cores, so stages
+    overlap across processes; threads inside each would only contend for the same cores."""
     _die_with_parent(parent)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent stops the workers
     import cv2
@@ -696,7 +773,7 @@ def _process_worker(index: int, queue: Any, units: list[WorkItem], counter: Any,
     torch.set_num_threads(1)
     cv2.setNumThreads(1)  # the processes fill the cores; inner threads would only add contention
     try:
-        result = _run_pipeline(_claimed(units, counter), cfg, torch.device("cpu"), out, arrays, 1,
+        result = _run_pipeline(_claimed(units, counter), cfg, torch.device("cpu"), out, arrays, 0,
                                lambda n: None)
         queue.put((index, None, result))
     except BaseException as exc:  # report every failure to the parent, which re-raises it
