@@ -72,6 +72,17 @@ def test_fast_paths_on_worker_threads_in_inference_mode():
         assert torch.equal(out, ref), name
 
 
+@pytest.mark.parametrize("name", FAST)
+def test_fast_path_reads_an_expanded_reference_batch_without_copying_or_writing_it(name):
+    one = _images("scene")[1].permute(1, 2, 0).contiguous().permute(2, 0, 1)  # channels-last [3,H,W]
+    expanded = one.unsqueeze(0).expand(3, -1, -1, -1)  # stride 0: read as a read-only view
+    copies = expanded.contiguous(memory_format=torch.channels_last)
+    for profile in _profiles(name):
+        ref, ref_rec = apply_distortion(copies, name, [1, 3, 5], SEEDS, profile, out_dtype=torch.uint8)
+        out, rec = apply_distortion(expanded, name, [1, 3, 5], SEEDS, profile, out_dtype=torch.uint8)
+        assert torch.equal(out, ref) and rec == ref_rec, profile
+
+
 def test_jpeg_fast_path_is_the_rounded_float_path_exactly():
     x = _images("scene")
     for profile in ("kadid", "arniqa"):

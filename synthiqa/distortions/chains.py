@@ -219,12 +219,11 @@ def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
     prof = get_profile(profile)
     seed_t = as_seed_tensor(seeds, x.shape[0])
     records: list[list[dict[str, Any]]] = [[] for _ in chains]
-    out = x.contiguous(memory_format=torch.channels_last)
+    out: torch.Tensor | None = None
     by_name: dict[str, list[int]] = {}
     for i, chain in enumerate(chains):
         if chain:
             by_name.setdefault(chain[0].name, []).append(i)
-    copied = False
     for name, idx_list in by_name.items():
         dist = get_distortion(name, profile)
         step_seeds, params = _draw_step(dist, chains, 0, idx_list, seed_t)
@@ -237,12 +236,12 @@ def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
         if whole:
             out = result
         else:
-            if not copied and out.data_ptr() == x.data_ptr():
-                out, copied = out.clone(memory_format=torch.channels_last), True
+            if out is None:  # the pristine images stay as they are: start from a copy of the batch
+                out = x.clone(memory_format=torch.channels_last)
             out.index_copy_(0, idx, result)
         _record(records, dist, chains, 0, idx_list, step_seeds, params)
-    if out.data_ptr() == x.data_ptr():  # only pristine chains: never hand back the caller's tensor
-        out = out.clone(memory_format=torch.channels_last)
+    if out is None:  # only pristine chains: never hand back the caller's tensor
+        out = x.clone(memory_format=torch.channels_last)
     return out, records
 
 

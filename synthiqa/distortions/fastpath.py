@@ -71,12 +71,17 @@ def register_uint8_path(*names: str) -> Callable[[Uint8Path], Uint8Path]:
 def apply_uint8(dist: Distortion, images: torch.Tensor, params: Mapping[str, torch.Tensor],
                 wrap: bool) -> torch.Tensor | None:
     """``dist`` on uint8 CPU images ``[B,3,H,W]`` as uint8 ``[B,3,H,W]`` (channels-last memory), with the
-    min-max wrap when ``wrap``; None when ``dist`` has no uint8 path (use the float path)."""
+    min-max wrap when ``wrap``; None when ``dist`` has no uint8 path (use the float path). A batch that
+    is one channels-last image expanded (stride 0) is read as it is (the paths never write their input)."""
     fn = UINT8_PATHS.get(dist.name)
     if fn is None or images.dtype != torch.uint8 or images.device.type != "cpu":
         return None
-    hwc = images.permute(0, 2, 3, 1).contiguous().numpy()
-    out = np.empty_like(hwc)
+    hwc_t = images.permute(0, 2, 3, 1)
+    if hwc_t.shape[0] > 1 and hwc_t.stride(0) == 0 and hwc_t[0].is_contiguous():
+        hwc = np.broadcast_to(hwc_t[0].numpy(), hwc_t.shape)  # copies of one image: read, never copied
+    else:
+        hwc = hwc_t.contiguous().numpy()
+    out = np.empty(hwc.shape, np.uint8)
     if fn(dist, hwc, params, wrap, out) is False:
         return None
     return torch.from_numpy(out).permute(0, 3, 1, 2)
