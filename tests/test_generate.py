@@ -281,12 +281,16 @@ def test_bad_input_gives_one_line_errors(tmp_path, refs, capsys):
         generate(_cfg(tmp_path, empty, out="o7"))
 
 
-def test_images_are_encoded_as_cv2_imwrite_writes_them(tmp_path):
+@pytest.mark.parametrize("image_format", ["png", "bmp"])
+def test_images_are_encoded_as_cv2_imwrite_writes_them_with_our_settings(tmp_path, image_format):
     import cv2
 
     rgb = np.random.default_rng(5).integers(0, 256, (21, 34, 3), dtype=np.uint8)
-    cv2.imwrite(str(tmp_path / "cv2.png"), np.ascontiguousarray(rgb[..., ::-1]))
-    assert gen.encode_image(rgb, "png") == (tmp_path / "cv2.png").read_bytes()
+    path = str(tmp_path / f"cv2.{image_format}")
+    cv2.imwrite(path, np.ascontiguousarray(rgb[..., ::-1]), gen.encode_params(image_format))
+    data = gen.encode_image(rgb, image_format)
+    assert data == (tmp_path / f"cv2.{image_format}").read_bytes()
+    assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] == rgb).all()
 
 
 def test_split_units_cover_every_chunk_once_in_order(tmp_path, refs):

@@ -1,7 +1,7 @@
 """``synthiqa generate``: a labelled, reproducible distorted dataset from a folder of reference photographs.
 
 Pipeline (bounded memory whatever the folder size): decode a reference -> distort a batch of its jobs
-and compute the labels -> encode (OpenCV, the bytes ``cv2.imwrite`` writes) and write the images (at
+and compute the labels -> encode (OpenCV, ``encode_params``) and write the images (at
 most two chunks' worth queued). On an accelerator one process runs it with thread pools for decoding
 (at most ``workers + 1`` references ahead) and for encoding/writing (``workers`` threads each), the
 distortion batched on the device, one chunk per batch. On the CPU ``workers`` processes run it, each in
@@ -279,12 +279,29 @@ def _part_name(stem: str, chunk: tuple[Job, ...]) -> str:
     return f"{stem}.{chunk[0].index:05d}"
 
 
-def encode_image(rgb: np.ndarray, image_format: str) -> bytes:
-    """Lossless encoding of an RGB uint8 ``HxWx3`` array: ``cv2.imencode`` with OpenCV's default settings
-    (for PNG its RLE strategy), byte for byte what ``cv2.imwrite`` writes for the same pixels."""
+#: OpenCV encoder settings by format, as (flag name, value name) pairs: for PNG the Up row filter instead of
+#: OpenCV's default Sub (zlib level 1 and the RLE strategy stay OpenCV's defaults). On photographs and
+#: their distorted copies it encodes 2-5% faster at about the same size (-6% to +2% measured on the
+#: built-in and Kodak references and their distortions).
+ENCODE_SETTINGS: dict[str, tuple[tuple[str, str], ...]] = {
+    "png": (("IMWRITE_PNG_FILTER", "IMWRITE_PNG_FILTER_UP"),),
+}
+
+
+def encode_params(image_format: str) -> list[int]:
+    """The ``cv2.imencode``/``cv2.imwrite`` parameter list synthiqa encodes ``image_format`` with."""
     import cv2
 
-    ok, buf = cv2.imencode(f".{image_format}", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return [int(getattr(cv2, name)) for pair in ENCODE_SETTINGS.get(image_format, ()) for name in pair]
+
+
+def encode_image(rgb: np.ndarray, image_format: str) -> bytes:
+    """Lossless encoding of an RGB uint8 ``HxWx3`` array with OpenCV (``encode_params``): byte for byte
+    what ``cv2.imwrite(path, bgr, encode_params(image_format))`` writes for the same pixels."""
+    import cv2
+
+    bgr = cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    ok, buf = cv2.imencode(f".{image_format}", bgr, encode_params(image_format))
     if not ok:
         raise DatasetError(f"OpenCV could not encode a {rgb.shape[1]}x{rgb.shape[0]} image as {image_format}")
     return buf.tobytes()
@@ -453,8 +470,7 @@ class _ChunkRunner:
             if job.chain:
                 groups.setdefault(tuple(op.name for op in job.chain), []).append(j)
         for idx in groups.values():
-            batch = ref_u8.unsqueeze(0).expand(len(idx), -1, -1, -1)
-            batch = batch.contiguous(memory_format=torch.channels_last)
+            batch = ref_u8.unsqueeze(0).expand(len(idx), -1, -1, -1)  # read as it is by the uint8 paths
             seeds = torch.tensor([chunk[j].seed for j in idx], dtype=torch.int64)
             out, recs = apply_chains(batch, [chunk[j].chain for j in idx], seeds, self.cfg.profile,
                                      out_dtype=torch.uint8)
@@ -546,7 +562,7 @@ PROGRESS_POLL_S = 0.2
 UNIT_SHARE = 2
 #: On the CPU a worker distorts up to this many bytes of images (whole chunks, at least one) at once, so
 #: that each equal-type group is large enough to amortise the engine's per-call cost.
-CPU_GROUP_BYTES = 64 * 2**20
+CPU_GROUP_BYTES = 32 * 2**20
 
 
 def split_units(work: list[WorkItem], processes: int) -> list[WorkItem]:
