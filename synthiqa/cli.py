@@ -310,7 +310,8 @@ def experiments_command(
 @bench_app.command("generate")
 def bench_generate_command(
     ref_dir: Optional[Path] = typer.Argument(None, help="Reference folder [built-in references]."),  # noqa: UP045
-    per_image: int = typer.Option(5, help="Distorted images per reference (plus the pristine copy)."),
+    per_image: int = typer.Option(100, help="Distorted images per reference (plus the pristine copy)."),
+    repeat: int = typer.Option(3, help="Runs of each side, alternating; the median time is reported."),
     workers: int = typer.Option(2, help="Processes on both sides (synthiqa: its CPU worker processes)."),
     max_side: int = typer.Option(384, help="References are shrunk to this longer side first (px)."),
     labels: str = typer.Option("level", help="synthiqa labels: level, or level,fr (the baseline has none)."),
@@ -324,21 +325,23 @@ def bench_generate_command(
     from synthiqa.datasets.labels import parse_label_families
 
     config = GenerateBenchConfig(ref_dir=None if ref_dir is None else str(ref_dir), per_image=per_image,
-                                 workers=workers, max_side=max_side, labels=parse_label_families(labels),
-                                 device=device, seed=seed)
-    with err_console.status("timing synthiqa generate, then the baseline script"):
+                                 repeat=repeat, workers=workers, max_side=max_side,
+                                 labels=parse_label_families(labels), device=device, seed=seed)
+    with err_console.status(f"timing synthiqa generate and the baseline script, {repeat} runs each"):
         result = run_generate_benchmark(config)
     table = Table(title=f"generate: {result.references} references x ({per_image} + 1) images, PNG, max "
-                        f"side {max_side} px, {workers} workers, synthiqa labels {labels}, device {device}")
-    for col in ("job", "images", "seconds", "images/s", "peak RSS (MB)"):
+                        f"side {max_side} px, {workers} workers, synthiqa labels {labels}, device {device}; "
+                        f"median of {repeat} alternating runs")
+    for col in ("job", "images", "seconds", "images/s", "MB written", "peak RSS (MB)"):
         table.add_column(col, justify="left" if col == "job" else "right")
     for row in result.rows:
         if row.error:
-            table.add_row(row.name, "-", "-", "-", "-")
+            table.add_row(row.name, "-", "-", "-", "-", "-")
             err_console.print(f"{row.name}: {row.error}", highlight=False)
             continue
         rss = "-" if row.peak_rss_mb is None else f"{row.peak_rss_mb:.0f}"
-        table.add_row(row.name, str(row.images), f"{row.seconds:.2f}", f"{row.images_per_second:.1f}", rss)
+        table.add_row(row.name, str(row.images), f"{row.seconds:.2f}", f"{row.images_per_second:.1f}",
+                      f"{row.megabytes:.1f}", rss)
     console.print(table)
     console.print(PNG_NOTE, highlight=False)
     if result.ratio is not None:

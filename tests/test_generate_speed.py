@@ -38,3 +38,24 @@ def test_ratio_needs_both_rows_and_rss_is_read_from_proc():
 
     kb = gs._rss_tree_kb(os.getpid())
     assert kb is None or kb > 0
+
+
+def test_sides_alternate_and_report_their_median_run(monkeypatch, tmp_path):
+    calls = []
+    times = {"synthiqa": iter([3.0, 1.0, 2.0]), "baseline": iter([5.0, 4.0, 9.0])}
+
+    def fake_child(args):
+        calls.append(args[0])
+        assert args[0] == "baseline" or args[-2] == "level"
+        return {"images": 12, "seconds": next(times[args[0]])}, 100.0 + len(calls)
+
+    monkeypatch.setattr(gs, "_run_child", fake_child)
+    monkeypatch.setattr(gs, "prepare_references", lambda config, folder: 2)
+    result = gs.run_generate_benchmark(gs.GenerateBenchConfig(per_image=5, repeat=3))
+    assert calls == ["synthiqa", "baseline"] * 3
+    ours, base = result.rows
+    assert (ours.seconds, base.seconds) == (2.0, 5.0) and ours.runs == [3.0, 1.0, 2.0]
+    assert (ours.peak_rss_mb, base.peak_rss_mb) == (105.0, 106.0)
+    assert result.ratio == pytest.approx(2.5)
+    with pytest.raises(gs.ConfigError, match="--repeat"):
+        gs.run_generate_benchmark(gs.GenerateBenchConfig(repeat=0))

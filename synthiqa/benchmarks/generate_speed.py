@@ -2,7 +2,9 @@
 
 Both sides read the same reference PNGs (prepared once, untimed: the built-ins or a folder, shrunk to
 ``max_side``), make the same number of images (basic recipe: ``per_image`` distortions per reference plus
-the pristine copy) and write them as PNG with the same encoder and settings (``PNG_NOTE``):
+the pristine copy) and write them as PNG with OpenCV's encoder (``PNG_NOTE``: synthiqa with its own row
+filter setting, ``datasets.generate.ENCODE_SETTINGS``, the baseline with ``cv2.imwrite``'s defaults; the
+table reports the megabytes each side wrote):
 
 - synthiqa: ``generate`` with ``workers`` worker processes on the CPU (each one torch thread, one decode
   and one encode/write thread), or one process on an accelerator, with the labels asked for (level only
@@ -10,15 +12,24 @@ the pristine copy) and write them as PNG with the same encoder and settings (``P
 - baseline: a ``multiprocessing.Pool(workers)`` over references; each task reads with ``cv2.imread``,
   applies one of eight Albumentations transforms close to ``basic8`` per image and ``cv2.imwrite``s it.
 
-Each side runs in its own child process; the time is measured inside the child around the job (imports
-excluded), the peak memory is the largest sum of resident set sizes of the child and its descendants,
-sampled from ``/proc`` every 20 ms (Linux; reported as unknown elsewhere).
+Each side runs in its own child process; the time is measured inside the child around the job (the
+modules either side's job uses are imported before the clock on both sides), the peak memory is the
+largest sum of resident set sizes of the child and its descendants, sampled from ``/proc`` every 20 ms
+(Linux; reported as unknown elsewhere; memory shared between a parent and its forked workers is counted
+once per process). The two sides alternate ``repeat`` times and each reports its median time, so slow
+drifts of the machine hit both alike. The default size (6 built-in references x 101 images, about two
+seconds a run) is large enough that process start-up is not what is timed; tiny jobs are dominated by
+synthiqa's fixed work (reference scan, forked workers, manifest and label files), which the baseline
+script does not do.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,9 +39,11 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-#: How both sides write PNG (``cv2.imencode`` in synthiqa, ``cv2.imwrite`` in the baseline: the same codec).
-PNG_NOTE = ("PNG on both sides: OpenCV's encoder, default settings (RLE strategy); the same pixels give "
-            "the same bytes as cv2.imwrite")
+from synthiqa.errors import ConfigError
+
+#: How both sides write PNG.
+PNG_NOTE = ("PNG on both sides, OpenCV's encoder at zlib level 1 with the RLE strategy (its defaults); "
+            "synthiqa uses the Up row filter, the baseline cv2.imwrite's default Sub filter")
 #: Albumentations stand-ins for the eight ``basic8`` types (the nearest transform of each).
 BASELINE_TRANSFORMS = ("GaussianBlur", "MotionBlur", "GaussNoise", "ImageCompression",
                        "ColorJitter", "RandomGamma", "RandomBrightnessContrast", "Downscale")
@@ -43,6 +56,7 @@ class GenerateBenchConfig:
     Attributes:
         ref_dir: reference folder, or None for the built-in references.
         per_image: distorted images per reference (plus the pristine copy).
+        repeat: runs of each side (alternating); the median time is reported.
         workers: processes for the baseline; decode/write threads and torch threads for synthiqa.
         max_side: references are shrunk to this longer side before timing (px).
         labels: label families synthiqa computes (``level``, ``fr``).
@@ -51,7 +65,8 @@ class GenerateBenchConfig:
     """
 
     ref_dir: str | None = None
-    per_image: int = 5
+    per_image: int = 100
+    repeat: int = 3
     workers: int = 2
     max_side: int = 384
     labels: tuple[str, ...] = ("level",)
@@ -61,13 +76,16 @@ class GenerateBenchConfig:
 
 @dataclass
 class BenchRow:
-    """One side of the comparison; ``error`` is set when it could not run."""
+    """One side of the comparison (median time over its runs, peak memory over all of them); ``error`` is
+    set when it could not run."""
 
     name: str
     images: int = 0
     seconds: float = float("nan")
     peak_rss_mb: float | None = None
     error: str | None = None
+    runs: list[float] = field(default_factory=list)
+    megabytes: float = float("nan")
 
     @property
     def images_per_second(self) -> float:
@@ -173,19 +191,34 @@ def prepare_references(config: GenerateBenchConfig, folder: Path) -> int:
 
 def run_generate_benchmark(config: GenerateBenchConfig) -> GenerateBenchResult:
     """Time synthiqa and the baseline on the same prepared references; see the module docstring."""
+    if config.repeat < 1:
+        raise ConfigError(f"--repeat must be at least 1, got {config.repeat}")
     with tempfile.TemporaryDirectory(prefix="synthiqa-bench-") as tmp:
         root = Path(tmp)
         n_refs = prepare_references(config, root / "refs")
         common = [str(root / "refs"), str(config.per_image), str(config.workers), str(config.seed)]
-        result = GenerateBenchResult(config, n_refs)
-        ours, peak = _run_child(["synthiqa", *common, str(root / "out-synthiqa"), ",".join(config.labels),
-                                 config.device])
-        result.rows.append(BenchRow("synthiqa generate", ours.get("images", 0),
-                                    ours.get("seconds", float("nan")), peak, ours.get("error")))
-        base, peak = _run_child(["baseline", *common, str(root / "out-baseline")])
-        result.rows.append(BenchRow("albumentations + cv2.imwrite pool", base.get("images", 0),
-                                    base.get("seconds", float("nan")), peak, base.get("error")))
-    return result
+        sides = {
+            "synthiqa generate": ["synthiqa", *common, "OUT", ",".join(config.labels), config.device],
+            "albumentations + cv2.imwrite pool": ["baseline", *common, "OUT"],
+        }
+        rows = {name: BenchRow(name) for name in sides}
+        for r in range(config.repeat):
+            for k, (name, args) in enumerate(sides.items()):
+                row = rows[name]
+                if row.error:
+                    continue
+                out = root / f"out-{k}-{r}"
+                res, peak = _run_child([str(out) if a == "OUT" else a for a in args])
+                shutil.rmtree(out, ignore_errors=True)
+                row.error = res.get("error")
+                row.images = res.get("images", 0)
+                row.megabytes = res.get("bytes", float("nan")) / 1e6
+                row.runs.append(res.get("seconds", float("nan")))
+                if peak is not None:
+                    row.peak_rss_mb = max(row.peak_rss_mb or 0.0, peak)
+        for row in rows.values():
+            row.seconds = statistics.median(row.runs) if row.runs and not row.error else float("nan")
+    return GenerateBenchResult(config, n_refs, list(rows.values()))
 
 
 # -- the two jobs, run in child processes ------------------------------------------------------------
@@ -197,13 +230,20 @@ def _child_synthiqa(ref_dir: str, per_image: int, workers: int, seed: int, out: 
 
     torch.set_num_threads(workers)
     # imports are not part of the job (the baseline imports Albumentations and OpenCV before its clock)
+    import multiprocessing.queues  # noqa: F401  (the worker processes' plumbing)
+    import multiprocessing.sharedctypes  # noqa: F401
+    import multiprocessing.synchronize  # noqa: F401
+
     import cv2  # noqa: F401
     import pandas.io.formats.csvs  # noqa: F401
     import pyarrow.pandas_compat  # noqa: F401
     import pyarrow.parquet  # noqa: F401
+    from PIL import ImageFile, PngImagePlugin  # noqa: F401  (the reference scan)
 
     from synthiqa.distortions.registry import list_distortions
 
+    with contextlib.suppress(ImportError):
+        import multiprocessing.popen_fork  # noqa: F401
     list_distortions("basic8")  # imports the distortion modules
     if "fr" in labels:
         import piq  # noqa: F401
@@ -211,7 +251,13 @@ def _child_synthiqa(ref_dir: str, per_image: int, workers: int, seed: int, out: 
                          seed=seed, labels=tuple(labels.split(",")), device=device, workers=workers)
     t0 = time.perf_counter()
     summary = generate(cfg)
-    return {"images": summary.images_written, "seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
+    return {"images": summary.images_written, "seconds": seconds, "bytes": _png_bytes(Path(out) / "images")}
+
+
+def _png_bytes(folder: Path) -> int:
+    """Total size of the PNG files in ``folder`` (what a side wrote; counted after its clock)."""
+    return sum(p.stat().st_size for p in folder.glob("*.png"))
 
 
 def _baseline_task(args: tuple[str, str, int, int]) -> list[tuple[str, float]]:
@@ -250,6 +296,7 @@ def _baseline_task(args: tuple[str, str, int, int]) -> list[tuple[str, float]]:
 
 def _child_baseline(ref_dir: str, per_image: int, workers: int, seed: int, out: str) -> dict:
     import multiprocessing as mp
+    import multiprocessing.pool  # noqa: F401
 
     try:
         import albumentations  # noqa: F401
@@ -264,7 +311,8 @@ def _child_baseline(ref_dir: str, per_image: int, workers: int, seed: int, out: 
         f.write("image_path,mos\n")
         for rows in results:
             f.writelines(f"{name},{mos}\n" for name, mos in rows)
-    return {"images": sum(len(r) for r in results), "seconds": time.perf_counter() - t0}
+    seconds = time.perf_counter() - t0
+    return {"images": sum(len(r) for r in results), "seconds": seconds, "bytes": _png_bytes(Path(out))}
 
 
 def _main(argv: list[str]) -> None:
