@@ -16,6 +16,7 @@ from synthiqa.models.features import (
     MultiScaleFeatures,
     PatchQualityFeatures,
     StatisticsFeatures,
+    WholeImageFeatures,
     dct_matrix,
 )
 
@@ -151,6 +152,20 @@ def test_multiscale_and_patch_features():
     assert patch.attend.weight.grad is not None and patch.attend.weight.grad.abs().sum() > 0
 
 
+def test_whole_image_features_any_size_and_uint8_path():
+    f = WholeImageFeatures(8)
+    g = torch.Generator().manual_seed(0)
+    image = (torch.rand(3, 72, 136, generator=g) * 255).round().to(torch.uint8)
+    one = f.of_image(image)
+    assert one.shape == (f.out_dim,) == (44 + 222,) and one.dtype == torch.float32
+    assert torch.isfinite(one).all()
+    torch.testing.assert_close(one, f(image[None].float() / 255)[0])
+    halved = torch.nn.functional.avg_pool2d(image[None].float() / 255, 2)
+    torch.testing.assert_close(one[:44], StatisticsFeatures()(halved)[0])  # statistics of the halved image
+    darker = f.of_image((image.float() * 0.5).round().to(torch.uint8))
+    assert darker[4] < one[4] - 0.1  # median luminance falls
+
+
 # ------------------------------------------------------------------------------------------- network
 def test_network_forward_embed_and_posteriors():
     cfg = CENIQAConfig(**TINY)
@@ -183,6 +198,44 @@ def test_network_pools_the_crops_of_an_image():
         scores = net(crops)
     out = run_model(net, [{"image": crops, "score": torch.tensor([0.1, 0.9])}], torch.device("cpu"))
     np.testing.assert_allclose(out.scores, scores.numpy(), rtol=1e-5)  # one score per image, pooled
+
+
+def test_network_reads_whole_image_context(tmp_path):
+    import cv2
+
+    from synthiqa.datasets.records import IQARecord
+    from synthiqa.models.data import RecordImages, collate
+    from synthiqa.models.inference import predict_files, records_scores, run_model
+
+    cfg = CENIQAConfig(**TINY)
+    net = CENIQANet(cfg, n_types=2).eval()
+    rng = np.random.default_rng(3)
+    records, calls = [], []
+    for i in range(2):
+        path = tmp_path / f"im{i}.png"
+        cv2.imwrite(str(path), rng.integers(0, 256, (80, 144, 3), dtype=np.uint8))
+        records.append(IQARecord(image=path, score=0.5, score_norm=0.5, scene=f"s{i}"))
+
+    def counted(image):
+        calls.append(1)
+        return net.context_features(image)
+
+    ds = RecordImages(records, LabelSpace.from_records(records), 64, train=True, patches=2, context=counted)
+    first, view = ds[0], ds.evaluation_view(crops=2)[0]
+    assert torch.equal(ds[0]["context"], first["context"]) and torch.equal(view["context"], first["context"])
+    assert len(calls) == 1  # computed once per image, shared with the evaluation view
+    assert first["context"].shape == (net.whole_image.out_dim,)
+    batch = collate([ds.evaluation_view(crops=2)[i] for i in range(2)])
+    with torch.no_grad():
+        with_context = net(batch["image"], batch["context"])
+        from_crops = net(batch["image"])
+    assert not torch.allclose(with_context, from_crops)  # the whole image is not its crops
+    np.testing.assert_allclose(run_model(net, [batch], torch.device("cpu")).scores, with_context.numpy(),
+                               rtol=1e-5)
+    out = records_scores(net, records, LabelSpace.from_records(records), 64, 2, 2, torch.device("cpu"))
+    np.testing.assert_allclose(out.scores, with_context.numpy(), rtol=1e-5)
+    rows = predict_files(net, [r.image for r in records], 64, 2, 2, torch.device("cpu"))
+    np.testing.assert_allclose([s for _, s, _ in rows], with_context.numpy(), rtol=1e-5)
 
 
 def test_bic_selection_pads_posteriors():

@@ -45,6 +45,7 @@ from synthiqa.models.features import (
     MultiScaleFeatures,
     PatchQualityFeatures,
     StatisticsFeatures,
+    WholeImageFeatures,
 )
 from synthiqa.models.gmm import GaussianMixture, select_by_bic, warn_on_collapse
 from synthiqa.models.inference import Outputs, evaluate_outputs, records_scores, run_model
@@ -105,7 +106,11 @@ class CENIQANet(nn.Module):
         self.patch = (PatchQualityFeatures(self.backbone.channels[self.patch_stage], config.patch_dim)
                       if config.use_patch else None)
         self.statistics = StatisticsFeatures() if config.use_statistics else None
-        for part in (self.multiscale, self.frequency, self.patch, self.statistics):
+        self.whole_image = WholeImageFeatures(config.dct_block) if config.use_whole_image else None
+        #: What the loaders compute per whole image (uint8 ``[3,H,W]`` -> ``[D]``, CPU), or None.
+        self.context_features = (WholeImageFeatures(config.dct_block).of_image if config.use_whole_image
+                                 else None)
+        for part in (self.multiscale, self.frequency, self.patch, self.statistics, self.whole_image):
             dims += part.out_dim if part is not None else 0
         hidden = max(2 * config.feature_dim, 256)
         self.project = nn.Sequential(nn.BatchNorm1d(dims), nn.Linear(dims, hidden), nn.GELU(),
@@ -116,9 +121,10 @@ class CENIQANet(nn.Module):
                                           n_clusters=config.max_clusters)
         self.type_head = nn.Linear(config.feature_dim, max(n_types, 1))
 
-    def embed(self, images: torch.Tensor) -> torch.Tensor:
+    def embed(self, images: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings ``[B, feature_dim]`` of [0, 1] RGB images ``[B,3,H,W]`` or crop sets ``[B,n,3,H,W]``
-        (features averaged over the ``n`` crops)."""
+        (features averaged over the ``n`` crops). ``context [B, D]``: the whole images' features
+        (``context_features``); without it they are taken from the crops (averaged)."""
         n_crops = images.shape[1] if images.dim() == 5 else 1
         images = images.flatten(0, 1) if images.dim() == 5 else images
         parts = []
@@ -132,8 +138,13 @@ class CENIQANet(nn.Module):
             parts.append(self.frequency(images))
         if self.statistics is not None:
             parts.append(self.statistics(images))
-        features = torch.cat([p.float() for p in parts], 1)
-        return self.project(features.view(-1, n_crops, features.shape[1]).mean(1))
+        features = torch.cat([p.float() for p in parts], 1) if parts else images.new_zeros(len(images), 0)
+        features = features.view(-1, n_crops, features.shape[1]).mean(1)
+        if self.whole_image is not None:
+            if context is None:
+                context = self.whole_image(images).view(-1, n_crops, self.whole_image.out_dim).mean(1)
+            features = torch.cat([features, context.float()], 1)
+        return self.project(features)
 
     def posteriors(self, embeddings: torch.Tensor) -> torch.Tensor | None:
         """Mixture posteriors ``[B, max_clusters]`` (unused components 0), or None before fitting.
@@ -149,17 +160,18 @@ class CENIQANet(nn.Module):
         """Quality ``[B]`` in [0, 1], higher is better."""
         return torch.sigmoid(self.regressor(embeddings, posteriors).float())
 
-    def outputs(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:
+    def outputs(self, images: torch.Tensor, context: torch.Tensor | None = None
+                ) -> dict[str, torch.Tensor | None]:
         """``score [B]``, ``posterior [B, K]`` (None before fitting), ``embedding [B, D]``,
         ``type_logits [B, n_types]``."""
-        emb = self.embed(images)
+        emb = self.embed(images, context)
         post = self.posteriors(emb)
         return {"score": self.score(emb, post), "posterior": post, "embedding": emb,
                 "type_logits": self.type_head(emb)}
 
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
+    def forward(self, images: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``[B]`` in [0, 1], higher is better."""
-        emb = self.embed(images)
+        emb = self.embed(images, context)
         return self.score(emb, self.posteriors(emb))
 
     def gmm_state(self) -> dict[str, Any]:
@@ -310,7 +322,8 @@ class CENIQATask:
             assert bundle.train_records is not None
             self.train_images = RecordImages(bundle.train_records, bundle.labels, config.image_size,
                                              train=True, seed=config.seed, cache_mb=config.cache_mb,
-                                             repeats=config.train_crops, patches=config.patches_per_image)
+                                             repeats=config.train_crops, patches=config.patches_per_image,
+                                             context=self.model.context_features)
             scenes = [int(self.train_images.targets(i)["scene"]) for i in range(len(self.train_images))]
             self.sampler = SceneBatchSampler(scenes, config.batch_size, config.images_per_scene,
                                              seed=config.seed, limit=config.train_samples)
@@ -350,7 +363,7 @@ class CENIQATask:
     def step(self, batch: dict[str, torch.Tensor], epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
         model = self.model
-        emb = model.embed(batch["image"])
+        emb = model.embed(batch["image"], batch.get("context"))
         logits = model.type_head(emb)
         types, level, scene = batch["type"], batch["level"], batch["scene"]
         parts = {
@@ -420,7 +433,8 @@ class CENIQATask:
             if part not in self._eval_sets:
                 cache = c.cache_mb if part == "val" else 0
                 self._eval_sets[part] = RecordImages(records, self.bundle.labels, c.image_size, train=False,
-                                                     crops=c.test_crops, cache_mb=cache)
+                                                     crops=c.test_crops, cache_mb=cache,
+                                                     context=self.model.context_features)
             ds = self._eval_sets[part]
         if limit is not None and len(records) > limit:
             pick = np.random.default_rng(c.seed).choice(len(records), limit, replace=False)
@@ -445,7 +459,9 @@ class CENIQATask:
         assert batches is not None
         embs = []
         for batch in batches:
-            embs.append(self.model.embed(batch["image"].to(self.device)).float())
+            context = batch.get("context")
+            embs.append(self.model.embed(batch["image"].to(self.device),
+                                         None if context is None else context.to(self.device)).float())
         self.model.train(was_training)
         return torch.cat(embs)
 

@@ -32,9 +32,11 @@ class CENIQAConfig(MethodConfig):
         covariance_type: ``diag`` or ``full``.
         regressor_type: quality head on features + posteriors (mlp, monotonic, kan, transformer, gru,
             attention).
-        use_multiscale / use_frequency / use_patch / use_statistics: feature extractors to use (at least
-            one): backbone maps at several scales, blockwise DCT statistics, attention-pooled patches,
-            global pixel statistics (luminance, colour, gradient energy per scale, blockiness).
+        use_multiscale / use_frequency / use_patch / use_statistics / use_whole_image: feature extractors
+            to use (at least one): backbone maps at several scales, blockwise DCT statistics,
+            attention-pooled patches, pixel statistics of the crops (luminance, colour, gradient energy per
+            scale, blockiness), and pixel + DCT statistics of the whole image (computed once per image by
+            the loaders; on the fly, where the whole image is the crop, from the crops).
         dct_block: block side of the frequency extractor, px.
         patch_dim: width of the patch-wise quality features.
         image_size: training and evaluation crop side, px.
@@ -76,6 +78,7 @@ class CENIQAConfig(MethodConfig):
     use_frequency: bool = True
     use_patch: bool = True
     use_statistics: bool = True
+    use_whole_image: bool = True
     dct_block: int = 8
     patch_dim: int = 64
     image_size: int = 128
@@ -147,9 +150,10 @@ class CENIQAConfig(MethodConfig):
         if self.image_size < 32 or self.image_size % self.dct_block:
             raise ConfigError(f"image_size must be >= 32 and a multiple of dct_block={self.dct_block}, "
                               f"got {self.image_size}")
-        if not (self.use_multiscale or self.use_frequency or self.use_patch or self.use_statistics):
+        if not (self.use_multiscale or self.use_frequency or self.use_patch or self.use_statistics
+                or self.use_whole_image):
             raise ConfigError("enable at least one of use_multiscale, use_frequency, use_patch, "
-                              "use_statistics")
+                              "use_statistics, use_whole_image")
         for f in fields(self):
             if f.name.startswith("lambda_") and getattr(self, f.name) < 0:
                 raise ConfigError(f"{f.name} must be >= 0, got {getattr(self, f.name)}")

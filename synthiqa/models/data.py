@@ -3,7 +3,8 @@
 A batch is a dict of tensors: ``image`` (float ``[B,3,S,S]`` in [0, 1]; ``[B,n,3,S,S]`` with ``n`` crops at
 evaluation), ``score`` (normalised quality in [0, 1], higher is better; NaN where unknown), ``type`` and
 ``group`` (ids in the ``LabelSpace``; -1 for pristine or unknown), ``level`` (0 pristine, 1..5, NaN
-unknown), ``scene`` (reference id) and ``index`` (position in the record list).
+unknown), ``scene`` (reference id) and ``index`` (position in the record list); with a ``context`` function,
+also ``context`` (float ``[B,D]``: features of each whole image).
 
 Two sources give such batches: ``RecordImages`` (files on disk, through a ``DataLoader`` and the
 ``SceneBatchSampler`` that keeps several images of one reference together so ranking pairs exist) and
@@ -15,7 +16,7 @@ from __future__ import annotations
 import copy
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -144,11 +145,16 @@ class RecordImages(Dataset):
         cache_mb: keep decoded images in memory up to this many MiB (decoding a 768x512 PNG costs about
             as much CPU as a third of a training step on it); 0 disables. Per process: with
             ``num_workers > 0`` each worker holds its own cache.
+        context: whole-image features, uint8 ``[3,H,W]`` -> ``[D]`` (e.g. ``WholeImageFeatures.of_image``):
+            each item then has ``context`` ``[D]``, computed once per image and kept (a few KiB each).
     """
 
     def __init__(self, records: Sequence[IQARecord], labels: LabelSpace, size: int, train: bool,
-                 crops: int = 1, seed: int = 0, cache_mb: int = 0, repeats: int = 1, patches: int = 1):
+                 crops: int = 1, seed: int = 0, cache_mb: int = 0, repeats: int = 1, patches: int = 1,
+                 context: Callable[[torch.Tensor], torch.Tensor] | None = None):
         self.records = list(records)
+        self.context = context
+        self._contexts: dict[int, torch.Tensor] = {}
         self.patches = patches
         self.repeats = repeats
         self._cache = _ImageCache(cache_mb * 2**20)
@@ -210,6 +216,11 @@ class RecordImages(Dataset):
             crop = torch.stack([image[:, y:y + s, x:x + s] for y, x in crop_origins(h, w, s, self.crops)])
         out = self.targets(i)
         out["image"] = crop
+        if self.context is not None:
+            key = i % len(self.records)
+            if key not in self._contexts:
+                self._contexts[key] = self.context(image)
+            out["context"] = self._contexts[key]
         return out
 
 

@@ -39,7 +39,7 @@ BACKBONES = {"compact": "compact", "resnet": "resnet18", "efficientnet": "effici
              "vit": "vit_tiny_patch16_224", "swin": "swin_tiny_patch4_window7_224", "unet": "unet"}
 REGRESSORS = ("mlp", "kan", "transformer", "gru", "attention")
 CLUSTER_COUNTS = (4, 6, 8, 10, 12)
-FEATURES = ("multiscale", "frequency", "patch", "statistics")
+FEATURES = ("multiscale", "frequency", "patch", "statistics", "whole_image")
 AUXILIARY_LOSSES = ("contrast", "consistency", "ranking", "cluster")
 
 

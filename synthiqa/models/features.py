@@ -195,3 +195,31 @@ class StatisticsFeatures(nn.Module):
         lap_y = _laplacian(luma).reshape(b, 1, -1)
         parts.append(torch.log((lap_rgb - lap_y).abs().mean(2) + _LOG_EPS))
         return torch.cat(parts, 1)
+
+
+class WholeImageFeatures(nn.Module):
+    """Fixed statistics of a whole image, however large (no learned weights): ``StatisticsFeatures`` of the
+    image halved by 2x2 averaging (tone, colour, detail per scale) and ``FrequencyFeatures`` at full
+    resolution (the codec's 8 px grid is kept): ``[B, 44 + 222]`` for 8 px blocks.
+
+    Crops show a few parts of an image; global tone and colour changes (darkening, contrast, saturation)
+    and directional blur are read more reliably off the whole picture. The data loaders compute it once
+    per image (``of_image``) and cache it; images of different sizes are fine.
+    """
+
+    def __init__(self, block: int = 8):
+        super().__init__()
+        self.statistics = StatisticsFeatures()
+        self.frequency = FrequencyFeatures(block)
+        self.out_dim = self.statistics.out_dim + self.frequency.out_dim
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """``[B,3,H,W]`` [0, 1] RGB -> ``[B, out_dim]`` (images under 64 px a side are not halved)."""
+        x = images.float()
+        half = F.avg_pool2d(x, 2) if min(x.shape[-2:]) >= 64 else x
+        return torch.cat([self.statistics(half), self.frequency(x)], 1)
+
+    def of_image(self, image: torch.Tensor) -> torch.Tensor:
+        """One uint8 ``[3,H,W]`` image -> float32 ``[out_dim]`` on the CPU."""
+        return self(image[None].float().div(255.0))[0].cpu()

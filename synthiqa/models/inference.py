@@ -46,7 +46,8 @@ class Outputs:
 @torch.no_grad()
 def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], device: torch.device,
               amp: bool = False) -> Outputs:
-    """Evaluate ``model`` (a ``CENIQANet``) on every batch; images ``[B,3,S,S]`` or ``[B,n,3,S,S]``."""
+    """Evaluate ``model`` (a ``CENIQANet``) on every batch; images ``[B,3,S,S]`` or ``[B,n,3,S,S]``; a batch's
+    ``context`` (whole-image features) goes to a model that pools its crops."""
     model.eval()
     scores, posts, embs = [], [], []
     labels: dict[str, list[np.ndarray]] = {}
@@ -55,8 +56,10 @@ def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
         pooled = images.dim() == 5 and getattr(model, "pools_crops", False)
         n_crops = images.shape[1] if images.dim() == 5 and not pooled else 1
         flat = images.flatten(0, 1) if images.dim() == 5 and not pooled else images
+        context = batch.get("context") if pooled else None
+        extra = {} if context is None else {"context": context.to(device, non_blocking=True)}
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
-            out = model.outputs(flat)
+            out = model.outputs(flat, **extra)
         b = flat.shape[0] // n_crops  # images
         scores.append(out["score"].float().view(b, n_crops).mean(1).cpu().numpy())
         embs.append(out["embedding"].float().view(b, n_crops, -1).mean(1).cpu().numpy())
@@ -133,23 +136,28 @@ def predict_files(model: torch.nn.Module, paths: Sequence[Path], size: int, crop
                   device: torch.device, warn: Callable[[str], None] | None = None,
                   ) -> list[tuple[Path, float, int | None]]:
     """(path, score in [0, 1], cluster) for every readable image; unreadable ones are reported through
-    ``warn`` (one line each) and skipped."""
+    ``warn`` (one line each) and skipped. A model with ``context_features`` (uint8 ``[3,H,W]`` -> ``[D]``)
+    gets each whole image's features too."""
+    context = getattr(model, "context_features", None)
     results: list[tuple[Path, float, int | None]] = []
-    pending: list[tuple[Path, torch.Tensor]] = []
+    pending: list[tuple[Path, torch.Tensor, torch.Tensor | None]] = []
 
     def flush() -> None:
         if not pending:
             return
-        batch = {"image": torch.stack([c for _, c in pending]).float().div_(255.0)}
+        batch = {"image": torch.stack([c for _, c, _ in pending]).float().div_(255.0)}
+        if context is not None:
+            batch["context"] = torch.stack([v for _, _, v in pending if v is not None])
         out = run_model(model, [batch], device)
         clusters = out.clusters
-        for i, (path, _) in enumerate(pending):
+        for i, (path, _, _) in enumerate(pending):
             results.append((path, float(out.scores[i]), None if clusters is None else int(clusters[i])))
         pending.clear()
 
     for path in paths:
         try:
-            pending.append((path, _crops(read_rgb(path), size, crops)))
+            image = fit_min_side(read_rgb(path), size)
+            pending.append((path, _crops(image, size, crops), None if context is None else context(image)))
         except DatasetError as exc:
             if warn is not None:
                 warn(f"skipped {exc}")
@@ -173,8 +181,9 @@ def write_predictions(path: str | Path, rows: Sequence[tuple[Path, float, int | 
 def records_scores(model: torch.nn.Module, records: Sequence[IQARecord], labels: LabelSpace, size: int,
                    crops: int, batch_size: int, device: torch.device) -> Outputs:
     """Outputs for dataset records, with type/group ids from ``labels`` (unreadable images are an error
-    here: a dataset must be complete)."""
+    here: a dataset must be complete); whole-image features as in ``predict_files``."""
     from torch.utils.data import DataLoader
 
-    ds = RecordImages(records, labels, size, train=False, crops=crops)
+    ds = RecordImages(records, labels, size, train=False, crops=crops,
+                      context=getattr(model, "context_features", None))
     return run_model(model, DataLoader(ds, batch_size=batch_size, collate_fn=collate), device)
