@@ -19,7 +19,8 @@ from synthiqa.models.training import lr_factor
 
 TYPES = ("gaussian_blur", "white_noise", "jpeg")
 TINY = {"image_size": 64, "feature_dim": 16, "n_clusters": 2, "patch_dim": 8, "batch_size": 8,
-        "test_crops": 1, "patches_per_image": 2, "pretrain_epochs": 1, "epochs": 1, "images_per_scene": 4}
+        "test_crops": 1, "patches_per_image": 2, "train_crops": 1, "pretrain_epochs": 1, "epochs": 1,
+        "images_per_scene": 4}
 
 
 def _make_set(root, n_scenes=4, side=72):

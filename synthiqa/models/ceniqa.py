@@ -74,8 +74,7 @@ ACTIVE_FRACTION = 0.05
 PRESETS: dict[str, dict[str, Any]] = {
     "default": {},
     "quick": {"pretrain_epochs": 1, "epochs": 3, "image_size": 96, "test_crops": 2, "patches_per_image": 2,
-              "train_samples": 1000,
-              "val_samples": 300},
+              "train_crops": 1, "train_samples": 1000, "val_samples": 300},
 }
 
 
