@@ -104,6 +104,19 @@ def test_checkpoint_round_trip_predicts_the_same(run, dataset):
     assert predictor.embed(records).shape == (5, 16)
 
 
+def test_checkpoints_from_before_whole_image_features_still_load(dataset, tmp_path):
+    old = dict(TINY, use_whole_image=False)
+    best = train_ceniqa({"overrides": old, "progress": False}, str(dataset), tmp_path / "old")
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    del state["config"]["use_whole_image"]  # what checkpoints written before the field hold
+    torch.save(state, tmp_path / "old.pt")
+    from synthiqa.datasets import load_dataset
+
+    predictor = load_predictor(tmp_path / "old.pt")
+    assert predictor.model.whole_image is None
+    assert predictor.predict(load_dataset("synthiqa", dataset).records[:3]).shape == (3,)
+
+
 def test_resume_continues(run, dataset, tmp_path):
     out, _ = run
     more = dict(TINY, epochs=2)

@@ -484,7 +484,9 @@ class CENIQATask:
 
 def build_model(state: dict[str, Any]) -> tuple[CENIQANet, CENIQAConfig, LabelSpace]:
     """Rebuild a trained network from a checkpoint dict (no pretrained download: weights come from it)."""
-    config = CENIQAConfig.from_dict(dict(state["config"]), source="checkpoint config")
+    stored = dict(state["config"])
+    stored.setdefault("use_whole_image", False)  # checkpoints from before the whole-image features lack it
+    config = CENIQAConfig.from_dict(stored, source="checkpoint config")
     config = dataclasses.replace(config, pretrained=False, backbone_checkpoint=None)
     labels = LabelSpace(**state.get("labels", {}))
     gmm = state.get("gmm") or {}
