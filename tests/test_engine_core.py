@@ -145,14 +145,19 @@ def test_extra_group_listed_only_on_request():
 
 
 def test_atomic_write_gives_a_normal_file_mode(tmp_path):
+    import os
     import stat
 
-    from synthiqa import atomic
-    from synthiqa.atomic import atomic_write_text
+    from synthiqa.atomic import atomic_path, atomic_write_text
 
     atomic_write_text(tmp_path / "a.txt", "x")
-    assert stat.S_IMODE((tmp_path / "a.txt").stat().st_mode) == 0o666 & ~atomic._UMASK
-    assert [p.name for p in tmp_path.iterdir()] == ["a.txt"]
+    with atomic_path(tmp_path / "b.txt") as tmp:
+        tmp.write_text("y")
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("a.txt", "b.txt"):
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o666 & ~umask
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.txt", "b.txt"]
 
 
 def test_atomic_write_makes_folders_and_replaces_a_stale_temporary(tmp_path):
