@@ -6,9 +6,9 @@ the pristine copy) and write them as PNG with OpenCV's encoder (``PNG_NOTE``: sy
 filter setting, ``datasets.generate.ENCODE_SETTINGS``, the baseline with ``cv2.imwrite``'s defaults; the
 table reports the megabytes each side wrote):
 
-- synthiqa: ``generate`` with ``workers`` worker processes on the CPU (each one torch thread, one decode
-  and one encode/write thread), or one process on an accelerator, with the labels asked for (level only
-  by default; ``fr`` adds the FR pseudo-MOS, which the baseline does not compute).
+- synthiqa: ``generate`` with ``workers`` worker processes on the CPU (each running decode, distortion
+  and encoding in its one thread, one torch thread), or one process on an accelerator, with the labels
+  asked for (level only by default; ``fr`` adds the FR pseudo-MOS, which the baseline does not compute).
 - baseline: a ``multiprocessing.Pool(workers)`` over references; each task reads with ``cv2.imread``,
   applies one of eight Albumentations transforms close to ``basic8`` per image and ``cv2.imwrite``s it.
 
@@ -57,7 +57,8 @@ class GenerateBenchConfig:
         ref_dir: reference folder, or None for the built-in references.
         per_image: distorted images per reference (plus the pristine copy).
         repeat: runs of each side (alternating); the median time is reported.
-        workers: processes for the baseline; decode/write threads and torch threads for synthiqa.
+        workers: processes on both sides (synthiqa's CPU worker processes; on an accelerator its decode
+            and write threads).
         max_side: references are shrunk to this longer side before timing (px).
         labels: label families synthiqa computes (``level``, ``fr``).
         device: synthiqa's device.

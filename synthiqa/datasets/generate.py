@@ -625,7 +625,8 @@ class _Inline:
 
 class _LastReference:
     """``_load`` that keeps the last reference it made: consecutive units of one reference (a CPU worker
-    often takes several) decode it once. Called from one decode thread at a time per pipeline."""
+    often takes several) decode it once. Thread-safe: the accelerator pipeline's decode pool has
+    ``workers`` threads."""
 
     def __init__(self) -> None:
         self._last: tuple[str, np.ndarray] | None = None
