@@ -8,13 +8,15 @@ import torch
 
 from synthiqa.errors import ConfigError
 from synthiqa.models.backbones import create_backbone
-from synthiqa.models.ceniqa import CENIQANet, preset_config
+from synthiqa.models.ceniqa import N_LEVELS, CENIQANet, level_class, preset_config
 from synthiqa.models.config import CENIQAConfig
 from synthiqa.models.data import LabelSpace, OnTheFlyBatches, SceneBatchSampler, crop_origins
 from synthiqa.models.features import (
     FrequencyFeatures,
     MultiScaleFeatures,
     PatchQualityFeatures,
+    QuantileNormalizer,
+    SceneStatisticsFeatures,
     StatisticsFeatures,
     WholeImageFeatures,
     dct_matrix,
@@ -157,13 +159,63 @@ def test_whole_image_features_any_size_and_uint8_path():
     g = torch.Generator().manual_seed(0)
     image = (torch.rand(3, 72, 136, generator=g) * 255).round().to(torch.uint8)
     one = f.of_image(image)
-    assert one.shape == (f.out_dim,) == (44 + 222,) and one.dtype == torch.float32
+    assert one.shape == (f.out_dim,) == (44 + 222 + 80,) and one.dtype == torch.float32
+    assert WholeImageFeatures(8, scene_statistics=False).out_dim == 44 + 222
     assert torch.isfinite(one).all()
     torch.testing.assert_close(one, f(image[None].float() / 255)[0])
     halved = torch.nn.functional.avg_pool2d(image[None].float() / 255, 2)
     torch.testing.assert_close(one[:44], StatisticsFeatures()(halved)[0])  # statistics of the halved image
     darker = f.of_image((image.float() * 0.5).round().to(torch.uint8))
     assert darker[4] < one[4] - 0.1  # median luminance falls
+
+
+def _photo_like(h: int = 96, w: int = 128) -> torch.Tensor:
+    """A smooth uint8 test picture (gradients and blobs) whose 8-bit histogram has no gaps."""
+    yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
+    base = torch.stack([0.2 + 0.6 * xx, 0.3 + 0.5 * yy, 0.5 + 0.3 * torch.sin(6 * xx * yy)])
+    noise = torch.randn(3, h, w, generator=torch.Generator().manual_seed(0)) * 0.02
+    return ((base + noise).clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+def test_scene_statistics_read_tone_curves_noise_and_colour_depth():
+    f = SceneStatisticsFeatures()
+    image = _photo_like()
+    x = image[None].float() / 255
+    out = f(x)[0]
+    assert out.shape == (f.out_dim,) == (80,) and torch.isfinite(out).all()
+    # a contrast stretch (slope 1.6) leaves empty codes in every channel's histogram; the original has none
+    stretched = ((image.float() - 128) * 1.6 + 128).round().clamp(0, 255) / 255
+    gaps = slice(38, 38 + 24, 6)  # the 'empty share' entry of R, G, B, Y
+    assert (f(stretched[None])[0][gaps][:3] > out[gaps][:3] + 0.2).all()  # Y mixes channels: no gaps
+    # darkening (slope 0.5) maps two codes onto one: spikes
+    spikes = slice(39, 39 + 24, 6)
+    darker = (image.float() * 0.5).round() / 255
+    assert (f(darker[None])[0][spikes][:3] > out[spikes][:3]).all()
+    # white noise: MSCN variance (first entry) rises; colour depth cut to 3 bits: far fewer distinct colours
+    noisy = (x + 0.1 * torch.randn(x.shape, generator=torch.Generator().manual_seed(1))).clamp(0, 1)
+    assert f(noisy)[0][0] > out[0]
+    posterised = ((image >> 5) << 5).float()[None] / 255
+    assert f(posterised)[0][62] < out[62] - 1.0  # log share of distinct 6-bit colours
+
+
+def test_quantile_normalizer_maps_training_features_to_standard_normal():
+    g = torch.Generator().manual_seed(0)
+    train = torch.cat([torch.randn(2000, 1, generator=g).exp(), torch.rand(2000, 1, generator=g) * 10,
+                       torch.full((2000, 1), 3.0)], 1)  # heavy-tailed, uniform, constant
+    norm = QuantileNormalizer(3)
+    torch.testing.assert_close(norm(train[:4]), train[:4])  # identity before fitting
+    norm.fit(train)
+    z = norm(train)
+    assert abs(float(z[:, 0].mean())) < 0.05 and abs(float(z[:, 0].std()) - 1) < 0.1
+    assert abs(float(z[:, 1].mean())) < 0.05 and abs(float(z[:, 1].std()) - 1) < 0.1
+    assert float(z[:, 2].abs().max()) < 1e-5  # a constant feature carries nothing
+    order = train[:, 0].argsort()
+    assert (z[order, 0].diff() >= 0).all()  # monotonic
+    far = norm(torch.tensor([[1e6, -1e6, 3.0]]))
+    assert far[0, 0] == pytest.approx(3.09, abs=0.01) and far[0, 1] == pytest.approx(-3.09, abs=0.01)
+    restored = QuantileNormalizer(3)
+    restored.load_state_dict(norm.state_dict())  # the fitted quantiles travel in checkpoints
+    torch.testing.assert_close(restored(train[:10]), z[:10])
 
 
 # ------------------------------------------------------------------------------------------- network
@@ -182,6 +234,43 @@ def test_network_forward_embed_and_posteriors():
     assert out["posterior"].shape == (6, 3)
     torch.testing.assert_close(out["posterior"].sum(1), torch.ones(6))
     assert out["type_logits"].shape == (6, 4)
+
+
+def test_level_class_ids():
+    types = torch.tensor([-1, 0, 2, 1, -1, 1])
+    levels = torch.tensor([0.0, 1.0, 5.0, float("nan"), float("nan"), 2.2])
+    assert level_class(types, levels).tolist() == [0, 1, 1 + 2 * N_LEVELS + 4, -1, -1, 1 + N_LEVELS + 1]
+
+
+def test_score_blends_the_fitted_level_heads_class_prior():
+    net = CENIQANet(CENIQAConfig(**TINY), n_types=2).eval()
+    assert net.level_head.out_features == 1 + 2 * N_LEVELS
+    assert not any(p.requires_grad for p in net.level_head.parameters())  # fitted, not trained by SGD
+    x = torch.rand(4, 3, 64, 64, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        emb, context = net.embed_parts(x)
+        plain = torch.sigmoid(net.regressor(emb, None).float())
+        torch.testing.assert_close(net.score(emb, None, context), plain)  # no prior before fitting
+    # two well separated groups of whole-image features: classes 0 (pristine) and 3 (type 0, level 3)
+    g = torch.Generator().manual_seed(3)
+    d = net.whole_image.out_dim
+    contexts = torch.cat([torch.randn(40, d, generator=g), torch.randn(40, d, generator=g) + 3.0])
+    classes = torch.cat([torch.zeros(40, dtype=torch.long), torch.full((40,), 3)])
+    quality = torch.linspace(0.05, 0.95, net.level_head.out_features)
+    net.fit_level_head(torch.cat([contexts, torch.zeros(1, d)]), torch.cat([classes, torch.tensor([-1])]),
+                       quality)
+    probs = torch.softmax(net.level_head(contexts), 1)
+    assert (probs.argmax(1) == classes).all() and probs.max(1).values.min() > 0.8
+    with torch.no_grad():
+        emb = net.embed(x)
+        ctx = torch.full((4, d), 3.0)  # already normalised features of the class-3 kind
+        prior = torch.softmax(net.level_head(ctx), 1) @ quality
+        assert (prior - quality[3]).abs().max() < 0.1
+        torch.testing.assert_close(net.score(emb, None, ctx), 0.5 * plain + 0.5 * prior)
+        net.prior_weight.fill_(30.0)
+        torch.testing.assert_close(net.score(emb, None, ctx), prior)
+    assert CENIQANet(CENIQAConfig(**TINY, use_level_head=False), n_types=2).level_head is None
+    assert CENIQANet(CENIQAConfig(**TINY, use_whole_image=False), n_types=2).level_head is None
 
 
 def test_network_pools_the_crops_of_an_image():
@@ -312,3 +401,5 @@ def test_onthefly_batches_labels():
     assert batch["score"][pristine].eq(1).all() and batch["type"][pristine].eq(-1).all()
     assert (batch["score"][~pristine] < 1).all() and (batch["type"][~pristine] >= 0).all()
     assert torch.equal(src.batch(0, 0)["image"], batch["image"])  # deterministic
+    codes = batch["image"] * 255
+    torch.testing.assert_close(codes, codes.round(), atol=1e-3, rtol=0)  # 8-bit images, as files hold

@@ -91,6 +91,35 @@ def test_checkpoints_load_with_weights_only(run):
     assert "optimizer" not in torch.load(out / "best.pt", weights_only=True)
 
 
+def test_checkpoint_carries_class_prior_and_context_quantiles(run):
+    out, _ = run
+    model = torch.load(out / "best.pt", weights_only=True)["model"]
+    quality = model["class_quality"]  # classes: pristine, then 5 levels of each type (sorted names)
+    assert quality.shape == (1 + 5 * len(TYPES),)
+    assert quality[0] == pytest.approx(1.0)  # pristine: level_quality 100
+    assert quality[1] == pytest.approx(0.75) and quality[3] == pytest.approx(0.25)  # gaussian_blur 1 and 3
+    assert quality[2] == pytest.approx(float(np.mean([1.0] + [0.75, 0.25] * 3)))  # level 2 unseen: the mean
+    assert bool(model["context_norm.is_fitted"]) and model["context_norm.knots"].shape[1] == 64
+
+
+def test_on_the_fly_training_uses_the_level_rule_prior(tmp_path):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    g = torch.Generator().manual_seed(4)
+    for i in range(4):
+        base = torch.rand(1, 3, 9, 10, generator=g)
+        img = torch.nn.functional.interpolate(base, size=(72, 80), mode="bilinear", align_corners=False)[0]
+        arr = (img.permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+        Image.fromarray(arr).save(refs / f"r{i}.png")
+    overrides = dict(TINY, train_samples=32, val_samples=16, distortions_per_image=3)
+    best = train_ceniqa({"overrides": overrides, "progress": False, "on_the_fly": str(refs)}, None,
+                        tmp_path / "run")
+    model = torch.load(best, weights_only=True)["model"]
+    assert model["class_quality"][0] == 1.0 and (model["class_quality"][1:] < 1).all()
+    assert bool(model["context_norm.is_fitted"])
+    assert "srcc" in json.loads((tmp_path / "run" / "run.json").read_text())["test"]
+
+
 def test_checkpoint_round_trip_predicts_the_same(run, dataset):
     out, _ = run
     predictor = load_predictor(out / "last.pt")

@@ -1,10 +1,13 @@
 """CENIQA: cluster-enhanced neural IQA. Model, three-stage training, checkpoints and the predictor.
 
 Network (``CENIQANet``): backbone -> feature extractors (multi-scale pooled maps, blockwise DCT
-statistics, attention-pooled patch features, global pixel statistics) -> projection to ``feature_dim``
-(the embedding) -> Gaussian-mixture posteriors (soft, differentiable) -> regression head on embedding +
-posteriors -> sigmoid: the score, in [0, 1], higher is better. A linear head on the embedding predicts
-the distortion type (consistency loss).
+statistics, attention-pooled patch features, global pixel statistics of the crops, and quantile-normalised
+pixel, DCT and natural-scene statistics of the whole image) -> projection to ``feature_dim`` (the
+embedding) -> Gaussian-mixture posteriors (soft, differentiable) -> regression head on embedding +
+posteriors -> sigmoid: the score, in [0, 1], higher is better. A linear head on the embedding predicts the
+distortion type (consistency loss). The level head, a multinomial logistic regression on the normalised
+whole-image features, predicts the (type, level) class; the score blends the regression head's output with
+the expected training quality of the predicted classes (the class prior), with a learned weight.
 
 Training (``CENIQATask`` in the shared loop of ``training.py``):
 1. ``pretrain_epochs`` of self-supervised pre-training, no quality labels: contrastive on distortion type,
@@ -12,7 +15,9 @@ Training (``CENIQATask`` in the shared loop of ``training.py``):
 2. Mixture fitting on the embeddings of the training images: K = ``n_clusters``, or chosen by BIC over
    ``bic_range`` if ``use_bic_selection``.
 3. ``epochs`` of end-to-end fine-tuning with all six losses; the mixture is refitted (warm start) every
-   ``refit_interval`` epochs; the cluster loss weighs ``lambda_cluster * cluster_loss_weight``.
+   ``refit_interval`` epochs; the cluster loss weighs ``lambda_cluster * cluster_loss_weight``. The level
+   head is fitted (L-BFGS) on the training images' whole-image features with the mixture, and refitted
+   with it.
 Active clusters (holding >= 5% of the images) are logged every fine-tuning epoch and a collapse warns.
 """
 
@@ -44,6 +49,7 @@ from synthiqa.models.features import (
     FrequencyFeatures,
     MultiScaleFeatures,
     PatchQualityFeatures,
+    QuantileNormalizer,
     StatisticsFeatures,
     WholeImageFeatures,
 )
@@ -66,6 +72,16 @@ from synthiqa.models.training import LoopSettings, load_checkpoint, run_training
 METHOD = "ceniqa"
 #: Most training embeddings the mixture is fitted on (a random subset beyond that).
 GMM_FIT_SAMPLES = 1000
+#: Most training images whose whole-image features fit the ``QuantileNormalizer`` (a random subset).
+CONTEXT_FIT_IMAGES = 512
+#: Severity levels per distortion type that the level head tells apart (1..5).
+N_LEVELS = 5
+#: L2 penalty of the level head's logistic regression (on mean cross-entropy; features ~ N(0, 1)).
+LEVEL_L2 = 3e-3
+#: L-BFGS iterations of one level-head fit.
+LEVEL_FIT_ITERATIONS = 200
+#: Most training images the level head is fitted on (a random subset beyond that).
+LEVEL_FIT_IMAGES = 4000
 #: A cluster is active when it holds at least this share of the images.
 ACTIVE_FRACTION = 0.05
 
@@ -105,10 +121,13 @@ class CENIQANet(nn.Module):
         self.patch = (PatchQualityFeatures(self.backbone.channels[self.patch_stage], config.patch_dim)
                       if config.use_patch else None)
         self.statistics = StatisticsFeatures() if config.use_statistics else None
-        self.whole_image = WholeImageFeatures(config.dct_block) if config.use_whole_image else None
+        scene = config.use_scene_statistics
+        self.whole_image = WholeImageFeatures(config.dct_block, scene) if config.use_whole_image else None
         #: What the loaders compute per whole image (uint8 ``[3,H,W]`` -> ``[D]``, CPU), or None.
-        self.context_features = (WholeImageFeatures(config.dct_block).of_image if config.use_whole_image
-                                 else None)
+        self.context_features = (WholeImageFeatures(config.dct_block, scene).of_image
+                                 if config.use_whole_image else None)
+        self.context_norm = (QuantileNormalizer(self.whole_image.out_dim)
+                             if self.whole_image is not None and config.normalize_context else None)
         for part in (self.multiscale, self.frequency, self.patch, self.statistics, self.whole_image):
             dims += part.out_dim if part is not None else 0
         hidden = max(2 * config.feature_dim, 256)
@@ -119,11 +138,27 @@ class CENIQANet(nn.Module):
         self.regressor = create_regressor(config.regressor_type, config.feature_dim,
                                           n_clusters=config.max_clusters)
         self.type_head = nn.Linear(config.feature_dim, max(n_types, 1))
+        #: Linear (type, level) classifier on the normalised whole-image features; fitted in closed form
+        #: (``fit_level_head``), not by the optimiser.
+        n_classes = 1 + N_LEVELS * max(n_types, 1)
+        self.level_head = (nn.Linear(self.whole_image.out_dim, n_classes).requires_grad_(False)
+                           if config.use_level_head and self.whole_image is not None else None)
+        if self.level_head is not None:
+            #: Mean training target of each level class (``level_class``); NaN until set: no blending.
+            self.register_buffer("class_quality", torch.full((self.level_head.out_features,), math.nan))
+            self.register_buffer("level_fitted", torch.zeros((), dtype=torch.bool))
+            #: Logit of the blend weight of the class prior in the score (0: half and half).
+            self.prior_weight = nn.Parameter(torch.zeros(()))
 
     def embed(self, images: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings ``[B, feature_dim]`` of [0, 1] RGB images ``[B,3,H,W]`` or crop sets ``[B,n,3,H,W]``
         (features averaged over the ``n`` crops). ``context [B, D]``: the whole images' features
         (``context_features``); without it they are taken from the crops (averaged)."""
+        return self.embed_parts(images, context)[0]
+
+    def embed_parts(self, images: torch.Tensor, context: torch.Tensor | None = None
+                    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(embeddings, the normalised whole-image features ``[B, D]`` or None without them)."""
         n_crops = images.shape[1] if images.dim() == 5 else 1
         images = images.flatten(0, 1) if images.dim() == 5 else images
         parts = []
@@ -142,8 +177,9 @@ class CENIQANet(nn.Module):
         if self.whole_image is not None:
             if context is None:
                 context = self.whole_image(images).view(-1, n_crops, self.whole_image.out_dim).mean(1)
-            features = torch.cat([features, context.float()], 1)
-        return self.project(features)
+            context = (self.context_norm(context) if self.context_norm is not None else context).float()
+            features = torch.cat([features, context], 1)
+        return self.project(features), context
 
     def posteriors(self, embeddings: torch.Tensor) -> torch.Tensor | None:
         """Mixture posteriors ``[B, max_clusters]`` (unused components 0), or None before fitting.
@@ -155,23 +191,66 @@ class CENIQANet(nn.Module):
         width = self.config.max_clusters
         return nn.functional.pad(post, (0, width - post.shape[1])) if post.shape[1] < width else post
 
-    def score(self, embeddings: torch.Tensor, posteriors: torch.Tensor | None) -> torch.Tensor:
-        """Quality ``[B]`` in [0, 1], higher is better."""
-        return torch.sigmoid(self.regressor(embeddings, posteriors).float())
+    def score(self, embeddings: torch.Tensor, posteriors: torch.Tensor | None,
+              context: torch.Tensor | None = None) -> torch.Tensor:
+        """Quality ``[B]`` in [0, 1], higher is better: the regression head's sigmoid output, blended (once
+        the level head is fitted, given the normalised whole-image features ``context``) with the class
+        prior: the expected training quality under the level head's (type, level) probabilities, with the
+        learned weight ``sigmoid(prior_weight)``."""
+        score = torch.sigmoid(self.regressor(embeddings, posteriors).float())
+        if self.level_head is None or context is None or not bool(self.level_fitted):
+            return score
+        prior = torch.softmax(self.level_head(context.float()), 1) @ self.class_quality
+        weight = torch.sigmoid(self.prior_weight.float())
+        return (1 - weight) * score + weight * prior
+
+    @torch.no_grad()
+    def fit_level_head(self, contexts: torch.Tensor, classes: torch.Tensor, quality: torch.Tensor) -> None:
+        """Fit the level head on raw whole-image features ``[N, D]`` of training images and their
+        ``level_class`` ids ``[N]`` (-1 ignored): multinomial logistic regression on the normalised
+        features, L2 penalty ``LEVEL_L2``, L-BFGS from the current weights. ``quality``: the mean normalised
+        training target per class."""
+        assert self.level_head is not None and self.whole_image is not None
+        keep = classes >= 0
+        if not bool(keep.any()):
+            return
+        device = self.level_head.weight.device
+        x = contexts[keep].float().to(device)
+        x = self.context_norm(x) if self.context_norm is not None else x
+        y = classes[keep].long().to(device)
+        head = self.level_head
+        head.requires_grad_(True)
+        optimiser = torch.optim.LBFGS(head.parameters(), max_iter=LEVEL_FIT_ITERATIONS, history_size=20,
+                                      line_search_fn="strong_wolfe")
+
+        def objective() -> torch.Tensor:
+            optimiser.zero_grad()
+            with torch.enable_grad():
+                loss = (nn.functional.cross_entropy(head(x), y)
+                        + 0.5 * LEVEL_L2 * head.weight.square().sum())
+                loss.backward()
+            return loss
+
+        with torch.autocast(device.type, enabled=False):
+            optimiser.step(objective)
+        head.requires_grad_(False)
+        head.weight.grad = head.bias.grad = None
+        self.class_quality.copy_(quality.to(self.class_quality))
+        self.level_fitted.fill_(True)
 
     def outputs(self, images: torch.Tensor, context: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor | None]:
         """``score [B]``, ``posterior [B, K]`` (None before fitting), ``embedding [B, D]``,
         ``type_logits [B, n_types]``."""
-        emb = self.embed(images, context)
+        emb, ctx = self.embed_parts(images, context)
         post = self.posteriors(emb)
-        return {"score": self.score(emb, post), "posterior": post, "embedding": emb,
+        return {"score": self.score(emb, post, ctx), "posterior": post, "embedding": emb,
                 "type_logits": self.type_head(emb)}
 
     def forward(self, images: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``[B]`` in [0, 1], higher is better."""
-        emb = self.embed(images, context)
-        return self.score(emb, self.posteriors(emb))
+        emb, ctx = self.embed_parts(images, context)
+        return self.score(emb, self.posteriors(emb), ctx)
 
     def gmm_state(self) -> dict[str, Any]:
         """The mixture for checkpoints: component count, covariance type and fitted tensors (CPU)."""
@@ -182,6 +261,15 @@ class CENIQANet(nn.Module):
 
     def set_gmm(self, gmm: GaussianMixture) -> None:
         self.gmm = gmm.to(next(self.parameters()).device)
+
+
+def level_class(dist_type: torch.Tensor, level: torch.Tensor) -> torch.Tensor:
+    """Class ids of the level head: 0 pristine (type -1, level 0), ``1 + N_LEVELS * type + level - 1`` for
+    a known type at level 1..5 (rounded), -1 (ignored) otherwise (unknown type or level)."""
+    lv = torch.nan_to_num(level.float(), nan=-1.0).round().long()
+    known = (dist_type >= 0) & (lv >= 1) & (lv <= N_LEVELS)
+    classes = torch.where(known, 1 + N_LEVELS * dist_type.long() + lv - 1, torch.full_like(lv, -1))
+    return torch.where((dist_type < 0) & (lv == 0), torch.zeros_like(lv), classes)
 
 
 def _patch_stage(reductions: Sequence[int]) -> int:
@@ -244,7 +332,7 @@ def onthefly_bundle(ref_dir: str, config: CENIQAConfig, device: torch.device) ->
     refs, names = [], []
     for ref in scan.references:
         try:
-            refs.append(torch.from_numpy(decode_reference(ref.path)).permute(2, 0, 1).contiguous())
+            refs.append(torch.from_numpy(decode_reference(ref.path).copy()).permute(2, 0, 1).contiguous())
             names.append(ref.name)
         except ReferenceSkipped as exc:
             warnings.warn(f"skipped {ref.path}: {exc}", stacklevel=2)
@@ -308,8 +396,10 @@ class CENIQATask:
 
     method = METHOD
 
-    def __init__(self, config: CENIQAConfig, bundle: DataBundle, device: torch.device):
+    def __init__(self, config: CENIQAConfig, bundle: DataBundle, device: torch.device,
+                 progress: bool = False):
         self.config = config
+        self.progress = progress
         self.bundle = bundle
         self.device = device
         self.model = CENIQANet(config, len(bundle.labels.types))
@@ -326,6 +416,10 @@ class CENIQATask:
             scenes = [int(self.train_images.targets(i)["scene"]) for i in range(len(self.train_images))]
             self.sampler = SceneBatchSampler(scenes, config.batch_size, config.images_per_scene,
                                              seed=config.seed, limit=config.train_samples)
+        if self.model.context_norm is not None:
+            self.model.context_norm.fit(self.training_contexts(CONTEXT_FIT_IMAGES)[0])
+        #: Mean training target per level class, or None when no training image has a (type, level).
+        self.level_quality = self.class_quality() if self.model.level_head is not None else None
 
     # -- loop interface --------------------------------------------------------------------------
     def phase(self, epoch: int) -> tuple[str, int, int]:
@@ -356,13 +450,19 @@ class CENIQATask:
         with torch.no_grad():
             resp = self.model.gmm.predict_proba(emb)
         self.fit_active = warn_on_collapse(resp, ACTIVE_FRACTION, context=f"epoch {epoch + 1} mixture fit")
-        return {"gmm_components": float(self.model.gmm.n_components),
-                "gmm_active_train": float(self.fit_active), "gmm_fit_seconds": time.perf_counter() - t0}
+        row = {"gmm_components": float(self.model.gmm.n_components),
+               "gmm_active_train": float(self.fit_active), "gmm_fit_seconds": time.perf_counter() - t0}
+        if self.level_quality is not None:  # the level head is refitted with the mixture
+            t1 = time.perf_counter()
+            contexts, classes = self.training_contexts(LEVEL_FIT_IMAGES)
+            self.model.fit_level_head(contexts, classes, self.level_quality)
+            row["level_fit_seconds"] = time.perf_counter() - t1
+        return row
 
     def step(self, batch: dict[str, torch.Tensor], epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         c = self.config
         model = self.model
-        emb = model.embed(batch["image"], batch.get("context"))
+        emb, context = model.embed_parts(batch["image"], batch.get("context"))
         logits = model.type_head(emb)
         types, level, scene = batch["type"], batch["level"], batch["scene"]
         parts = {
@@ -371,7 +471,7 @@ class CENIQATask:
         }
         finetune = self.phase(epoch)[0] == "finetune"
         post = model.posteriors(emb) if finetune else None
-        scores = model.score(emb, post)
+        scores = model.score(emb, post, context)
         parts["ranking"] = ranking_loss(scores, scene, types, level)
         weights = LossWeights(c.lambda_contrast, c.lambda_consistency, c.lambda_ranking,
                               c.lambda_cluster * c.cluster_loss_weight, c.lambda_quality, c.lambda_monotonic)
@@ -411,6 +511,55 @@ class CENIQATask:
                                            max_iter=200))
 
     # -- helpers ---------------------------------------------------------------------------------
+    def class_quality(self) -> torch.Tensor | None:
+        """Mean normalised training target per level class (classes never seen get the overall mean), or
+        None when no training image has a known (type, level): then the score does not use the prior.
+        On the fly: the level rule per (type, level), 1.0 for pristine."""
+        n_classes = 1 + N_LEVELS * max(len(self.bundle.labels.types), 1)
+        if self.bundle.onthefly is not None:
+            from synthiqa.datasets.labels import level_quality
+            from synthiqa.distortions import ChainOp
+
+            quality = torch.ones(n_classes)
+            for t, name in enumerate(self.bundle.labels.types):
+                for v in range(1, N_LEVELS + 1):
+                    rule = level_quality((ChainOp(name, float(v)),), self.config.onthefly_profile)
+                    quality[1 + N_LEVELS * t + v - 1] = rule / 100
+            return quality
+        classes, scores = self._record_classes(range(len(self.train_images.records)))
+        keep = (classes >= 0) & torch.isfinite(scores)
+        if not bool(keep.any()):
+            return None
+        sums = torch.zeros(n_classes).index_add_(0, classes[keep], scores[keep])
+        counts = torch.zeros(n_classes).index_add_(0, classes[keep], torch.ones(int(keep.sum())))
+        return torch.where(counts > 0, sums / counts.clamp_min(1), scores[keep].mean())
+
+    @torch.no_grad()
+    def training_contexts(self, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Raw whole-image features ``[N, D]`` and ``level_class`` ids ``[N]`` of up to ``limit`` training
+        images (a seeded random subset; the features stay in the loader's cache), or on the fly of as many
+        generated training crops."""
+        whole = self.model.whole_image
+        assert whole is not None
+        if self.bundle.onthefly is not None:
+            source = self.bundle.onthefly[0]
+            batches = [source.batch(-1, t) for t in range(max(1, math.ceil(limit / source.batch_size)))]
+            return (torch.cat([whole(b["image"]).cpu() for b in batches]),
+                    torch.cat([level_class(b["type"], b["level"]).cpu() for b in batches]))
+        from rich.progress import track
+
+        n = len(self.train_images.records)
+        pick = sorted(int(i) for i in np.random.default_rng([self.config.seed, 11]).permutation(n)[:limit])
+        images = track(pick, description="whole-image features", disable=not self.progress, transient=True)
+        contexts = torch.stack([self.train_images.context_of(i) for i in images])
+        return contexts, self._record_classes(pick)[0]
+
+    def _record_classes(self, indices: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        """``level_class`` ids and normalised targets (float32) of training images ``indices``."""
+        targets = [self.train_images.targets(i) for i in indices]
+        types, levels = torch.stack([t["type"] for t in targets]), torch.stack([t["level"] for t in targets])
+        return level_class(types, levels), torch.stack([t["score"] for t in targets]).float()
+
     def eval_batches(self, part: str, limit: int | None = None) -> Iterable[dict[str, torch.Tensor]] | None:
         """Evaluation batches of ``train``/``val``/``test`` (fixed crops), or None when the part is empty."""
         c = self.config
@@ -485,7 +634,9 @@ class CENIQATask:
 def build_model(state: dict[str, Any]) -> tuple[CENIQANet, CENIQAConfig, LabelSpace]:
     """Rebuild a trained network from a checkpoint dict (no pretrained download: weights come from it)."""
     stored = dict(state["config"])
-    stored.setdefault("use_whole_image", False)  # checkpoints from before the whole-image features lack it
+    # fields newer than some checkpoints: what those checkpoints were trained without
+    for name in ("use_whole_image", "use_scene_statistics", "normalize_context", "use_level_head"):
+        stored.setdefault(name, False)
     config = CENIQAConfig.from_dict(stored, source="checkpoint config")
     config = dataclasses.replace(config, pretrained=False, backbone_checkpoint=None)
     labels = LabelSpace(**state.get("labels", {}))
@@ -523,7 +674,7 @@ def train_ceniqa(options: dict[str, Any], data: str | None, out: str | Path | No
     else:
         raise ConfigError("give --data DIR (or KIND:PATH), or --on-the-fly REF_DIR")
     torch.manual_seed(config.seed)
-    task = CENIQATask(config, bundle, device)
+    task = CENIQATask(config, bundle, device, progress=bool(options.get("progress", True)))
     out_dir.mkdir(parents=True, exist_ok=True)
     config.save(out_dir / "config.yaml")
     settings = LoopSettings(config.total_epochs, config.learning_rate, config.weight_decay, config.scheduler,
@@ -607,7 +758,7 @@ class CENIQAPredictor:
             raise DatasetError("CENIQA: no training records")
         bundle = DataBundle(LabelSpace.from_records(train), list(train), list(val or []), [])
         torch.manual_seed(self.config.seed)  # initial weights from the config's seed, not from earlier work
-        task = CENIQATask(self.config, bundle, self.device)
+        task = CENIQATask(self.config, bundle, self.device, progress=self.progress)
         c = self.config
         settings = LoopSettings(c.total_epochs, c.learning_rate, c.weight_decay, c.scheduler, c.grad_clip,
                                 c.seed, self.device, c.amp, progress=self.progress)

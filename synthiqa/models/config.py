@@ -37,6 +37,15 @@ class CENIQAConfig(MethodConfig):
             attention-pooled patches, pixel statistics of the crops (luminance, colour, gradient energy per
             scale, blockiness), and pixel + DCT statistics of the whole image (computed once per image by
             the loaders; on the fly, where the whole image is the crop, from the crops).
+        use_scene_statistics: add ``SceneStatisticsFeatures`` (MSCN statistics, 8-bit histogram gaps and
+            spikes, colour balance) to the whole-image features.
+        use_level_head: a multinomial logistic regression on the normalised whole-image features
+            classifies (distortion type, level 1..5) or pristine, fitted with the mixture; the score blends
+            the regressor's output with the expected training quality of those classes
+            (``CENIQANet.score``). Needs ``use_whole_image``; sets without type and level labels skip it.
+        normalize_context: map each whole-image feature through its training quantiles to a standard
+            normal (``QuantileNormalizer``, fitted on up to ``CONTEXT_FIT_IMAGES`` training images before
+            training) instead of feeding the heavy-tailed raw statistics.
         dct_block: block side of the frequency extractor, px.
         patch_dim: width of the patch-wise quality features.
         image_size: training and evaluation crop side, px.
@@ -79,6 +88,9 @@ class CENIQAConfig(MethodConfig):
     use_patch: bool = True
     use_statistics: bool = True
     use_whole_image: bool = True
+    use_scene_statistics: bool = True
+    normalize_context: bool = True
+    use_level_head: bool = True
     dct_block: int = 8
     patch_dim: int = 64
     image_size: int = 128

@@ -217,11 +217,17 @@ class RecordImages(Dataset):
         out = self.targets(i)
         out["image"] = crop
         if self.context is not None:
-            key = i % len(self.records)
-            if key not in self._contexts:
-                self._contexts[key] = self.context(image)
-            out["context"] = self._contexts[key]
+            out["context"] = self.context_of(i)
         return out
+
+    def context_of(self, i: int) -> torch.Tensor:
+        """The whole-image features of item ``i``'s image (computed once, then kept)."""
+        if self.context is None:
+            raise ValueError("this set computes no whole-image features (context=None)")
+        key = i % len(self.records)
+        if key not in self._contexts:
+            self._contexts[key] = self.context(self.image(key))
+        return self._contexts[key]
 
 
 class SceneBatchSampler(Sampler[list[int]]):
@@ -340,10 +346,10 @@ class OnTheFlyBatches:
                     chains.append((ChainOp(rng.choice(self.labels.types), float(rng.randint(1, 5))),))
         images = torch.stack(crops).to(self.device)
         seeds = [derive_seed(self.seed, "onthefly-image", epoch, step, i) for i in range(len(chains))]
-        out, _ = apply_chains(images, chains, seeds, profile=self.profile)
+        out, _ = apply_chains(images, chains, seeds, profile=self.profile, out_dtype=torch.uint8)  # as files
         groups = [get_distortion(c[0].name, self.profile).group if c else None for c in chains]
         return {
-            "image": out.float(),
+            "image": out.float().div_(255.0),
             "score": torch.tensor([level_quality(c, self.profile) / 100.0 for c in chains]),
             "type": torch.tensor([self.labels.type_id(c[0].name) if c else -1 for c in chains]),
             "group": torch.tensor([self.labels.group_id(g) for g in groups]),

@@ -14,7 +14,8 @@ with ``CENIQAConfig.load`` and ``synthiqa train --config``) and ``out/index.yaml
 Groups: ``backbone`` (ResNet, EfficientNet, ViT, Swin, UNet, and the compact default), ``regressor``
 (MLP, KAN, Transformer, GRU, attention), ``clusters`` (K = 4, 6, 8, 10, 12), ``features`` (each of the
 multi-scale, frequency, patch-wise and pixel-statistics extractors alone and left out) and
-``components`` (the monotonic head and loss, and each auxiliary loss switched off, then all of them).
+``components`` (the monotonic head and loss, the level head, the scene statistics, the whole-image features
+without quantile normalisation, and each auxiliary loss switched off, then all of them).
 
 ``read_experiments(folder)`` loads such a folder back (validating every config);
 ``synthiqa bench run FOLDER`` runs it as benchmark cells, a few at a time, resuming where it stopped.
@@ -67,6 +68,9 @@ def ablation_experiments() -> list[Experiment]:
     exps += [
         Experiment("components-monotonic-head", "components", {"regressor_type": "monotonic"}),
         Experiment("components-no-monotonic-loss", "components", {"lambda_monotonic": 0.0}),
+        Experiment("components-no-level-head", "components", {"use_level_head": False}),
+        Experiment("components-no-scene-statistics", "components", {"use_scene_statistics": False}),
+        Experiment("components-raw-whole-image-features", "components", {"normalize_context": False}),
     ]
     exps += [Experiment(f"components-no-{loss}-loss", "components", {f"lambda_{loss}": 0.0})
              for loss in AUXILIARY_LOSSES]

@@ -12,6 +12,11 @@ image statistics.
   quantiles, saturation and chroma, gradient and Laplacian energy at four scales, flat-neighbour share,
   8-px blockiness, chroma detail. Global tone and colour changes (darkening, contrast, saturation) are
   read off these directly; a small CNN on a crop learns them slowly from a few hundred images.
+* ``SceneStatisticsFeatures``: natural-scene statistics (MSCN coefficients, as BRISQUE reads them), the
+  8-bit histograms' gaps and spikes (a tone curve applied to an 8-bit image leaves them whatever the
+  scene: their share grows with the curve's slope away from 1) and colour balance, of whole images.
+* ``QuantileNormalizer``: a per-feature rank-Gauss map fitted on training features, so that heavy-tailed
+  fixed statistics reach the network on one scale.
 """
 
 from __future__ import annotations
@@ -199,27 +204,203 @@ class StatisticsFeatures(nn.Module):
 
 class WholeImageFeatures(nn.Module):
     """Fixed statistics of a whole image, however large (no learned weights): ``StatisticsFeatures`` of the
-    image halved by 2x2 averaging (tone, colour, detail per scale) and ``FrequencyFeatures`` at full
-    resolution (the codec's 8 px grid is kept): ``[B, 44 + 222]`` for 8 px blocks.
+    image halved by 2x2 averaging (tone, colour, detail per scale), ``FrequencyFeatures`` at full
+    resolution (the codec's 8 px grid is kept) and, with ``scene_statistics``, ``SceneStatisticsFeatures``
+    at full resolution: ``[B, 44 + 222 (+ 80)]`` for 8 px blocks.
 
     Crops show a few parts of an image; global tone and colour changes (darkening, contrast, saturation)
     and directional blur are read more reliably off the whole picture. The data loaders compute it once
     per image (``of_image``) and cache it; images of different sizes are fine.
     """
 
-    def __init__(self, block: int = 8):
+    def __init__(self, block: int = 8, scene_statistics: bool = True):
         super().__init__()
         self.statistics = StatisticsFeatures()
         self.frequency = FrequencyFeatures(block)
-        self.out_dim = self.statistics.out_dim + self.frequency.out_dim
+        self.scene = SceneStatisticsFeatures() if scene_statistics else None
+        self.out_dim = (self.statistics.out_dim + self.frequency.out_dim
+                        + (self.scene.out_dim if self.scene is not None else 0))
 
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         """``[B,3,H,W]`` [0, 1] RGB -> ``[B, out_dim]`` (images under 64 px a side are not halved)."""
         x = images.float()
         half = F.avg_pool2d(x, 2) if min(x.shape[-2:]) >= 64 else x
-        return torch.cat([self.statistics(half), self.frequency(x)], 1)
+        parts = [self.statistics(half), self.frequency(x)]
+        if self.scene is not None:
+            parts.append(self.scene(x))
+        return torch.cat(parts, 1)
 
     def of_image(self, image: torch.Tensor) -> torch.Tensor:
         """One uint8 ``[3,H,W]`` image -> float32 ``[out_dim]`` on the CPU."""
         return self(image[None].float().div(255.0))[0].cpu()
+
+
+#: Scales of the MSCN statistics (the luminance is halved between them).
+MSCN_SCALES = 2
+#: Neighbour offsets (dy, dx) whose MSCN products are summarised: horizontal, vertical, two diagonals.
+MSCN_NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1))
+#: Local-contrast quantiles reported per scale.
+SIGMA_QUANTILES = (0.1, 0.5, 0.9)
+#: Luminance standard deviations (0-255 units) below which an 8x8 block counts as flat.
+FLAT_BLOCK_STD = (0.5, 1.5, 4.0)
+
+
+def _gaussian_window(sigma: float = 7 / 6, size: int = 7) -> torch.Tensor:
+    x = torch.arange(size, dtype=torch.float32) - size // 2
+    k = torch.exp(-x.square() / (2 * sigma * sigma))
+    return k / k.sum()
+
+
+def _separable_blur(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """``[B,1,H,W]`` filtered by ``k`` along both axes, borders replicated."""
+    r = k.numel() // 2
+    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
+    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
+
+
+def _shape_moments(v: torch.Tensor) -> torch.Tensor:
+    """``[B, N]`` -> log variance, skewness, log kurtosis and E|x - mean| / std (a GGD shape proxy)."""
+    c = v - v.mean(1, keepdim=True)
+    var = c.square().mean(1)
+    sd = var.sqrt() + 1e-6
+    skew, kurt = (c**3).mean(1) / sd**3, (c**4).mean(1) / sd**4
+    return torch.stack([torch.log(var + 1e-6), skew, torch.log(kurt + 1e-6), c.abs().mean(1) / sd], 1)
+
+
+class SceneStatisticsFeatures(nn.Module):
+    """Scene-independent distortion statistics of [0, 1] RGB images (no learned weights): ``[B, 80]``.
+
+    * Per scale (full, 1/2): MSCN coefficients ``(Y - mu) / (sigma + 1)`` of the luminance in 0-255 units
+      (7-tap Gaussian window, as BRISQUE): their shape moments (4); for each of the four neighbour
+      directions the products of neighbouring coefficients: mean, log mean square, share positive (12);
+      and quantiles of ``log(sigma + 1)``, the local contrast (3). 38 in all.
+    * Per channel (R, G, B, Y rounded to 8-bit codes): among the codes between the 1% and 99% points of
+      the histogram, the share that is empty (gaps) and the share that holds over three times its
+      neighbours' mean (spikes); histogram entropy, nats; the 1% and 99% codes / 255; the share of pixels
+      at 0 or 255 (24).
+    * Distinct colours at 6 and 5 bits per channel, log share of the pixel count (2).
+    * Colour balance: opponent means and standard deviations (R - G, (R + G)/2 - B), RGB means and
+      standard deviations, the three inter-channel correlations (13), and the share of 8x8 blocks whose
+      luminance standard deviation is below each of ``FLAT_BLOCK_STD`` (3).
+    """
+
+    out_dim = MSCN_SCALES * (4 + 3 * len(MSCN_NEIGHBOURS) + len(SIGMA_QUANTILES)) + 4 * 6 + 2 + 13 + 3
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.register_buffer("window", _gaussian_window(), persistent=False)
+
+    @torch.no_grad()
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        x = images.float().clamp(0.0, 1.0)
+        codes = x.mul(255.0).round().to(torch.int64)
+        luma = rgb_to_ycbcr(x)[:, :1] * 255.0
+        return torch.cat([self._mscn(luma), self._histograms(codes), self._colour(x, luma)], 1)
+
+    def _mscn(self, y: torch.Tensor) -> torch.Tensor:
+        parts = []
+        for _ in range(MSCN_SCALES):
+            mu = _separable_blur(y, self.window)
+            sigma = (_separable_blur(y * y, self.window) - mu * mu).clamp_min(0).sqrt()
+            m = ((y - mu) / (sigma + 1.0))[:, 0]
+            parts.append(_shape_moments(m.flatten(1)))
+            h, w = m.shape[-2:]
+            for dy, dx in MSCN_NEIGHBOURS:
+                a = m[:, dy:, max(dx, 0):w + min(dx, 0)]
+                b = m[:, :h - dy, max(-dx, 0):w - max(dx, 0)]
+                p = (a * b).flatten(1)
+                parts.append(torch.stack([p.mean(1), torch.log(p.square().mean(1) + 1e-6),
+                                          (p > 0).float().mean(1)], 1))
+            spread = torch.log(sigma.flatten(1)[:, ::7] + 1.0)
+            parts.append(torch.quantile(spread, torch.tensor(SIGMA_QUANTILES, device=y.device), dim=1).T)
+            y = F.avg_pool2d(y, 2)
+        return torch.cat(parts, 1)
+
+    @staticmethod
+    def _histograms(codes: torch.Tensor) -> torch.Tensor:
+        b = codes.shape[0]
+        r, g, bl = codes.unbind(1)
+        y = (0.299 * r + 0.587 * g + 0.114 * bl).round().long()
+        ones = torch.ones(b, r[0].numel(), device=codes.device)
+        idx = torch.arange(256, device=codes.device)
+        parts = []
+        for c in (r, g, bl, y):
+            hist = torch.zeros(b, 256, device=codes.device).scatter_add_(1, c.flatten(1), ones)
+            p = hist / hist.sum(1, keepdim=True)
+            cdf = p.cumsum(1)
+            lo, hi = (cdf < 0.01).sum(1), (cdf < 0.99).sum(1)
+            inside = (idx >= lo[:, None]) & (idx <= hi[:, None])
+            n_inside = inside.float().sum(1).clamp_min(1)
+            padded = F.pad(hist[:, None], (1, 1), mode="replicate")[:, 0]
+            neighbours = (padded[:, :-2] + padded[:, 2:]) / 2
+            parts += [((hist == 0) & inside).float().sum(1) / n_inside,
+                      ((hist > 3 * neighbours + 5) & inside).float().sum(1) / n_inside,
+                      -(p * torch.log(p + 1e-12)).sum(1), lo.float() / 255, hi.float() / 255,
+                      p[:, 0] + p[:, 255]]
+        for bits in (6, 5):
+            q = codes >> (8 - bits)
+            colour = (q[:, 0] << (2 * bits)) + (q[:, 1] << bits) + q[:, 2]
+            used = torch.stack([torch.bincount(v, minlength=1 << (3 * bits)).count_nonzero()
+                                for v in colour.flatten(1)]).float()
+            parts.append(torch.log(used / colour[0].numel()))
+        return torch.stack(parts, 1)
+
+    @staticmethod
+    def _colour(x: torch.Tensor, luma: torch.Tensor) -> torch.Tensor:
+        flat = x.flatten(2)
+        r, g, b = flat.unbind(1)
+        rg, yb = r - g, 0.5 * (r + g) - b
+        parts = [torch.stack([rg.mean(1), yb.mean(1), rg.std(1), yb.std(1)], 1), flat.mean(2), flat.std(2)]
+        centred = flat - flat.mean(2, keepdim=True)
+        sd = centred.square().mean(2).sqrt() + 1e-6
+        corr = [(centred[:, i] * centred[:, j]).mean(1) / (sd[:, i] * sd[:, j])
+                for i, j in ((0, 1), (1, 2), (0, 2))]
+        parts.append(torch.stack(corr, 1))
+        block_var = F.avg_pool2d(luma.square(), 8) - F.avg_pool2d(luma, 8).square()
+        block_sd = block_var.clamp_min(0).sqrt().flatten(1)
+        parts.append(torch.stack([(block_sd < t).float().mean(1) for t in FLAT_BLOCK_STD], 1))
+        return torch.cat(parts, 1)
+
+
+class QuantileNormalizer(nn.Module):
+    """Per-feature rank-Gauss map fitted on training features (``fit``): each feature goes through its
+    ``n_quantiles`` training quantiles to the standard normal's, piecewise linearly (ties take their mean
+    rank; values beyond the training range map to the end points, +-3.1). Identity until fitted. The
+    quantiles are buffers, so checkpoints carry them."""
+
+    def __init__(self, dim: int, n_quantiles: int = 64):
+        super().__init__()
+        self.register_buffer("knots", torch.zeros(dim, n_quantiles))
+        self.register_buffer("is_fitted", torch.zeros((), dtype=torch.bool))
+        probs = torch.linspace(0.001, 0.999, n_quantiles)
+        self.register_buffer("targets", math.sqrt(2.0) * torch.erfinv(2 * probs - 1), persistent=False)
+
+    @torch.no_grad()
+    def fit(self, features: torch.Tensor) -> QuantileNormalizer:
+        """Fit on ``[N, dim]`` training features (N >= 2; non-finite values are ignored)."""
+        x = features.float().to(self.knots.device)
+        finite = torch.isfinite(x)
+        x = torch.where(finite, x, torch.where(finite, x, math.nan).nanmedian(0).values.nan_to_num(0.0))
+        probs = torch.linspace(0.0, 1.0, self.knots.shape[1], device=x.device)
+        self.knots.copy_(torch.quantile(x, probs, dim=0).T)
+        self.is_fitted.fill_(True)
+        return self
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not bool(self.is_fitted):
+            return x
+        v = x.float().T.contiguous()  # [dim, B]
+        z = 0.5 * (self._position(v, right=False) + self._position(v, right=True))
+        return z.T.nan_to_num(0.0)
+
+    def _position(self, v: torch.Tensor, right: bool) -> torch.Tensor:
+        k = self.knots
+        q = k.shape[1]
+        i = torch.searchsorted(k, v, right=right)
+        lo = (i - 1).clamp(0, q - 2)
+        k_lo, k_hi = k.gather(1, lo), k.gather(1, lo + 1)
+        span = k_hi - k_lo
+        tied = torch.full_like(v, 0.0 if right else 1.0)
+        t = torch.where(span > 0, (v - k_lo) / span.clamp_min(1e-12), tied).clamp(0.0, 1.0)
+        return self.targets[lo] + t * (self.targets[lo + 1] - self.targets[lo])
