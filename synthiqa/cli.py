@@ -135,7 +135,8 @@ def merge_command(
 @app.command("train")
 def train_command(
     data: Optional[str] = typer.Option(None, "--data", help="A generated set's folder, or KIND:PATH "  # noqa: UP045
-                                       "(live, kadid10k, csv, synthiqa)."),
+                                       "(live, kadid10k, csv, synthiqa), with loader options as "
+                                       "?name=value&... (csv:s.csv?lower_better=false&mos_range=0,100)."),
     out: Path = typer.Option(..., "--out", help="Run folder: best.pt, last.pt, log.csv, run.json."),
     method: str = typer.Option("ceniqa", "--method", help="Trainable method."),
     config: Optional[Path] = typer.Option(None, "--config", help="Config file (YAML or JSON)."),  # noqa: UP045
@@ -243,7 +244,8 @@ def predict_command(
 def evaluate_command(
     checkpoint: Path = typer.Option(..., "--checkpoint", help="A trained model's checkpoint."),
     dataset: str = typer.Option(..., "--dataset", help="KIND:PATH (live, kadid10k, csv, synthiqa) or a "
-                                "generated set's folder."),
+                                "generated set's folder; loader options as ?name=value&... "
+                                "(csv:s.csv?lower_better=false&mos_range=0,100)."),
     label: Optional[str] = typer.Option(None, "--label", help="Generated sets: which label column."),  # noqa: UP045
     split: Optional[str] = typer.Option(None, "--split", help="Only the manifest's train, val or test "  # noqa: UP045
                                         "part [all images]."),

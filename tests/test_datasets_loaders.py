@@ -248,6 +248,28 @@ def test_csv_mos_and_dmos_directions(tmp_path):
     assert [r.score_norm for r in inferred.records] == [1.0, 0.5, 0.0]
 
 
+def test_data_specs_carry_loader_options(tmp_path):
+    from synthiqa.datasets.spec import load_data_spec, parse_data_spec
+    from synthiqa.errors import ConfigError
+
+    assert parse_data_spec("live:/data/LIVE") == ("live", "/data/LIVE", {})
+    assert parse_data_spec("runs/kodak-grid") == ("synthiqa", "runs/kodak-grid", {})
+    assert parse_data_spec("csv:s.csv?lower_better=false&mos_range=0,100&score_name=dmos&x=2") == (
+        "csv", "s.csv", {"lower_better": False, "mos_range": (0.0, 100.0), "score_name": "dmos", "x": 2})
+    odd = tmp_path / "a?b"  # an existing path is taken as it is, even with a '?' in its name
+    odd.mkdir()
+    assert parse_data_spec(str(odd)) == ("synthiqa", str(odd), {})
+    path = _csv_tree(tmp_path, [1.0, 3.0, 5.0])
+    kind, ds = load_data_spec(f"csv:{path}?mos_range=1,5&lower_better=false")
+    assert kind == "csv" and [r.score_norm for r in ds.records] == [0.0, 0.5, 1.0]
+    with pytest.raises(ConfigError, match="not NAME=VALUE"):
+        parse_data_spec(f"csv:{path}?lower_better")
+    with pytest.raises(DatasetError, match="has no option colour"):
+        load_data_spec(f"csv:{path}?colour=1&lower_better=true&infer_range=true")
+    with pytest.raises(ConfigError, match="--label only applies to generated sets"):
+        load_data_spec(f"csv:{path}?lower_better=true&infer_range=true", label="fr_pseudo_mos")
+
+
 def test_csv_requires_declared_direction_and_range(tmp_path):
     path = _csv_tree(tmp_path, [1.0, 2.0])
     with pytest.raises(DatasetError, match="declare the score direction"):

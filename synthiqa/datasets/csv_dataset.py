@@ -107,7 +107,7 @@ def _score_info(source: str, mos_range: Sequence[float] | None, lower_better: bo
     if lower_better is None:
         raise DatasetError(
             f"{source}: declare the score direction: lower_better=True (DMOS, lower is better) "
-            "or lower_better=False (MOS, higher is better)"
+            "or lower_better=False (MOS, higher is better); on the command line csv:PATH?lower_better=false"
         )
     if not isinstance(lower_better, bool):
         raise DatasetError(f"{source}: lower_better must be True or False, got {lower_better!r}")
@@ -115,7 +115,7 @@ def _score_info(source: str, mos_range: Sequence[float] | None, lower_better: bo
         if not infer_range:
             raise DatasetError(
                 f"{source}: declare the score range, e.g. mos_range=(1, 5), "
-                "or pass infer_range=True to take it from the data"
+                "or pass infer_range=True to take it from the data (command line: ?mos_range=1,5)"
             )
         return ScoreInfo(label, 0.0, 1.0, lower_better)
     if infer_range:

@@ -290,25 +290,14 @@ class DataBundle:
     description: str = ""
 
 
-def parse_data_spec(data: str) -> tuple[str, str]:
-    """``KIND:PATH`` or a folder made by ``synthiqa generate`` (kind ``synthiqa``)."""
-    kind, sep, path = data.partition(":")
-    if sep and len(kind) > 1 and not Path(data).exists():  # a Windows drive letter is not a kind
-        return kind, path
-    return "synthiqa", data
-
-
 def load_record_splits(data: str, label: str | None, seed: int
                        ) -> tuple[list[IQARecord], list[IQARecord], list[IQARecord], str]:
     """(train, val, test) records of ``data``: the manifest's ``split`` column where the set has one,
     else one reference-disjoint 70/10/20 split (seeded)."""
-    from synthiqa.datasets import apply_split, load_dataset, reference_disjoint_splits, stored_split
+    from synthiqa.datasets import apply_split, reference_disjoint_splits, stored_split
+    from synthiqa.datasets.spec import load_data_spec
 
-    kind, path = parse_data_spec(data)
-    options = {"label": label} if label and kind == "synthiqa" else {}
-    if label and kind != "synthiqa":
-        raise ConfigError(f"--label only applies to generated sets, not to kind {kind!r}")
-    dataset = load_dataset(kind, path, **options)
+    _, dataset = load_data_spec(data, label)
     if any(r.extra.get("split") in ("train", "val", "test") for r in dataset.records):
         split = stored_split(dataset)
     else:
@@ -317,7 +306,7 @@ def load_record_splits(data: str, label: str | None, seed: int
     if not train:
         raise DatasetError(f"{data}: the split leaves no training images")
     sizes = f"{len(train)}/{len(val)}/{len(test)}"
-    desc = f"{kind}:{path} ({dataset.score_info.name}; split {split.name}: {sizes} train/val/test)"
+    desc = f"{data} ({dataset.score_info.name}; split {split.name}: {sizes} train/val/test)"
     return train, val, test, desc
 
 
@@ -791,13 +780,9 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, label: str | None = N
     """SRCC, PLCC, RMSE (overall and per distortion type), active clusters and purity against the
     distortion group of a checkpoint on ``data`` (``KIND:PATH`` or a generated folder); ``split`` keeps
     only the manifest's ``train``/``val``/``test`` part."""
-    from synthiqa.datasets import load_dataset
+    from synthiqa.datasets.spec import load_data_spec
 
-    kind, path = parse_data_spec(data)
-    if label and kind != "synthiqa":
-        raise ConfigError(f"--label only applies to generated sets, not to kind {kind!r}")
-    dataset = load_dataset(kind, path, **({"label": label} if label else {}))
-    records = dataset.records
+    records = load_data_spec(data, label)[1].records
     if split is not None:
         records = [r for r in records if r.extra.get("split") == split]
         if not records:

@@ -17,7 +17,7 @@ import torch
 
 from synthiqa.datasets.records import IQARecord
 from synthiqa.devices import resolve_device
-from synthiqa.errors import ConfigError, DatasetError
+from synthiqa.errors import DatasetError
 from synthiqa.models.data import PRISTINE
 from synthiqa.models.inference import quality_metrics
 from synthiqa.models.registry import QualityPredictor, load_predictor
@@ -86,13 +86,9 @@ def evaluate_predictor_checkpoint(checkpoint: str | Path, data: str, label: str 
                                   split: str | None = None, device: str = "auto") -> dict[str, Any]:
     """``evaluate_records`` of a checkpoint on ``data`` (``KIND:PATH`` or a generated folder); ``split``
     keeps only the manifest's ``train``/``val``/``test`` part."""
-    from synthiqa.datasets import load_dataset
-    from synthiqa.models.ceniqa import parse_data_spec
+    from synthiqa.datasets.spec import load_data_spec
 
-    kind, path = parse_data_spec(data)
-    if label and kind != "synthiqa":
-        raise ConfigError(f"--label only applies to generated sets, not to kind {kind!r}")
-    records = load_dataset(kind, path, **({"label": label} if label else {})).records
+    records = load_data_spec(data, label)[1].records
     if split is not None:
         records = [r for r in records if r.extra.get("split") == split]
         if not records:

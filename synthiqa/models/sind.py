@@ -247,15 +247,12 @@ def experiment_records(data: str, experiment: str = "reference-split", fold: int
     trains on), else ``reference_disjoint_splits(seed=seed)``. With several training sets each is split
     on its own and the parts are concatenated; ``cross-set`` tests on all of ``test_data``.
     """
-    from synthiqa.datasets import apply_split, load_dataset, stored_split
+    from synthiqa.datasets import apply_split, stored_split
+    from synthiqa.datasets.spec import load_data_spec
     from synthiqa.datasets.splits import PARTS
-    from synthiqa.models.ceniqa import parse_data_spec
 
     def load(spec: str) -> IQADataset:
-        kind, path = parse_data_spec(spec)
-        if label and kind != "synthiqa":
-            raise ConfigError(f"--label only applies to generated sets, not to kind {kind!r}")
-        return load_dataset(kind, path, **({"label": label} if label and kind == "synthiqa" else {}))
+        return load_data_spec(spec, label)[1]
 
     if experiment not in EXPERIMENTS:
         raise ConfigError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
