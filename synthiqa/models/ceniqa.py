@@ -402,13 +402,20 @@ class CENIQATask:
                                              train=True, seed=config.seed, cache_mb=config.cache_mb,
                                              repeats=config.train_crops, patches=config.patches_per_image,
                                              context=self.model.context_features)
-            scenes = [int(self.train_images.targets(i)["scene"]) for i in range(len(self.train_images))]
+            targets = [self.train_images.targets(i) for i in range(len(self.train_images.records))]
+            scenes = [int(t["scene"]) for t in targets] * config.train_crops  # item i: image i % n
             self.sampler = SceneBatchSampler(scenes, config.batch_size, config.images_per_scene,
                                              seed=config.seed, limit=config.train_samples)
+            #: ``level_class`` id and normalised target of every training image.
+            self.record_classes = level_class(torch.stack([t["type"] for t in targets]),
+                                              torch.stack([t["level"] for t in targets]))
+            self.record_scores = torch.stack([t["score"] for t in targets]).float()
+        #: On the fly: (raw whole-image features, level classes) of generated batches ``batch(-1, t)``, kept.
+        self._generated: list[tuple[torch.Tensor, torch.Tensor]] = []
         if self.model.context_norm is not None:
             self.model.context_norm.fit(self.training_contexts(CONTEXT_FIT_IMAGES)[0])
         #: Mean training target per level class, or None when no training image has a (type, level).
-        self.level_quality = self.class_quality() if self.model.level_head is not None else None
+        self.class_targets = self._class_targets() if self.model.level_head is not None else None
 
     # -- loop interface --------------------------------------------------------------------------
     def phase(self, epoch: int) -> tuple[str, int, int]:
@@ -441,10 +448,10 @@ class CENIQATask:
         self.fit_active = warn_on_collapse(resp, ACTIVE_FRACTION, context=f"epoch {epoch + 1} mixture fit")
         row = {"gmm_components": float(self.model.gmm.n_components),
                "gmm_active_train": float(self.fit_active), "gmm_fit_seconds": time.perf_counter() - t0}
-        if self.level_quality is not None:  # the level head is refitted with the mixture
+        if self.class_targets is not None:  # the level head is refitted with the mixture
             t1 = time.perf_counter()
             contexts, classes = self.training_contexts(LEVEL_FIT_IMAGES)
-            self.model.fit_level_head(contexts, classes, self.level_quality)
+            self.model.fit_level_head(contexts, classes, self.class_targets)
             row["level_fit_seconds"] = time.perf_counter() - t1
         return row
 
@@ -500,7 +507,7 @@ class CENIQATask:
                                            max_iter=200))
 
     # -- helpers ---------------------------------------------------------------------------------
-    def class_quality(self) -> torch.Tensor | None:
+    def _class_targets(self) -> torch.Tensor | None:
         """Mean normalised training target per level class (classes never seen get the overall mean), or
         None when no training image has a known (type, level): then the score does not use the prior.
         On the fly: the level rule per (type, level), 1.0 for pristine."""
@@ -515,7 +522,7 @@ class CENIQATask:
                     rule = level_quality((ChainOp(name, float(v)),), self.config.onthefly_profile)
                     quality[1 + N_LEVELS * t + v - 1] = rule / 100
             return quality
-        classes, scores = self._record_classes(range(len(self.train_images.records)))
+        classes, scores = self.record_classes, self.record_scores
         keep = (classes >= 0) & torch.isfinite(scores)
         if not bool(keep.any()):
             return None
@@ -532,22 +539,19 @@ class CENIQATask:
         assert whole is not None
         if self.bundle.onthefly is not None:
             source = self.bundle.onthefly[0]
-            batches = [source.batch(-1, t) for t in range(max(1, math.ceil(limit / source.batch_size)))]
-            return (torch.cat([whole(b["image"]).cpu() for b in batches]),
-                    torch.cat([level_class(b["type"], b["level"]).cpu() for b in batches]))
+            steps = max(1, math.ceil(limit / source.batch_size))
+            for t in range(len(self._generated), steps):  # the batches are fixed: make each one once
+                b = source.batch(-1, t)
+                self._generated.append((whole(b["image"]).cpu(), level_class(b["type"], b["level"]).cpu()))
+            return (torch.cat([c for c, _ in self._generated[:steps]]),
+                    torch.cat([k for _, k in self._generated[:steps]]))
         from rich.progress import track
 
         n = len(self.train_images.records)
         pick = sorted(int(i) for i in np.random.default_rng([self.config.seed, 11]).permutation(n)[:limit])
         images = track(pick, description="whole-image features", disable=not self.progress, transient=True)
         contexts = torch.stack([self.train_images.context_of(i) for i in images])
-        return contexts, self._record_classes(pick)[0]
-
-    def _record_classes(self, indices: Iterable[int]) -> tuple[torch.Tensor, torch.Tensor]:
-        """``level_class`` ids and normalised targets (float32) of training images ``indices``."""
-        targets = [self.train_images.targets(i) for i in indices]
-        types, levels = torch.stack([t["type"] for t in targets]), torch.stack([t["level"] for t in targets])
-        return level_class(types, levels), torch.stack([t["score"] for t in targets]).float()
+        return contexts, self.record_classes[pick]
 
     def eval_batches(self, part: str, limit: int | None = None) -> Iterable[dict[str, torch.Tensor]] | None:
         """Evaluation batches of ``train``/``val``/``test`` (fixed crops), or None when the part is empty."""

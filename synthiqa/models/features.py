@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
+
 
 class MultiScaleFeatures(nn.Module):
     """Spatial mean and standard deviation of every map, concatenated: ``[B, 2 * sum(channels)]``."""
@@ -238,25 +240,14 @@ class WholeImageFeatures(nn.Module):
 
 #: Scales of the MSCN statistics (the luminance is halved between them).
 MSCN_SCALES = 2
+#: Gaussian window of the MSCN local mean and deviation: std and side, px (BRISQUE's).
+MSCN_SIGMA, MSCN_WINDOW = 7 / 6, 7
 #: Neighbour offsets (dy, dx) whose MSCN products are summarised: horizontal, vertical, two diagonals.
 MSCN_NEIGHBOURS = ((0, 1), (1, 0), (1, 1), (1, -1))
 #: Local-contrast quantiles reported per scale.
 SIGMA_QUANTILES = (0.1, 0.5, 0.9)
 #: Luminance standard deviations (0-255 units) below which an 8x8 block counts as flat.
 FLAT_BLOCK_STD = (0.5, 1.5, 4.0)
-
-
-def _gaussian_window(sigma: float = 7 / 6, size: int = 7) -> torch.Tensor:
-    x = torch.arange(size, dtype=torch.float32) - size // 2
-    k = torch.exp(-x.square() / (2 * sigma * sigma))
-    return k / k.sum()
-
-
-def _separable_blur(x: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
-    """``[B,1,H,W]`` filtered by ``k`` along both axes, borders replicated."""
-    r = k.numel() // 2
-    x = F.conv2d(F.pad(x, (r, r, 0, 0), mode="replicate"), k.view(1, 1, 1, -1))
-    return F.conv2d(F.pad(x, (0, 0, r, r), mode="replicate"), k.view(1, 1, -1, 1))
 
 
 def _shape_moments(v: torch.Tensor) -> torch.Tensor:
@@ -272,9 +263,9 @@ class SceneStatisticsFeatures(nn.Module):
     """Scene-independent distortion statistics of [0, 1] RGB images (no learned weights): ``[B, 80]``.
 
     * Per scale (full, 1/2): MSCN coefficients ``(Y - mu) / (sigma + 1)`` of the luminance in 0-255 units
-      (7-tap Gaussian window, as BRISQUE): their shape moments (4); for each of the four neighbour
-      directions the products of neighbouring coefficients: mean, log mean square, share positive (12);
-      and quantiles of ``log(sigma + 1)``, the local contrast (3). 38 in all.
+      (7-tap Gaussian window, replicate borders, as BRISQUE): their shape moments (4); for each of the four
+      neighbour directions the products of neighbouring coefficients: mean, log mean square, share
+      positive (12); and quantiles of ``log(sigma + 1)``, the local contrast (3). 38 in all.
     * Per channel (R, G, B, Y rounded to 8-bit codes): among the codes between the 1% and 99% points of
       the histogram, the share that is empty (gaps) and the share that holds over three times its
       neighbours' mean (spikes); histogram entropy, nats; the 1% and 99% codes / 255; the share of pixels
@@ -287,10 +278,6 @@ class SceneStatisticsFeatures(nn.Module):
 
     out_dim = MSCN_SCALES * (4 + 3 * len(MSCN_NEIGHBOURS) + len(SIGMA_QUANTILES)) + 4 * 6 + 2 + 13 + 3
 
-    def __init__(self) -> None:
-        super().__init__()
-        self.register_buffer("window", _gaussian_window(), persistent=False)
-
     @torch.no_grad()
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         x = images.float().clamp(0.0, 1.0)
@@ -298,11 +285,13 @@ class SceneStatisticsFeatures(nn.Module):
         luma = rgb_to_ycbcr(x)[:, :1] * 255.0
         return torch.cat([self._mscn(luma), self._histograms(codes), self._colour(x, luma)], 1)
 
-    def _mscn(self, y: torch.Tensor) -> torch.Tensor:
+    @staticmethod
+    def _mscn(y: torch.Tensor) -> torch.Tensor:
+        window = [gaussian_kernel1d(MSCN_SIGMA, MSCN_WINDOW)] * len(y)  # BRISQUE's 7-tap window
         parts = []
         for _ in range(MSCN_SCALES):
-            mu = _separable_blur(y, self.window)
-            sigma = (_separable_blur(y * y, self.window) - mu * mu).clamp_min(0).sqrt()
+            mu = separable_filter(y, window)
+            sigma = (separable_filter(y * y, window) - mu * mu).clamp_min(0).sqrt()
             m = ((y - mu) / (sigma + 1.0))[:, 0]
             parts.append(_shape_moments(m.flatten(1)))
             h, w = m.shape[-2:]
