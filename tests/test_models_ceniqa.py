@@ -1,6 +1,7 @@
 """CENIQA's parts on tiny inputs: config files, backbone registry, feature extractors, network, batches."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -169,6 +170,18 @@ def test_whole_image_features_any_size_and_uint8_path():
     assert darker[4] < one[4] - 0.1  # median luminance falls
 
 
+def test_whole_image_views_are_the_image_then_its_tiles_row_by_row():
+    f = WholeImageFeatures(8)
+    g = torch.Generator().manual_seed(1)
+    image = (torch.rand(3, 101, 150, generator=g) * 255).round().to(torch.uint8)
+    views = f.views_of_image(image, tiles=2)
+    assert views.shape == (5, f.out_dim)
+    torch.testing.assert_close(views[0], f.of_image(image))
+    torch.testing.assert_close(views[2], f.of_image(image[:, :50, 75:150]))  # top right; row 100 left out
+    torch.testing.assert_close(views[3], f.of_image(image[:, 50:100, :75]))
+    assert f.views_of_image(image, tiles=0).shape == (1, f.out_dim)
+
+
 def _photo_like(h: int = 96, w: int = 128) -> torch.Tensor:
     """A smooth uint8 test picture (gradients and blobs) whose 8-bit histogram has no gaps."""
     yy, xx = torch.meshgrid(torch.linspace(0, 1, h), torch.linspace(0, 1, w), indexing="ij")
@@ -254,22 +267,42 @@ def test_score_blends_the_fitted_level_heads_class_prior():
     # two well separated groups of whole-image features: classes 0 (pristine) and 3 (type 0, level 3)
     g = torch.Generator().manual_seed(3)
     d = net.whole_image.out_dim
-    contexts = torch.cat([torch.randn(40, d, generator=g), torch.randn(40, d, generator=g) + 3.0])
+    views = 1 + net.config.level_tiles ** 2
+    assert context.shape == (4, views, d)
+    contexts = torch.cat([torch.randn(40, views, d, generator=g),
+                          torch.randn(40, views, d, generator=g) + 3.0])
     classes = torch.cat([torch.zeros(40, dtype=torch.long), torch.full((40,), 3)])
+    contexts[:, 0] = -contexts[:, 0]  # the whole-image view is not what the head learns from: its tiles are
     quality = torch.linspace(0.05, 0.95, net.level_head.out_features)
-    net.fit_level_head(torch.cat([contexts, torch.zeros(1, d)]), torch.cat([classes, torch.tensor([-1])]),
-                       quality)
-    probs = torch.softmax(net.level_head(contexts), 1)
-    assert (probs.argmax(1) == classes).all() and probs.max(1).values.min() > 0.8
+    net.fit_level_head(torch.cat([contexts, torch.zeros(1, views, d)]),
+                       torch.cat([classes, torch.tensor([-1])]), quality)
+    probs = torch.softmax(net.level_head(contexts[:, 1:]), 2)
+    assert (probs.argmax(2) == classes[:, None]).all() and probs.max(2).values.min() > 0.8
     with torch.no_grad():
         emb = net.embed(x)
-        ctx = torch.full((4, d), 3.0)  # already normalised features of the class-3 kind
-        prior = torch.softmax(net.level_head(ctx), 1) @ quality
+        ctx = torch.full((4, views, d), 3.0)  # already normalised features of the class-3 kind
+        ctx[:, 0] = -3.0
+        prior = torch.softmax(net.level_head(ctx[:, 1]), 1) @ quality
         assert (prior - quality[3]).abs().max() < 0.1
         torch.testing.assert_close(net.score(emb, None, ctx), 0.5 * plain + 0.5 * prior)
         net.prior_weight.fill_(30.0)
         torch.testing.assert_close(net.score(emb, None, ctx), prior)
+        # the tiles' log-probabilities are averaged: one tile of another class pulls the prior its way
+        ctx[:, 1] = 0.0
+        logp = torch.log_softmax(net.level_head(ctx[:, 1:]), 2).mean(1)
+        torch.testing.assert_close(net.score(emb, None, ctx), torch.softmax(logp, 1) @ quality)
     assert CENIQANet(CENIQAConfig(**TINY, use_level_head=False), n_types=2).level_head is None
+
+
+def test_prior_weight_is_the_least_squares_blend():
+    net = CENIQANet(CENIQAConfig(**TINY), n_types=2)
+    g = torch.Generator().manual_seed(5)
+    regression, prior = torch.rand(50, generator=g), torch.rand(50, generator=g)
+    target = 0.3 * regression + 0.7 * prior
+    target[3] = math.nan  # unlabelled: ignored
+    assert net.fit_prior_weight(regression, prior, target) == pytest.approx(0.7)
+    assert torch.sigmoid(net.prior_weight).item() == pytest.approx(0.7)
+    assert net.fit_prior_weight(regression, prior, regression - 0.5 * (prior - regression)) == 1e-3  # clipped
     assert CENIQANet(CENIQAConfig(**TINY, use_whole_image=False), n_types=2).level_head is None
 
 
@@ -313,7 +346,7 @@ def test_network_reads_whole_image_context(tmp_path):
     first, view = ds[0], ds.evaluation_view(crops=2)[0]
     assert torch.equal(ds[0]["context"], first["context"]) and torch.equal(view["context"], first["context"])
     assert len(calls) == 1  # computed once per image, shared with the evaluation view
-    assert first["context"].shape == (net.whole_image.out_dim,)
+    assert first["context"].shape == (1 + net.config.level_tiles ** 2, net.whole_image.out_dim)
     batch = collate([ds.evaluation_view(crops=2)[i] for i in range(2)])
     with torch.no_grad():
         with_context = net(batch["image"], batch["context"])

@@ -13,7 +13,7 @@ from typer.testing import CliRunner
 
 from synthiqa.cli import app
 from synthiqa.distortions import ChainOp, apply_chains, get_distortion
-from synthiqa.models.ceniqa import CENIQAPredictor, evaluate_checkpoint, train_ceniqa
+from synthiqa.models.ceniqa import CENIQAPredictor, CENIQATask, evaluate_checkpoint, train_ceniqa
 from synthiqa.models.registry import load_predictor
 from synthiqa.models.training import lr_factor
 
@@ -73,6 +73,9 @@ def test_two_epoch_run_writes_checkpoints_log_and_report(run):
         rows = list(csv.DictReader(f))
     assert [r["phase"] for r in rows] == ["pretrain", "finetune"]
     assert float(rows[1]["val_active_clusters"]) >= 1 and rows[1]["val_srcc"] != ""
+    weight = float(rows[1]["val_prior_weight"])  # the class prior's blend weight, fitted on validation
+    model = torch.load(best, weights_only=True)["model"]
+    assert torch.sigmoid(model["prior_weight"]).item() == pytest.approx(weight, rel=1e-4)
     assert float(rows[1]["loss_quality"]) >= 0 and float(rows[0]["loss_contrast"]) > 0
     report = json.loads((out / "run.json").read_text())
     assert set(report["test"]) >= {"srcc", "plcc", "rmse", "active_clusters", "purity", "per_type"}
@@ -146,6 +149,20 @@ def test_checkpoints_from_before_whole_image_features_still_load(dataset, tmp_pa
     assert predictor.predict(load_dataset("synthiqa", dataset).records[:3]).shape == (3,)
 
 
+def test_checkpoints_from_before_level_tiles_read_the_whole_image(dataset, tmp_path):
+    best = train_ceniqa({"overrides": dict(TINY, level_tiles=0), "progress": False}, str(dataset),
+                        tmp_path / "untiled")
+    state = torch.load(best, map_location="cpu", weights_only=True)
+    del state["config"]["level_tiles"]  # what checkpoints written before the field hold
+    torch.save(state, tmp_path / "old.pt")
+    from synthiqa.datasets import load_dataset
+
+    records = load_dataset("synthiqa", dataset).records[:4]
+    old = load_predictor(tmp_path / "old.pt")
+    assert old.model.config.level_tiles == 0 and bool(old.model.level_fitted)
+    np.testing.assert_allclose(old.predict(records), load_predictor(best).predict(records), rtol=1e-6)
+
+
 def test_resume_continues(run, dataset, tmp_path):
     out, _ = run
     more = dict(TINY, epochs=2)
@@ -189,3 +206,28 @@ def test_train_cli_errors_are_one_line(dataset, tmp_path):
 def test_lr_schedules():
     assert lr_factor("cosine", 0, 0, 4) == 1.0 and lr_factor("cosine", 3, 0, 4) < 0.2
     assert lr_factor("step", 3, 0, 4) == 0.1 and lr_factor("none", 3, 0, 4) == 1.0
+
+
+@pytest.mark.parametrize("groups", [True, False])
+def test_contrastive_loss_pulls_groups_together_when_asked(dataset, groups):
+    from synthiqa.datasets import load_dataset
+    from synthiqa.models.ceniqa import DataBundle
+    from synthiqa.models.config import CENIQAConfig
+    from synthiqa.models.data import LabelSpace
+    from synthiqa.models.losses import contrastive_loss
+
+    records = [r for r in load_dataset("synthiqa", dataset).records if r.extra.get("split") == "train"]
+    config = CENIQAConfig(**TINY, contrast_groups=groups)
+    bundle = DataBundle(LabelSpace.from_records(records), records, [], [])
+    task = CENIQATask(config, bundle, torch.device("cpu"))
+    batch = next(iter(task.batches(0)))
+    batch["group"] = (batch["type"] > 0).long().where(batch["type"] >= 0, -1)  # types 1 and 2 share a group
+    task.model.eval()  # batch statistics aside, the step's embedding is the one recomputed here
+    _, parts = task.step(batch, 0)
+    with torch.no_grad():
+        emb = task.model.embed(batch["image"], batch["context"])
+        by_type = contrastive_loss(emb, batch["type"], temperature=config.contrast_temperature)
+        by_group = contrastive_loss(emb, batch["group"], temperature=config.contrast_temperature)
+    assert by_group != pytest.approx(float(by_type))
+    want = 0.5 * (by_type + by_group) if groups else by_type
+    assert parts["contrast"] == pytest.approx(float(want), rel=1e-4)

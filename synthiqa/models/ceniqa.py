@@ -6,17 +6,18 @@ pixel, DCT and natural-scene statistics of the whole image) -> projection to ``f
 embedding) -> Gaussian-mixture posteriors (soft, differentiable) -> regression head on embedding +
 posteriors -> sigmoid: the score, in [0, 1], higher is better. A linear head on the embedding predicts the
 distortion type (consistency loss). The level head, a multinomial logistic regression on the normalised
-whole-image features, predicts the (type, level) class; the score blends the regression head's output with
-the expected training quality of the predicted classes (the class prior), with a learned weight.
+whole-image features of each tile of a grid over the image, predicts the (type, level) class from the
+tiles' mean log-probabilities; the score blends the regression head's output with the expected training
+quality of the predicted classes (the class prior), with a learned weight.
 
 Training (``CENIQATask`` in the shared loop of ``training.py``):
-1. ``pretrain_epochs`` of self-supervised pre-training, no quality labels: contrastive on distortion type,
-   consistency (type classification), ranking by level within a reference.
+1. ``pretrain_epochs`` of self-supervised pre-training, no quality labels: contrastive on distortion type
+   (and group), consistency (type classification), ranking by level within a reference.
 2. Mixture fitting on the embeddings of the training images: K = ``n_clusters``, or chosen by BIC over
    ``bic_range`` if ``use_bic_selection``.
 3. ``epochs`` of end-to-end fine-tuning with all six losses; the mixture is refitted (warm start) every
    ``refit_interval`` epochs; the cluster loss weighs ``lambda_cluster * cluster_loss_weight``. The level
-   head is fitted (L-BFGS) on the training images' whole-image features with the mixture, and refitted
+   head is fitted (L-BFGS) on the features of the training images' tiles with the mixture, and refitted
    with it.
 Active clusters (holding >= 5% of the images) are logged every fine-tuning epoch and a collapse warns.
 """
@@ -24,6 +25,7 @@ Active clusters (holding >= 5% of the images) are logged every fine-tuning epoch
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
 import time
@@ -77,7 +79,7 @@ CONTEXT_FIT_IMAGES = 512
 #: Severity levels per distortion type that the level head tells apart (1..5).
 N_LEVELS = 5
 #: L2 penalty of the level head's logistic regression (on mean cross-entropy; features ~ N(0, 1)).
-LEVEL_L2 = 3e-3
+LEVEL_L2 = 3e-4
 #: L-BFGS iterations of one level-head fit.
 LEVEL_FIT_ITERATIONS = 200
 #: Most training images the level head is fitted on (a random subset beyond that).
@@ -123,8 +125,10 @@ class CENIQANet(nn.Module):
         self.statistics = StatisticsFeatures() if config.use_statistics else None
         scene = config.use_scene_statistics
         self.whole_image = WholeImageFeatures(config.dct_block, scene) if config.use_whole_image else None
-        #: What the loaders compute per whole image (uint8 ``[3,H,W]`` -> ``[D]``, CPU), or None.
-        self.context_features = (WholeImageFeatures(config.dct_block, scene).of_image
+        #: What the loaders compute per whole image (uint8 ``[3,H,W]`` -> ``[V, D]``, CPU: the whole image,
+        #: then its ``level_tiles`` x ``level_tiles`` tiles), or None.
+        self.context_features = (functools.partial(WholeImageFeatures(config.dct_block, scene).views_of_image,
+                                                   tiles=config.level_tiles)
                                  if config.use_whole_image else None)
         self.context_norm = (QuantileNormalizer(self.whole_image.out_dim)
                              if self.whole_image is not None and config.normalize_context else None)
@@ -138,8 +142,8 @@ class CENIQANet(nn.Module):
         self.regressor = create_regressor(config.regressor_type, config.feature_dim,
                                           n_clusters=config.max_clusters)
         self.type_head = nn.Linear(config.feature_dim, max(n_types, 1))
-        #: Linear (type, level) classifier on the normalised whole-image features; fitted in closed form
-        #: (``fit_level_head``), not by the optimiser.
+        #: Linear (type, level) classifier on the normalised features of the whole image's tiles (of the
+        #: whole image without tiles); fitted by ``fit_level_head``, not by the optimiser.
         n_classes = 1 + N_LEVELS * max(n_types, 1)
         self.level_head = (nn.Linear(self.whole_image.out_dim, n_classes).requires_grad_(False)
                            if config.use_level_head and self.whole_image is not None else None)
@@ -152,13 +156,14 @@ class CENIQANet(nn.Module):
 
     def embed(self, images: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Embeddings ``[B, feature_dim]`` of [0, 1] RGB images ``[B,3,H,W]`` or crop sets ``[B,n,3,H,W]``
-        (features averaged over the ``n`` crops). ``context [B, D]``: the whole images' features
-        (``context_features``); without it they are taken from the crops (averaged)."""
+        (features averaged over the ``n`` crops). ``context [B, V, D]``: the whole images' views' features
+        (``context_features``; ``[B, D]`` is one view); without it they are taken from the crops
+        (averaged)."""
         return self.embed_parts(images, context)[0]
 
     def embed_parts(self, images: torch.Tensor, context: torch.Tensor | None = None
                     ) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(embeddings, the normalised whole-image features ``[B, D]`` or None without them)."""
+        """(embeddings, the normalised whole-image views' features ``[B, V, D]`` or None without them)."""
         n_crops = images.shape[1] if images.dim() == 5 else 1
         images = images.flatten(0, 1) if images.dim() == 5 else images
         parts = []
@@ -175,10 +180,15 @@ class CENIQANet(nn.Module):
         features = torch.cat([p.float() for p in parts], 1) if parts else images.new_zeros(len(images), 0)
         features = features.view(-1, n_crops, features.shape[1]).mean(1)
         if self.whole_image is not None:
+            d = self.whole_image.out_dim
             if context is None:
-                context = self.whole_image(images).view(-1, n_crops, self.whole_image.out_dim).mean(1)
-            context = (self.context_norm(context) if self.context_norm is not None else context).float()
-            features = torch.cat([features, context], 1)
+                views = self.whole_image.views(images, self.config.level_tiles)
+                context = views.view(-1, n_crops, views.shape[1], d).mean(1)
+            context = context.view(len(features), -1, d)
+            if self.context_norm is not None:
+                context = self.context_norm(context.flatten(0, 1)).view(context.shape)
+            context = context.float()
+            features = torch.cat([features, context[:, 0]], 1)
         return self.project(features), context
 
     def posteriors(self, embeddings: torch.Tensor) -> torch.Tensor | None:
@@ -194,30 +204,58 @@ class CENIQANet(nn.Module):
     def score(self, embeddings: torch.Tensor, posteriors: torch.Tensor | None,
               context: torch.Tensor | None = None) -> torch.Tensor:
         """Quality ``[B]`` in [0, 1], higher is better: the regression head's sigmoid output, blended (once
-        the level head is fitted, given the normalised whole-image features ``context``) with the class
-        prior: the expected training quality under the level head's (type, level) probabilities, with the
-        learned weight ``sigmoid(prior_weight)``."""
-        score = torch.sigmoid(self.regressor(embeddings, posteriors).float())
-        if self.level_head is None or context is None or not bool(self.level_fitted):
+        the level head is fitted, given the normalised whole-image views' features ``context [B, V, D]``)
+        with the class prior: the expected training quality under the level head's (type, level)
+        probabilities (the normalised mean of its tiles' log-probabilities), with the learned weight
+        ``sigmoid(prior_weight)``."""
+        score, prior = self.score_parts(embeddings, posteriors, context)
+        if prior is None:
             return score
-        prior = torch.softmax(self.level_head(context.float()), 1) @ self.class_quality
         weight = torch.sigmoid(self.prior_weight.float())
         return (1 - weight) * score + weight * prior
 
+    def score_parts(self, embeddings: torch.Tensor, posteriors: torch.Tensor | None,
+                    context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(the regression head's sigmoid output ``[B]``, the class prior ``[B]`` or None while there is
+        none): the two terms ``score`` blends, each in [0, 1]."""
+        score = torch.sigmoid(self.regressor(embeddings, posteriors).float())
+        if self.level_head is None or context is None or not bool(self.level_fitted):
+            return score, None
+        log_probs = torch.log_softmax(self.level_head(self.level_views(context).float()), -1)
+        return score, torch.softmax(log_probs.mean(1), 1) @ self.class_quality
+
+    @torch.no_grad()
+    def fit_prior_weight(self, regression: torch.Tensor, prior: torch.Tensor, target: torch.Tensor) -> float:
+        """Set the blend weight to the least-squares fit of ``target ~ (1 - a) * regression + a * prior``
+        (``[N]`` each, normalised; non-finite targets ignored), a clipped to [0.001, 0.999]; returns a."""
+        ok = torch.isfinite(target)
+        r, d = regression[ok].double(), (prior[ok] - regression[ok]).double()
+        fit = (d * (target[ok].double() - r)).sum() / d.square().sum().clamp_min(1e-12)
+        a = float(fit) if ok.any() else 0.5
+        a = min(max(a, 1e-3), 1 - 1e-3)
+        self.prior_weight.fill_(math.log(a / (1 - a)))
+        return a
+
+    def level_views(self, context: torch.Tensor) -> torch.Tensor:
+        """The views the level head reads, ``[B, V', D]``, of whole-image views ``[B, V, D]``: the tiles, or
+        the whole image where there are none."""
+        return context[:, 1:] if context.shape[1] > 1 else context
+
     @torch.no_grad()
     def fit_level_head(self, contexts: torch.Tensor, classes: torch.Tensor, quality: torch.Tensor) -> None:
-        """Fit the level head on raw whole-image features ``[N, D]`` of training images and their
+        """Fit the level head on raw whole-image views' features ``[N, V, D]`` of training images and their
         ``level_class`` ids ``[N]`` (-1 ignored): multinomial logistic regression on the normalised
-        features, L2 penalty ``LEVEL_L2``, L-BFGS from the current weights. ``quality``: the mean normalised
-        training target per class."""
+        features of each ``level_views`` view (one sample each), L2 penalty ``LEVEL_L2``, L-BFGS from the
+        current weights. ``quality``: the mean normalised training target per class."""
         assert self.level_head is not None and self.whole_image is not None
         keep = classes >= 0
         if not bool(keep.any()):
             return
         device = self.level_head.weight.device
-        x = contexts[keep].float().to(device)
+        views = self.level_views(contexts[keep].float().to(device))
+        x = views.flatten(0, 1)
         x = self.context_norm(x) if self.context_norm is not None else x
-        y = classes[keep].long().to(device)
+        y = classes[keep].long().to(device).repeat_interleave(views.shape[1])
         head = self.level_head
         head.requires_grad_(True)
         optimiser = torch.optim.LBFGS(head.parameters(), max_iter=LEVEL_FIT_ITERATIONS, history_size=20,
@@ -241,11 +279,13 @@ class CENIQANet(nn.Module):
     def outputs(self, images: torch.Tensor, context: torch.Tensor | None = None
                 ) -> dict[str, torch.Tensor | None]:
         """``score [B]``, ``posterior [B, K]`` (None before fitting), ``embedding [B, D]``,
-        ``type_logits [B, n_types]``."""
+        ``type_logits [B, n_types]``, and the two terms of the score, ``regression [B]`` and ``prior [B]``
+        (None without a fitted level head)."""
         emb, ctx = self.embed_parts(images, context)
         post = self.posteriors(emb)
+        regression, prior = self.score_parts(emb, post, ctx)
         return {"score": self.score(emb, post, ctx), "posterior": post, "embedding": emb,
-                "type_logits": self.type_head(emb)}
+                "type_logits": self.type_head(emb), "regression": regression, "prior": prior}
 
     def forward(self, images: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """Scores ``[B]`` in [0, 1], higher is better."""
@@ -396,6 +436,9 @@ class CENIQATask:
         self.fit_active = 0
         self._eval_sets: dict[str, RecordImages] = {}
         self.target_scale = target_scale(bundle, config)
+        if self.model.level_head is not None and config.blend_on_validation and (
+                bundle.onthefly is not None or bundle.val_records):
+            self.model.prior_weight.requires_grad_(False)  # fitted on the validation images instead
         if bundle.onthefly is None:
             assert bundle.train_records is not None
             self.train_images = RecordImages(bundle.train_records, bundle.labels, config.image_size,
@@ -413,7 +456,7 @@ class CENIQATask:
         #: On the fly: (raw whole-image features, level classes) of generated batches ``batch(-1, t)``, kept.
         self._generated: list[tuple[torch.Tensor, torch.Tensor]] = []
         if self.model.context_norm is not None:
-            self.model.context_norm.fit(self.training_contexts(CONTEXT_FIT_IMAGES)[0])
+            self.model.context_norm.fit(self.training_contexts(CONTEXT_FIT_IMAGES)[0][:, 0])
         #: Mean training target per level class, or None when no training image has a (type, level).
         self.class_targets = self._class_targets() if self.model.level_head is not None else None
 
@@ -461,10 +504,11 @@ class CENIQATask:
         emb, context = model.embed_parts(batch["image"], batch.get("context"))
         logits = model.type_head(emb)
         types, level, scene = batch["type"], batch["level"], batch["scene"]
-        parts = {
-            "contrast": contrastive_loss(emb, types, temperature=c.contrast_temperature),
-            "consistency": consistency_loss(logits.float(), types),
-        }
+        contrast = contrastive_loss(emb, types, temperature=c.contrast_temperature)
+        if c.contrast_groups:
+            group_contrast = contrastive_loss(emb, batch["group"], temperature=c.contrast_temperature)
+            contrast = 0.5 * (contrast + group_contrast)
+        parts = {"contrast": contrast, "consistency": consistency_loss(logits.float(), types)}
         finetune = self.phase(epoch)[0] == "finetune"
         post = model.posteriors(emb) if finetune else None
         scores = model.score(emb, post, context)
@@ -486,12 +530,19 @@ class CENIQATask:
         out = self.evaluate_split("val")
         if out is None:
             return {}
+        row = {}
+        if self.config.blend_on_validation and "prior" in out.parts:
+            a = self.model.fit_prior_weight(*(torch.from_numpy(v) for v in (
+                out.parts["regression"], out.parts["prior"], out.labels["score"])))
+            out.scores = (1 - a) * out.parts["regression"] + a * out.parts["prior"]
+            row["prior_weight"] = a
         metrics = evaluate_outputs(out)
         if out.posteriors is not None:
             warn_on_collapse(torch.from_numpy(out.posteriors), ACTIVE_FRACTION,
                              context=f"epoch {epoch + 1} validation")
-        return {k: float(v) for k, v in metrics.items() if k in ("srcc", "plcc", "rmse", "active_clusters",
-                                                                  "purity")}
+        keep = ("srcc", "plcc", "rmse", "active_clusters", "purity")
+        row.update({k: float(v) for k, v in metrics.items() if k in keep})
+        return row
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -532,9 +583,9 @@ class CENIQATask:
 
     @torch.no_grad()
     def training_contexts(self, limit: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """Raw whole-image features ``[N, D]`` and ``level_class`` ids ``[N]`` of up to ``limit`` training
-        images (a seeded random subset; the features stay in the loader's cache), or on the fly of as many
-        generated training crops."""
+        """Raw whole-image views' features ``[N, V, D]`` (``CENIQANet.embed_parts``) and ``level_class``
+        ids ``[N]`` of up to ``limit`` training images (a seeded random subset; the features stay in the
+        loader's cache), or on the fly of as many generated training crops."""
         whole = self.model.whole_image
         assert whole is not None
         if self.bundle.onthefly is not None:
@@ -542,7 +593,8 @@ class CENIQATask:
             steps = max(1, math.ceil(limit / source.batch_size))
             for t in range(len(self._generated), steps):  # the batches are fixed: make each one once
                 b = source.batch(-1, t)
-                self._generated.append((whole(b["image"]).cpu(), level_class(b["type"], b["level"]).cpu()))
+                self._generated.append((whole.views(b["image"], self.config.level_tiles).cpu(),
+                                        level_class(b["type"], b["level"]).cpu()))
             return (torch.cat([c for c, _ in self._generated[:steps]]),
                     torch.cat([k for _, k in self._generated[:steps]]))
         from rich.progress import track
@@ -628,8 +680,10 @@ def build_model(state: dict[str, Any]) -> tuple[CENIQANet, CENIQAConfig, LabelSp
     """Rebuild a trained network from a checkpoint dict (no pretrained download: weights come from it)."""
     stored = dict(state["config"])
     # fields newer than some checkpoints: what those checkpoints were trained without
-    for name in ("use_whole_image", "use_scene_statistics", "normalize_context", "use_level_head"):
+    for name in ("use_whole_image", "use_scene_statistics", "normalize_context", "use_level_head",
+                 "contrast_groups"):
         stored.setdefault(name, False)
+    stored.setdefault("level_tiles", 0)
     config = CENIQAConfig.from_dict(stored, source="checkpoint config")
     config = dataclasses.replace(config, pretrained=False, backbone_checkpoint=None)
     labels = LabelSpace(**state.get("labels", {}))

@@ -43,6 +43,14 @@ class CENIQAConfig(MethodConfig):
             classifies (distortion type, level 1..5) or pristine, fitted with the mixture; the score blends
             the regressor's output with the expected training quality of those classes
             (``CENIQANet.score``). Needs ``use_whole_image``; sets without type and level labels skip it.
+        level_tiles: the level head classifies each tile of a ``level_tiles x level_tiles`` grid over the
+            whole image (and each training tile is one of its training samples) and averages the tiles'
+            class log-probabilities; 0 classifies the whole image itself. Tiles multiply the samples the
+            head learns from and average out what one part of an unseen scene says about its content.
+        blend_on_validation: after each validation pass the blend weight of the class prior is the
+            least-squares fit of the validation targets (``CENIQANet.fit_prior_weight``): the regression
+            head fits the training scenes far better than unseen ones, so a weight learned on them trusts
+            it too much. Without validation images, or False, the quality loss learns the weight.
         normalize_context: map each whole-image feature through its training quantiles to a standard
             normal (``QuantileNormalizer``, fitted on up to ``CONTEXT_FIT_IMAGES`` training images before
             training) instead of feeding the heavy-tailed raw statistics.
@@ -69,6 +77,9 @@ class CENIQAConfig(MethodConfig):
         images_per_scene: images of one reference drawn together into a batch (ranking pairs).
         lambda_*: loss weights (quality, contrastive, consistency, ranking, cluster, monotonic).
         contrast_temperature: temperature of the contrastive loss.
+        contrast_groups: the contrastive loss is the mean of the supervised contrastive losses over
+            distortion types and over distortion groups: distortions of one group are pulled together too,
+            so the embedding's clusters follow the groups rather than splitting them.
         seed, device (``auto``, ``cpu``, ``cuda``...), amp (mixed precision, used on CUDA only),
         num_workers: image decoding workers.
         cache_mb: decoded training images kept in memory, MiB (0 = decode on every access).
@@ -91,6 +102,8 @@ class CENIQAConfig(MethodConfig):
     use_scene_statistics: bool = True
     normalize_context: bool = True
     use_level_head: bool = True
+    level_tiles: int = 2
+    blend_on_validation: bool = True
     dct_block: int = 8
     patch_dim: int = 64
     image_size: int = 128
@@ -120,6 +133,7 @@ class CENIQAConfig(MethodConfig):
     lambda_cluster: float = 0.3
     lambda_monotonic: float = 0.1
     contrast_temperature: float = 0.1
+    contrast_groups: bool = True
 
     seed: int = 0
     device: str = "auto"
@@ -140,7 +154,7 @@ class CENIQAConfig(MethodConfig):
         for name in positive:
             if int(getattr(self, name)) < 1:
                 raise ConfigError(f"{name} must be at least 1, got {getattr(self, name)}")
-        for name in ("epochs", "pretrain_epochs", "num_workers", "cache_mb"):
+        for name in ("epochs", "pretrain_epochs", "num_workers", "cache_mb", "level_tiles"):
             if int(getattr(self, name)) < 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         for name in ("train_samples", "val_samples"):

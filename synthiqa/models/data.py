@@ -145,8 +145,8 @@ class RecordImages(Dataset):
         cache_mb: keep decoded images in memory up to this many MiB (decoding a 768x512 PNG costs about
             as much CPU as a third of a training step on it); 0 disables. Per process: with
             ``num_workers > 0`` each worker holds its own cache.
-        context: whole-image features, uint8 ``[3,H,W]`` -> ``[D]`` (e.g. ``WholeImageFeatures.of_image``):
-            each item then has ``context`` ``[D]``, computed once per image and kept (a few KiB each).
+        context: whole-image features, uint8 ``[3,H,W]`` -> a tensor (e.g. ``WholeImageFeatures.of_image``
+            -> ``[D]``): each item then has ``context``, computed once per image and kept (a few KiB each).
     """
 
     def __init__(self, records: Sequence[IQARecord], labels: LabelSpace, size: int, train: bool,

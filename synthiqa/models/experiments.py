@@ -69,6 +69,7 @@ def ablation_experiments() -> list[Experiment]:
         Experiment("components-monotonic-head", "components", {"regressor_type": "monotonic"}),
         Experiment("components-no-monotonic-loss", "components", {"lambda_monotonic": 0.0}),
         Experiment("components-no-level-head", "components", {"use_level_head": False}),
+        Experiment("components-untiled-level-head", "components", {"level_tiles": 0}),
         Experiment("components-no-scene-statistics", "components", {"use_scene_statistics": False}),
         Experiment("components-raw-whole-image-features", "components", {"normalize_context": False}),
     ]

@@ -237,6 +237,22 @@ class WholeImageFeatures(nn.Module):
         """One uint8 ``[3,H,W]`` image -> float32 ``[out_dim]`` on the CPU."""
         return self(image[None].float().div(255.0))[0].cpu()
 
+    @torch.no_grad()
+    def views(self, images: torch.Tensor, tiles: int = 0) -> torch.Tensor:
+        """Features of each ``[B,3,H,W]`` [0, 1] image and of the tiles of a ``tiles x tiles`` grid over
+        it: ``[B, 1 + tiles**2, out_dim]``, view 0 the whole image, then the tiles row by row (each
+        ``H // tiles`` x ``W // tiles`` px; the remainder rows and columns are left out)."""
+        parts = [self(images)]
+        if tiles:
+            th, tw = images.shape[-2] // tiles, images.shape[-1] // tiles
+            parts += [self(images[..., i * th:(i + 1) * th, j * tw:(j + 1) * tw])
+                      for i in range(tiles) for j in range(tiles)]
+        return torch.stack(parts, 1)
+
+    def views_of_image(self, image: torch.Tensor, tiles: int = 0) -> torch.Tensor:
+        """One uint8 ``[3,H,W]`` image -> float32 ``[1 + tiles**2, out_dim]`` on the CPU (``views``)."""
+        return self.views(image[None].float().div(255.0), tiles)[0].cpu()
+
 
 #: Scales of the MSCN statistics (the luminance is halved between them).
 MSCN_SCALES = 2

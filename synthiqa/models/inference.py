@@ -12,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -30,12 +30,14 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
 class Outputs:
     """Per-image outputs of a pass: ``scores [N]`` in [0, 1], ``posteriors [N, K]`` (None before the
     mixture is fitted), ``embeddings [N, D]``, and the batch labels (``score``, ``type``, ``group``,
-    ``level``, ``scene``; each ``[N]``)."""
+    ``level``, ``scene``; each ``[N]``), and ``parts``: the terms of the score a model reports besides it
+    (CENIQA's ``regression`` and ``prior``; each ``[N]``)."""
 
     scores: np.ndarray
     posteriors: np.ndarray | None
     embeddings: np.ndarray
     labels: dict[str, np.ndarray]
+    parts: dict[str, np.ndarray] = field(default_factory=dict)
 
     @property
     def clusters(self) -> np.ndarray | None:
@@ -51,6 +53,7 @@ def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
     model.eval()
     scores, posts, embs = [], [], []
     labels: dict[str, list[np.ndarray]] = {}
+    parts: dict[str, list[np.ndarray]] = {}
     for batch in batches:
         images = batch["image"].to(device, non_blocking=True)
         pooled = images.dim() == 5 and getattr(model, "pools_crops", False)
@@ -65,13 +68,17 @@ def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
         embs.append(out["embedding"].float().view(b, n_crops, -1).mean(1).cpu().numpy())
         if out["posterior"] is not None:
             posts.append(out["posterior"].float().view(b, n_crops, -1).mean(1).cpu().numpy())
+        for k in ("regression", "prior"):
+            if out.get(k) is not None:
+                parts.setdefault(k, []).append(out[k].float().view(b, n_crops).mean(1).cpu().numpy())
         for k in ("score", "type", "group", "level", "scene"):
             if k in batch:
                 labels.setdefault(k, []).append(batch[k].cpu().numpy())
     if not scores:
         raise SynthiqaError("no images to evaluate")
     return Outputs(np.concatenate(scores), np.concatenate(posts) if posts else None, np.concatenate(embs),
-                   {k: np.concatenate(v) for k, v in labels.items()})
+                   {k: np.concatenate(v) for k, v in labels.items()},
+                   {k: np.concatenate(v) for k, v in parts.items() if len(v) == len(scores)})
 
 
 def quality_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
