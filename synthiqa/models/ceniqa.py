@@ -8,7 +8,8 @@ posteriors -> sigmoid: the score, in [0, 1], higher is better. A linear head on 
 distortion type (consistency loss). The level head, a multinomial logistic regression on the normalised
 whole-image features of each tile of a grid over the image, predicts the (type, level) class from the
 tiles' mean log-probabilities; the score blends the regression head's output with the expected training
-quality of the predicted classes (the class prior), with a learned weight.
+quality of the predicted classes (the class prior), with a weight fitted on the validation images
+(``blend_on_validation``; without them, learned by the quality loss).
 
 Training (``CENIQATask`` in the shared loop of ``training.py``):
 1. ``pretrain_epochs`` of self-supervised pre-training, no quality labels: contrastive on distortion type
@@ -206,13 +207,17 @@ class CENIQANet(nn.Module):
         """Quality ``[B]`` in [0, 1], higher is better: the regression head's sigmoid output, blended (once
         the level head is fitted, given the normalised whole-image views' features ``context [B, V, D]``)
         with the class prior: the expected training quality under the level head's (type, level)
-        probabilities (the normalised mean of its tiles' log-probabilities), with the learned weight
-        ``sigmoid(prior_weight)``."""
-        score, prior = self.score_parts(embeddings, posteriors, context)
+        probabilities (the normalised mean of its tiles' log-probabilities), with the weight
+        ``sigmoid(prior_weight)`` (``blend``)."""
+        return self.blend(*self.score_parts(embeddings, posteriors, context))
+
+    def blend(self, regression: torch.Tensor, prior: torch.Tensor | None) -> torch.Tensor:
+        """The score of its two terms (``score_parts``): ``(1 - a) * regression + a * prior`` with
+        ``a = sigmoid(prior_weight)``, or ``regression`` without a prior."""
         if prior is None:
-            return score
+            return regression
         weight = torch.sigmoid(self.prior_weight.float())
-        return (1 - weight) * score + weight * prior
+        return (1 - weight) * regression + weight * prior
 
     def score_parts(self, embeddings: torch.Tensor, posteriors: torch.Tensor | None,
                     context: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -284,7 +289,7 @@ class CENIQANet(nn.Module):
         emb, ctx = self.embed_parts(images, context)
         post = self.posteriors(emb)
         regression, prior = self.score_parts(emb, post, ctx)
-        return {"score": self.score(emb, post, ctx), "posterior": post, "embedding": emb,
+        return {"score": self.blend(regression, prior), "posterior": post, "embedding": emb,
                 "type_logits": self.type_head(emb), "regression": regression, "prior": prior}
 
     def forward(self, images: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
@@ -532,10 +537,11 @@ class CENIQATask:
             return {}
         row = {}
         if self.config.blend_on_validation and "prior" in out.parts:
-            a = self.model.fit_prior_weight(*(torch.from_numpy(v) for v in (
-                out.parts["regression"], out.parts["prior"], out.labels["score"])))
-            out.scores = (1 - a) * out.parts["regression"] + a * out.parts["prior"]
-            row["prior_weight"] = a
+            regression, prior = (torch.from_numpy(out.parts[k]) for k in ("regression", "prior"))
+            row["prior_weight"] = self.model.fit_prior_weight(regression, prior,
+                                                              torch.from_numpy(out.labels["score"]))
+            with torch.no_grad():
+                out.scores = self.model.blend(regression, prior).numpy()
         metrics = evaluate_outputs(out)
         if out.posteriors is not None:
             warn_on_collapse(torch.from_numpy(out.posteriors), ACTIVE_FRACTION,
@@ -567,11 +573,13 @@ class CENIQATask:
             from synthiqa.datasets.labels import level_quality
             from synthiqa.distortions import ChainOp
 
+            names = self.bundle.labels.types
+            types = torch.arange(len(names)).repeat_interleave(N_LEVELS)
+            levels = torch.arange(1, N_LEVELS + 1).repeat(len(names))
             quality = torch.ones(n_classes)
-            for t, name in enumerate(self.bundle.labels.types):
-                for v in range(1, N_LEVELS + 1):
-                    rule = level_quality((ChainOp(name, float(v)),), self.config.onthefly_profile)
-                    quality[1 + N_LEVELS * t + v - 1] = rule / 100
+            quality[level_class(types, levels)] = torch.tensor([
+                level_quality((ChainOp(names[t], float(v)),), self.config.onthefly_profile) / 100
+                for t, v in zip(types.tolist(), levels.tolist(), strict=True)])
             return quality
         classes, scores = self.record_classes, self.record_scores
         keep = (classes >= 0) & torch.isfinite(scores)

@@ -212,7 +212,8 @@ class WholeImageFeatures(nn.Module):
 
     Crops show a few parts of an image; global tone and colour changes (darkening, contrast, saturation)
     and directional blur are read more reliably off the whole picture. The data loaders compute it once
-    per image (``of_image``) and cache it; images of different sizes are fine.
+    per image (``of_image``, or ``views_of_image`` with its tiles) and cache it; images of different sizes
+    are fine.
     """
 
     def __init__(self, block: int = 8, scene_statistics: bool = True):
