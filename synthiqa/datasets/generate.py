@@ -778,6 +778,20 @@ def _die_with_parent(parent: int) -> None:
         os._exit(1)
 
 
+@contextlib.contextmanager
+def _one_opencv_thread() -> Iterator[None]:
+    """OpenCV at one thread while worker processes are forked: OpenCV 5's ``setNumThreads`` hangs in a
+    forked child whose parent had started its thread pool, so forked workers inherit the setting instead."""
+    import cv2
+
+    previous = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(previous)
+
+
 def _process_worker(index: int, queue: Any, units: list[WorkItem], counter: Any, cfg: GenerateConfig,
                     out: Path, arrays: dict[str, np.ndarray], parent: int) -> None:
     """One CPU worker process: claims units until none is left and runs each through decode, distortion and
@@ -788,7 +802,8 @@ def _process_worker(index: int, queue: Any, units: list[WorkItem], counter: Any,
     import cv2
 
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)  # the processes fill the cores; inner threads would only add contention
+    if cv2.getNumThreads() != 1:  # spawned; a forked worker has the parent's setting (_one_opencv_thread)
+        cv2.setNumThreads(1)  # the processes fill the cores; inner threads would only add contention
     try:
         result = _run_pipeline(_claimed(units, counter), cfg, torch.device("cpu"), out, arrays, 0,
                                lambda n: None)
@@ -829,8 +844,9 @@ def _run_processes(units: list[WorkItem], cfg: GenerateConfig, out: Path, arrays
              for i in range(processes)]
     outcomes: dict[int, tuple[int, list[tuple[str, str]]]] = {}
     try:
-        for proc in procs:
-            proc.start()
+        with _one_opencv_thread():
+            for proc in procs:
+                proc.start()
         while len(outcomes) < processes:
             check()
             try:

@@ -114,8 +114,9 @@ def lab_of_uint8(image: np.ndarray, linear: np.ndarray) -> np.ndarray:
     xyz = cv2.transform(cv2.LUT(image, linear, dst=scratch("lab", shape)), _XYZ_OVER_WHITE,
                         dst=scratch("lab.xyz", shape))
     f = np.cbrt(xyz, out=scratch("lab.f", shape))
-    dark = cv2.compare(xyz, _EPSILON, cv2.CMP_LE, dst=scratch("lab.dark", shape, np.uint8))
-    cv2.copyTo(cv2.transform(xyz, _LINEAR_SEGMENT, dst=scratch("lab", shape)), dark, f)
+    # numpy's comparison, not cv2.compare: OpenCV 5 reads a scalar as (s, 0, 0, 0), one channel only
+    dark = np.less_equal(xyz, np.float32(_EPSILON), out=scratch("lab.dark", shape, np.bool_))
+    np.copyto(f, cv2.transform(xyz, _LINEAR_SEGMENT, dst=scratch("lab", shape)), where=dark)
     return cv2.transform(f, _F_TO_LAB, dst=scratch("lab", shape))
 
 
