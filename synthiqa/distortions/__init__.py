@@ -23,6 +23,7 @@ from synthiqa.distortions.chains import (
     parse_chain,
     sample_chain,
 )
+from synthiqa.distortions.module import RandomDegradation
 from synthiqa.distortions.registry import (
     Profile,
     add_level_table,
@@ -40,7 +41,8 @@ from synthiqa.distortions.rng import SampleRNG, derive_seed, normal_field, unifo
 
 __all__ = [
     "ANY_PROFILE", "EXTRA_GROUP", "GROUPS", "Chain", "ChainOp", "Distortion", "LevelTable", "Profile",
-    "SampleRNG", "add_level_table", "apply_chains", "apply_distortion", "check_images", "derive_seed",
+    "RandomDegradation", "SampleRNG", "add_level_table", "apply_chains", "apply_distortion", "check_images",
+    "derive_seed",
     "distortion_groups", "format_chain", "get_distortion", "get_profile", "interpolate_levels",
     "level_probabilities", "list_distortions", "list_profiles", "normal_field", "parse_chain",
     "register_distortion", "register_profile", "resolve_name", "sample_chain", "uniform_field",
