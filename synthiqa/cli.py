@@ -11,13 +11,19 @@ from rich.console import Console
 
 from synthiqa.errors import SynthiqaError
 
+#: Plain click help (no Rich panels): nothing in brackets is taken for markup, defaults and choices show
+#: as ``[default: ...]``, and the text wraps at any width and reads the same when redirected to a file.
+_HELP = {"rich_markup_mode": None, "context_settings": {"help_option_names": ["-h", "--help"],
+                                                        "max_content_width": 100}}
 app = typer.Typer(
     help="synthiqa: synthetic distortion datasets, quality models and benchmarks for IQA research.",
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
+    **_HELP,
 )
-bench_app = typer.Typer(help="Benchmarks: quality suites and speed of the engine.", no_args_is_help=True)
+bench_app = typer.Typer(help="Benchmarks: quality suites and speed of the engine.", no_args_is_help=True,
+                        **_HELP)
 app.add_typer(bench_app, name="bench")
 
 console = Console()
@@ -36,7 +42,7 @@ def list_command(
 
     table = Table(title=f"profile {profile}")
     for col in ("name", "kadid id", "group", "parameters per level 1..5", "exact on"):
-        table.add_column(col)
+        table.add_column(col, no_wrap=col in ("name", "kadid id"), overflow="fold")
     for name in list_distortions(profile, include_extra=extra):
         d = get_distortion(name, profile)
         params = "; ".join(f"{k}={list(v)}" for k, v in d.table.params.items())
@@ -82,14 +88,18 @@ def generate_command(
     out: Path = typer.Option(..., "--out", help="Output folder (new or empty, or the run to --resume)."),
     profile: str = typer.Option("basic8", help="Distortion profile: kadid, arniqa or basic8."),
     mode: str = typer.Option("basic", help="grid (every type x level), chains (ARNIQA), basic (guide)."),
-    per_image: Optional[int] = typer.Option(None, help="Images per reference in chains/basic mode [5]."),  # noqa: UP045
-    max_chain: Optional[int] = typer.Option(None, help="Longest chain in chains mode [profile's, 4]."),  # noqa: UP045
+    per_image: Optional[int] = typer.Option(None, help="Images per reference in chains/basic mode "  # noqa: UP045
+                                            "(default 5)."),
+    max_chain: Optional[int] = typer.Option(None, help="Longest chain in chains mode (default: the "  # noqa: UP045
+                                            "profile's, 4)."),
     seed: int = typer.Option(0, help="Run seed; each image's seed derives from it and its name."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(16, help="Images per device batch (chunk)."),
-    workers: Optional[int] = typer.Option(None, help="CPU processes / GPU I/O threads [min(4, cores)]."),  # noqa: UP045
+    workers: Optional[int] = typer.Option(None, help="CPU processes / GPU I/O threads (default: "  # noqa: UP045
+                                          "min(4, cores))."),
     max_side: Optional[int] = typer.Option(None, help="Shrink references to this longer side in px "  # noqa: UP045
-                                           "[built-ins: 384]."),
+                                           "(default: full size; built-ins 384); also admits images over "
+                                           "the decompression-bomb guard, shrunk while decoding."),
     crop: Optional[str] = typer.Option(None, help="Centre crop WIDTHxHEIGHT instead of --max-side."),  # noqa: UP045
     shard: Optional[str] = typer.Option(None, help="I/N: make only shard I of N (merge them after)."),  # noqa: UP045
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run in --out."),
@@ -138,11 +148,11 @@ def train_command(
                                        "(live, kadid10k, csv, synthiqa), with loader options as "
                                        "?name=value&... (csv:s.csv?lower_better=false&mos_range=0,100)."),
     out: Path = typer.Option(..., "--out", help="Run folder: best.pt, last.pt, log.csv, run.json."),
-    method: str = typer.Option("ceniqa", "--method", help="Trainable method."),
+    method: str = typer.Option("ceniqa", "--method", help="Trainable method: ceniqa, arniqa, trcnn or sind."),
     config: Optional[Path] = typer.Option(None, "--config", help="Config file (YAML or JSON)."),  # noqa: UP045
     preset: Optional[str] = typer.Option(None, "--preset", help="Named config: default or quick."),  # noqa: UP045
     label: Optional[str] = typer.Option(None, "--label", help="Generated sets: level_quality or "  # noqa: UP045
-                                        "fr_pseudo_mos [the set's primary label]."),
+                                        "fr_pseudo_mos (default: the set's primary label)."),
     on_the_fly: Optional[Path] = typer.Option(None, "--on-the-fly", help="Reference folder: distort "  # noqa: UP045
                                               "crops with the engine on the device instead of --data."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="A last.pt to continue from."),  # noqa: UP045
@@ -151,22 +161,36 @@ def train_command(
                                                       help="Local backbone weights file."),
     pretrained: Optional[bool] = typer.Option(None, "--pretrained/--no-pretrained",  # noqa: UP045
                                               help="timm's published backbone weights (needs a network)."),
-    n_clusters: Optional[int] = typer.Option(None, "--n_clusters", "--n-clusters"),  # noqa: UP045
-    epochs: Optional[int] = typer.Option(None, "--epochs", help="Fine-tuning epochs."),  # noqa: UP045
-    pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain_epochs", "--pretrain-epochs"),  # noqa: UP045
-    batch_size: Optional[int] = typer.Option(None, "--batch_size", "--batch-size"),  # noqa: UP045
-    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate."),  # noqa: UP045
-    refit_interval: Optional[int] = typer.Option(None, "--refit_interval", "--refit-interval"),  # noqa: UP045
+    n_clusters: Optional[int] = typer.Option(None, "--n_clusters", "--n-clusters",  # noqa: UP045
+                                             help="Mixture components (CENIQA; default 8)."),
+    epochs: Optional[int] = typer.Option(None, "--epochs", help="Training (CENIQA: fine-tuning) "  # noqa: UP045
+                                         "epochs (default: the method's config; CENIQA 8)."),
+    pretrain_epochs: Optional[int] = typer.Option(None, "--pretrain_epochs", "--pretrain-epochs",  # noqa: UP045
+                                                  help="Self-supervised epochs before fine-tuning "
+                                                  "(CENIQA 2, ARNIQA's whole training)."),
+    batch_size: Optional[int] = typer.Option(None, "--batch_size", "--batch-size",  # noqa: UP045
+                                             help="Training items per batch (CENIQA 32)."),
+    lr: Optional[float] = typer.Option(None, "--lr", help="Learning rate (CENIQA 0.002)."),  # noqa: UP045
+    refit_interval: Optional[int] = typer.Option(None, "--refit_interval", "--refit-interval",  # noqa: UP045
+                                                 help="Refit the mixture every N fine-tuning epochs "
+                                                 "(CENIQA 2)."),
     cluster_loss_weight: Optional[float] = typer.Option(None, "--cluster_loss_weight",  # noqa: UP045
-                                                        "--cluster-loss-weight"),
-    train_samples: Optional[int] = typer.Option(None, "--train_samples", "--train-samples"),  # noqa: UP045
-    val_samples: Optional[int] = typer.Option(None, "--val_samples", "--val-samples"),  # noqa: UP045
+                                                        "--cluster-loss-weight",
+                                                        help="Multiplies lambda_cluster while fine-tuning "
+                                                        "(CENIQA 1.0)."),
+    train_samples: Optional[int] = typer.Option(None, "--train_samples", "--train-samples",  # noqa: UP045
+                                                help="Most training items per epoch (CENIQA 1536)."),
+    val_samples: Optional[int] = typer.Option(None, "--val_samples", "--val-samples",  # noqa: UP045
+                                              help="Most validation images per epoch (default: all)."),
     distortions_per_image: Optional[int] = typer.Option(None, "--distortions_per_image",  # noqa: UP045
-                                                        "--distortions-per-image"),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda, cuda:N."),  # noqa: UP045
-    seed: Optional[int] = typer.Option(None, "--seed"),  # noqa: UP045
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="Any config field: --set NAME=VALUE "  # noqa: UP045
-                                             "(repeatable)."),
+                                                        "--distortions-per-image",
+                                                        help="With --on-the-fly: distorted versions per "
+                                                        "reference crop and pass."),
+    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N "  # noqa: UP045
+                                         "(default: the config's, auto)."),
+    seed: Optional[int] = typer.Option(None, "--seed", help="Run seed (default: the config's, 0)."),  # noqa: UP045
+    set_: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE",  # noqa: UP045
+                                             help="Any config field: --set NAME=VALUE (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Train a quality model (CENIQA by default) and write its checkpoints, log and test metrics."""
@@ -365,7 +389,7 @@ def bench_run_command(
                                         "order), then stop; rerun to continue."),
     jobs: int = typer.Option(1, "--jobs", help="Cells computed at once, each in its own process."),
     splits: Optional[int] = typer.Option(None, "--splits", help="Experiments folders: reference-disjoint "  # noqa: UP045
-                                         "splits per experiment (of 10) [1]."),
+                                         "splits per experiment (of 10; default 1)."),
 ) -> None:
     """Run a benchmark suite (models x datasets x protocols) and write results.parquet/csv/md.
 

@@ -3,7 +3,8 @@
 A CSV does not say whether its scores are MOS (higher is better) or DMOS (lower is better), nor their
 range, so the loader refuses to guess: ``lower_better`` must always be given, and ``mos_range`` too
 unless ``infer_range=True`` asks for the observed minimum and maximum (which makes ``score_norm``
-depend on the data, so it is off by default).
+depend on the data, so it is off by default). An image listed on several rows is an error unless
+``duplicates`` says how to merge its rows (``mean`` of the scores or the ``first`` row).
 """
 
 from __future__ import annotations
@@ -12,10 +13,13 @@ import math
 import os
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from synthiqa.datasets.loaders import (
+    listing,
     numeric_scores,
     read_label_table,
     register_dataset,
@@ -30,6 +34,10 @@ from synthiqa.errors import DatasetError
 #: Optional columns, read when present under these default names; a name the user gives must exist.
 _OPTIONAL_DEFAULTS = {"ref_col": "ref", "scene_col": "scene", "type_col": "dist_type",
                       "group_col": "dist_group", "level_col": "level"}
+#: How to fix paths that leave the CSV's folder (the end of that error).
+_ROOT_HINT = "set image_root=FOLDER (csv:PATH?image_root=FOLDER) to the folder the paths are relative to"
+#: What ``duplicates`` accepts: refuse, average the scores, or keep the first row.
+DUPLICATE_POLICIES = ("error", "mean", "first")
 
 
 @register_dataset("csv", score_info=None)
@@ -37,7 +45,8 @@ def load_csv(root: Path, *, mos_range: Sequence[float] | None = None, lower_bett
              infer_range: bool = False, image_col: str = "image", score_col: str = "mos",
              ref_col: str = "ref", scene_col: str = "scene", type_col: str = "dist_type",
              group_col: str = "dist_group", level_col: str = "level", image_root: str | None = None,
-             score_name: str | None = None, name: str | None = None, sep: str = ",") -> IQADataset:
+             score_name: str | None = None, name: str | None = None, sep: str = ",",
+             subset: Any = None, subset_col: str = "subset", duplicates: str = "error") -> IQADataset:
     """A CSV of rated images with a declared score range and direction.
 
     Args:
@@ -49,10 +58,16 @@ def load_csv(root: Path, *, mos_range: Sequence[float] | None = None, lower_bett
         ref_col, scene_col, type_col, group_col, level_col: optional columns (reference path, content id,
             distortion type, group, level), used when present.
         image_root: folder the paths are relative to (default: the CSV's folder). Paths must stay inside
-            it; it is the dataset root, so split keys are relative to it.
+            it; it is the dataset root, so split keys are relative to it. On the command line
+            ``csv:scores.csv?image_root=/data/images``.
         score_name: label name for ``ScoreInfo`` (default ``score_col``).
         name: dataset name (default: the CSV's file stem).
         sep: column separator.
+        subset: keep only the rows whose ``subset_col`` equals this value (e.g. ``test``); comma-separated
+            values keep several subsets.
+        subset_col: the column ``subset`` filters on.
+        duplicates: an image on several rows: ``error`` (default; the error names the lines), ``mean``
+            (one record with the mean raw score, other columns from the first row) or ``first``.
 
     Without a reference or scene column every image is its own scene.
     """
@@ -63,18 +78,30 @@ def load_csv(root: Path, *, mos_range: Sequence[float] | None = None, lower_bett
     score_info = _score_info(source, mos_range, lower_better, infer_range, score_name or score_col)
     columns = {"ref_col": ref_col, "scene_col": scene_col, "type_col": type_col, "group_col": group_col,
                "level_col": level_col}
+    if duplicates not in DUPLICATE_POLICIES:
+        raise DatasetError(f"{source}: duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, "
+                           f"got {duplicates!r}")
     required = [image_col, score_col] + [c for k, c in columns.items() if c != _OPTIONAL_DEFAULTS[k]]
+    if subset is not None:
+        required.append(subset_col)
     table = read_label_table(csv_path, required, source, sep=sep)
+    table.index = [f"line {i + 2}" for i in range(len(table))]
+    if subset is not None:
+        table = _keep_subset(table, subset_col, subset, source)
     present = {k: c for k, c in columns.items() if c in table.columns}
-    rows = [f"line {i + 2}" for i in range(len(table))]
+    rows = list(table.index)
     scores = numeric_scores(table[score_col], source, rows)
     data_root = Path(os.path.abspath(image_root)) if image_root is not None else csv_path.parent
     if not data_root.is_dir():
         raise DatasetError(f"{source}: image_root {data_root} is not a folder")
-    images = resolve_all(data_root, table[image_col].astype(str).tolist(), source, rows)
+    images = resolve_all(data_root, table[image_col].astype(str).tolist(), source, rows,
+                         hint=_ROOT_HINT)
+    keep, scores = _merge_duplicates(images, scores, rows, duplicates, source)
+    table, images, rows = table.iloc[keep], [images[i] for i in keep], [rows[i] for i in keep]
     refs: list[Path | None] = [None] * len(table)
     if "ref_col" in present:
-        refs = resolve_optional(data_root, _optional_text(table[present["ref_col"]]), source, rows)
+        refs = resolve_optional(data_root, _optional_text(table[present["ref_col"]]), source, rows,
+                                hint=_ROOT_HINT)
     require_files(images, data_root, source, "images")
     require_files({r for r in refs if r is not None}, data_root, source, "reference images")
     if infer_range:
@@ -99,6 +126,41 @@ def load_csv(root: Path, *, mos_range: Sequence[float] | None = None, lower_bett
             level=None if math.isnan(levels[i]) else float(levels[i]),
         ))
     return IQADataset(name or csv_path.stem, data_root, score_info, records)
+
+
+def _keep_subset(table: pd.DataFrame, column: str, subset: Any, source: str) -> pd.DataFrame:
+    """The rows whose ``column`` is one of the ``subset`` values (comma-separated text or a sequence, as a
+    command-line option parses); error when no row is."""
+    items = subset if isinstance(subset, (list, tuple)) else str(subset).split(",")
+    wanted = {(f"{v:g}" if isinstance(v, float) else str(v)).strip() for v in items} - {""}
+    values = table[column].astype(str).str.strip()
+    kept = table[values.isin(wanted)]
+    if kept.empty:
+        found = sorted(set(values))
+        raise DatasetError(f"{source}: no rows with {column} in {sorted(wanted)}; the column holds "
+                           f"{listing(found)}")
+    return kept
+
+
+def _merge_duplicates(images: Sequence[Path], scores: np.ndarray, rows: Sequence[str], policy: str,
+                      source: str) -> tuple[list[int], np.ndarray]:
+    """Row positions to keep (an image's first row) and their scores under ``policy``."""
+    positions: dict[Path, list[int]] = {}
+    for i, image in enumerate(images):
+        positions.setdefault(image, []).append(i)
+    repeated = [p for p in positions.values() if len(p) > 1]
+    if repeated and policy == "error":
+        first = repeated[0]
+        shown = ", ".join(f"{rows[i]} (score {scores[i]:g})" for i in first)
+        raise DatasetError(
+            f"{source}: {len(repeated)} image(s) listed more than once, first {images[first[0]].name} on "
+            f"{shown}; pass duplicates=mean or duplicates=first (csv:PATH?duplicates=mean) to merge them")
+    keep = [p[0] for p in positions.values()]
+    if policy == "mean":
+        merged = np.array([scores[p].mean() for p in positions.values()], dtype=np.float64)
+    else:
+        merged = np.asarray(scores, dtype=np.float64)[keep]
+    return keep, merged
 
 
 def _score_info(source: str, mos_range: Sequence[float] | None, lower_better: bool | None,

@@ -172,11 +172,12 @@ def _shown_value(value: Any) -> str:
     return repr(value.item() if hasattr(value, "item") else value)
 
 
-def resolve_inside(root: Path, relative: str, source: str, row: str) -> Path:
+def resolve_inside(root: Path, relative: str, source: str, row: str, hint: str | None = None) -> Path:
     """``root / relative`` normalised; a one-line error if it points outside ``root``.
 
     The check is lexical (``..`` and absolute paths), so a dataset whose image folder is a symlink to
-    another disk still loads. ``row`` names the offending row in the error (``"row 12"``).
+    another disk still loads. ``row`` names the offending row in the error (``"row 12"``); ``hint`` ends
+    the error of a path outside the root (how to point the loader at the right folder).
     """
     text = str(relative).strip()
     if not text or text.lower() == "nan":
@@ -184,26 +185,27 @@ def resolve_inside(root: Path, relative: str, source: str, row: str) -> Path:
     base = str(root)
     joined = os.path.normpath(os.path.join(base, text.replace("\\", "/")))
     if not joined.startswith(base.rstrip(os.sep) + os.sep):
-        raise DatasetError(f"{source} {row}: path {text!r} resolves outside the dataset root {root}")
+        raise DatasetError(f"{source} {row}: path {text!r} resolves outside the dataset root {root}"
+                           + (f"; {hint}" if hint else ""))
     return Path(joined)
 
 
 def resolve_all(root: Path, relatives: Iterable[str], source: str,
-                rows: Sequence[str] | None = None) -> list[Path]:
+                rows: Sequence[str] | None = None, hint: str | None = None) -> list[Path]:
     """``resolve_inside`` for a column of paths; ``rows`` labels each path in messages (default ``row i``)."""
     return [
-        resolve_inside(root, rel, source, rows[i] if rows is not None else f"row {i + 1}")
+        resolve_inside(root, rel, source, rows[i] if rows is not None else f"row {i + 1}", hint)
         for i, rel in enumerate(relatives)
     ]
 
 
 def resolve_optional(root: Path, relatives: Sequence[str | None], source: str,
-                     rows: Sequence[str] | None = None) -> list[Path | None]:
+                     rows: Sequence[str] | None = None, hint: str | None = None) -> list[Path | None]:
     """``resolve_all`` for a column where some rows have no path (None stays None)."""
     out: list[Path | None] = []
     for i, rel in enumerate(relatives):
         row = rows[i] if rows is not None else f"row {i + 1}"
-        out.append(None if rel is None else resolve_inside(root, str(rel), source, row))
+        out.append(None if rel is None else resolve_inside(root, str(rel), source, row, hint))
     return out
 
 

@@ -41,11 +41,18 @@ class MethodConfig:
         if not isinstance(data, dict):
             raise ConfigError(f"{source}: expected a mapping of options, got {type(data).__name__}")
         known = [f.name for f in fields(cls)]  # type: ignore[arg-type]
-        for key in data:
-            if key not in known:
-                close = difflib.get_close_matches(str(key), known, n=1)
-                hint = f" (did you mean {close[0]!r}?)" if close else ""
-                raise ConfigError(f"{source}: unknown option {key!r}{hint}")
+        unknown = [key for key in data if key not in known]
+        if unknown:
+            owner = _owning_config(unknown, cls)
+            if owner is not None:
+                theirs, ours = _method_label(owner), _method_label(cls)
+                raise ConfigError(
+                    f"{source}: a {theirs} config (it sets {', '.join(map(repr, unknown[:3]))}), not "
+                    f"{_article(ours)} {ours} one; train with --method {theirs.lower()} or start from "
+                    f"{_article(ours)} {ours} config")
+            close = difflib.get_close_matches(str(unknown[0]), known, n=1)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            raise ConfigError(f"{source}: unknown option {unknown[0]!r}{hint}")
         hints = typing.get_type_hints(cls)
         values = {k: coerce_value(v, hints[k], k, source) for k, v in data.items()}
         try:
@@ -84,6 +91,9 @@ class MethodConfig:
         p = Path(path)
         if not p.is_file():
             raise ConfigError(f"{p}: config file not found")
+        if _is_checkpoint(p):
+            raise ConfigError(f"{p}: a synthiqa checkpoint, not a config file; give its run's config.yaml "
+                              "(or the checkpoint to --resume, predict or evaluate)")
         try:
             text = p.read_text(encoding="utf-8")
             if p.suffix.lower() in (".yaml", ".yml"):
@@ -96,6 +106,38 @@ class MethodConfig:
             first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
             raise ConfigError(f"{p}: cannot parse ({first})") from None
         return cls.from_dict(data, source=str(p))
+
+
+def _method_label(cls: type) -> str:
+    """``CENIQAConfig`` -> ``CENIQA``: how messages name a config class's method."""
+    return cls.__name__.removesuffix("Config")
+
+
+def _article(word: str) -> str:
+    return "an" if word[:1].upper() in "AEIOU" else "a"
+
+
+def _config_classes(root: type = MethodConfig) -> list[type]:
+    out = []
+    for sub in root.__subclasses__():
+        out += [sub, *_config_classes(sub)]
+    return out
+
+
+def _owning_config(keys: list[str], exclude: type) -> type | None:
+    """The registered method config (other than ``exclude``) that knows every key, if one does."""
+    for other in _config_classes():
+        if other is not exclude and not issubclass(exclude, other) and not issubclass(other, exclude):
+            if set(keys) <= {f.name for f in fields(other)}:
+                return other
+    return None
+
+
+def _is_checkpoint(path: Path) -> bool:
+    """Whether ``path`` is a torch checkpoint (zip archive or legacy pickle), judged by its first bytes."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
 
 
 def read_yaml(path: Path, what: str) -> Any:

@@ -1,0 +1,157 @@
+"""What a new user hits first (issue 17): label files, help output, config and checkpoint mix-ups, output
+paths, the repository's ignore list."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from synthiqa.cli import main
+from synthiqa.datasets import load_dataset
+from synthiqa.errors import ConfigError, DatasetError
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def cli(capsys, *args: str) -> tuple[int, str, str]:
+    """Run ``synthiqa ARGS``; (exit status, stdout, stderr)."""
+    code = 0
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def _images(folder: Path, names: list[str], size: int = 40) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for name in names:
+        Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8)).save(folder / name)
+
+
+# --- case 2: duplicate rows of a label CSV ------------------------------------------------------------
+def _dup_csv(tmp_path: Path) -> Path:
+    _images(tmp_path, ["a.png", "b.png", "c.png"])
+    path = tmp_path / "scores.csv"
+    path.write_text("image,mos,subset\na.png,10,train\nb.png,40,test\na.png,30,train\nc.png,50,test\n")
+    return path
+
+
+def test_csv_duplicates_are_an_error_naming_the_lines(tmp_path):
+    with pytest.raises(DatasetError, match=r"a\.png on line 2 \(score 10\), line 4 \(score 30\).*"
+                                           r"duplicates=mean"):
+        load_dataset("csv", _dup_csv(tmp_path), mos_range=(0, 100), lower_better=False)
+
+
+def test_csv_duplicates_mean_and_first(tmp_path):
+    path = _dup_csv(tmp_path)
+    mean = load_dataset("csv", path, mos_range=(0, 100), lower_better=False, duplicates="mean")
+    first = load_dataset("csv", path, mos_range=(0, 100), lower_better=False, duplicates="first")
+    assert [(r.image.name, r.score) for r in mean.records] == [("a.png", 20.0), ("b.png", 40.0),
+                                                                ("c.png", 50.0)]
+    assert [(r.image.name, r.score) for r in first.records] == [("a.png", 10.0), ("b.png", 40.0),
+                                                                 ("c.png", 50.0)]
+    assert mean.records[0].score_norm == pytest.approx(0.2)
+    with pytest.raises(DatasetError, match="duplicates must be one of error, mean, first"):
+        load_dataset("csv", path, mos_range=(0, 100), lower_better=False, duplicates="last")
+
+
+def test_csv_subset_and_image_root_from_the_command_line_spec(tmp_path):
+    from synthiqa.datasets.spec import load_data_spec
+
+    path = _dup_csv(tmp_path)
+    _, ds = load_data_spec(f"csv:{path}?lower_better=false&mos_range=0,100&subset=test")
+    assert [r.image.name for r in ds.records] == ["b.png", "c.png"]
+    with pytest.raises(DatasetError, match=r"no rows with subset in \['val'\]; the column holds test, train"):
+        load_data_spec(f"csv:{path}?lower_better=false&mos_range=0,100&subset=val")
+    elsewhere = tmp_path / "labels" / "s.csv"
+    elsewhere.parent.mkdir()
+    elsewhere.write_text("image,mos\n../b.png,1\n")
+    with pytest.raises(DatasetError, match=r"resolves outside .*; set image_root=FOLDER"):
+        load_dataset("csv", elsewhere, mos_range=(0, 5), lower_better=False)
+    (tmp_path / "labels" / "t.csv").write_text("image,mos\nb.png,1\n")
+    ok = load_dataset("csv", tmp_path / "labels" / "t.csv", mos_range=(0, 5), lower_better=False,
+                      image_root=str(tmp_path))
+    assert ok.records[0].image == tmp_path / "b.png"
+
+
+# --- case 5: help --------------------------------------------------------------------------------------
+def _commands():
+    import typer.main
+
+    from synthiqa.cli import app
+
+    group = typer.main.get_command(app)
+    for name, cmd in group.commands.items():
+        if hasattr(cmd, "commands"):
+            yield from ((f"{name} {sub}", c) for sub, c in cmd.commands.items())
+        else:
+            yield name, cmd
+
+
+def test_every_option_has_help_text():
+    missing = [f"{name} {p.opts[0]}" for name, cmd in _commands() for p in cmd.params
+               if p.param_type_name == "option" and not (getattr(p, "help", None) or "").strip()]
+    assert missing == []
+
+
+def test_help_shows_bracketed_defaults_at_80_columns_and_h_works(capsys, monkeypatch):
+    monkeypatch.setenv("COLUMNS", "80")
+    code, out, _ = cli(capsys, "generate", "-h")
+    assert code == 0
+    text = " ".join(out.split())
+    assert "Longest chain in chains mode (default: the profile's, 4)." in text
+    assert "(default: min(4, cores))" in text and "[default: basic8]" in text
+    code, out, _ = cli(capsys, "train", "--help")
+    assert code == 0
+    assert max(len(line) for line in out.splitlines()) <= 80
+    for name in ("--pretrain-epochs", "--cluster-loss-weight", "--distortions-per-image", "--train-samples"):
+        assert name in out
+    assert "…" not in out and "│" not in out   # plain text: nothing cut, no box characters
+    code, out, _ = cli(capsys, "bench", "run", "-h")
+    assert code == 0 and "--csv" in out
+
+
+def test_list_never_cuts_names(capsys):
+    from synthiqa.distortions import list_distortions
+
+    code, out, _ = cli(capsys, "list", "--profile", "arniqa", "--extra")
+    assert code == 0 and "…" not in out
+    for name in list_distortions("arniqa", include_extra=True):
+        assert re.search(rf"\b{name}\b", out), name
+
+
+# --- case 8: the quick start's output is ignored by git -------------------------------------------------
+def test_quick_start_output_is_git_ignored():
+    readme = (ROOT / "README.md").read_text()
+    quick = readme.split("## Quick start", 1)[1].split("##", 1)[0]
+    out = re.search(r"synthiqa generate --out (\S+)", quick).group(1)
+    ignored = [line.strip() for line in (ROOT / ".gitignore").read_text().splitlines()]
+    assert f"/{out}/" in ignored or f"{out}/" in ignored
+
+
+# --- case 11: configs and checkpoints of another method ---------------------------------------------------
+def test_config_of_another_method_says_which(tmp_path):
+    import torch
+
+    from synthiqa.models.arniqa import ARNIQAConfig
+    from synthiqa.models.config import CENIQAConfig
+    from synthiqa.models.trcnn import TRCNNConfig
+
+    CENIQAConfig().save(tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match=r"a CENIQA config \(it sets 'feature_dim'.*not a TRCNN one; train "
+                                          r"with --method ceniqa"):
+        TRCNNConfig.load(tmp_path / "config.yaml")
+    with pytest.raises(ConfigError, match="not an ARNIQA one"):
+        ARNIQAConfig.load(tmp_path / "config.yaml")
+    torch.save({"method": "ceniqa", "model": {}}, tmp_path / "best.pt")
+    with pytest.raises(ConfigError, match=r"best\.pt: a synthiqa checkpoint, not a config file"):
+        CENIQAConfig.load(tmp_path / "best.pt")
+    with pytest.raises(ConfigError, match=r"unknown option 'n_cluster' \(did you mean 'n_clusters'\?\)"):
+        CENIQAConfig.from_dict({"n_cluster": 3})
