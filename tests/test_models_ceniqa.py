@@ -11,7 +11,7 @@ from synthiqa.errors import ConfigError
 from synthiqa.models.backbones import create_backbone
 from synthiqa.models.ceniqa import N_LEVELS, CENIQANet, level_class, preset_config
 from synthiqa.models.config import CENIQAConfig
-from synthiqa.models.data import LabelSpace, OnTheFlyBatches, SceneBatchSampler, crop_origins
+from synthiqa.models.data import LabelSpace, SceneBatchSampler, crop_origins
 from synthiqa.models.features import (
     FrequencyFeatures,
     MultiScaleFeatures,
@@ -419,16 +419,16 @@ def test_crop_origins_are_grid_aligned():
 
 
 def test_onthefly_batches_labels():
-    from synthiqa.distortions import get_distortion, list_distortions
+    from synthiqa.models.ceniqa import onthefly_source
+    from synthiqa.models.onthefly import ReferenceParts
 
-    types = list_distortions("basic8")
-    groups = sorted({get_distortion(t, "basic8").group for t in types})
     refs = [torch.randint(0, 256, (3, 72, 80), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
             for i in range(2)]
-    src = OnTheFlyBatches(refs, [0, 1], LabelSpace(types, groups, ["a", "b"]), "basic8", 64, 6,
-                          distortions_per_image=2, steps=2, seed=5)
+    parts = ReferenceParts("mem", refs, ["a", "b"], {"train": [0, 1], "val": [], "test": []})
+    config = CENIQAConfig(image_size=64, batch_size=6, distortions_per_image=2, onthefly_profile="basic8")
+    src = onthefly_source(parts, "train", config, images=12, seed=5)
     batch = src.batch(0, 0)
-    assert batch["image"].shape == (6, 3, 64, 64)
+    assert batch["image"].shape == (6, 3, 64, 64) and len(src) == 2
     pristine = batch["level"] == 0
     assert pristine.sum() == 2
     assert batch["score"][pristine].eq(1).all() and batch["type"][pristine].eq(-1).all()

@@ -43,8 +43,10 @@ LABELS = ("level", "none")
 TENSOR_KEYS = ("image", "score", "type", "group", "level", "scene", "item", "view", "version")
 
 
-def _resolve_refs(refs: str | Path | Sequence[Any], crop: int) -> tuple[list[Path | torch.Tensor], list[str]]:
-    """Sources (file paths or uint8 ``[3,H,W]`` tensors) and scene names; one-line errors when none fits."""
+def resolve_references(refs: str | Path | Sequence[Any], crop: int
+                       ) -> tuple[list[Path | torch.Tensor], list[str]]:
+    """The usable sources of ``refs`` (file paths or uint8 ``[3,H,W]`` tensors) at least ``crop`` px a side
+    and their names; smaller ones are skipped with a warning, one-line errors when none is usable."""
     from synthiqa.datasets.references import ReferenceSkipped, probe_reference, scan_references
 
     if isinstance(refs, (str, Path)):
@@ -113,7 +115,8 @@ class _Source:
     def __init__(self, refs: str | Path | Sequence[Any], crop: int, per_reference: int, profile: str,
                  seed: int, labels: str | None, max_chain: int, law: str, pristine_prob: float | None,
                  versions: int, pristine: bool, pairs: bool, half_scale: bool, distort: str,
-                 items: int | None, cache_mb: int, out_dtype: torch.dtype):
+                 items: int | None, cache_mb: int, out_dtype: torch.dtype,
+                 scene_ids: Sequence[int] | None = None):
         if crop < MIN_SIDE:
             raise ConfigError(f"crop must be at least {MIN_SIDE} px, got {crop}")
         if per_reference < 1 or versions < 0 or (versions == 0 and not pristine):
@@ -127,13 +130,17 @@ class _Source:
             raise ConfigError(f"items must be >= 1, got {items}")
         self.degrader = RandomDegradation(profile, max_chain=max_chain, law=law, pristine_prob=pristine_prob,
                                           out_dtype=out_dtype)
-        self.sources, self.names = _resolve_refs(refs, crop)
+        self.sources, self.names = resolve_references(refs, crop)
         if pairs and len(self.sources) < 2:
             raise DatasetError("pairs need at least two usable references")
         self.crop, self.per_reference, self.profile, self.seed = crop, per_reference, profile, seed
         self.labels, self.versions, self.pristine = labels, versions, pristine
         self.pairs, self.half_scale, self.distort = pairs, half_scale, distort
         self.items = items if items is not None else len(self.sources) * per_reference
+        self.scene_ids = list(range(len(self.sources))) if scene_ids is None else [int(i) for i in scene_ids]
+        if len(self.scene_ids) != len(self.sources):
+            raise ConfigError(f"got {len(self.scene_ids)} scene ids for {len(self.sources)} usable "
+                              "references")
         self.types = list(self.degrader.types)
         self.groups = sorted({get_distortion(t, profile).group for t in self.types})
         self.cache_bytes = cache_mb * 2**20
@@ -215,7 +222,8 @@ class _Source:
         return {
             "image": torch.stack(views * len(seeds)),
             "chain_seed": torch.tensor(seeds, dtype=torch.int64),
-            "scene": torch.tensor([refs[(i % v) // (v // len(refs))] for i in range(v * len(seeds))]),
+            "scene": torch.tensor([self.scene_ids[refs[(i % v) // (v // len(refs))]]
+                                   for i in range(v * len(seeds))]),
             "item": torch.full((v * len(seeds),), k, dtype=torch.int64),
             "view": torch.arange(v).repeat(len(seeds)),
             "version": torch.arange(len(seeds)).repeat_interleave(v) - int(self.pristine),
@@ -287,7 +295,9 @@ class DegradedReferences(IterableDataset):
             ``degrade`` distorts them where the training runs).
         rank, world_size: this process's slice (default: from ``torch.distributed`` when initialised).
         drop_last: drop the epoch's last, incomplete batch.
+        items: items per epoch (default ``per_reference`` x the references).
         cache_mb: decoded references kept per process, MiB.
+        scene_ids: the ``scene`` id of each usable reference (default: its position).
         out_dtype: ``torch.uint8`` rounds the distorted images as files would store them (then turned to
             float), ``torch.float32`` keeps the engine's floats.
 
@@ -302,12 +312,13 @@ class DegradedReferences(IterableDataset):
                  versions: int = 1, pristine: bool = False, pairs: bool = False, half_scale: bool = False,
                  distort: str = "worker", rank: int | None = None, world_size: int | None = None,
                  drop_last: bool = False, items: int | None = None, cache_mb: int = 512,
-                 out_dtype: torch.dtype = torch.uint8):
+                 out_dtype: torch.dtype = torch.uint8, scene_ids: Sequence[int] | None = None):
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.source = _Source(refs, crop, per_reference, profile, seed, labels, max_chain, law, pristine_prob,
-                              versions, pristine, pairs, half_scale, distort, items, cache_mb, out_dtype)
+                              versions, pristine, pairs, half_scale, distort, items, cache_mb, out_dtype,
+                              scene_ids)
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.rank, self.world_size = _rank_world(rank, world_size)
@@ -411,9 +422,10 @@ class DegradedReferencesMap(Dataset):
                  law: str = "chain", pristine_prob: float | None = None, versions: int = 1,
                  pristine: bool = False, pairs: bool = False, half_scale: bool = False,
                  distort: str = "worker", items: int | None = None, cache_mb: int = 512,
-                 out_dtype: torch.dtype = torch.uint8):
+                 out_dtype: torch.dtype = torch.uint8, scene_ids: Sequence[int] | None = None):
         self.source = _Source(refs, crop, per_reference, profile, seed, labels, max_chain, law, pristine_prob,
-                              versions, pristine, pairs, half_scale, distort, items, cache_mb, out_dtype)
+                              versions, pristine, pairs, half_scale, distort, items, cache_mb, out_dtype,
+                              scene_ids)
 
     @property
     def names(self) -> list[str]:

@@ -1,13 +1,13 @@
 """ARNIQA: self-supervised learning of the image-distortion manifold, then Ridge on frozen features.
 
-Training (re-implemented from the paper and its training-pair recipe, not copied): each item
-is two images A and B (B a random training image, possibly A itself) degraded by **the same** ARNIQA chain
-(``sample_chain``, profile ``arniqa``, applied by the engine on the device). Each yields a random crop of
-the full image and one of the image downscaled by 2 (bicubic with antialiasing, as Pillow's); one chain
-is applied to all four crops with independent random internals. NT-Xent (temperature 0.1) between the
-projections of ``cat(A_full, A_half)`` and ``cat(B_full, B_half)``: the positive of a crop is the other
-image's crop at the same scale (same degradation, different content); every other crop of the 4B set is
-a negative. The encoder is a ResNet (timm, from scratch) with a two-layer projection head.
+Training (re-implemented from the paper and its training-pair recipe, not copied): each item is two
+different training references A and B degraded **equally** by one ARNIQA chain (``sample_chain``, profile
+``arniqa``; the same drawn parameters for all four crops: ``RandomDegradation``'s ``share``), made by
+``synthiqa.datasets.DegradedReferences(pairs=True, half_scale=True)``. Each yields a random crop of the full
+image and one of the image downscaled by 2 (bicubic with antialiasing, as Pillow's). NT-Xent (temperature
+0.1) between the projections of ``cat(A_full, A_half)`` and ``cat(B_full, B_half)``: the positive of a crop
+is the other image's crop at the same scale (same degradation, different content); every other crop of the
+4B set is a negative. The encoder is a ResNet (timm, from scratch) with a two-layer projection head.
 
 Quality (``test.py``): the frozen encoder at full and half scale on five crops (centre and the four
 corners) of each image; full and half features (L2-normalised) are concatenated; Ridge regression with
@@ -22,16 +22,17 @@ Scaled down for the CPU, on purpose (preset ``paper`` restores the published val
 batch 16, lr 1e-3, 10 epochs): the default is ResNet-18 on 96 px crops, 3 epochs (one full warm-restart
 cycle of 1 + 2 epochs) of 35 steps of 8 pairs, with the learning rate raised to 0.01 because the run has
 about 1000x fewer steps than the paper's. The encoder learns from the training split's references instead
-of KADIS-700, and the epoch's validation Ridge uses the centre crop of at most ``val_samples`` images.
+of KADIS-700 (or, with ``--on-the-fly REF_DIR``, from a reference folder: the Ridge then fits the level
+rule's scores of fixed degraded crops of the training references and is tested on held-out references),
+and the epoch's validation Ridge uses the centre crop of at most ``val_samples`` images.
 """
 
 from __future__ import annotations
 
 import json
 import math
-import random
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -43,16 +44,19 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from synthiqa.atomic import atomic_write_text
+from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
 from synthiqa.datasets.records import IQARecord
 from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.backbones import create_backbone
 from synthiqa.models.data import LabelSpace, fit_min_side, read_rgb
+from synthiqa.models.distributed import barrier, is_main_process
 from synthiqa.models.inference import quality_metrics
 from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
+from synthiqa.models.onthefly import PARTS, eval_set, split_references
 from synthiqa.models.registry import Method, register_method, register_model
 from synthiqa.models.ridge import ALPHAS, RidgeModel, alpha_grid_search, fit_ridge, scene_disjoint_folds
-from synthiqa.models.sind import EXPERIMENTS, experiment_records
+from synthiqa.models.sind import EXPERIMENTS, ExperimentData, experiment_records
 from synthiqa.models.training import (
     LoopSettings,
     load_checkpoint,
@@ -195,62 +199,31 @@ def downscale_half(image: torch.Tensor) -> torch.Tensor:
     return out[0].round().clamp(0, 255).to(torch.uint8)
 
 
-class PairBatches:
-    """ARNIQA's training batches, made on ``device``: ``image`` is ``[4B,3,S,S]`` float in [0, 1], ordered
-    A_full, A_half, B_full, B_half (``B`` rows each). Batch ``t`` of epoch ``e`` depends only on
-    (seed, e, t).
-
-    Args:
-        sources: uint8 ``[3,H,W]`` pristine images (kept on the CPU).
-    """
-
-    def __init__(self, sources: Sequence[torch.Tensor], config: ARNIQAConfig, device: torch.device | str):
-        if not sources:
-            raise DatasetError("ARNIQA: no source images for self-supervised training")
-        s = config.crop_size
-        self.full = [fit_min_side(img, 2 * s) for img in sources]
-        self.half = [downscale_half(img) for img in self.full]
-        self.config = config
-        self.device = torch.device(device)
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.config.steps_per_epoch
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for step in range(len(self)):
-            yield self.batch(self.epoch, step)
-
-    def batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
-        from synthiqa.distortions import apply_chains, derive_seed, sample_chain
-
-        c = self.config
-        s = c.crop_size
-        rng = random.Random(derive_seed(c.seed, "arniqa-pairs", epoch, step))
-        crops: list[list[torch.Tensor]] = [[], [], [], []]
-        chains = []
-        for item in range(c.batch_size):
-            a, b = rng.randrange(len(self.full)), rng.randrange(len(self.full))
-            chains.append(sample_chain(derive_seed(c.seed, "arniqa-chain", epoch, step, item), "arniqa",
-                                       max_distortions=c.max_distortions, pristine_prob=c.pristine_prob))
-            for slot, image in enumerate((self.full[a], self.half[a], self.full[b], self.half[b])):
-                y, x = rng.randint(0, image.shape[1] - s), rng.randint(0, image.shape[2] - s)
-                crops[slot].append(image[:, y:y + s, x:x + s])
-        images = torch.stack([crop for slot in crops for crop in slot]).to(self.device)
-        all_chains = chains * 4
-        seeds = [derive_seed(c.seed, "arniqa-crop", epoch, step, i) for i in range(len(all_chains))]
-        out, _ = apply_chains(images, all_chains, seeds, profile="arniqa")
-        return {"image": out.float()}
+#: Crops per pair item: A full, A half, B full, B half.
+PAIR_VIEWS = 4
 
 
-def source_images(records: Sequence[IQARecord]) -> list[torch.Tensor]:
+def pair_source(sources: Sequence[Any], config: ARNIQAConfig, device: torch.device | str
+                ) -> DegradedReferences:
+    """ARNIQA's training items from reference ``sources`` (paths or uint8 ``[3,H,W]``): ``steps_per_epoch``
+    batches of ``batch_size`` pairs; each batch's ``image`` is ``[4B,3,S,S]`` float in [0, 1], item-major
+    (A_full, A_half, B_full, B_half). Distorted on ``device`` (in the loader's worker on the CPU); batch ``t``
+    of epoch ``e`` depends only on (seed, e, t); split over ``torch.distributed`` ranks."""
+    c = config
+    if len(sources) < 2:
+        raise DatasetError(f"ARNIQA: self-supervised pairs need at least two reference images, got "
+                           f"{len(sources)}")
+    return DegradedReferences(
+        sources, crop=c.crop_size, profile="arniqa", law="chain", max_chain=c.max_distortions,
+        pristine_prob=c.pristine_prob, pairs=True, half_scale=True, batch_size=c.batch_size,
+        items=c.steps_per_epoch * c.batch_size, seed=c.seed, labels=None, out_dtype=torch.float32,
+        distort="worker" if torch.device(device).type == "cpu" else "device")
+
+
+def source_paths(records: Sequence[IQARecord]) -> list[Path]:
     """The pristine images of ``records``: their distinct references, or the images themselves for
     records without one (then already-degraded content is degraded again: an approximation)."""
-    paths = sorted({str(r.reference) if r.reference else str(r.image) for r in records})
-    return [read_rgb(p) for p in paths]
+    return [Path(p) for p in sorted({str(r.reference) if r.reference else str(r.image) for r in records})]
 
 
 # ---------------------------------------------------------------------------------------- features
@@ -353,11 +326,12 @@ class ARNIQATask:
     method = METHOD
 
     def __init__(self, config: ARNIQAConfig, train: Sequence[IQARecord], val: Sequence[IQARecord],
-                 device: torch.device):
+                 device: torch.device, pairs: DegradedReferences | None = None):
         self.config = config
         self.device = device
         self.model = ARNIQANet(config)
-        self.pairs = PairBatches(source_images(train), config, device)
+        self.pairs = pairs if pairs is not None else pair_source(source_paths(train), config, device)
+        self._loader: DegradedLoader | None = None
         n, seed = config.val_samples, config.seed
         self.val_train = _subset([r for r in train if r.score_norm is not None], n, seed)
         self.val = _subset([r for r in val if r.score_norm is not None], n, seed)
@@ -367,15 +341,19 @@ class ARNIQATask:
 
     def batches(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]:
         self.pairs.set_epoch(epoch)
-        return self.pairs
+        if self._loader is None:
+            self._loader = self.pairs.loader(num_workers=self.config.num_workers, device=self.device,
+                                             persistent_workers=True)
+        return self._loader
 
     def start_epoch(self, epoch: int) -> dict[str, float]:
         return {}
 
     def step(self, batch: dict[str, torch.Tensor], epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
         z = self.model(batch["image"])
-        half = z.shape[0] // 2
-        loss = nt_xent(z[:half], z[half:], self.config.temperature)
+        z = z.view(-1, PAIR_VIEWS, z.shape[-1])  # items x (A_full, A_half, B_full, B_half)
+        a, b = z[:, :2].reshape(-1, z.shape[-1]), z[:, 2:].reshape(-1, z.shape[-1])
+        loss = nt_xent(a, b, self.config.temperature)
         return loss, {"nt_xent": float(loss.detach())}
 
     def validate(self, epoch: int) -> dict[str, float]:
@@ -440,19 +418,21 @@ def train_arniqa(options: dict[str, Any], data: str | None, out: str | Path | No
     references (best epoch by validation SRCC), then the Ridge (alpha grid search) on train+val, test
     metrics in ``run.json``; ``best.pt`` holds encoder and Ridge. With ``encoder_checkpoint`` set, the
     self-supervised stage is skipped."""
-    if options.get("on_the_fly"):
-        raise ConfigError("--on-the-fly is CENIQA's; arniqa trains on --data")
-    if not data:
-        raise ConfigError("arniqa: give --data DIR (or KIND:PATH)")
+    if not data and not options.get("on_the_fly"):
+        raise ConfigError("arniqa: give --data DIR (or KIND:PATH), or --on-the-fly REF_DIR")
     if out is None:
         raise ConfigError("--out RUN_DIR is required")
     config = (ARNIQAConfig.load(options["config"]) if options.get("config")
               else preset_config(options.get("preset") or "default"))
     config = config.replace(**(options.get("overrides") or {}))
     device = resolve_device(config.device)
-    exp = experiment_records(data, config.experiment, config.fold, config.test_data, options.get("label"),
-                             config.seed)
     out_dir = Path(out)
+    pairs = None
+    if options.get("on_the_fly"):
+        exp, pairs = onthefly_experiment(str(options["on_the_fly"]), config, out_dir, device)
+    else:
+        exp = experiment_records(data, config.experiment, config.fold, config.test_data, options.get("label"),
+                                 config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
     config.save(out_dir / "config.yaml")
     report: dict[str, Any] = {"method": METHOD, "data": exp.description, "device": str(device)}
@@ -465,7 +445,7 @@ def train_arniqa(options: dict[str, Any], data: str | None, out: str | Path | No
         best_path = out_dir / "best.pt"
     else:
         torch.manual_seed(config.seed)
-        task = ARNIQATask(config, exp.train, exp.val, device)
+        task = ARNIQATask(config, exp.train, exp.val, device, pairs)
         settings = loop_settings(config, device, bool(options.get("progress", True)))
         result = run_training(task, settings, out_dir, resume=options.get("resume"))
         best_path = result.best_path  # type: ignore[assignment]
@@ -488,6 +468,23 @@ def train_arniqa(options: dict[str, Any], data: str | None, out: str | Path | No
         report["test"] = _metrics(pred, exp.test)
     atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2) + "\n")
     return best_path
+
+
+def onthefly_experiment(ref_dir: str, config: ARNIQAConfig, out_dir: Path, device: torch.device
+                        ) -> tuple[ExperimentData, DegradedReferences]:
+    """ARNIQA on a reference folder: pairs from the training references; the Ridge's training images (fixed
+    degraded crops of the training references), validation and test images (of held-out references)
+    labelled by the level rule and written under ``out_dir/onthefly``."""
+    parts = split_references(ref_dir, config.crop_size, config.seed)
+    pairs = pair_source(parts.sources_of("train"), config, device)
+    sets = {part: eval_set(parts, part, out_dir / "onthefly", config.crop_size, "arniqa", "chain",
+                           config.seed, max(2 * config.val_samples, 32), max_chain=config.max_distortions,
+                           write=is_main_process())
+            for part in PARTS}
+    barrier()
+    exp = ExperimentData(sets["train"], sets["val"], sets["test"], [0] * len(sets["train"]),
+                         [0] * len(sets["val"]), [ref_dir], parts.describe("arniqa"))
+    return exp, pairs
 
 
 def _metrics(pred: np.ndarray, records: Sequence[IQARecord]) -> dict[str, Any]:

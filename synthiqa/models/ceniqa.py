@@ -42,12 +42,13 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from synthiqa.atomic import atomic_write_text
+from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
 from synthiqa.datasets.records import IQARecord
 from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.backbones import create_backbone
 from synthiqa.models.config import CENIQAConfig
-from synthiqa.models.data import LabelSpace, OnTheFlyBatches, RecordImages, SceneBatchSampler, collate
+from synthiqa.models.data import LabelSpace, RecordImages, SceneBatchSampler, collate
 from synthiqa.models.features import (
     FrequencyFeatures,
     MultiScaleFeatures,
@@ -68,6 +69,7 @@ from synthiqa.models.losses import (
     quality_loss,
     ranking_loss,
 )
+from synthiqa.models.onthefly import PARTS, ReferenceParts, split_references
 from synthiqa.models.registry import Method, register_method, register_model
 from synthiqa.models.regressors import create_regressor
 from synthiqa.models.training import LoopSettings, load_checkpoint, run_training
@@ -331,8 +333,9 @@ class DataBundle:
     train_records: list[IQARecord] | None = None
     val_records: list[IQARecord] | None = None
     test_records: list[IQARecord] | None = None
-    onthefly: tuple[OnTheFlyBatches, OnTheFlyBatches, OnTheFlyBatches] | None = None
+    onthefly: tuple[DegradedReferences, DegradedReferences, DegradedReferences] | None = None
     description: str = ""
+    references: ReferenceParts | None = None
 
 
 def load_record_splits(data: str, label: str | None, seed: int
@@ -355,47 +358,43 @@ def load_record_splits(data: str, label: str | None, seed: int
     return train, val, test, desc
 
 
+def onthefly_source(parts: ReferenceParts, part: str, config: CENIQAConfig, images: int, seed: int,
+                    train: bool = False, distort: str = "worker") -> DegradedReferences:
+    """Batches of about ``config.batch_size`` images from ``part``'s references: per item one grid-aligned
+    crop, its pristine copy and ``distortions_per_image`` versions, each one ``onthefly_profile`` distortion
+    at a level 1..5 (the guide's law), labelled by the level rule; about ``images`` images per epoch.
+    Distorted where ``distort`` says (``device``: batched on the training device); the training part is
+    split over ``torch.distributed`` ranks."""
+    per_item = config.distortions_per_image + 1
+    items_per_batch = math.ceil(config.batch_size / per_item)
+    steps = max(1, images // (items_per_batch * per_item))
+    return DegradedReferences(
+        parts.sources_of(part), crop=config.image_size, profile=config.onthefly_profile, law="single",
+        versions=config.distortions_per_image, pristine=True, batch_size=items_per_batch,
+        items=steps * items_per_batch, seed=seed, labels="level", distort=distort,
+        scene_ids=parts.parts[part], cache_mb=max(config.cache_mb, 64),
+        **({} if train else {"rank": 0, "world_size": 1}))
+
+
 def onthefly_bundle(ref_dir: str, config: CENIQAConfig, device: torch.device) -> DataBundle:
     """Reference-disjoint 70/10/20 split of the references of ``ref_dir``; distorted crops made on
     ``device`` each step. Sizes: ``train_samples`` (200 per reference when null) images per epoch,
     ``val_samples`` (default 400) for validation and as many for the test set, both fixed."""
-    from synthiqa.datasets.references import ReferenceSkipped, decode_reference, scan_references
     from synthiqa.distortions import get_distortion, list_distortions
 
-    scan = scan_references(ref_dir, min_side=config.image_size, warn=lambda m: warnings.warn(m, stacklevel=2))
-    refs, names = [], []
-    for ref in scan.references:
-        try:
-            refs.append(torch.from_numpy(decode_reference(ref.path).copy()).permute(2, 0, 1).contiguous())
-            names.append(ref.name)
-        except ReferenceSkipped as exc:
-            warnings.warn(f"skipped {ref.path}: {exc}", stacklevel=2)
-    if len(refs) < 3:
-        raise DatasetError(f"{ref_dir}: on-the-fly training needs at least 3 usable reference images, "
-                           f"found {len(refs)}")
     types = list_distortions(config.onthefly_profile)
     if not types:
         raise ConfigError(f"profile {config.onthefly_profile!r} has no distortions to generate with")
+    parts = split_references(ref_dir, config.image_size, config.seed)
     groups = sorted({get_distortion(t, config.onthefly_profile).group for t in types})
-    labels = LabelSpace(types, groups, names)
-    order = np.random.default_rng([config.seed, 27]).permutation(len(refs))
-    n_test = max(1, round(0.2 * len(refs)))
-    n_val = max(1, round(0.1 * len(refs)))
-    parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
-    b = config.batch_size
-    sizes = {"train": config.train_samples or 200 * len(parts["train"]),
+    labels = LabelSpace(types, groups, parts.names)
+    sizes = {"train": config.train_samples or 200 * len(parts.parts["train"]),
              "val": config.val_samples or 400, "test": config.val_samples or 400}
-    sources = []
-    for i, part in enumerate(("train", "val", "test")):
-        idx = parts[part]
-        sources.append(OnTheFlyBatches(
-            [refs[j] for j in idx], [int(j) for j in idx], labels, config.onthefly_profile, config.image_size,
-            b, config.distortions_per_image, steps=max(1, sizes[part] // b), seed=config.seed + 7919 * i,
-            device=device, fixed=part != "train"))
-    desc = (f"on the fly from {ref_dir}: {len(refs)} references "
-            f"({len(parts['train'])}/{len(parts['val'])}/{len(parts['test'])} train/val/test), "
-            f"profile {config.onthefly_profile}")
-    return DataBundle(labels, onthefly=(sources[0], sources[1], sources[2]), description=desc)
+    where = "worker" if device.type == "cpu" else "device"
+    sources = [onthefly_source(parts, p, config, sizes[p], config.seed + 7919 * i, p == "train", where)
+               for i, p in enumerate(PARTS)]
+    return DataBundle(labels, onthefly=(sources[0], sources[1], sources[2]),
+                      description=parts.describe(config.onthefly_profile), references=parts)
 
 
 def target_scale(bundle: DataBundle, config: CENIQAConfig) -> float:
@@ -460,6 +459,7 @@ class CENIQATask:
             self.record_scores = torch.stack([t["score"] for t in targets]).float()
         #: On the fly: (raw whole-image features, level classes) of generated batches ``batch(-1, t)``, kept.
         self._generated: list[tuple[torch.Tensor, torch.Tensor]] = []
+        self._train_loader: DegradedLoader | None = None
         if self.model.context_norm is not None:
             self.model.context_norm.fit(self.training_contexts(CONTEXT_FIT_IMAGES)[0][:, 0])
         #: Mean training target per level class, or None when no training image has a (type, level).
@@ -476,7 +476,10 @@ class CENIQATask:
         if self.bundle.onthefly is not None:
             source = self.bundle.onthefly[0]
             source.set_epoch(epoch)
-            return source
+            if self._train_loader is None:
+                self._train_loader = source.loader(num_workers=self.config.num_workers, device=self.device,
+                                                   persistent_workers=True)
+            return self._train_loader
         self.train_images.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
         return DataLoader(self.train_images, batch_sampler=self.sampler, collate_fn=collate,
@@ -598,9 +601,10 @@ class CENIQATask:
         assert whole is not None
         if self.bundle.onthefly is not None:
             source = self.bundle.onthefly[0]
-            steps = max(1, math.ceil(limit / source.batch_size))
+            per_batch = source.batch_size * source.images_per_item
+            steps = min(source.num_batches, max(1, math.ceil(limit / per_batch)))
             for t in range(len(self._generated), steps):  # the batches are fixed: make each one once
-                b = source.batch(-1, t)
+                b = source.batch(-1, t, self.device)
                 self._generated.append((whole.views(b["image"], self.config.level_tiles).cpu(),
                                         level_class(b["type"], b["level"]).cpu()))
             return (torch.cat([c for c, _ in self._generated[:steps]]),
@@ -617,13 +621,14 @@ class CENIQATask:
         """Evaluation batches of ``train``/``val``/``test`` (fixed crops), or None when the part is empty."""
         c = self.config
         if self.bundle.onthefly is not None:
-            source = self.bundle.onthefly[("train", "val", "test").index(part)]
-            if part == "train":
-                source = OnTheFlyBatches(source.references, source.scene_ids, source.labels, source.profile,
-                                         source.size, source.batch_size, source.per_ref - 1,
-                                         steps=max(1, min(GMM_FIT_SAMPLES // source.batch_size, len(source))),
-                                         seed=source.seed + 1, device=source.device, fixed=True)
-            return source
+            source = self.bundle.onthefly[PARTS.index(part)]
+            if part == "train":  # a fixed set of training crops
+                assert self.bundle.references is not None
+                per_batch = source.batch_size * source.images_per_item
+                images = min(GMM_FIT_SAMPLES, source.num_batches * per_batch)
+                source = onthefly_source(self.bundle.references, "train", c, images, c.seed + 1,
+                                         distort=source.source.distort)
+            return source.loader(device=self.device)  # epoch 0 of a set nobody advances: fixed
         records = {"train": self.bundle.train_records, "val": self.bundle.val_records,
                    "test": self.bundle.test_records}[part] or []
         if not records:

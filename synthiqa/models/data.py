@@ -6,9 +6,10 @@ evaluation), ``score`` (normalised quality in [0, 1], higher is better; NaN wher
 unknown), ``scene`` (reference id) and ``index`` (position in the record list); with a ``context`` function,
 also ``context`` (float ``[B,D]``: features of each whole image).
 
-Two sources give such batches: ``RecordImages`` (files on disk, through a ``DataLoader`` and the
-``SceneBatchSampler`` that keeps several images of one reference together so ranking pairs exist) and
-``OnTheFlyBatches`` (reference crops distorted by the engine on the device, labelled by the level rule).
+Files on disk give such batches through ``RecordImages``, a ``DataLoader`` and the ``SceneBatchSampler``
+that keeps several images of one reference together so ranking pairs exist; on the fly they come from
+``synthiqa.datasets.DegradedReferences`` (reference crops distorted by the engine, labelled by the level
+rule).
 """
 
 from __future__ import annotations
@@ -277,83 +278,3 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
     batch["image"] = batch["image"].float().div_(255.0)
     return batch
-
-
-class OnTheFlyBatches:
-    """Batches generated on the device from reference crops: no files.
-
-    Each batch takes ``ceil(batch_size / (distortions_per_image + 1))`` references, one random
-    grid-aligned crop of each, and makes its pristine copy plus ``distortions_per_image`` versions, each
-    with a random distortion of ``profile`` at a random level 1..5, applied by the engine in one call.
-    Labels: the level rule of ``synthiqa.datasets.labels.level_quality`` (normalised to [0, 1]), the type,
-    its group, the level and the reference. Batch ``t`` of epoch ``e`` depends only on (seed, e, t).
-
-    Args:
-        references: uint8 ``[3,H,W]`` reference images (kept on the CPU; crops go to ``device``).
-        scene_ids: id of each reference in ``labels.scenes``.
-        labels: type and group names (the profile's distortions) and scenes.
-        steps: batches per epoch.
-        fixed: draw the same batches every epoch (validation and test sets).
-    """
-
-    def __init__(self, references: Sequence[torch.Tensor], scene_ids: Sequence[int], labels: LabelSpace,
-                 profile: str, size: int, batch_size: int, distortions_per_image: int, steps: int,
-                 seed: int, device: torch.device | str = "cpu", fixed: bool = False):
-        if not references:
-            raise DatasetError("on-the-fly generation needs at least one reference image")
-        self.references = [fit_min_side(r, size) for r in references]
-        self.scene_ids = list(scene_ids)
-        self.labels = labels
-        self.profile = profile
-        self.size = size
-        self.batch_size = batch_size
-        self.per_ref = distortions_per_image + 1
-        self.steps = steps
-        self.seed = seed
-        self.device = torch.device(device)
-        self.fixed = fixed
-        self.epoch = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return self.steps
-
-    def __iter__(self) -> Iterator[dict[str, torch.Tensor]]:
-        for step in range(self.steps):
-            yield self.batch(0 if self.fixed else self.epoch, step)
-
-    def batch(self, epoch: int, step: int) -> dict[str, torch.Tensor]:
-        """Batch ``step`` of ``epoch`` (deterministic)."""
-        from synthiqa.datasets.labels import level_quality
-        from synthiqa.distortions import ChainOp, apply_chains, derive_seed, get_distortion
-
-        rng = random.Random(derive_seed(self.seed, "onthefly", epoch, step))
-        n_refs = math.ceil(self.batch_size / self.per_ref)
-        crops, chains, scenes = [], [], []
-        for _ in range(n_refs):
-            ref_index = rng.randrange(len(self.references))
-            ref = self.references[ref_index]
-            y, x = random_origin(ref.shape[1], ref.shape[2], self.size, rng)
-            crop = ref[:, y:y + self.size, x:x + self.size]
-            for v in range(self.per_ref):
-                crops.append(crop)
-                scenes.append(self.scene_ids[ref_index])
-                if v == 0:
-                    chains.append(())
-                else:
-                    chains.append((ChainOp(rng.choice(self.labels.types), float(rng.randint(1, 5))),))
-        images = torch.stack(crops).to(self.device)
-        seeds = [derive_seed(self.seed, "onthefly-image", epoch, step, i) for i in range(len(chains))]
-        out, _ = apply_chains(images, chains, seeds, profile=self.profile, out_dtype=torch.uint8)  # as files
-        groups = [get_distortion(c[0].name, self.profile).group if c else None for c in chains]
-        return {
-            "image": out.float().div_(255.0),
-            "score": torch.tensor([level_quality(c, self.profile) / 100.0 for c in chains]),
-            "type": torch.tensor([self.labels.type_id(c[0].name) if c else -1 for c in chains]),
-            "group": torch.tensor([self.labels.group_id(g) for g in groups]),
-            "level": torch.tensor([c[0].level if c else 0.0 for c in chains]),
-            "scene": torch.tensor(scenes),
-            "index": torch.arange(len(chains)),
-        }

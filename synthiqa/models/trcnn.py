@@ -30,17 +30,21 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from synthiqa.atomic import atomic_write_text
+from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
 from synthiqa.datasets.records import IQARecord
 from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.backbones import create_backbone
 from synthiqa.models.data import LabelSpace, RecordImages, collate
+from synthiqa.models.distributed import barrier, is_main_process
 from synthiqa.models.inference import Outputs, evaluate_outputs, run_model
 from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
+from synthiqa.models.onthefly import eval_set, split_references
 from synthiqa.models.registry import Method, register_method, register_model
 from synthiqa.models.sind import (
     ALIGNMENTS,
     EXPERIMENTS,
+    ExperimentData,
     LocalGlobalImages,
     SceneSampler,
     experiment_records,
@@ -78,6 +82,10 @@ class TRCNNConfig(MethodConfig):
         local_global: one global view plus ``n_local`` local crops per image, scores averaged.
         experiment: ``reference-split``, ``random-split``, ``leave-one-out`` or ``cross-set``; ``fold``:
             which fold; ``test_data``: the test set of ``cross-set`` (``KIND:PATH``).
+    On the fly (``--on-the-fly REF_DIR``):
+        onthefly_profile: each training crop gets one distortion of this profile at a level 1..5 (the
+            level rule gives its label); with scene_sampling each item is ``images_per_scene`` versions of
+            one crop. Validation and test sets are fixed crops of held-out references.
     seed, device (auto, cpu, cuda...), amp (CUDA only), num_workers.
     """
 
@@ -115,6 +123,7 @@ class TRCNNConfig(MethodConfig):
     experiment: str = "reference-split"
     fold: int = 0
     test_data: str | None = None
+    onthefly_profile: str = "kadid"
 
     seed: int = 0
     device: str = "auto"
@@ -305,8 +314,9 @@ class RegressionTask:
     """
 
     def __init__(self, method: str, config: TRCNNConfig, train: Sequence[IQARecord], val: Sequence[IQARecord],
-                 device: torch.device, train_source: Sequence[int] | None = None):
-        if not train:
+                 device: torch.device, train_source: Sequence[int] | None = None,
+                 stream: DegradedReferences | None = None):
+        if not train and stream is None:
             raise DatasetError(f"{method}: no training records")
         self.method = method
         self.config = config
@@ -314,6 +324,11 @@ class RegressionTask:
         self.labels = LabelSpace.from_records(list(train) + list(val))
         self.val = list(val)
         self.model = TRCNNNet(config)
+        self.stream = stream
+        self._loader: DegradedLoader | None = None
+        self.sampler: SceneSampler | None = None
+        if stream is not None:
+            return
         c = config
         self.images = (LocalGlobalImages(train, self.labels, c.image_size, train=True, n_local=c.n_local,
                                          seed=c.seed) if c.local_global
@@ -323,7 +338,6 @@ class RegressionTask:
         else:
             domains = [int(self.images.targets(i)["scene"]) for i in range(len(train))]
         self.domains = torch.tensor(domains, dtype=torch.long)
-        self.sampler: SceneSampler | None = None
         if c.scene_sampling:
             steps = math.ceil((c.train_samples or len(train)) / (c.scenes_per_batch * c.images_per_scene))
             self.sampler = SceneSampler(domains, c.scenes_per_batch, c.images_per_scene, steps=steps,
@@ -334,6 +348,12 @@ class RegressionTask:
 
     def batches(self, epoch: int) -> Iterable[dict[str, torch.Tensor]]:
         c = self.config
+        if self.stream is not None:
+            self.stream.set_epoch(epoch)
+            if self._loader is None:
+                self._loader = self.stream.loader(num_workers=c.num_workers, device=self.device,
+                                                  persistent_workers=True)
+            return self._loader
         n_images = len(self.images)
         if self.sampler is not None:  # step t crops as round t: repeats within an epoch differ
             self.sampler.set_epoch(epoch)
@@ -354,7 +374,10 @@ class RegressionTask:
         images = batch["image"]
         views = images.shape[1] if images.dim() == 5 else 1
         pred = self.model(images.flatten(0, 1) if images.dim() == 5 else images).view(-1, views).mean(1)
-        domains = self.domains.to(pred.device)[batch["index"]]
+        if "index" in batch:
+            domains = self.domains.to(pred.device)[batch["index"]]
+        else:  # on the fly: the reference is the scene; one dataset
+            domains = batch["scene"] if self.config.alignment == "scene" else torch.zeros_like(batch["scene"])
         return regression_loss(pred, batch["score"], domains, self.config)
 
     def validate(self, epoch: int) -> dict[str, float]:
@@ -402,21 +425,24 @@ def train_regressor(method: str, options: dict[str, Any], data: str | None, out:
     ``options`` as for CENIQA: ``config`` (file), ``preset``, ``overrides``, ``label``, ``resume``,
     ``progress``; ``defaults`` are applied between the preset and the overrides.
     """
-    if options.get("on_the_fly"):
-        raise ConfigError(f"--on-the-fly is CENIQA's; {method} trains on --data")
-    if not data:
-        raise ConfigError(f"{method}: give --data DIR (or KIND:PATH, comma-separated for several sets)")
+    if not data and not options.get("on_the_fly"):
+        raise ConfigError(f"{method}: give --data DIR (or KIND:PATH, comma-separated for several sets), or "
+                          "--on-the-fly REF_DIR")
     if out is None:
         raise ConfigError("--out RUN_DIR is required")
     config = (TRCNNConfig.load(options["config"]) if options.get("config")
               else preset_config(options.get("preset") or "default").replace(**(defaults or {})))
     config = config.replace(**(options.get("overrides") or {}))
     device = resolve_device(config.device)
-    exp = experiment_records(data, config.experiment, config.fold, config.test_data, options.get("label"),
-                             config.seed)
-    torch.manual_seed(config.seed)
-    task = RegressionTask(method, config, exp.train, exp.val, device, exp.train_source)
     out_dir = Path(out)
+    stream = None
+    if options.get("on_the_fly"):
+        exp, stream = onthefly_experiment(str(options["on_the_fly"]), config, out_dir)
+    else:
+        exp = experiment_records(data, config.experiment, config.fold, config.test_data, options.get("label"),
+                                 config.seed)
+    torch.manual_seed(config.seed)
+    task = RegressionTask(method, config, exp.train, exp.val, device, exp.train_source, stream)
     out_dir.mkdir(parents=True, exist_ok=True)
     config.save(out_dir / "config.yaml")
     t0 = time.perf_counter()
@@ -433,6 +459,30 @@ def train_regressor(method: str, options: dict[str, Any], data: str | None, out:
                                             labels.types)
     atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2, default=_json_default) + "\n")
     return result.best_path  # type: ignore[return-value]
+
+
+def onthefly_experiment(ref_dir: str, config: TRCNNConfig, out_dir: Path
+                        ) -> tuple[ExperimentData, DegradedReferences]:
+    """TRCNN/SIND on a reference folder: the training stream (split over ranks) from the training
+    references; fixed validation and test crops of held-out references, written under ``out_dir/onthefly``."""
+    c = config
+    if c.local_global:
+        raise ConfigError("local_global needs whole images; it is not available with --on-the-fly")
+    parts = split_references(ref_dir, c.image_size, c.seed)
+    versions, per_batch = (c.images_per_scene, c.scenes_per_batch) if c.scene_sampling else (1, c.batch_size)
+    steps = max(1, math.ceil((c.train_samples or 1024) / (versions * per_batch)))
+    on_cpu = resolve_device(c.device).type == "cpu"
+    stream = DegradedReferences(parts.sources_of("train"), crop=c.image_size, profile=c.onthefly_profile,
+                                law="single", versions=versions, batch_size=per_batch,
+                                items=steps * per_batch, seed=c.seed, labels="level",
+                                scene_ids=parts.parts["train"], distort="worker" if on_cpu else "device")
+    sets = {part: eval_set(parts, part, out_dir / "onthefly", c.image_size, c.onthefly_profile, "single",
+                           c.seed, c.val_samples or 200, write=is_main_process())
+            for part in ("val", "test")}
+    barrier()
+    exp = ExperimentData([], sets["val"], sets["test"], [], [0] * len(sets["val"]), [ref_dir],
+                         parts.describe(c.onthefly_profile))
+    return exp, stream
 
 
 def train_trcnn(options: dict[str, Any], data: str | None, out: str | Path | None) -> Path:
