@@ -192,12 +192,16 @@ def train_command(
     set_: Optional[list[str]] = typer.Option(None, "--set", metavar="NAME=VALUE",  # noqa: UP045
                                              help="Any config field: --set NAME=VALUE (repeatable)."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
+    nproc: int = typer.Option(1, "--nproc", help="Training processes on this machine (DistributedData"
+                              "Parallel through torch.distributed.run: gloo on the CPU, nccl on CUDA)."),
 ) -> None:
-    """Train a quality model (CENIQA by default) and write its checkpoints, log and test metrics."""
+    """Train a quality model (CENIQA by default) and write its checkpoints, log and test metrics.
+    Also runs under ``torchrun --nproc-per-node N -m synthiqa train ...``."""
     import json
 
     from synthiqa.errors import ConfigError
-    from synthiqa.models.registry import get_method
+    from synthiqa.models import distributed
+    from synthiqa.models.launch import launch, torchrun_environment, train_in_process
 
     overrides = {
         "backbone": backbone, "backbone_checkpoint": backbone_checkpoint, "pretrained": pretrained,
@@ -215,7 +219,16 @@ def train_command(
     options = {"config": config, "preset": preset, "label": label, "on_the_fly": on_the_fly,
                "resume": resume, "progress": not quiet,
                "overrides": {k: v for k, v in overrides.items() if v is not None}}
-    best = get_method(method).train(options, data, out)
+    from synthiqa.models.registry import get_method
+
+    get_method(method)  # an unknown method fails here, before any process starts
+    if nproc != 1 and not torchrun_environment():
+        launch(nproc, method, options, data, out)
+        best = Path(out) / "best.pt"
+    else:
+        best = train_in_process(method, options, data, out)
+        if distributed.launched_rank() != 0:
+            return
     run = Path(out) / "run.json"
     if run.is_file():
         test = json.loads(run.read_text()).get("test", {})

@@ -50,7 +50,7 @@ from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.backbones import create_backbone
 from synthiqa.models.data import LabelSpace, fit_min_side, read_rgb
-from synthiqa.models.distributed import barrier, is_main_process
+from synthiqa.models.distributed import barrier, gather_in_order, is_main_process, round_to_ranks, sharded
 from synthiqa.models.inference import quality_metrics
 from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
 from synthiqa.models.onthefly import PARTS, eval_set, split_references
@@ -216,7 +216,8 @@ def pair_source(sources: Sequence[Any], config: ARNIQAConfig, device: torch.devi
     return DegradedReferences(
         sources, crop=c.crop_size, profile="arniqa", law="chain", max_chain=c.max_distortions,
         pristine_prob=c.pristine_prob, pairs=True, half_scale=True, batch_size=c.batch_size,
-        items=c.steps_per_epoch * c.batch_size, seed=c.seed, labels=None, out_dtype=torch.float32,
+        items=round_to_ranks(c.steps_per_epoch) * c.batch_size, seed=c.seed, labels=None,
+        out_dtype=torch.float32,
         distort="worker" if torch.device(device).type == "cpu" else "device")
 
 
@@ -264,7 +265,7 @@ def extract_features(model: ARNIQANet, paths: Sequence[Path | str], config: ARNI
                         num_workers=config.num_workers)
     out = []
     use_amp = config.amp and device.type == "cuda"
-    for batch in loader:
+    for _, batch in sharded(loader):  # under torch.distributed: this rank's batches, gathered below
         images = batch.to(device).flatten(0, 1).float().div_(255.0)
         with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
             feats = model.features(images).float()
@@ -272,6 +273,7 @@ def extract_features(model: ARNIQANet, paths: Sequence[Path | str], config: ARNI
             feats = F.normalize(feats, dim=1)
         feats = feats.view(batch.shape[0], 2, crops, -1)
         out.append(torch.cat([feats[:, 0], feats[:, 1]], dim=2).cpu().numpy())
+    out = gather_in_order(out)
     if not out:
         raise SynthiqaError("ARNIQA: no images to extract features from")
     return np.concatenate(out)
@@ -324,6 +326,8 @@ class ARNIQATask:
     SRCC on as many val images (one crop per scale: cheaper than the final five-crop evaluation)."""
 
     method = METHOD
+    #: Every parameter gets a gradient each step (DistributedDataParallel skips its search).
+    unused_parameters = False
 
     def __init__(self, config: ARNIQAConfig, train: Sequence[IQARecord], val: Sequence[IQARecord],
                  device: torch.device, pairs: DegradedReferences | None = None):
@@ -434,7 +438,8 @@ def train_arniqa(options: dict[str, Any], data: str | None, out: str | Path | No
         exp = experiment_records(data, config.experiment, config.fold, config.test_data, options.get("label"),
                                  config.seed)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(out_dir / "config.yaml")
+    if is_main_process():
+        config.save(out_dir / "config.yaml")
     report: dict[str, Any] = {"method": METHOD, "data": exp.description, "device": str(device)}
     t0 = time.perf_counter()
     if config.encoder_checkpoint:
@@ -462,11 +467,13 @@ def train_arniqa(options: dict[str, Any], data: str | None, out: str | Path | No
     report.update(info, ridge_seconds=time.perf_counter() - t1)
     weights = {k: v.cpu() for k, v in model.state_dict().items()}
     state = {**state, "config": config.to_dict(), "model": weights, "ridge": ridge_state(ridge)}
-    save_checkpoint(best_path, state)
+    if is_main_process():
+        save_checkpoint(best_path, state)
     if exp.test:
         pred = ridge.predict(extract_features(model, [r.image for r in exp.test], config, device))
         report["test"] = _metrics(pred, exp.test)
-    atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2) + "\n")
+    if is_main_process():
+        atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2) + "\n")
     return best_path
 
 

@@ -49,6 +49,7 @@ from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.backbones import create_backbone
 from synthiqa.models.config import CENIQAConfig
 from synthiqa.models.data import LabelSpace, RecordImages, SceneBatchSampler, collate
+from synthiqa.models.distributed import RankSlice, is_main_process, round_to_ranks
 from synthiqa.models.features import (
     FrequencyFeatures,
     MultiScaleFeatures,
@@ -368,6 +369,7 @@ def onthefly_source(parts: ReferenceParts, part: str, config: CENIQAConfig, imag
     per_item = config.distortions_per_image + 1
     items_per_batch = math.ceil(config.batch_size / per_item)
     steps = max(1, images // (items_per_batch * per_item))
+    steps = round_to_ranks(steps) if train else steps
     return DegradedReferences(
         parts.sources_of(part), crop=config.image_size, profile=config.onthefly_profile, law="single",
         versions=config.distortions_per_image, pristine=True, batch_size=items_per_batch,
@@ -482,7 +484,7 @@ class CENIQATask:
             return self._train_loader
         self.train_images.set_epoch(epoch)
         self.sampler.set_epoch(epoch)
-        return DataLoader(self.train_images, batch_sampler=self.sampler, collate_fn=collate,
+        return DataLoader(self.train_images, batch_sampler=RankSlice(self.sampler), collate_fn=collate,
                           num_workers=self.config.num_workers, persistent_workers=False,
                           pin_memory=self.device.type == "cuda")
 
@@ -736,7 +738,8 @@ def train_ceniqa(options: dict[str, Any], data: str | None, out: str | Path | No
     torch.manual_seed(config.seed)
     task = CENIQATask(config, bundle, device, progress=bool(options.get("progress", True)))
     out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(out_dir / "config.yaml")
+    if is_main_process():
+        config.save(out_dir / "config.yaml")
     settings = LoopSettings(config.total_epochs, config.learning_rate, config.weight_decay, config.scheduler,
                             config.grad_clip, config.seed, device, config.amp,
                             progress=bool(options.get("progress", True)))
@@ -760,7 +763,8 @@ def train_ceniqa(options: dict[str, Any], data: str | None, out: str | Path | No
         report["test"] = metrics
         n = len(test_out.scores)
         report["test_images_per_s"] = n / max(eval_seconds, 1e-9)
-    atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2, default=_json_default) + "\n")
+    if is_main_process():
+        atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2, default=_json_default) + "\n")
     return result.best_path  # type: ignore[return-value]
 
 

@@ -8,11 +8,12 @@ files; the others wait at ``barrier()`` where they need what it wrote.
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 import torch.distributed as dist
+from torch.utils.data import Sampler
 
 from synthiqa.errors import ConfigError
 
@@ -42,9 +43,9 @@ def barrier() -> None:
         dist.barrier()
 
 
-def launched_by_torchrun() -> bool:
-    """Whether this process was started by torchrun (``WORLD_SIZE`` set by the launcher)."""
-    return "TORCHRUN_ID" in os.environ or ("WORLD_SIZE" in os.environ and "LOCAL_RANK" in os.environ)
+def launched_rank() -> int:
+    """The rank torchrun gave this process (``RANK``; 0 when not launched by it)."""
+    return int(os.environ.get("RANK", "0"))
 
 
 def init_from_env(device: str = "auto") -> torch.device:
@@ -57,7 +58,7 @@ def init_from_env(device: str = "auto") -> torch.device:
                           "(start with `torchrun --nproc-per-node N -m synthiqa train ...` or "
                           "`synthiqa train --nproc N ...`)")
     local = int(os.environ["LOCAL_RANK"])
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
+    cuda = uses_cuda(device)
     if cuda:
         if local >= torch.cuda.device_count():
             raise ConfigError(f"LOCAL_RANK {local} has no CUDA device (this machine has "
@@ -94,21 +95,56 @@ def broadcast_object(value: Any) -> Any:
     return box[0]
 
 
-def shard(items: Sequence[Any]) -> list[Any]:
-    """This rank's strided share of ``items`` (``items[rank::world]``); ``unshard`` restores the order."""
-    return list(items[rank()::world_size()])
+def sharded(items: Iterable[Any]) -> Iterator[tuple[int, Any]]:
+    """``(j, item)`` for this rank's items: ``j = rank, rank + world, ...`` (every item in one process)."""
+    r, w = rank(), world_size()
+    for j, item in enumerate(items):
+        if j % w == r:
+            yield j, item
 
 
-def unshard(parts: Sequence[Sequence[Any]]) -> list[Any]:
-    """Interleave per-rank ``shard`` results back into the original order."""
-    out: list[Any] = []
-    longest = max((len(p) for p in parts), default=0)
-    for i in range(longest):
-        out += [p[i] for p in parts if i < len(p)]
-    return out
+def gather_in_order(pieces: Sequence[Any]) -> list[Any]:
+    """Every rank's results of ``sharded`` items (this rank's ``pieces``, in its order), back in item order
+    on every rank. A collective call under ``torch.distributed``."""
+    if not is_distributed():
+        return list(pieces)
+    r, w = rank(), world_size()
+    mine = [(r + w * i, p) for i, p in enumerate(pieces)]
+    everything = [x for part in gather_objects(mine) for x in part]
+    return [p for _, p in sorted(everything, key=lambda t: t[0])]
+
+
+def round_to_ranks(n: int) -> int:
+    """``n`` rounded up to a multiple of the number of ranks (so every rank runs as many steps)."""
+    w = world_size()
+    return -(-n // w) * w
+
+
+class RankSlice(Sampler[list[int]]):
+    """This rank's batches of a batch sampler: batches ``rank, rank + W, ...``, as many on every rank (the
+    last ``len % W`` batches are dropped; under one process every batch)."""
+
+    def __init__(self, batches: Iterable[list[int]]):
+        self.batches = batches
+
+    def _mine(self) -> list[list[int]]:
+        everything = list(self.batches)
+        w = world_size()
+        keep = len(everything) - len(everything) % w
+        return everything[rank():keep:w]
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(self._mine())
+
+    def __len__(self) -> int:
+        return len(self._mine())
+
+
+def uses_cuda(device: str) -> bool:
+    """Whether ``device`` (``auto``, ``cpu``, ``cuda``, ``cuda:N``) means CUDA here."""
+    return device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
 
 
 def max_processes(device: str) -> int:
     """How many training processes this machine takes: one per CUDA device on CUDA, else one per CPU core."""
-    cuda = device.startswith("cuda") or (device == "auto" and torch.cuda.is_available())
-    return torch.cuda.device_count() if cuda else (os.cpu_count() or 1)
+    return torch.cuda.device_count() if uses_cuda(device) else (os.cpu_count() or 1)

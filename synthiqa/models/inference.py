@@ -49,12 +49,15 @@ class Outputs:
 def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]], device: torch.device,
               amp: bool = False) -> Outputs:
     """Evaluate ``model`` (a ``CENIQANet``) on every batch; images ``[B,3,S,S]`` or ``[B,n,3,S,S]``; a batch's
-    ``context`` (whole-image features) goes to a model that pools its crops."""
+    ``context`` (whole-image features) goes to a model that pools its crops.
+
+    Under ``torch.distributed`` (every rank calls it with the same batches) rank r runs batches
+    ``r, r + W, ...`` and the ranks' outputs are gathered in batch order: every rank gets all of them."""
+    from synthiqa.models.distributed import gather_in_order, sharded
+
     model.eval()
-    scores, posts, embs = [], [], []
-    labels: dict[str, list[np.ndarray]] = {}
-    parts: dict[str, list[np.ndarray]] = {}
-    for batch in batches:
+    pieces = []
+    for _, batch in sharded(batches):
         images = batch["image"].to(device, non_blocking=True)
         pooled = images.dim() == 5 and getattr(model, "pools_crops", False)
         n_crops = images.shape[1] if images.dim() == 5 and not pooled else 1
@@ -64,21 +67,26 @@ def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
         with torch.autocast(device.type, dtype=torch.float16, enabled=amp and device.type == "cuda"):
             out = model.outputs(flat, **extra)
         b = flat.shape[0] // n_crops  # images
-        scores.append(out["score"].float().view(b, n_crops).mean(1).cpu().numpy())
-        embs.append(out["embedding"].float().view(b, n_crops, -1).mean(1).cpu().numpy())
+        piece = {"score": out["score"].float().view(b, n_crops).mean(1).cpu().numpy(),
+                 "embedding": out["embedding"].float().view(b, n_crops, -1).mean(1).cpu().numpy(),
+                 "labels": {k: batch[k].cpu().numpy() for k in ("score", "type", "group", "level", "scene")
+                            if k in batch},
+                 "parts": {k: out[k].float().view(b, n_crops).mean(1).cpu().numpy()
+                           for k in ("regression", "prior") if out.get(k) is not None}}
         if out["posterior"] is not None:
-            posts.append(out["posterior"].float().view(b, n_crops, -1).mean(1).cpu().numpy())
-        for k in ("regression", "prior"):
-            if out.get(k) is not None:
-                parts.setdefault(k, []).append(out[k].float().view(b, n_crops).mean(1).cpu().numpy())
-        for k in ("score", "type", "group", "level", "scene"):
-            if k in batch:
-                labels.setdefault(k, []).append(batch[k].cpu().numpy())
-    if not scores:
+            piece["posterior"] = out["posterior"].float().view(b, n_crops, -1).mean(1).cpu().numpy()
+        pieces.append(piece)
+    pieces = gather_in_order(pieces)
+    if not pieces:
         raise SynthiqaError("no images to evaluate")
-    return Outputs(np.concatenate(scores), np.concatenate(posts) if posts else None, np.concatenate(embs),
-                   {k: np.concatenate(v) for k, v in labels.items()},
-                   {k: np.concatenate(v) for k, v in parts.items() if len(v) == len(scores)})
+    posts = [p["posterior"] for p in pieces if "posterior" in p]
+    label_keys = [k for k in pieces[0]["labels"] if all(k in p["labels"] for p in pieces)]
+    part_keys = [k for k in pieces[0]["parts"] if all(k in p["parts"] for p in pieces)]
+    return Outputs(np.concatenate([p["score"] for p in pieces]),
+                   np.concatenate(posts) if len(posts) == len(pieces) else None,
+                   np.concatenate([p["embedding"] for p in pieces]),
+                   {k: np.concatenate([p["labels"][k] for p in pieces]) for k in label_keys},
+                   {k: np.concatenate([p["parts"][k] for p in pieces]) for k in part_keys})
 
 
 def quality_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:

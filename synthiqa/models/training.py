@@ -4,6 +4,11 @@ schedule, progress bar, a CSV log per epoch, checkpoints (best validation SRCC a
 A method contributes a ``TrainingTask``: its model, its batches, one step's losses, what to do at the
 start of an epoch (CENIQA refits its mixture) and its validation. The loop does the rest.
 
+Under ``torch.distributed`` (torchrun, ``synthiqa train --nproc N``) the loop trains through
+``DistributedDataParallel`` (a task's step runs inside its ``forward``, so methods that call several
+submodules are synchronised too), each rank iterating its own slice of the batches; logged losses and
+throughput are averaged/summed over ranks and only rank 0 writes files.
+
 Checkpoints are plain dicts of tensors and primitive containers, loadable with
 ``torch.load(path, weights_only=True)``: ``method``, ``config``, ``model`` (state dict), ``epoch``
 (number of finished epochs), ``metrics``, ``best_srcc``, the task's ``extra_state()`` entries, and in
@@ -28,6 +33,7 @@ from torch import nn
 
 from synthiqa.atomic import atomic_path, atomic_write_text
 from synthiqa.errors import SynthiqaError
+from synthiqa.models.distributed import barrier, is_distributed, is_main_process
 
 
 def seed_everything(seed: int) -> None:
@@ -169,6 +175,34 @@ def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     atomic_write_text(path, buf.getvalue())
 
 
+class _TaskStep(nn.Module):
+    """The task's step as a module's ``forward``, for ``DistributedDataParallel`` (which synchronises the
+    gradients of every parameter of ``model`` that the step used)."""
+
+    def __init__(self, task: TrainingTask):
+        super().__init__()
+        self.model = task.model
+        self.task = task
+
+    def forward(self, batch: dict[str, torch.Tensor], epoch: int) -> tuple[torch.Tensor, dict[str, float]]:
+        return self.task.step(batch, epoch)
+
+
+def _reduce_epoch(sums: dict[str, float], n_images: int, device: torch.device
+                  ) -> tuple[dict[str, float], int]:
+    """Loss sums averaged over ranks, images summed (unchanged in one process)."""
+    if not is_distributed():
+        return sums, n_images
+    import torch.distributed as dist
+
+    keys = sorted(sums)
+    t = torch.tensor([sums[k] for k in keys] + [float(n_images)], dtype=torch.float64,
+                     device=device if device.type == "cuda" else "cpu")
+    dist.all_reduce(t)
+    world = dist.get_world_size()
+    return {k: float(t[i]) / world for i, k in enumerate(keys)}, int(t[-1])
+
+
 def _cpu_state(model: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().to("cpu", copy=True) for k, v in model.state_dict().items()}
 
@@ -193,6 +227,14 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
         optimizer = torch.optim.AdamW(model.parameters(), lr=settings.learning_rate,
                                       weight_decay=settings.weight_decay)
     scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+    ddp: nn.Module | None = None
+    if is_distributed():
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        ddp = DistributedDataParallel(_TaskStep(task), device_ids=ids,
+                                      find_unused_parameters=getattr(task, "unused_parameters", True))
+    writes = is_main_process()
     out = Path(out_dir) if out_dir is not None else None
     rows: list[dict[str, Any]] = []
     best_srcc, best_epoch, start = -math.inf, -1, 0
@@ -218,7 +260,7 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                        disable=not settings.progress)
+                        disable=not settings.progress or not writes)
     with progress:
         for epoch in range(start, settings.epochs):
             t0 = time.perf_counter()
@@ -244,7 +286,7 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
                         group["lr"] = settings.learning_rate * f
                 batch = to_device(batch, device)
                 with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    loss, parts = task.step(batch, epoch)
+                    loss, parts = ddp(batch, epoch) if ddp is not None else task.step(batch, epoch)
                 if not torch.isfinite(loss):
                     raise SynthiqaError(f"epoch {epoch + 1}: the loss became {float(loss)}; lower the "
                                         f"learning rate (now {lr:.3g})")
@@ -262,6 +304,8 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
                 progress.update(bar, advance=1, info=f"loss {float(loss.detach()):.4f}")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
+            sums, n_images = _reduce_epoch({**sums, "_steps": float(n_steps)}, n_images, device)
+            n_steps = round(sums.pop("_steps"))
             images_per_second = n_images / max(time.perf_counter() - t_train, 1e-9)
             progress.remove_task(bar)
             row.update({f"loss_{k}": v / max(n_steps, 1) for k, v in sums.items()})
@@ -281,8 +325,9 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
                 best_state = dict(state)
             summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                                for k, v in row.items() if k not in ("epoch",))
-            progress.console.print(f"epoch {epoch + 1}/{settings.epochs}: {summary}", highlight=False)
-            if out is not None:
+            if writes:
+                progress.console.print(f"epoch {epoch + 1}/{settings.epochs}: {summary}", highlight=False)
+            if out is not None and writes:
                 out.mkdir(parents=True, exist_ok=True)
                 if improved:
                     save_checkpoint(out / "best.pt", state)
@@ -293,8 +338,9 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
         best_state = {"method": task.method, "config": task.config_dict(), "model": _cpu_state(model),
                       "epoch": settings.epochs, "metrics": {}, "best_srcc": best_srcc,
                       "best_epoch": best_epoch, **task.extra_state()}
-    if out is not None and not (out / "best.pt").is_file():
+    if out is not None and writes and not (out / "best.pt").is_file():
         save_checkpoint(out / "best.pt", best_state)
+    barrier()  # the other ranks read what rank 0 wrote
     return TrainResult(
         best_path=out / "best.pt" if out is not None else None,
         last_path=out / "last.pt" if out is not None else None,

@@ -36,7 +36,7 @@ from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.backbones import create_backbone
 from synthiqa.models.data import LabelSpace, RecordImages, collate
-from synthiqa.models.distributed import barrier, is_main_process
+from synthiqa.models.distributed import RankSlice, barrier, is_main_process, round_to_ranks
 from synthiqa.models.inference import Outputs, evaluate_outputs, run_model
 from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
 from synthiqa.models.onthefly import eval_set, split_references
@@ -313,6 +313,9 @@ class RegressionTask:
             alignment and sampling).
     """
 
+    #: Every parameter gets a gradient each step (DistributedDataParallel skips its search).
+    unused_parameters = False
+
     def __init__(self, method: str, config: TRCNNConfig, train: Sequence[IQARecord], val: Sequence[IQARecord],
                  device: torch.device, train_source: Sequence[int] | None = None,
                  stream: DegradedReferences | None = None):
@@ -364,7 +367,7 @@ class RegressionTask:
             perm = torch.randperm(rounds * n_images)[:n].tolist()  # the loop seeds torch per epoch
             order = [perm[j:j + c.batch_size] for j in range(0, n, c.batch_size)
                      if len(perm[j:j + c.batch_size]) > 1]
-        return DataLoader(CropRounds(self.images, epoch), batch_sampler=order, collate_fn=collate,
+        return DataLoader(CropRounds(self.images, epoch), batch_sampler=RankSlice(order), collate_fn=collate,
                           num_workers=c.num_workers, pin_memory=self.device.type == "cuda")
 
     def start_epoch(self, epoch: int) -> dict[str, float]:
@@ -444,7 +447,8 @@ def train_regressor(method: str, options: dict[str, Any], data: str | None, out:
     torch.manual_seed(config.seed)
     task = RegressionTask(method, config, exp.train, exp.val, device, exp.train_source, stream)
     out_dir.mkdir(parents=True, exist_ok=True)
-    config.save(out_dir / "config.yaml")
+    if is_main_process():
+        config.save(out_dir / "config.yaml")
     t0 = time.perf_counter()
     result = run_training(task, loop_settings(config, device, bool(options.get("progress", True))), out_dir,
                           resume=options.get("resume"))
@@ -457,7 +461,8 @@ def train_regressor(method: str, options: dict[str, Any], data: str | None, out:
         labels = LabelSpace.from_records(exp.test)
         report["test"] = regression_metrics(score_records(task.model, exp.test, labels, config, device),
                                             labels.types)
-    atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2, default=_json_default) + "\n")
+    if is_main_process():
+        atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2, default=_json_default) + "\n")
     return result.best_path  # type: ignore[return-value]
 
 
@@ -470,7 +475,7 @@ def onthefly_experiment(ref_dir: str, config: TRCNNConfig, out_dir: Path
         raise ConfigError("local_global needs whole images; it is not available with --on-the-fly")
     parts = split_references(ref_dir, c.image_size, c.seed)
     versions, per_batch = (c.images_per_scene, c.scenes_per_batch) if c.scene_sampling else (1, c.batch_size)
-    steps = max(1, math.ceil((c.train_samples or 1024) / (versions * per_batch)))
+    steps = round_to_ranks(max(1, math.ceil((c.train_samples or 1024) / (versions * per_batch))))
     on_cpu = resolve_device(c.device).type == "cpu"
     stream = DegradedReferences(parts.sources_of("train"), crop=c.image_size, profile=c.onthefly_profile,
                                 law="single", versions=versions, batch_size=per_batch,
