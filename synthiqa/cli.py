@@ -386,6 +386,40 @@ def bench_generate_command(
     if result.ratio is not None:
         console.print(f"synthiqa / baseline images/s: {result.ratio:.2f}x", highlight=False)
 
+@bench_app.command("train")
+def bench_train_command(
+    method: Optional[list[str]] = typer.Option(None, "--method", help="Method to time (repeatable): "  # noqa: UP045
+                                               "ceniqa, arniqa, trcnn, sind (default: ceniqa and arniqa)."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N (default: cpu)."),
+    ref_dir: Optional[Path] = typer.Option(None, "--refs", help="Reference folder (default: the built-in "  # noqa: UP045
+                                           "references)."),
+    steps: int = typer.Option(6, "--steps", help="Timed training steps per run (default: 6)."),
+    repeat: int = typer.Option(3, "--repeat", help="Alternating runs of each side; medians (default: 3)."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader workers on both sides (default: 0)."),
+    seed: int = typer.Option(0, "--seed", help="Run seed (default: 0)."),
+) -> None:
+    """Training images/s of each method fed on the fly against fed from files of the same distortions, and
+    the share of step time spent generating (or decoding) the batches."""
+    from rich.table import Table
+
+    from synthiqa.benchmarks.train_speed import TrainBenchConfig, run_train_benchmark
+
+    config = TrainBenchConfig(methods=tuple(method or ("ceniqa", "arniqa")), device=device, steps=steps,
+                              repeat=repeat, ref_dir=None if ref_dir is None else str(ref_dir),
+                              workers=workers, seed=seed)
+    rows = run_train_benchmark(config, log=lambda m: err_console.print(m, highlight=False))
+    table = Table(title=f"train: default configs, device {device}, {steps} steps x {repeat} alternating runs "
+                        f"(medians), {workers} workers")
+    for col in ("method", "images/step", "on the fly img/s", "files img/s", "ratio", "generating % of step",
+                "decoding % of step"):
+        table.add_column(col, justify="left" if col == "method" else "right")
+    for r in rows:
+        table.add_row(r.method, str(r.images_per_step), f"{r.onthefly_images_per_s:.1f}",
+                      f"{r.files_images_per_s:.1f}", f"{r.ratio:.2f}x", f"{100 * r.generation_share:.1f}",
+                      f"{100 * r.decode_share:.1f}")
+    console.print(table)
+
+
 @bench_app.command("run")
 def bench_run_command(
     suite: str = typer.Argument(..., help="Suite YAML file, a built-in suite (quick, standard), or a "

@@ -221,3 +221,14 @@ def test_rank_slices_under_a_real_gloo_process_group(tmp_path, one_thread):
     slices = torch.load(out)
     whole = _digests(_set().batch(0, j) for j in range(8))
     assert slices == [whole[0::2], whole[1::2]]
+
+
+def test_the_readme_example_runs_as_written(one_thread):
+    from pathlib import Path
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## The engine inside training"):]
+    code = section[section.index("```python\n") + len("```python\n"):section.index("```\n", 10)]
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["x"].shape == (8, 3, 64, 64) and len(namespace["chains"]) == 8

@@ -466,21 +466,30 @@ def train_regressor(method: str, options: dict[str, Any], data: str | None, out:
     return result.best_path  # type: ignore[return-value]
 
 
-def onthefly_experiment(ref_dir: str, config: TRCNNConfig, out_dir: Path
-                        ) -> tuple[ExperimentData, DegradedReferences]:
-    """TRCNN/SIND on a reference folder: the training stream (split over ranks) from the training
-    references; fixed validation and test crops of held-out references, written under ``out_dir/onthefly``."""
+def training_stream(sources: Sequence[Any], config: TRCNNConfig, scene_ids: Sequence[int] | None = None
+                    ) -> DegradedReferences:
+    """The on-the-fly training batches of TRCNN/SIND from reference ``sources``: one ``onthefly_profile``
+    distortion per crop at a level 1..5, labelled by the level rule; with ``scene_sampling``,
+    ``scenes_per_batch`` items of ``images_per_scene`` versions of one crop each. About ``train_samples``
+    images per epoch, split over ``torch.distributed`` ranks."""
     c = config
     if c.local_global:
         raise ConfigError("local_global needs whole images; it is not available with --on-the-fly")
-    parts = split_references(ref_dir, c.image_size, c.seed)
     versions, per_batch = (c.images_per_scene, c.scenes_per_batch) if c.scene_sampling else (1, c.batch_size)
     steps = round_to_ranks(max(1, math.ceil((c.train_samples or 1024) / (versions * per_batch))))
     on_cpu = resolve_device(c.device).type == "cpu"
-    stream = DegradedReferences(parts.sources_of("train"), crop=c.image_size, profile=c.onthefly_profile,
-                                law="single", versions=versions, batch_size=per_batch,
-                                items=steps * per_batch, seed=c.seed, labels="level",
-                                scene_ids=parts.parts["train"], distort="worker" if on_cpu else "device")
+    return DegradedReferences(sources, crop=c.image_size, profile=c.onthefly_profile, law="single",
+                              versions=versions, batch_size=per_batch, items=steps * per_batch, seed=c.seed,
+                              labels="level", scene_ids=scene_ids, distort="worker" if on_cpu else "device")
+
+
+def onthefly_experiment(ref_dir: str, config: TRCNNConfig, out_dir: Path
+                        ) -> tuple[ExperimentData, DegradedReferences]:
+    """TRCNN/SIND on a reference folder: the training stream (``training_stream``) from the training
+    references; fixed validation and test crops of held-out references, written under ``out_dir/onthefly``."""
+    c = config
+    parts = split_references(ref_dir, c.image_size, c.seed)
+    stream = training_stream(parts.sources_of("train"), c, parts.parts["train"])
     sets = {part: eval_set(parts, part, out_dir / "onthefly", c.image_size, c.onthefly_profile, "single",
                            c.seed, c.val_samples or 200, write=is_main_process())
             for part in ("val", "test")}
