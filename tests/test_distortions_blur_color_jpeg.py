@@ -185,11 +185,11 @@ def test_jpeg_bytes_equal_pillow_and_roundtrip(image):
 def test_torchvision_list_path_groups_by_quality(image):
     """The nvJPEG code path (list encode per quality, batched decode) run on the CPU, where torchvision
     uses libjpeg: it must equal the libjpeg codec sample by sample."""
-    from synthiqa.distortions.compression import _libjpeg_roundtrip, _torchvision_roundtrip
+    from synthiqa.distortions.compression import _libjpeg_roundtrip, batched_jpeg_roundtrip
 
     x = torch.stack([image, image.flip(-1), 1 - image, image.flip(-2)])
     qualities = [24, 7, 24, 43]
-    assert torch.equal(_torchvision_roundtrip(x, qualities), _libjpeg_roundtrip(x, qualities))
+    assert torch.equal(batched_jpeg_roundtrip(x, qualities), _libjpeg_roundtrip(x, qualities))
 
 
 def test_jpeg_codec_options(image):

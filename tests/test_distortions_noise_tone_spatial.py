@@ -389,7 +389,7 @@ def test_kadid_chain_with_minmax_wrap():
     assert out.flatten(1).amin(1).tolist() == pytest.approx([0, 0]) and rec[0][1]["amount"] == 0.0
 
 
-@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.cuda
 @pytest.mark.parametrize(("name", "profile"), CASES)
 def test_cuda_batch_independent_and_close_to_cpu_when_deterministic(name, profile):
     x = textured(3).cuda()

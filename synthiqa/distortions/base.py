@@ -105,7 +105,7 @@ def check_images(images: torch.Tensor, what: str = "images") -> torch.Tensor:
         return images.float().div_(255.0)
     if not images.is_floating_point():
         raise DistortionInputError(f"{what} must be uint8 or floating point, got {images.dtype}")
-    lo, hi = images.amin().item(), images.amax().item()  # NaN propagates into both
+    lo, hi = torch.stack([images.amin(), images.amax()]).tolist()  # one transfer; NaN propagates into both
     if math.isnan(lo) or math.isnan(hi):
         raise DistortionInputError(f"{what} contain NaN values")
     if lo < -1e-4 or hi > 1 + 1e-4:
@@ -191,13 +191,60 @@ class Distortion:
         return f"{type(self).__name__}(name={self.name!r}, profile={self.profile!r})"
 
 
+class DeviceParams(dict):
+    """Parameters moved to a device (``params_to``), with the CPU originals in ``host``: ops read Python
+    values (kernel sizes, codec qualities) from ``host`` instead of copying device tensors back."""
+
+    def __init__(self, values: Mapping[str, torch.Tensor], host: Mapping[str, torch.Tensor]):
+        super().__init__(values)
+        self.host = dict(host)
+
+
+def host_param(params: Mapping[str, torch.Tensor], key: str) -> torch.Tensor:
+    """Parameter ``key`` as a CPU tensor: the CPU original when ``params`` came from ``params_to`` (no
+    device round trip), else a copy of the value."""
+    host = getattr(params, "host", None)
+    if host is not None and key in host:
+        return host[key]
+    return params[key].detach().cpu()
+
+
+def upload(tensor: torch.Tensor, device: torch.device | str) -> torch.Tensor:
+    """A CPU tensor on ``device``: on CUDA from pinned memory with a non-blocking copy (no host sync; the
+    caching host allocator keeps the buffer until the copy is done), else a plain ``to``."""
+    device = torch.device(device)
+    if device.type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 def params_to(params: Mapping[str, torch.Tensor], device: torch.device | str,
-              dtype: torch.dtype = torch.float32) -> dict[str, torch.Tensor]:
-    """Move parameters to a device; floating values become ``dtype``, integers stay int64."""
-    out = {}
+              dtype: torch.dtype = torch.float32) -> DeviceParams:
+    """Move parameters to a device; floating values become ``dtype``, integers stay int64.
+
+    CPU values bound for another device travel packed: one buffer per dtype, one non-blocking upload
+    (``upload``), split back into views there. The CPU originals stay readable as ``result.host``.
+    """
+    device = torch.device(device)
+    host: dict[str, torch.Tensor] = {}
+    out: dict[str, torch.Tensor] = {}
+    packs: dict[torch.dtype, list[tuple[str, torch.Tensor]]] = {}
     for k, v in params.items():
-        out[k] = v.to(device=device, dtype=dtype if v.is_floating_point() else v.dtype)
-    return out
+        target = dtype if v.is_floating_point() else v.dtype
+        if v.device.type == "cpu":
+            host[k] = v.detach().to(target)  # the values the device sees
+        if device.type == "cpu" or v.device == device:
+            out[k] = v.to(device=device, dtype=target)
+        else:
+            packs.setdefault(target, []).append((k, host.get(k, v)))
+    for items in packs.values():
+        flat = torch.cat([v.detach().cpu().reshape(-1) for _, v in items])
+        moved = upload(flat, device)
+        start = 0
+        for k, v in items:
+            out[k] = moved[start:start + v.numel()].view(v.shape)
+            start += v.numel()
+    return DeviceParams({k: out[k] for k in params}, host)
 
 
 def select_params(params: Mapping[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:

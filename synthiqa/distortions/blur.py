@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from synthiqa.distortions.base import Distortion, LevelTable
+from synthiqa.distortions.base import Distortion, LevelTable, host_param
 from synthiqa.distortions.fastpath import filter_uint8, register_uint8_path
 from synthiqa.distortions.filters import (
     disk_kernel,
@@ -31,8 +31,9 @@ def round_half_up(values: torch.Tensor) -> list[int]:
 
 
 def _motion_kernels(params: Mapping[str, torch.Tensor]) -> list[np.ndarray]:
-    angles = [int(a) for a in params["angle"].detach().cpu().round().tolist()]
-    return [motion_kernel(n, a) for n, a in zip(round_half_up(params["length"]), angles, strict=True)]
+    angles = [int(a) for a in host_param(params, "angle").round().tolist()]
+    lengths = round_half_up(host_param(params, "length"))
+    return [motion_kernel(n, a) for n, a in zip(lengths, angles, strict=True)]
 
 
 def _floats(values: torch.Tensor) -> list[float]:
@@ -53,7 +54,7 @@ class GaussianBlur(Distortion):
                    "2*ceil(2*sigma)+1 = 3..21 px with taps cut at that size (fspecial), replicate border")
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        kernels = [gaussian_kernel1d(s) for s in _floats(params["sigma"])]
+        kernels = [gaussian_kernel1d(s) for s in _floats(host_param(params, "sigma"))]
         return separable_filter(images, kernels)
 
 
@@ -74,7 +75,7 @@ class LensBlur(Distortion):
                      "use MATLAB's kernel")
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        kernels = [disk_kernel(r) for r in round_half_up(params["radius"])]
+        kernels = [disk_kernel(r) for r in round_half_up(host_param(params, "radius"))]
         return filter2d(images, kernels)
 
 

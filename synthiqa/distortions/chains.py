@@ -21,6 +21,7 @@ from synthiqa.distortions.base import (
     check_levels,
     check_shape,
     params_to,
+    upload,
 )
 from synthiqa.distortions.fastpath import FLAT_SPAN
 from synthiqa.distortions.registry import distortion_groups, get_distortion, get_profile, resolve_name
@@ -263,7 +264,7 @@ def _apply_checked(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
                 by_name.setdefault(chain[pos].name, []).append(i)
         for name, idx_list in by_name.items():
             dist = get_distortion(name, profile)
-            idx = torch.tensor(idx_list, dtype=torch.long, device=out.device)
+            idx = upload(torch.tensor(idx_list, dtype=torch.long), out.device)
             step_seeds, params = _draw_step(dist, chains, pos, idx_list, seed_t)
             whole = len(idx_list) == out.shape[0]  # indices rise, so this is the batch in order
             sub = out if whole else out.index_select(0, idx)

@@ -13,7 +13,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthiqa.distortions.base import Distortion, LevelTable
+from synthiqa.distortions.base import Distortion, LevelTable, host_param, upload
 from synthiqa.distortions.blur import round_half_up
 from synthiqa.distortions.colorspace import lab_to_rgb, rgb_to_lab, truncate_to_8bit
 from synthiqa.distortions.fastpath import FLAT_SPAN, map_images, register_uint8_path, scratch
@@ -50,7 +50,7 @@ class ColorDiffusion(Distortion):
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         amount = params["amount"]
-        sigmas = (1.5 * amount.detach().to(torch.float64).cpu() + 2.0).tolist()
+        sigmas = (1.5 * host_param(params, "amount").to(torch.float64) + 2.0).tolist()
         lab = rgb_to_lab(images)
         ab = separable_filter(lab[:, 1:3].contiguous(), [gaussian_kernel1d(s) for s in sigmas])
         lab = torch.cat([lab[:, :1], ab.to(lab.device) * _view(amount, lab)], dim=1)
@@ -136,9 +136,9 @@ class ColorShift(Distortion):
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         b, _, h, w = images.shape
-        amount = params["amount"].detach().to(torch.float64).cpu().view(-1, 1)
-        shift = torch.floor(amount * params["direction"].detach().to(torch.float64).cpu() + 0.5).long()
-        shift = shift.to(images.device)
+        amount = host_param(params, "amount").to(torch.float64).view(-1, 1)
+        shift = torch.floor(amount * host_param(params, "direction").to(torch.float64) + 0.5).long()
+        shift = upload(shift, images.device)
         mode = self.options.get("shift_border", "arniqa")
         rows = _shift_index(h, shift[:, 0], shift[:, 1], mode)
         cols = _shift_index(w, shift[:, 1], shift[:, 0], mode)
@@ -345,7 +345,7 @@ class ColorQuantization(Distortion):
                    "+ ind2rgb")
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        colors = [max(2, min(256, n)) for n in round_half_up(params["colors"])]
+        colors = [max(2, min(256, n)) for n in round_half_up(host_param(params, "colors"))]
         method = self.options.get("method", "wu")
         if method == "kmeans":
             return kmeans_ordered_dither(images, colors)

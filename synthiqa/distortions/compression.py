@@ -12,11 +12,12 @@ import math
 import warnings
 from collections.abc import Mapping
 from functools import lru_cache
+from typing import Protocol
 
 import numpy as np
 import torch
 
-from synthiqa.distortions.base import Distortion, LevelTable
+from synthiqa.distortions.base import Distortion, LevelTable, host_param
 from synthiqa.distortions.blur import round_half_up
 from synthiqa.distortions.color import map_uint8_images
 from synthiqa.distortions.fastpath import (
@@ -57,24 +58,91 @@ def _libjpeg_roundtrip(images: torch.Tensor, qualities: list[int]) -> torch.Tens
     return map_uint8_images(images, roundtrip, bgr=True)
 
 
-def _torchvision_roundtrip(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
-    """JPEG through ``torchvision.io`` on the images' device: one list ``encode_jpeg`` call per distinct
-    quality, then one batched ``decode_jpeg``. On CUDA this is nvJPEG (4:4:4 chroma); on the CPU it is
-    libjpeg (4:2:0, the same bytes as the ``libjpeg`` codec). torchvision >= 0.29 marks these functions
-    deprecated in favour of TorchCodec; the warning is silenced here because callers cannot act on it."""
-    from torchvision.io import decode_jpeg, encode_jpeg
+class JpegBackend(Protocol):
+    """A batched JPEG codec as the round trip uses it (torchvision's list API): ``encode`` one quality
+    for a list of uint8 ``[3,H,W]`` images on one device, returning the encoded bytes as uint8 tensors on
+    that device; ``decode`` a list of encoded uint8 CPU tensors to uint8 ``[3,H,W]`` images on
+    ``device``."""
 
+    def encode(self, images: list[torch.Tensor], quality: int) -> list[torch.Tensor]: ...
+
+    def decode(self, data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]: ...
+
+
+class TorchvisionJpeg:
+    """``torchvision.io.encode_jpeg`` / ``decode_jpeg`` on lists: nvJPEG for CUDA tensors (4:4:4 chroma),
+    libjpeg for CPU ones (4:2:0, the ``libjpeg`` codec's bytes). torchvision >= 0.29 marks these functions
+    deprecated in favour of TorchCodec; the warning is silenced because callers cannot act on it."""
+
+    def encode(self, images: list[torch.Tensor], quality: int) -> list[torch.Tensor]:
+        from torchvision.io import encode_jpeg
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return list(encode_jpeg(images, quality=quality))
+
+    def decode(self, data: list[torch.Tensor], device: torch.device) -> list[torch.Tensor]:
+        from torchvision.io import decode_jpeg
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return list(decode_jpeg(data, device=device))
+
+
+def gather_to_host(parts: list[torch.Tensor]) -> list[torch.Tensor]:
+    """Encoded streams (1-D uint8, one device) as CPU tensors with one copy: concatenated where they
+    are, copied once (into pinned memory, the only wait of the batch on CUDA), split back into views.
+    Lengths are tensor metadata, so nothing is read from the device before the copy."""
+    if not parts:
+        return []
+    lengths = [p.numel() for p in parts]
+    flat = torch.cat([p.reshape(-1) for p in parts])
+    if flat.device.type == "cuda":
+        host = torch.empty(flat.numel(), dtype=torch.uint8, pin_memory=True)
+        host.copy_(flat, non_blocking=True)
+        torch.cuda.current_stream(flat.device).synchronize()
+    else:
+        host = flat
+    return list(host.split(lengths))
+
+
+_FALLBACK_WARNED: set[str] = set()
+
+
+def _warn_once(key: str, text: str) -> None:
+    if key not in _FALLBACK_WARNED:
+        _FALLBACK_WARNED.add(key)
+        warnings.warn(text, RuntimeWarning, stacklevel=3)
+
+
+def batched_jpeg_roundtrip(images: torch.Tensor, qualities: list[int],
+                           backend: JpegBackend | None = None) -> torch.Tensor:
+    """JPEG round trip of float ``[B,3,H,W]`` images in [0, 1] through a batched codec on their device:
+    one ``encode`` call per distinct quality, one copy of all encoded streams to the host
+    (``gather_to_host``), one ``decode`` call for the batch. Fallbacks: when the device encoder fails
+    (no nvJPEG in this build, out of device memory) the batch takes the CPU ``libjpeg`` codec; when the
+    decoder fails, the streams are decoded (again) on the CPU and uploaded; each warns once."""
+    backend = TorchvisionJpeg() if backend is None else backend
+    device = images.device
     u8 = (images.detach() * 255.0).round_().clamp_(0, 255).to(torch.uint8).contiguous()
-    out = torch.empty_like(u8)
-    q_all = torch.tensor(qualities)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
+    encoded: list[torch.Tensor | None] = [None] * len(qualities)
+    try:
         for q in sorted(set(qualities)):
-            idx = torch.nonzero(q_all == q).flatten().tolist()
-            encoded = encode_jpeg([u8[i] for i in idx], quality=q)
-            decoded = decode_jpeg([e.cpu() for e in encoded], device=images.device)
-            out[idx] = torch.stack(decoded)
-    return out.to(images.dtype).div_(255.0)
+            idx = [i for i, qi in enumerate(qualities) if qi == q]
+            for i, data in zip(idx, backend.encode([u8[i] for i in idx], q), strict=True):
+                encoded[i] = data
+    except RuntimeError as exc:
+        _warn_once(f"encode:{device.type}", f"jpeg: the {device.type} encoder failed ({exc}); using libjpeg "
+                                            "on the CPU for such batches")
+        return _libjpeg_roundtrip(images, qualities)
+    host = gather_to_host([e for e in encoded if e is not None])
+    try:
+        decoded = backend.decode(host, device)
+    except RuntimeError as exc:
+        _warn_once(f"decode:{device.type}", f"jpeg: the {device.type} decoder failed ({exc}); decoding on "
+                                            "the CPU")
+        decoded = [d.to(device) for d in backend.decode(host, torch.device("cpu"))]
+    return torch.stack(decoded).to(images.dtype).div_(255.0)
 
 
 def _kornia_jpeg(images: torch.Tensor, qualities: list[int]) -> torch.Tensor:
@@ -101,14 +169,14 @@ class JPEG(Distortion):
                    "fractional levels); libjpeg baseline 4:2:0 as Pillow/torchvision/MATLAB imwrite")
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        qualities = [max(1, min(100, q)) for q in round_half_up(params["quality"])]
+        qualities = [max(1, min(100, q)) for q in round_half_up(host_param(params, "quality"))]
         codec = self.options.get("codec") or ("nvjpeg" if images.is_cuda else "libjpeg")
         if codec == "libjpeg":
             return _libjpeg_roundtrip(images, qualities)
         if codec == "nvjpeg":
             if not images.is_cuda:
                 raise DistortionInputError("jpeg: codec 'nvjpeg' needs CUDA images")
-            return _torchvision_roundtrip(images, qualities)
+            return batched_jpeg_roundtrip(images, qualities)
         if codec == "kornia":
             return _kornia_jpeg(images, qualities)
         raise DistortionInputError(f"jpeg: unknown codec {codec!r}; choose one of {', '.join(JPEG_CODECS)}")
@@ -211,7 +279,7 @@ class JPEG2000(Distortion):
                    "128 px), LRCP")
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        ratios = params["ratio"].detach().to(torch.float64).cpu().tolist()
+        ratios = host_param(params, "ratio").to(torch.float64).tolist()
         irreversible = bool(self.options.get("irreversible", False))
 
         def roundtrip(i: int, image: np.ndarray) -> np.ndarray:

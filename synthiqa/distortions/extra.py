@@ -14,7 +14,7 @@ from collections.abc import Mapping
 import torch
 import torch.nn.functional as F
 
-from synthiqa.distortions.base import ANY_PROFILE, EXTRA_GROUP, Distortion, LevelTable
+from synthiqa.distortions.base import ANY_PROFILE, EXTRA_GROUP, Distortion, LevelTable, host_param
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.distortions.rng import SampleRNG, normal_field, uniform_field
 from synthiqa.errors import DistortionInputError
@@ -39,9 +39,11 @@ def _fft_conv_same(x: torch.Tensor, kernels: torch.Tensor) -> torch.Tensor:
     return full[:, r:r + h, r:r + w].unsqueeze(1)
 
 
-def _line_kernels(lengths: torch.Tensor, angles_deg: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """Anti-aliased line kernels ``[B,K,K]`` (peak 1), one per sample; angle 0 is vertical."""
-    k = int(lengths.max().ceil().item()) | 1
+def _line_kernels(lengths: torch.Tensor, angles_deg: torch.Tensor, device: torch.device,
+                  side: int | None = None) -> torch.Tensor:
+    """Anti-aliased line kernels ``[B,K,K]`` (peak 1), one per sample; angle 0 is vertical. ``side``: K
+    (odd, at least the longest length) when the caller knows it, else read from ``lengths``."""
+    k = side if side is not None else int(lengths.max().ceil().item()) | 1
     r = k // 2
     coords = torch.arange(-r, r + 1, device=device, dtype=torch.float32)
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
@@ -80,12 +82,17 @@ class Rain(Distortion):
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         b, _, h, w = images.shape
-        u = uniform_field(params["field_seed"], (1, h, w), images.device)
+        u = uniform_field(host_param(params, "field_seed"), (1, h, w), images.device)
         density = _col(params["density"], images)
         # a drop where u < density; its strength (0.5..1) reuses u's position inside [0, density)
         drops = torch.where(u < density, 0.5 + 0.5 * u / density.clamp_min(1e-8), torch.zeros_like(u))
         lengths = (params["length"] * min(h, w)).clamp_min(3.0)
-        streaks = _fft_conv_same(drops, _line_kernels(lengths, params["angle"], images.device)).clamp(0, 1)
+        # One kernel side for any batch (the table's longest streak): FFT sizes, and so each sample's
+        # rounding, do not depend on the batch mates.
+        longest = max(float(host_param(params, "length").max()), max(self.table.params["length"]))
+        side = math.ceil(max(longest * min(h, w), 3.0)) | 1
+        kernels = _line_kernels(lengths, params["angle"], images.device, side)
+        streaks = _fft_conv_same(drops, kernels).clamp(0, 1)
         alpha = _col(params["opacity"], images) * streaks
         dimmed = images * (1 - float(self.options.get("dim", 0.25)) * _col(params["opacity"], images))
         return dimmed * (1 - alpha) + _col(params["brightness"], images) * alpha
@@ -115,10 +122,11 @@ class Fog(Distortion):
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         b, _, h, w = images.shape
         noise = torch.zeros(b, 1, h, w, device=images.device)
+        seeds = host_param(params, "field_seeds")
         for octave in range(self.octaves):
             cells = 2 ** (octave + 1)
             gh, gw = cells + 1, max(2, math.ceil(cells * w / h)) + 1
-            grid = normal_field(params["field_seeds"][:, octave], (1, gh, gw), images.device)
+            grid = normal_field(seeds[:, octave], (1, gh, gw), images.device)
             noise += 0.5**octave * F.interpolate(grid, size=(h, w), mode="bicubic", align_corners=True)
         lo = noise.amin(dim=(1, 2, 3), keepdim=True)
         hi = noise.amax(dim=(1, 2, 3), keepdim=True)

@@ -23,8 +23,10 @@ Two backends give the same result within float32 rounding:
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Sequence
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 import torch
@@ -211,15 +213,48 @@ def _stack_kernels(kernels: Sequence[np.ndarray]) -> np.ndarray:
     return bank
 
 
-def _torch_taps(images: torch.Tensor, bank: np.ndarray) -> torch.Tensor:
-    """Correlate each sample with its kernel ``bank[b]`` [kh, kw] (replicate border), tap by tap."""
+#: Kernel banks kept on their devices, most recently used last: (kernel ids, axis, device, dtype) ->
+#: (the kernels, so their ids stay theirs; taps in use; the bank on the device).
+_BANKS: OrderedDict[tuple[Any, ...], tuple[Sequence[np.ndarray], np.ndarray, torch.Tensor]] = OrderedDict()
+BANK_CACHE_SIZE = 64
+
+
+def _device_bank(kernels: Sequence[np.ndarray], axis: str, device: torch.device,
+                 dtype: torch.dtype) -> tuple[np.ndarray, torch.Tensor]:
+    """The taps in use ``[kh, kw]`` and the bank ``[B, kh, kw]`` of ``kernels`` on ``device``: ``axis``
+    ``"2d"`` (2-D kernels), ``"rows"`` or ``"cols"`` (1-D kernels along that axis). Banks of the same
+    read-only kernel objects (the cached ``fspecial`` kernels) are reused per device; a new bank travels
+    with one non-blocking upload."""
+    from synthiqa.distortions.base import upload
+
+    key = (tuple(id(k) for k in kernels), axis, str(device), dtype)
+    hit = _BANKS.get(key)
+    if hit is not None:
+        _BANKS.move_to_end(key)
+        return hit[1], hit[2]
+    if axis == "2d":
+        bank = _stack_kernels(kernels)
+    else:
+        bank = _stack_kernels([np.asarray(k).reshape(1, -1) for k in kernels])  # [B, 1, K]
+        if axis == "cols":
+            bank = bank.transpose(0, 2, 1).copy()
+    used = np.abs(bank).max(axis=0) > 0
+    weights = upload(torch.from_numpy(bank).to(dtype), device)
+    if not any(np.asarray(k).flags.writeable for k in kernels):  # only kernels that cannot change
+        _BANKS[key] = (tuple(kernels), used, weights)
+        while len(_BANKS) > BANK_CACHE_SIZE:
+            _BANKS.popitem(last=False)
+    return used, weights
+
+
+def _torch_taps(images: torch.Tensor, used: np.ndarray, weights: torch.Tensor) -> torch.Tensor:
+    """Correlate each sample with its kernel ``weights[b]`` [kh, kw] (on the images' device; replicate
+    border), tap by tap over the taps ``used`` by some sample."""
     b, c, h, w = images.shape
-    kh, kw = bank.shape[1:]
+    kh, kw = used.shape
     ry, rx = kh // 2, kw // 2
     xp = F.pad(images, (rx, rx, ry, ry), mode="replicate") if (rx or ry) else images
-    weights = torch.from_numpy(bank).to(device=images.device, dtype=images.dtype)
     out = torch.zeros_like(images)
-    used = np.abs(bank).max(axis=0) > 0
     for dy, dx in zip(*np.nonzero(used), strict=True):
         out.addcmul_(xp[:, :, dy:dy + h, dx:dx + w], weights[:, dy, dx].view(b, 1, 1, 1))
     return out
@@ -235,9 +270,8 @@ def separable_filter(images: torch.Tensor, kernels: Sequence[np.ndarray],
         raise ValueError(f"got {len(kernels)} kernels for {images.shape[0]} images")
     if _pick_backend(images, backend) == "opencv":
         return _opencv_filter(images, kernels, separable=True)
-    bank = _stack_kernels([np.asarray(k).reshape(1, -1) for k in kernels])  # [B, 1, K]
-    rows = _torch_taps(images, bank)
-    return _torch_taps(rows, bank.transpose(0, 2, 1).copy())
+    rows = _torch_taps(images, *_device_bank(kernels, "rows", images.device, images.dtype))
+    return _torch_taps(rows, *_device_bank(kernels, "cols", images.device, images.dtype))
 
 
 def filter2d(images: torch.Tensor, kernels: Sequence[np.ndarray], backend: str = "auto") -> torch.Tensor:
@@ -249,4 +283,4 @@ def filter2d(images: torch.Tensor, kernels: Sequence[np.ndarray], backend: str =
         raise ValueError(f"got {len(kernels)} kernels for {images.shape[0]} images")
     if _pick_backend(images, backend) == "opencv":
         return _opencv_filter(images, kernels, separable=False)
-    return _torch_taps(images, _stack_kernels(kernels))
+    return _torch_taps(images, *_device_bank(kernels, "2d", images.device, images.dtype))

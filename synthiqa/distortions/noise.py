@@ -12,7 +12,7 @@ from collections.abc import Mapping
 import numpy as np
 import torch
 
-from synthiqa.distortions.base import Distortion, LevelTable
+from synthiqa.distortions.base import Distortion, LevelTable, host_param
 from synthiqa.distortions.fastpath import (
     UNIT_VALUES,
     apply_lut,
@@ -87,7 +87,7 @@ class WhiteNoise(Distortion):
     draw = staticmethod(_field_seed)
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        noise = normal_field(params["field_seed"], images.shape[1:], images.device, images.dtype)
+        noise = normal_field(host_param(params, "field_seed"), images.shape[1:], images.device, images.dtype)
         sigma = _per_sample(params["variance"], images).sqrt()
         return noise.mul_(sigma).add_(images).clamp_(0.0, 1.0)
 
@@ -119,7 +119,7 @@ class WhiteNoiseColorComponent(Distortion):
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         matrix, offset = YCBCR_CONVENTIONS[self.options.get("ycbcr", "full")]
         ycc = _pointwise_matrix(images, matrix, offset)
-        noise = normal_field(params["field_seed"], images.shape[1:], images.device, images.dtype)
+        noise = normal_field(host_param(params, "field_seed"), images.shape[1:], images.device, images.dtype)
         ycc.add_(noise.mul_(_per_sample(params["variance"], images).sqrt_()))
         if self.options.get("clip_ycbcr", False):
             ycc.clamp_(0.0, 1.0)
@@ -148,7 +148,7 @@ class ImpulseNoise(Distortion):
     draw = staticmethod(_field_seed)
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        r = uniform_field(params["field_seed"], images.shape[1:], images.device, images.dtype)
+        r = uniform_field(host_param(params, "field_seed"), images.shape[1:], images.device, images.dtype)
         r.div_(_per_sample(params["density"], images))  # r = u / d: hit when r < 1, salt when r >= 1/2
         return torch.where(r < 1.0, (r >= 0.5).to(images.dtype), images)
 
@@ -179,10 +179,10 @@ class MultiplicativeNoise(Distortion):
         var = _per_sample(params["variance"], images)
         law = self.options.get("law", "gaussian")
         if law == "uniform":
-            n = uniform_field(params["field_seed"], images.shape[1:], images.device, images.dtype)
+            n = uniform_field(host_param(params, "field_seed"), images.shape[1:], images.device, images.dtype)
             n.sub_(0.5).mul_((12.0 * var).sqrt_())
         elif law == "gaussian":
-            n = normal_field(params["field_seed"], images.shape[1:], images.device, images.dtype)
+            n = normal_field(host_param(params, "field_seed"), images.shape[1:], images.device, images.dtype)
             n.mul_(var.sqrt())
         else:
             raise ValueError(f"multiplicative_noise: unknown option law={law!r} (use gaussian or uniform)")
@@ -233,7 +233,7 @@ class Denoise(Distortion):
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         var = _per_sample(params["variance"], images)
-        noisy = normal_field(params["field_seed"], images.shape[1:], images.device, images.dtype)
+        noisy = normal_field(host_param(params, "field_seed"), images.shape[1:], images.device, images.dtype)
         noisy.mul_(var.sqrt()).add_(images).clamp_(0.0, 1.0)
         out = guided_denoise(noisy, var, radius=int(self.options.get("radius", 3)),
                              eps_scale=float(self.options.get("eps_scale", 0.25)),

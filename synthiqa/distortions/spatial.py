@@ -16,7 +16,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from synthiqa.distortions.base import Distortion, LevelTable
+from synthiqa.distortions.base import Distortion, LevelTable, host_param, upload
 from synthiqa.distortions.fastpath import (
     UNIT_VALUES,
     apply_lut,
@@ -72,7 +72,8 @@ class Jitter(Distortion):
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         b, _, h, w = images.shape
         mode = self.options.get("interpolation", "bilinear")
-        shifts = normal_field(params["field_seed"], (JITTER_ITERATIONS, h, w, 2), images.device, images.dtype)
+        shifts = normal_field(host_param(params, "field_seed"), (JITTER_ITERATIONS, h, w, 2), images.device,
+                              images.dtype)
         # Pixel displacements -> normalised grid units (align_corners=True: pixel centres at -1..1).
         unit = torch.tensor([2.0 / max(w - 1, 1), 2.0 / max(h - 1, 1)], device=images.device,
                             dtype=images.dtype)
@@ -121,8 +122,9 @@ class NonEccentricityPatch(Distortion):
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         b, _, h, w = images.shape
         dev = images.device
-        u = self.positions(params["field_seed"]).to(dev)
-        n = round_count(params["patches"]).to(dev)
+        u = upload(self.positions(host_param(params, "field_seed")), dev)
+        n_host = round_count(host_param(params, "patches"))
+        n = upload(n_host, dev)
         src, dst = [], []
         for k, size in enumerate((h, w)):
             lo, hi = PATCH_MARGIN, size - PATCH - PATCH_MARGIN
@@ -135,7 +137,7 @@ class NonEccentricityPatch(Distortion):
         out = images.clone()
         bi = torch.arange(b, device=dev).view(-1, 1, 1)
         offs = torch.arange(PATCH, device=dev)
-        for k in range(int(n.max().item()) if b else 0):
+        for k in range(int(n_host.max()) if b else 0):
             rs, cs = src[0][:, k, None] + offs, src[1][:, k, None] + offs
             rd, cd = dst[0][:, k, None] + offs, dst[1][:, k, None] + offs
             patch = out[bi, :, rs[:, :, None], cs[:, None, :]]
@@ -198,20 +200,22 @@ class Pixelate(Distortion):
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         b, c, h, w = images.shape
-        z = self.scale(params["strength"])
+        z = self.scale(host_param(params, "strength"))
         rule = self.options.get("resize", "torch")
-        rows = _pixelate_maps(z, h, rule).to(images.device)
-        cols = _pixelate_maps(z, w, rule).to(images.device)
+        rows = upload(_pixelate_maps(z, h, rule), images.device)
+        cols = upload(_pixelate_maps(z, w, rule), images.device)
         index = (rows[:, :, None] * w + cols[:, None, :]).view(b, 1, h * w).expand(b, c, h * w)
         return images.reshape(b, c, h * w).gather(2, index).view(b, c, h, w)
 
 
-def multi_otsu_bins(hist: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
+def multi_otsu_bins(hist: torch.Tensor, classes: torch.Tensor,
+                    max_classes: int | None = None) -> torch.Tensor:
     """Exact multi-level Otsu on histograms by dynamic programming, batched.
 
     Args:
         hist: ``[B, L]`` bin counts (bin i has value i).
         classes: ``[B]`` int64, number of classes K_b >= 2 per sample (K_b - 1 thresholds).
+        max_classes: max K_b when the caller knows it (saves reading ``classes`` back from a device).
 
     Returns:
         ``[B, max K - 1]`` int64 threshold bins t (class j holds bins t_{j-1} < i <= t_j), ascending;
@@ -225,7 +229,7 @@ def multi_otsu_bins(hist: torch.Tensor, classes: torch.Tensor) -> torch.Tensor:
     """
     bsz, nbins = hist.shape
     mass, moment = otsu_prefix_sums(hist)
-    kmax = int(classes.max().item()) if bsz else 2
+    kmax = max_classes if max_classes is not None else (int(classes.max().item()) if bsz else 2)
     if hist.device.type != "cpu":
         return _multi_otsu_torch(mass, moment, classes, kmax)
     out = np.full((bsz, kmax - 1), nbins, dtype=np.int64)
@@ -340,7 +344,7 @@ class Quantization(Distortion):
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         method = self.options.get("method", "uniform")
-        n = round_count(params["levels"]).to(images.device).clamp_min(2)
+        n = round_count(host_param(params, "levels")).clamp_min(2)  # CPU: its maximum needs no sync
         if method == "uniform":
             return self._uniform(images, n)
         if method == "otsu":
@@ -348,13 +352,14 @@ class Quantization(Distortion):
         raise ValueError(f"quantization: unknown option method={method!r} (use 'uniform' or 'otsu')")
 
     @staticmethod
-    def _uniform(images: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    def _uniform(images: torch.Tensor, n_host: torch.Tensor) -> torch.Tensor:
         # With integer thresholds, t < v  <=>  t < ceil(v): the class is a per-sample lookup table on
         # ceil(255 x) in 0..255, exactly ARNIQA's bucketize on 255 x. The min-max stretch of the class
         # image is folded into the table (the table is monotone, so its extremes sit at ceil's extremes).
         b = images.shape[0]
         dev = images.device
-        k = torch.arange(int(n.max().item()), device=dev).view(1, -1)
+        k = torch.arange(int(n_host.max()), device=dev).view(1, -1)
+        n = upload(n_host, dev)
         bounds = torch.div(255 * k, n.view(-1, 1), rounding_mode="floor")  # 0, t_1..t_{N-1}
         bounds = torch.where(k < n.view(-1, 1), bounds, torch.full_like(bounds, 1 << 20))
         grid = torch.arange(256, device=dev).view(1, -1, 1)
@@ -367,7 +372,7 @@ class Quantization(Distortion):
         return lut.gather(1, code).clamp_(0.0, 1.0).view_as(images)
 
     @staticmethod
-    def _otsu(images: torch.Tensor, n: torch.Tensor) -> torch.Tensor:
+    def _otsu(images: torch.Tensor, n_host: torch.Tensor) -> torch.Tensor:
         # MATLAB: a 256-bin histogram over [min, max] (bin = round(255 s), s = (x - min)/(max - min)),
         # thresholds at bin values t_k, x <= threshold goes to the lower class. On the histogram scale
         # t_k < 255 s  <=>  t_k < ceil(255 s), so class and output value are a lookup on ceil(255 s).
@@ -379,7 +384,9 @@ class Quantization(Distortion):
         scaled = (flat - lo).mul_(255.0 / span)
         offset = torch.arange(b, device=dev).view(-1, 1) * 256
         hist = torch.bincount((scaled.round().long() + offset).view(-1), minlength=256 * b).view(b, 256)
-        t_bins = multi_otsu_bins(hist, n + 1)  # N thresholds, N + 1 classes; padding slots hold 256
+        n = upload(n_host, dev)
+        t_bins = multi_otsu_bins(hist, n + 1, int(n_host.max()) + 1)  # N thresholds, N + 1 classes; padding
+        # slots hold 256
         grid = torch.arange(256, device=dev).view(1, -1, 1)
         cls = (t_bins[:, None, :] < grid).sum(-1)  # [B, 256] class of ceil(255 s)
         thresholds = lo + t_bins.to(images.dtype) / 255.0 * span
@@ -419,11 +426,12 @@ class ColorBlock(Distortion):
         rows = torch.floor(u[..., 0] * max(h - BLOCK, 0)).long()
         cols = torch.floor(u[..., 1] * max(w - BLOCK, 0)).long()
         colors = params["colors"].to(dev, images.dtype)
-        n = round_count(params["blocks"]).to(dev)
+        n_host = round_count(host_param(params, "blocks"))
+        n = upload(n_host, dev)
         out = images.clone()
         bi = torch.arange(b, device=dev).view(-1, 1, 1)
         offs = torch.arange(BLOCK, device=dev)
-        for k in range(int(n.max().item()) if b else 0):
+        for k in range(int(n_host.max()) if b else 0):
             rr = (rows[:, k, None] + offs)[:, :, None]
             cc = (cols[:, k, None] + offs)[:, None, :]
             current = out[bi, :, rr, cc]  # [B, 32, 32, C]
