@@ -8,6 +8,8 @@ import threading
 from collections.abc import Iterator
 from pathlib import Path
 
+from synthiqa.outputs import output_errors
+
 
 def _open_temporary(path: str | os.PathLike) -> tuple[str, int]:
     """Create ``.<name>.<pid>-<thread>.tmp`` beside ``path`` for writing (mode 0o666 less the umask, its
@@ -42,18 +44,21 @@ def _renamed_on_success(tmp: str, path: str | os.PathLike) -> Iterator[None]:
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path`` (an empty file, ``_open_temporary``); on success it is
     renamed onto ``path``, on error removed."""
-    tmp, fd = _open_temporary(path)
+    with output_errors(path):
+        tmp, fd = _open_temporary(path)
     os.close(fd)
-    with _renamed_on_success(tmp, path):
+    with output_errors(path), _renamed_on_success(tmp, path):
         yield Path(tmp)
 
 
 def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> None:
     """Write ``data`` to ``path`` atomically. The hot path of ``synthiqa generate`` (one call per image),
-    so four system calls: create the temporary, write, close, rename."""
-    tmp, fd = _open_temporary(path)
-    with _renamed_on_success(tmp, path), open(fd, "wb", closefd=True) as f:
-        f.write(data)
+    so four system calls: create the temporary, write, close, rename. A failed write is one
+    ``OutputError`` naming ``path`` (no space left, read-only file system, ...)."""
+    with output_errors(path):
+        tmp, fd = _open_temporary(path)
+        with _renamed_on_success(tmp, path), open(fd, "wb", closefd=True) as f:
+            f.write(data)
 
 
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:

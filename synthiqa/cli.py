@@ -8,8 +8,10 @@ from typing import Optional
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from synthiqa.errors import SynthiqaError
+from synthiqa.outputs import check_output_file, check_output_folder
 
 #: Plain click help (no Rich panels): nothing in brackets is taken for markup, defaults and choices show
 #: as ``[default: ...]``, and the text wraps at any width and reads the same when redirected to a file.
@@ -73,6 +75,7 @@ def grid_command(
     """Render distortions (rows) x levels (columns) on one image as a labelled PNG."""
     from synthiqa.reports.grid import render_distortion_grid
 
+    check_output_file(out, example="grid.png")
     cols = _float_list(levels, "--levels") if levels else None
     grid = render_distortion_grid(image, profile, cols, out, include_extra=extra, size=size, seed=seed,
                                   device=device)
@@ -111,6 +114,7 @@ def generate_command(
     from synthiqa.datasets.generate import GenerateConfig, generate, parse_shard
     from synthiqa.datasets.references import parse_crop
 
+    check_output_folder(out)
     config = GenerateConfig(
         out=str(out), ref_dir=None if ref_dir is None else str(ref_dir), profile=profile, mode=mode,
         per_image=per_image, max_chain=max_chain, seed=seed, max_side=max_side, crop=parse_crop(crop),
@@ -135,6 +139,7 @@ def merge_command(
     """Merge ``generate --shard`` runs into one dataset, identical to an unsharded run."""
     from synthiqa.datasets.generate import merge
 
+    check_output_folder(out)
     summary = merge([str(d) for d in shard_dirs], str(out), console=err_console)
     console.print(f"{summary.out}: {summary.images_total} images from {summary.references} references "
                   f"merged from {len(shard_dirs)} runs in {summary.seconds:.1f} s", highlight=False)
@@ -203,6 +208,7 @@ def train_command(
     from synthiqa.models import distributed
     from synthiqa.models.launch import launch, torchrun_environment, train_in_process
 
+    check_output_folder(out)
     overrides = {
         "backbone": backbone, "backbone_checkpoint": backbone_checkpoint, "pretrained": pretrained,
         "n_clusters": n_clusters, "epochs": epochs, "pretrain_epochs": pretrain_epochs,
@@ -254,6 +260,8 @@ def predict_command(
     from synthiqa.models.inference import list_images, predict_files, write_predictions
     from synthiqa.models.predictor_io import checkpoint_method, load_on_device, predict_paths
 
+    if out is not None:
+        check_output_file(out, example="predictions.csv")
     dev = resolve_device(device)
     skipped: list[str] = []
 
@@ -298,6 +306,8 @@ def evaluate_command(
     from synthiqa.models.ceniqa import evaluate_checkpoint
     from synthiqa.models.predictor_io import checkpoint_method, evaluate_predictor_checkpoint
 
+    if out is not None:
+        check_output_file(out, example="metrics.json")
     ceniqa = checkpoint_method(checkpoint) == "ceniqa"
     evaluate = evaluate_checkpoint if ceniqa else evaluate_predictor_checkpoint
     result = evaluate(checkpoint, dataset, label=label, split=split, device=device)
@@ -336,6 +346,7 @@ def experiments_command(
     from synthiqa.models.config import CENIQAConfig
     from synthiqa.models.experiments import ablation_experiments, write_experiments
 
+    check_output_folder(out)
     if base is not None and preset is not None:
         raise ConfigError("give --base or --preset, not both")
     start = CENIQAConfig.load(base) if base is not None else preset_config(preset or "default")
@@ -450,6 +461,7 @@ def bench_run_command(
     from synthiqa.errors import ConfigError
     from synthiqa.models.experiments import is_experiments_folder
 
+    check_output_folder(out)
     if is_experiments_folder(suite):
         spec = S.experiments_suite(suite, splits=splits or 1)
     elif splits is not None:
@@ -517,6 +529,8 @@ def bench_speed_command(
 
     from synthiqa.benchmarks import speed
 
+    if json_out is not None:
+        check_output_file(json_out, "--json", example="speed.json")
     config = speed.SpeedConfig(device=device, size=speed.parse_size(size), batch=batch, repeats=repeats,
                                level=level, only=tuple(n.strip() for n in only.split(",")) if only else (),
                                seed=seed, threads=threads, input=input_dtype)
@@ -568,6 +582,8 @@ def bench_gmm_command(
 
     from synthiqa.benchmarks import gmm_speed
 
+    if json_out is not None:
+        check_output_file(json_out, "--json", example="gmm.json")
     config = gmm_speed.GMMSpeedConfig(
         sizes=gmm_speed.parse_sizes(sizes), n_components=k, device=device, threads=threads, max_iter=max_iter,
         tol=tol, repeats=repeats, covariance_types=tuple(c.strip() for c in cov.split(",")),
@@ -603,6 +619,9 @@ def report_command(
     """Render the figures (PNG) and one self-contained HTML report from a results folder; never retrains."""
     from synthiqa.reports.html import build_report
 
+    if out is not None:
+        check_output_file(out, example="report.html")
+    check_output_folder(results / "figures", "RESULTS")
     path = build_report(results, out=out, runs=run or None)
     console.print(f"wrote {path} (figures in {path.parent / 'figures'})", highlight=False)
 
@@ -614,7 +633,12 @@ def main(argv: Optional[list[str]] = None) -> None:  # noqa: UP045 (typer needs 
     try:
         app(args=argv, prog_name="synthiqa", standalone_mode=True)
     except SynthiqaError as exc:
-        err_console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except OSError as exc:  # the system refused a file operation: one line naming the file
+        where = f"{exc.filename}: " if exc.filename else ""
+        err_console.print(f"[bold red]error:[/] {escape(where + str(exc.strerror or exc))}", highlight=False,
+                          soft_wrap=True)
         sys.exit(2)
     except SystemExit as exc:  # typer turns Ctrl-C into a silent exit 130
         if exc.code == 130:

@@ -155,3 +155,97 @@ def test_config_of_another_method_says_which(tmp_path):
         CENIQAConfig.load(tmp_path / "best.pt")
     with pytest.raises(ConfigError, match=r"unknown option 'n_cluster' \(did you mean 'n_clusters'\?\)"):
         CENIQAConfig.from_dict({"n_cluster": 3})
+
+
+# --- case 1: output paths checked first, failed writes named ------------------------------------------
+def test_output_paths_are_checked_before_the_work(capsys, tmp_path):
+    folder, file = tmp_path / "folder", tmp_path / "file"
+    folder.mkdir()
+    file.write_text("x")
+    code, _, err = cli(capsys, "grid", "--out", str(folder), "--size", "32")
+    assert code == 2 and err.strip() == f"error: --out {folder} is a folder; give a file name, e.g. " \
+                                        f"{folder / 'grid.png'}"
+    code, _, err = cli(capsys, "train", "--data", str(tmp_path / "none"), "--out", str(file))
+    assert code == 2 and err.count("\n") == 1 and "is a file; give a folder" in err
+    code, _, err = cli(capsys, "generate", "--out", str(file / "sub"))
+    assert code == 2 and f"{file} is a file, not a folder" in err
+    code, _, err = cli(capsys, "report", str(tmp_path), "--out", str(folder))
+    assert code == 2 and "is a folder; give a file name, e.g." in err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["file", "folder"]
+
+
+def test_read_only_location_is_named(monkeypatch, tmp_path):
+    import os
+
+    from synthiqa.outputs import OutputError, check_output_file, check_output_folder
+
+    class ReadOnly:
+        f_flag = os.ST_RDONLY
+
+    monkeypatch.setattr(os, "access", lambda *a, **k: False)
+    monkeypatch.setattr(os, "statvfs", lambda *a: ReadOnly())
+    with pytest.raises(OutputError, match=rf"--out {tmp_path / 'new'}: cannot write in {tmp_path} "
+                                          r"\(read-only file system\)"):
+        check_output_folder(tmp_path / "new")
+    with pytest.raises(OutputError, match=r"read-only file system"):
+        check_output_file(tmp_path / "a" / "b.csv")
+
+
+@pytest.mark.skipif(not Path("/dev/full").exists(), reason="needs /dev/full")
+def test_full_disk_is_one_error_naming_the_file(monkeypatch, tmp_path):
+    import os
+
+    from synthiqa import atomic
+    from synthiqa.outputs import OutputError
+
+    real = atomic._open_temporary
+
+    def full(path):
+        tmp, fd = real(path)
+        os.close(fd)
+        return tmp, os.open("/dev/full", os.O_WRONLY)
+
+    monkeypatch.setattr(atomic, "_open_temporary", full)
+    target = tmp_path / "image.png"
+    with pytest.raises(OutputError, match=rf"cannot write {target}: No space left on device"):
+        atomic.atomic_write_bytes(target, b"x" * 100_000)
+    assert list(tmp_path.iterdir()) == []   # neither the file nor its temporary is left
+
+
+def test_oserror_reaches_the_user_as_one_line(capsys, monkeypatch, tmp_path):
+    import synthiqa.reports.grid as grid
+
+    def broken(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "x.png"))
+
+    monkeypatch.setattr(grid, "render_distortion_grid", broken)
+    code, _, err = cli(capsys, "grid", "--out", str(tmp_path / "x.png"), "--size", "32")
+    assert code == 2 and err == f"error: {tmp_path / 'x.png'}: Permission denied\n"
+
+
+# --- case 7: images over the decompression-bomb guard with --max-side ---------------------------------------
+def test_bomb_guard_admits_images_that_max_side_shrinks(monkeypatch, tmp_path):
+    from synthiqa.datasets import references as R
+
+    rng = np.random.default_rng(1)
+    pixels = rng.integers(0, 256, (80, 100, 3), dtype=np.uint8)
+    Image.fromarray(pixels).save(tmp_path / "big.jpg", quality=95)
+    Image.fromarray(pixels).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)  # PIL itself refuses images over 2x this
+    guard = 1000
+    for name in ("big.jpg", "big.png"):
+        with pytest.raises(R.ReferenceSkipped, match=r"100x80 px exceeds the decompression-bomb guard.*"
+                                                     r"pass --max-side"):
+            R.decode_reference(tmp_path / name, guard)
+        assert R.probe_reference(tmp_path / name, max_pixels=guard, max_side=40) == (100, 80)
+    scan = R.scan_references(tmp_path, max_pixels=guard, max_side=40)
+    assert len(scan.references) == 2 and scan.skipped == []
+    assert R.scan_references(tmp_path, max_pixels=guard).references == []
+    jpeg = R.decode_reference(tmp_path / "big.jpg", guard, max_side=40)
+    assert jpeg.shape == (40, 50, 3)          # decoded at 1/2 DCT scale, still >= 40 px on the long side
+    assert R.normalise_reference(jpeg, max_side=40).shape == (32, 40, 3)
+    png = R.decode_reference(tmp_path / "big.png", guard, max_side=40)
+    assert png.shape == (80, 100, 3) and np.array_equal(png, pixels)
+    assert Image.MAX_IMAGE_PIXELS == 1000     # PIL's limit is restored
+    # under the guard nothing changes: full-size decoding
+    assert R.decode_reference(tmp_path / "big.jpg", max_side=40).shape == (80, 100, 3)

@@ -14,13 +14,20 @@ Normalisation of what PIL opens (documented, deterministic):
 - ``max_side`` shrinks the image (Lanczos, aspect kept) so that its longer side is at most that many px;
   ``crop`` (W, H) shrinks it just enough to cover W x H and takes the centred W x H crop. Images are
   never enlarged: one smaller than the crop, or with a side under ``min_side`` (32 px), is skipped.
+- Images over the decompression-bomb guard (``max_pixels``, PIL's 89.5 MP by default) are skipped unless
+  ``max_side`` or ``crop`` asks for a smaller image: then they are decoded, JPEGs at a reduced DCT scale
+  (``Image.draft``: 1/2, 1/4 or 1/8, never below the target size) before the Lanczos shrink; other
+  formats are decoded at full size. Images under the guard always decode at full size.
 """
 
 from __future__ import annotations
 
+import contextlib
+import math
 import re
+import threading
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +43,9 @@ MIN_SIDE = 32
 #: Default decompression-bomb guard: PIL's own limit (about 89.5 megapixels).
 DEFAULT_MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
 _EXIF_ORIENTATION = 0x0112
+#: Serialises lifting PIL's own pixel limit (a module global) around ``Image.open``; PIL checks it there
+#: only, so pixels are still decoded in parallel.
+_PIL_LIMIT_LOCK = threading.Lock()
 
 
 class ReferenceSkipped(Exception):
@@ -106,36 +116,55 @@ def _oriented_size(img: Image.Image) -> tuple[int, int]:
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
 
 
+def _guard_message(w: int, h: int, max_pixels: int) -> str:
+    return (f"{w}x{h} px exceeds the decompression-bomb guard of {max_pixels} pixels; pass --max-side "
+            "(e.g. --max-side 2048) or --crop to shrink it while decoding")
+
+
 def _check_size(size: tuple[int, int], min_side: int, crop: tuple[int, int] | None,
-                max_pixels: int) -> None:
+                max_pixels: int, shrunk: bool = False) -> None:
     w, h = size
-    if w * h > max_pixels:
-        raise ReferenceSkipped(f"{w}x{h} px exceeds the decompression-bomb guard of {max_pixels} pixels")
+    if w * h > max_pixels and not shrunk:
+        raise ReferenceSkipped(_guard_message(w, h, max_pixels))
     if min(w, h) < min_side:
         raise ReferenceSkipped(f"{w}x{h} px is below the minimum side of {min_side} px")
     if crop is not None and (w < crop[0] or h < crop[1]):
         raise ReferenceSkipped(f"{w}x{h} px is smaller than the crop {crop[0]}x{crop[1]}")
 
 
+@contextlib.contextmanager
+def _opened(path: Path) -> Iterator[Image.Image]:
+    """``Image.open(path)`` (the header) without PIL's own pixel limit: the callers apply ``max_pixels``
+    themselves, before any pixel is decoded, and admit large images that will be shrunk."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        with _PIL_LIMIT_LOCK:
+            saved, Image.MAX_IMAGE_PIXELS = Image.MAX_IMAGE_PIXELS, None
+            try:
+                img = Image.open(path)
+            finally:
+                Image.MAX_IMAGE_PIXELS = saved
+        with img:
+            yield img
+
+
 def probe_reference(path: Path, min_side: int = MIN_SIDE, crop: tuple[int, int] | None = None,
-                    max_pixels: int = DEFAULT_MAX_PIXELS) -> tuple[int, int]:
-    """Oriented (width, height) from the header alone; raises ``ReferenceSkipped`` with the reason."""
+                    max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None) -> tuple[int, int]:
+    """Oriented (width, height) from the header alone; raises ``ReferenceSkipped`` with the reason. With
+    ``max_side`` or ``crop`` an image over ``max_pixels`` is accepted (it is shrunk while decoding)."""
+    shrunk = max_side is not None or crop is not None
     try:
         if path.stat().st_size == 0:
             raise ReferenceSkipped("empty file (0 bytes)")
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                size = _oriented_size(img)
+        with _opened(path) as img:
+            size = _oriented_size(img)
     except ReferenceSkipped:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ReferenceSkipped(f"decompression-bomb guard: {exc}") from None
     except UnidentifiedImageError:
         size = _probe_with_opencv(path)
     except (OSError, ValueError, SyntaxError) as exc:
         raise ReferenceSkipped(f"unreadable image header ({exc})") from None
-    _check_size(size, min_side, crop, max_pixels)
+    _check_size(size, min_side, crop, max_pixels, shrunk)
     return size
 
 
@@ -146,8 +175,9 @@ def _probe_with_opencv(path: Path) -> tuple[int, int]:
 
 def scan_references(root: str | Path, min_side: int = MIN_SIDE, crop: tuple[int, int] | None = None,
                     max_pixels: int = DEFAULT_MAX_PIXELS,
-                    warn: Callable[[str], None] | None = None) -> ScanResult:
+                    warn: Callable[[str], None] | None = None, max_side: int | None = None) -> ScanResult:
     """Every usable image under ``root`` (recursive, sorted by relative path; hidden entries ignored).
+    ``max_side`` / ``crop``: the size the images will be shrunk to (admits images over ``max_pixels``).
 
     Non-image files, empty, corrupt, too small and too large images are reported through ``warn``
     (one line each) and listed in ``skipped``. Truncated pixel data is only found when decoding.
@@ -176,7 +206,7 @@ def scan_references(root: str | Path, min_side: int = MIN_SIDE, crop: tuple[int,
             skip(rel, f"not an image file (suffix {path.suffix or 'none'!r})")
             continue
         try:
-            candidates.append((path, probe_reference(path, min_side, crop, max_pixels)))
+            candidates.append((path, probe_reference(path, min_side, crop, max_pixels, max_side)))
         except ReferenceSkipped as exc:
             skip(rel, str(exc))
     names = reference_names([p.relative_to(root) for p, _ in candidates])
@@ -252,25 +282,40 @@ def _array_to_rgb(arr: np.ndarray) -> np.ndarray:
     return arr[..., :3]
 
 
-def decode_reference(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS) -> np.ndarray:
-    """Decode one file to RGB uint8 ``HxWx3`` (EXIF orientation applied); ``ReferenceSkipped`` on failure."""
+def _draft_size(size: tuple[int, int], max_side: int | None, crop: tuple[int, int] | None,
+                oriented: tuple[int, int]) -> tuple[int, int]:
+    """The smallest (width, height) in file orientation that ``max_side`` / ``crop`` still shrink from."""
+    w, h = size
+    scale = 1.0
+    if crop is not None:
+        scale = max(crop[0] / oriented[0], crop[1] / oriented[1])
+    elif max_side is not None:
+        scale = max_side / max(w, h)
+    return max(1, math.ceil(w * min(scale, 1.0))), max(1, math.ceil(h * min(scale, 1.0)))
+
+
+def decode_reference(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side: int | None = None,
+                     crop: tuple[int, int] | None = None) -> np.ndarray:
+    """Decode one file to RGB uint8 ``HxWx3`` (EXIF orientation applied); ``ReferenceSkipped`` on failure.
+    An image over ``max_pixels`` is decoded only when ``max_side`` or ``crop`` will shrink it (a JPEG at
+    the coarsest DCT scale that keeps it at least that large; ``normalise_reference`` shrinks it after)."""
+    shrunk = max_side is not None or crop is not None
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
-                w, h = img.size
-                if w * h > max_pixels:
-                    raise ReferenceSkipped(f"{w}x{h} px exceeds the decompression-bomb guard")
-                img.load()
-                img = ImageOps.exif_transpose(img)
-                try:
-                    return np.ascontiguousarray(_pil_to_rgb(img))
-                except (OSError, ValueError, TypeError):  # a pixel layout PIL cannot convert
-                    return np.ascontiguousarray(_array_to_rgb(_read_with_opencv(path)))
+        with _opened(path) as img:
+            w, h = img.size
+            if w * h > max_pixels:
+                if not shrunk:
+                    raise ReferenceSkipped(_guard_message(w, h, max_pixels))
+                if img.format == "JPEG":
+                    img.draft(img.mode, _draft_size((w, h), max_side, crop, _oriented_size(img)))
+            img.load()
+            img = ImageOps.exif_transpose(img)
+            try:
+                return np.ascontiguousarray(_pil_to_rgb(img))
+            except (OSError, ValueError, TypeError):  # a pixel layout PIL cannot convert
+                return np.ascontiguousarray(_array_to_rgb(_read_with_opencv(path)))
     except ReferenceSkipped:
         raise
-    except Image.DecompressionBombError as exc:
-        raise ReferenceSkipped(f"decompression-bomb guard: {exc}") from None
     except UnidentifiedImageError:
         return np.ascontiguousarray(_array_to_rgb(_read_with_opencv(path)))
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
