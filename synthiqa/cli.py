@@ -244,39 +244,76 @@ def train_command(
     console.print(f"best checkpoint: {best}", highlight=False)
 
 
+def _model_options(items: Optional[list[str]]) -> dict:  # noqa: UP045
+    """``--option NAME=VALUE`` items as keyword arguments (values parsed as in dataset specs)."""
+    from synthiqa.datasets.spec import option_value
+    from synthiqa.errors import ConfigError
+
+    options = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {item!r}: expected NAME=VALUE")
+        options[key.strip()] = option_value(value.strip())
+    return options
+
+
+def _scorer(checkpoint: Optional[Path], model: Optional[str], options: Optional[list[str]],  # noqa: UP045
+            device: str):
+    from synthiqa.errors import ConfigError
+    from synthiqa.scoring import Scorer
+
+    if (checkpoint is None) == (model is None):
+        raise ConfigError("give --checkpoint CKPT (a trained model) or --model NAME (niqe, brisque, psnr, "
+                          "ssim, ...), one of them")
+    return Scorer(model, checkpoint, device, **_model_options(options))
+
+
+_MODEL_HELP = ("A model that needs no checkpoint: niqe, brisque (--option data=KIND:PATH to fit on), or a "
+               "full-reference metric (psnr, ssim, ms_ssim, fsim, vsi, haarpsi, mdsi; needs a dataset with "
+               "references).")
+_OPTION_HELP = ("A model option NAME=VALUE (repeatable): niqe reference_dir=DIR (default: the built-in "
+                "references), brisque data=KIND:PATH.")
+_DATASET_HELP = ("KIND:PATH (live, kadid10k, csv, synthiqa) or a generated set's folder; loader options as "
+                 "?name=value&... (csv:s.csv?lower_better=false&mos_range=0,100&subset=test).")
+
+
 @app.command("predict")
 def predict_command(
-    target: Path = typer.Argument(..., help="An image or a folder of images (recursive)."),
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="A trained model's best.pt / last.pt."),
+    target: str = typer.Argument(..., help="An image, a folder of images (recursive), or a dataset "
+                                 "KIND:PATH[?options] (its images, with their references for "
+                                 "full-reference metrics)."),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A trained model's "  # noqa: UP045
+                                              "best.pt / last.pt."),
+    model: Optional[str] = typer.Option(None, "--model", help=_MODEL_HELP),  # noqa: UP045
+    option: Optional[list[str]] = typer.Option(None, "--option", metavar="NAME=VALUE",  # noqa: UP045
+                                               help=_OPTION_HELP),
     out: Optional[Path] = typer.Option(None, "--out", help="CSV to write (image,score,cluster); "  # noqa: UP045
                                        "default: print."),
     batch_size: int = typer.Option(32, "--batch-size", help="Images per batch."),
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """Score images: quality in [0, 1], higher is better, and the mixture cluster of each image.
-    Unreadable images are reported one line each and skipped."""
-    from synthiqa.devices import resolve_device
-    from synthiqa.models.ceniqa import CENIQAPredictor
-    from synthiqa.models.inference import list_images, predict_files, write_predictions
-    from synthiqa.models.predictor_io import checkpoint_method, load_on_device, predict_paths
+    """Score images, higher is better (trained models: quality in [0, 1]), and the mixture cluster of each
+    image (CENIQA). Unreadable images are reported one line each and skipped."""
+    from synthiqa.models.inference import list_images, write_predictions
 
     if out is not None:
         check_output_file(out, example="predictions.csv")
-    dev = resolve_device(device)
+    scorer = _scorer(checkpoint, model, option, device)
     skipped: list[str] = []
 
     def warn(line: str) -> None:
         skipped.append(line)
         err_console.print(f"warning: {line}", highlight=False, soft_wrap=True)
 
-    if checkpoint_method(checkpoint) == "ceniqa":
-        predictor = CENIQAPredictor.from_checkpoint(checkpoint)
-        assert predictor.model is not None
-        c = predictor.config
-        rows = predict_files(predictor.model.to(dev), list_images(target), c.image_size, c.test_crops,
-                             batch_size, dev, warn=warn)
-    else:  # ARNIQA, TRCNN, SIND: through their QualityPredictor (no clusters)
-        rows = predict_paths(load_on_device(checkpoint, dev), list_images(target), batch_size, warn=warn)
+    if Path(target).exists() and Path(target).suffix.lower() != ".csv":
+        rows = scorer.score(list_images(target), None, batch_size, warn=warn)
+    else:
+        from synthiqa.datasets.spec import load_data_spec
+
+        records = load_data_spec(target)[1].records
+        refs = [r.reference for r in records] if scorer.needs_reference else None
+        rows = scorer.score([r.image for r in records], refs, batch_size, warn=warn)
     if out is not None:
         write_predictions(out, rows)
         console.print(f"{out}: {len(rows)} images scored, {len(skipped)} skipped", highlight=False)
@@ -285,46 +322,90 @@ def predict_command(
             console.print(f"{image}\t{score:.4f}\t{'' if cluster is None else cluster}", highlight=False)
 
 
+def _metric_cells(m: dict, logistic: str) -> list[str]:
+    """n, SRCC, KRCC, PLCC raw, fitted PLCC and RMSE; ``-`` for rows under --min-n, and for the fitted
+    pair where the logistic fit failed (``fit_mode`` raw_fallback)."""
+    if m.get("small"):
+        return [str(m["n"])] + ["-"] * 5
+    cells = [str(m["n"])] + [f"{m[k]:.4f}" for k in ("srcc", "krcc", "plcc")]
+    fitted = m.get("fit_mode") == logistic
+    return cells + [f"{m[k]:.4f}" if fitted else "-" for k in ("plcc_fit", "rmse_fit")]
+
+
 @app.command("evaluate")
 def evaluate_command(
-    checkpoint: Path = typer.Option(..., "--checkpoint", help="A trained model's checkpoint."),
-    dataset: str = typer.Option(..., "--dataset", help="KIND:PATH (live, kadid10k, csv, synthiqa) or a "
-                                "generated set's folder; loader options as ?name=value&... "
-                                "(csv:s.csv?lower_better=false&mos_range=0,100)."),
-    label: Optional[str] = typer.Option(None, "--label", help="Generated sets: which label column."),  # noqa: UP045
+    dataset: str = typer.Option(..., "--dataset", help=_DATASET_HELP),
+    checkpoint: Optional[Path] = typer.Option(None, "--checkpoint", help="A trained model's "  # noqa: UP045
+                                              "checkpoint."),
+    model: Optional[str] = typer.Option(None, "--model", help=_MODEL_HELP),  # noqa: UP045
+    option: Optional[list[str]] = typer.Option(None, "--option", metavar="NAME=VALUE",  # noqa: UP045
+                                               help=_OPTION_HELP),
+    label: Optional[str] = typer.Option(None, "--label", help="Generated sets: which label column "  # noqa: UP045
+                                        "(default: the set's primary label)."),
     split: Optional[str] = typer.Option(None, "--split", help="Only the manifest's train, val or test "  # noqa: UP045
-                                        "part [all images]."),
+                                        "part (default: all images)."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write the metrics as JSON."),  # noqa: UP045
-    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda, cuda:N."),
+    scores: Optional[Path] = typer.Option(None, "--scores", help="Write each image's score as CSV "  # noqa: UP045
+                                          "(image, prediction, dataset score, type, group, level, cluster)."),
+    logistic: str = typer.Option("4pl", "--logistic", help="Logistic fit for the fitted PLCC/RMSE: 4pl, "
+                                 "5pl or none."),
+    min_n: int = typer.Option(3, "--min-n", help="Fewest images a per-type row is computed on."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per batch (models without a config)."),
+    device: str = typer.Option("auto", "--device", help="auto, cpu, cuda or cuda:N."),
 ) -> None:
-    """SRCC, PLCC and RMSE of a checkpoint on a dataset, overall and per distortion type."""
+    """SRCC, KRCC, PLCC (raw and logistic-fitted) and RMSE of a model on a dataset, overall, per
+    distortion type and per group (chains count towards each of their types)."""
     import json
 
     from rich.table import Table
 
     from synthiqa.atomic import atomic_write_text
-    from synthiqa.models.ceniqa import evaluate_checkpoint
-    from synthiqa.models.predictor_io import checkpoint_method, evaluate_predictor_checkpoint
+    from synthiqa.datasets.spec import load_data_spec
+    from synthiqa.errors import ConfigError, DatasetError
+    from synthiqa.evaluation import evaluate_predictions
 
-    if out is not None:
-        check_output_file(out, example="metrics.json")
-    ceniqa = checkpoint_method(checkpoint) == "ceniqa"
-    evaluate = evaluate_checkpoint if ceniqa else evaluate_predictor_checkpoint
-    result = evaluate(checkpoint, dataset, label=label, split=split, device=device)
-    table = Table(title=f"{checkpoint} on {dataset}")
-    for col in ("distortion type", "n", "SRCC", "PLCC", "RMSE"):
-        table.add_column(col)
-    rows = [("all", result)] + sorted(result.get("per_type", {}).items())
-    for name, m in rows:
-        table.add_row(name, str(m["n"]), f"{m['srcc']:.4f}", f"{m['plcc']:.4f}", f"{m['rmse']:.4f}")
-    console.print(table)
+    if logistic not in ("4pl", "5pl", "none"):
+        raise ConfigError(f"--logistic must be 4pl, 5pl or none, got {logistic!r}")
+    if min_n < 1:
+        raise ConfigError(f"--min-n must be at least 1, got {min_n}")
+    for path, example in ((out, "metrics.json"), (scores, "scores.csv")):
+        if path is not None:
+            check_output_file(path, "--out" if path is out else "--scores", example=example)
+    records = load_data_spec(dataset, label)[1].records
+    if split is not None:
+        records = [r for r in records if r.extra.get("split") == split]
+        if not records:
+            raise DatasetError(f"{dataset}: no images with split {split!r}")
+    scorer = _scorer(checkpoint, model, option, device)
+    pred, clusters = scorer.score_records(records, batch_size)
+    result = evaluate_predictions(records, pred, clusters, None if logistic == "none" else logistic, min_n)
+    fit = f"PLCC {logistic}"
+    for key, title in (("per_type", "distortion type"), ("per_group", "distortion group")):
+        if key == "per_group" and "per_group" not in result:
+            continue
+        table = Table(title=f"{checkpoint or model} on {dataset}" if key == "per_type" else None)
+        for col in (title, "n", "SRCC", "KRCC", "PLCC raw", fit, "RMSE fit"):
+            table.add_column(col, justify="left" if col == title else "right", no_wrap=col == title)
+        rows = [("all", result)] if key == "per_type" else []
+        for name, m in [*rows, *result.get(key, {}).items()]:
+            table.add_row(name, *_metric_cells(m, logistic))
+        console.print(table)
+    console.print(f"-: fewer than {min_n} images (--min-n), or no {logistic} fit", highlight=False)
     if "active_clusters" in result:
         purity = f", purity vs group {result['purity']:.3f}" if "purity" in result else ""
         console.print(f"active clusters: {int(result['active_clusters'])}{purity}", highlight=False)
-    if "mse" in result:
-        console.print(f"MSE: {result['mse']:.5f}", highlight=False)
     if out is not None:
         atomic_write_text(out, json.dumps(result, indent=2) + "\n")
+    if scores is not None:
+        import pandas as pd
+
+        frame = pd.DataFrame({
+            "image": [str(r.image) for r in records], "prediction": pred, "score": [r.score for r in records],
+            "score_norm": [r.score_norm for r in records], "dist_type": [r.dist_type for r in records],
+            "dist_group": [r.dist_group for r in records], "level": [r.level for r in records],
+            "cluster": clusters if clusters is not None else [None] * len(records)})
+        atomic_write_text(scores, frame.to_csv(index=False))
+        console.print(f"{scores}: {len(records)} scores", highlight=False)
 
 
 

@@ -331,3 +331,38 @@ def test_experiment_generator_writes_loadable_configs_and_an_index(tmp_path):
                                             or only_freq.use_statistics)
     assert not loaded["features-no-statistics"].use_statistics
     assert loaded["components-no-auxiliary-losses"].lambda_contrast == 0.0
+
+
+def _png_batch(paths):
+    return torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+                        for p in paths]).float() / 255
+
+
+@pytest.mark.parametrize("method", ["trcnn", "arniqa"])
+def test_create_metric_scores_tensors_as_predict_scores_their_files(tiny_set, trained, tmp_path, method):
+    import csv
+    from pathlib import Path
+
+    import synthiqa
+    from synthiqa.cli import main
+
+    images = sorted((tiny_set / "images").rglob("*.png"))[:4]
+    folder = tmp_path / "images"
+    folder.mkdir()
+    for src in images:
+        (folder / src.name).write_bytes(src.read_bytes())
+    with pytest.raises(SystemExit) as done:
+        main(["predict", str(folder), "--checkpoint", str(trained[method]), "--out", str(tmp_path / "p.csv"),
+              "--device", "cpu"])
+    assert done.value.code in (0, None)
+    with open(tmp_path / "p.csv") as f:
+        by_name = {Path(r["image"]).name: float(r["score"]) for r in csv.DictReader(f)}
+    metric = synthiqa.create_metric(method, checkpoint=trained[method], device="cpu")
+    assert isinstance(metric, torch.nn.Module) and metric.name == method
+    assert metric.lower_better is False and metric.score_range == (0.0, 1.0) and not metric.needs_reference
+    x = _png_batch(sorted(folder.iterdir()))
+    scores = metric(x)
+    assert scores.shape == (len(images),) and scores.dtype == torch.float32
+    assert scores.tolist() == pytest.approx([by_name[p.name] for p in sorted(folder.iterdir())], abs=1e-5)
+    with pytest.raises(ConfigError, match=f"a {method} checkpoint, not a ceniqa one"):
+        synthiqa.create_metric("ceniqa", checkpoint=trained[method])

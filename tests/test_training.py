@@ -231,3 +231,29 @@ def test_contrastive_loss_pulls_groups_together_when_asked(dataset, groups):
     assert by_group != pytest.approx(float(by_type))
     want = 0.5 * (by_type + by_group) if groups else by_type
     assert parts["contrast"] == pytest.approx(float(want), rel=1e-4)
+
+
+def test_create_metric_ceniqa_scores_tensors_as_predict_scores_their_files(run, dataset, tmp_path):
+    import numpy as np
+    from PIL import Image
+
+    import synthiqa
+
+    out, _ = run
+    names = ["s0_0.png", "s0_1.png", "s1_0.png"]
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for name in names:
+        (folder / name).write_bytes((dataset / "images" / name).read_bytes())
+    result = CliRunner().invoke(app, ["predict", str(folder), "--checkpoint", str(out / "best.pt"),
+                                      "--out", str(tmp_path / "preds.csv"), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    with open(tmp_path / "preds.csv") as f:
+        rows = {r["image"].rsplit("/", 1)[-1]: r for r in csv.DictReader(f)}
+    metric = synthiqa.create_metric("ceniqa", checkpoint=out / "best.pt", device="cpu")
+    x = torch.stack([torch.from_numpy(np.array(Image.open(folder / n).convert("RGB"))).permute(2, 0, 1)
+                     for n in names]).float() / 255
+    assert metric(x).tolist() == pytest.approx([float(rows[n]["score"]) for n in names], abs=1e-5)
+    assert metric(x[0]).shape == (1,)                     # one [3,H,W] image is a batch of one
+    as_uint8 = (x * 255).round().to(torch.uint8)
+    assert metric(as_uint8).tolist() == pytest.approx(metric(x).tolist())

@@ -249,3 +249,92 @@ def test_bomb_guard_admits_images_that_max_side_shrinks(monkeypatch, tmp_path):
     assert Image.MAX_IMAGE_PIXELS == 1000     # PIL's limit is restored
     # under the guard nothing changes: full-size decoding
     assert R.decode_reference(tmp_path / "big.jpg", max_side=40).shape == (80, 100, 3)
+
+
+# --- case 9 and the scoring API: predict / evaluate take any dataset and any model ----------------------------
+def _fr_set(tmp_path: Path) -> Path:
+    """Five 128 px references and two distorted versions each (noise of two strengths), as a CSV."""
+    rng = np.random.default_rng(3)
+    lines = ["image,mos,ref,dist_type,dist_group"]
+    for i in range(5):
+        ref = rng.integers(0, 256, (8, 8, 3)).astype(np.uint8).repeat(16, 0).repeat(16, 1)
+        Image.fromarray(ref).save(tmp_path / f"r{i}.png")
+        for level, sigma in ((1, 8), (2, 40)):
+            noisy = np.clip(ref + rng.normal(0, sigma, ref.shape), 0, 255).astype(np.uint8)
+            Image.fromarray(noisy).save(tmp_path / f"d{i}_{level}.png")
+            kind = "white_noise" if i % 2 else "white_noise>jpeg"
+            group = "noise" if i % 2 else "noise>jpeg"
+            lines.append(f"d{i}_{level}.png,{5 - 2 * level + i * 0.1:.1f},r{i}.png,{kind},{group}")
+    (tmp_path / "s.csv").write_text("\n".join(lines) + "\n")
+    return tmp_path / "s.csv"
+
+
+def _batch(paths):
+    import torch
+
+    return torch.stack([torch.from_numpy(np.array(Image.open(p).convert("RGB"))).permute(2, 0, 1)
+                        for p in paths]).float() / 255
+
+
+def test_predict_and_evaluate_take_a_dataset_spec_and_a_model(capsys, tmp_path):
+    import csv
+    import json
+
+    import synthiqa
+
+    spec = f"csv:{_fr_set(tmp_path)}?lower_better=false&mos_range=0,5"
+    code, _, err = cli(capsys, "predict", spec, "--model", "psnr", "--out", str(tmp_path / "p.csv"))
+    assert code == 0, err
+    with open(tmp_path / "p.csv") as f:
+        rows = {Path(r["image"]).name: float(r["score"]) for r in csv.DictReader(f)}
+    assert len(rows) == 10
+    names = sorted(rows)
+    psnr = synthiqa.create_metric("psnr", device="cpu")
+    assert psnr.needs_reference and not psnr.lower_better
+    x = _batch([tmp_path / n for n in names])
+    ref = _batch([tmp_path / f"r{n[1]}.png" for n in names])
+    assert psnr(x, ref).tolist() == pytest.approx([rows[n] for n in names], abs=1e-4)
+    code, out, err = cli(capsys, "evaluate", "--dataset", spec, "--model", "psnr", "--out",
+                         str(tmp_path / "m.json"), "--scores", str(tmp_path / "scores.csv"))
+    assert code == 0, err
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    for key in ("srcc", "krcc", "plcc", "plcc_fit", "rmse_fit", "fit_mode", "n"):
+        assert key in metrics, key
+    # chains count towards each of their types; n everywhere; rows under --min-n marked
+    assert set(metrics["per_type"]) == {"white_noise", "jpeg"}
+    assert metrics["per_type"]["white_noise"]["n"] == 10 and metrics["per_type"]["jpeg"]["n"] == 6
+    assert set(metrics["per_group"]) == {"noise", "jpeg"}
+    with open(tmp_path / "scores.csv") as f:
+        scored = list(csv.DictReader(f))
+    assert len(scored) == 10 and float(scored[0]["prediction"]) == pytest.approx(rows["d0_1.png"], abs=1e-4)
+    code, out, _ = cli(capsys, "evaluate", "--dataset", spec, "--model", "psnr", "--min-n", "7")
+    assert code == 0 and re.search(r"jpeg\s+.\s+6\s+.\s+-", out) and "fewer than 7 images" in out
+    code, _, err = cli(capsys, "predict", spec, "--model", "ceniqa")
+    assert code == 2 and "give checkpoint=PATH" in err
+    code, _, err = cli(capsys, "predict", spec)
+    assert code == 2 and "give --checkpoint CKPT (a trained model) or --model NAME" in err
+
+
+def test_niqe_and_brisque_without_a_checkpoint(capsys, tmp_path):
+    import csv
+
+    import synthiqa
+
+    _images(tmp_path / "imgs", ["a.png", "b.png"], size=200)
+    code, _, err = cli(capsys, "predict", str(tmp_path / "imgs"), "--model", "niqe", "--out",
+                       str(tmp_path / "n.csv"))
+    assert code == 0, err
+    with open(tmp_path / "n.csv") as f:
+        cli_scores = [float(r["score"]) for r in csv.DictReader(f)]
+    niqe = synthiqa.create_metric("niqe")
+    assert niqe.score_range == (-float("inf"), 0.0) and "niqe" in synthiqa.list_metrics()
+    x = _batch([tmp_path / "imgs" / "a.png", tmp_path / "imgs" / "b.png"])
+    assert niqe(x).tolist() == pytest.approx(cli_scores, abs=1e-4)
+    with pytest.raises(ConfigError, match="brisque is fitted on rated images: give data=KIND:PATH"):
+        synthiqa.create_metric("brisque")
+    (tmp_path / "fr").mkdir()
+    spec = f"csv:{_fr_set(tmp_path / 'fr')}?lower_better=false&mos_range=0,5"
+    brisque = synthiqa.create_metric("brisque", data=spec)
+    assert brisque(x).shape == (2,)
+    with pytest.raises(ConfigError, match="unknown metric 'nique'"):
+        synthiqa.create_metric("nique")

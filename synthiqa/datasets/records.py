@@ -33,12 +33,30 @@ class ScoreInfo:
         return asdict(self)
 
 
+class DecodedImage:
+    """An image already in memory, usable where a record names an image file (``IQARecord.image`` and
+    ``reference``): the model readers take its pixels instead of decoding a file. ``pixels``: uint8
+    ``[3,H,W]`` RGB tensor; ``name``: how messages and outputs call it."""
+
+    __slots__ = ("pixels", "name")
+
+    def __init__(self, pixels: Any, name: str = "<tensor>") -> None:
+        self.pixels = pixels
+        self.name = name
+
+    def __str__(self) -> str:
+        return self.name
+
+    def __repr__(self) -> str:
+        return f"DecodedImage({self.name!r}, shape={tuple(self.pixels.shape)})"
+
+
 @dataclass(frozen=True)
 class IQARecord:
     """One rated image.
 
     Attributes:
-        image: path of the (distorted) image.
+        image: path of the (distorted) image (or a ``DecodedImage``).
         score: raw score as the dataset gives it.
         score_norm: score in [0, 1], higher is better (``ScoreInfo.normalise``).
         reference: path of its pristine reference, or None.

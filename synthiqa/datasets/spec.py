@@ -27,11 +27,12 @@ def parse_data_spec(data: str) -> tuple[str, str, dict[str, Any]]:
         name, eq, value = item.partition("=")
         if not eq or not name:
             raise ConfigError(f"{data}: dataset option {item!r} is not NAME=VALUE")
-        options[name] = _option_value(value)
+        options[name] = option_value(value)
     return kind, path, options
 
 
-def _option_value(text: str) -> Any:
+def option_value(text: str) -> Any:
+    """A command-line option value: ``true``/``false``, a number, numbers (a tuple), else the text."""
     if text.lower() in ("true", "false"):
         return text.lower() == "true"
     try:

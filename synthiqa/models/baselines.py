@@ -24,7 +24,7 @@ from pathlib import Path
 
 import numpy as np
 
-from synthiqa.datasets.records import IQARecord
+from synthiqa.datasets.records import DecodedImage, IQARecord
 from synthiqa.errors import ConfigError, DatasetError
 from synthiqa.models.registry import register_model
 
@@ -32,10 +32,13 @@ from synthiqa.models.registry import register_model
 # image loading
 
 
-def load_rgb(path: str | Path) -> np.ndarray:
-    """uint8 ``HxWx3`` RGB array of an image file; one-line DatasetError if unreadable."""
+def load_rgb(path: str | Path | DecodedImage) -> np.ndarray:
+    """uint8 ``HxWx3`` RGB array of an image file (or of a ``DecodedImage``); one-line DatasetError if
+    unreadable."""
     from PIL import Image, UnidentifiedImageError
 
+    if isinstance(path, DecodedImage):
+        return np.ascontiguousarray(path.pixels.permute(1, 2, 0).cpu().numpy())
     try:
         with Image.open(path) as im:
             return np.array(im.convert("RGB"))
@@ -105,13 +108,14 @@ class FullReferenceMetric:
         return -values if self.lower_better else values
 
     def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
-        """Metric value per record (cached by image/reference path); needs ``record.reference``."""
-        todo: dict[tuple[int, ...], list[tuple[str, str]]] = {}
-        images: dict[tuple[str, str], tuple[np.ndarray, np.ndarray]] = {}
-        for r in records:
+        """Metric value per record (cached by image/reference path, ``DecodedImage`` s for this call only);
+        needs ``record.reference``."""
+        todo: dict[tuple[int, ...], list[tuple]] = {}
+        images: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
+        keys = [_pair_key(r) for r in records]
+        for r, key in zip(records, keys, strict=True):
             if r.reference is None:
                 raise DatasetError(f"{r.image}: {self.name} is full-reference; the record has no reference")
-            key = (str(r.image), str(r.reference))
             if key in self._cache or key in images:
                 continue
             dist, ref = load_rgb(r.image), load_rgb(r.reference)
@@ -123,15 +127,26 @@ class FullReferenceMetric:
                                    f"{_FR_MIN_SIDE[self.name]} px per side, got {dist.shape[:2]}")
             images[key] = (dist, ref)
             todo.setdefault(dist.shape, []).append(key)
-        for keys in todo.values():
-            for start in range(0, len(keys), self.batch_size):
-                chunk = keys[start:start + self.batch_size]
+        for group in todo.values():
+            for start in range(0, len(group), self.batch_size):
+                chunk = group[start:start + self.batch_size]
                 values = self._score_batch([images[k][0] for k in chunk], [images[k][1] for k in chunk])
                 self._cache.update(zip(chunk, values.tolist(), strict=True))
-        return np.array([self._cache[(str(r.image), str(r.reference))] for r in records], dtype=np.float64)
+        values = np.array([self._cache[k] for k in keys], dtype=np.float64)
+        for key in keys:
+            if key[0] is None:
+                self._cache.pop(key, None)
+        return values
 
     def embed(self, records: Sequence[IQARecord]) -> np.ndarray | None:
         return None
+
+
+def _pair_key(record: IQARecord) -> tuple:
+    """Cache key of an (image, reference) pair: the paths, or the objects' ids for in-memory images."""
+    if isinstance(record.image, DecodedImage) or isinstance(record.reference, DecodedImage):
+        return (None, id(record.image), id(record.reference))
+    return (str(record.image), str(record.reference))
 
 
 for _name in _FR_METRICS:
@@ -317,7 +332,9 @@ class NIQE:
         self.mu: np.ndarray | None = None
         self.cov: np.ndarray | None = None
 
-    def _patch_feats(self, path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    def _patch_feats(self, path: str | Path | DecodedImage) -> tuple[np.ndarray, np.ndarray]:
+        if isinstance(path, DecodedImage):  # in memory: nothing to key a cache by
+            return niqe_patch_features(rgb_to_gray(load_rgb(path)), self.patch_size)
         key = str(path)
         if key not in self._feats:
             self._feats[key] = niqe_patch_features(rgb_to_gray(load_rgb(path)), self.patch_size)
@@ -331,11 +348,24 @@ class NIQE:
         if not key:
             raise DatasetError("NIQE: no reference images to fit the pristine model on")
         kept = []
-        for p in key:
+        for p in sorted(paths, key=str):
             feats, sharp = self._patch_feats(p)
             kept.append(feats[sharp >= self.sharpness_threshold * sharp.max()])
         self.mu, self.cov = _nan_gaussian(np.concatenate(kept))
         self._fitted_on = key
+
+    def fit_builtin(self) -> None:
+        """Fit the pristine model on the built-in reference photographs (``reference_dir`` when given):
+        NIQE with no training data, as ``synthiqa predict --model niqe`` and ``create_metric("niqe")``."""
+        if self.reference_dir is not None:
+            self.fit([])
+            return
+        import torch
+
+        from synthiqa.datasets.builtin import builtin_reference_images
+
+        self.fit_pristine([DecodedImage(torch.from_numpy(arr).permute(2, 0, 1), f"builtin:{name}")
+                           for name, arr in builtin_reference_images()])
 
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
         """Fit on ``reference_dir`` if given, else on the training records' distinct references."""
@@ -399,9 +429,10 @@ class BRISQUE:
         """``[N, 36]`` BRISQUE features (cached by path)."""
         for r in records:
             key = str(r.image)
-            if key not in self._feats:
+            if key not in self._feats and not isinstance(r.image, DecodedImage):
                 self._feats[key] = brisque_features(rgb_to_gray(load_rgb(r.image)))
-        return np.stack([self._feats[str(r.image)] for r in records])
+        return np.stack([brisque_features(rgb_to_gray(load_rgb(r.image))) if isinstance(r.image, DecodedImage)
+                         else self._feats[str(r.image)] for r in records])
 
     def _make(self, c: float, g: float):
         from sklearn.pipeline import make_pipeline

@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
-from synthiqa.datasets.records import IQARecord
+from synthiqa.datasets.records import DecodedImage, IQARecord
 from synthiqa.distortions.rng import derive_seed
 from synthiqa.errors import DatasetError
 
@@ -68,10 +68,13 @@ def _scene(record: IQARecord) -> str:
     return str(record.reference) if record.reference else str(record.image)
 
 
-def read_rgb(path: str | Path) -> torch.Tensor:
-    """Decode an image file to a uint8 ``[3,H,W]`` RGB tensor; ``DatasetError`` if unreadable."""
+def read_rgb(path: str | Path | DecodedImage) -> torch.Tensor:
+    """Decode an image file to a uint8 ``[3,H,W]`` RGB tensor (a ``DecodedImage``'s pixels as they are);
+    ``DatasetError`` if unreadable."""
     import cv2
 
+    if isinstance(path, DecodedImage):
+        return path.pixels
     data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
     arr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
     if arr is None:

@@ -1,8 +1,8 @@
-"""``synthiqa predict`` and ``synthiqa evaluate`` for any method's checkpoint, through its
-``QualityPredictor`` (``load_predictor``): image files to scores, a dataset to SRCC/PLCC/RMSE/MSE.
+"""Image files to scores through any ``QualityPredictor`` (a loaded checkpoint or a baseline), for
+``synthiqa.scoring.Scorer``.
 
 CENIQA's checkpoints keep their own path (``inference.py``: clusters per image); the other methods
-(ARNIQA, TRCNN, SIND) come here. Scores are each predictor's (higher is better).
+(ARNIQA, TRCNN, SIND) and the baselines come here. Scores are each predictor's (higher is better).
 """
 
 from __future__ import annotations
@@ -10,16 +10,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
 
-import numpy as np
 import torch
 
 from synthiqa.datasets.records import IQARecord
 from synthiqa.devices import resolve_device
 from synthiqa.errors import DatasetError
-from synthiqa.models.data import PRISTINE
-from synthiqa.models.inference import quality_metrics
 from synthiqa.models.registry import QualityPredictor, load_predictor
 from synthiqa.models.training import load_checkpoint
 
@@ -62,35 +58,3 @@ def predict_paths(predictor: QualityPredictor, paths: Sequence[Path], batch_size
                 if warn is not None:
                     warn(f"skipped {exc}")
     return rows
-
-
-def evaluate_records(predictor: QualityPredictor, records: Sequence[IQARecord]) -> dict[str, Any]:
-    """SRCC, PLCC (raw), RMSE and MSE against ``score_norm``, overall and per distortion type (pristine
-    images count overall only)."""
-    pred = np.asarray(predictor.predict(records), dtype=np.float64)
-    y = np.array([math.nan if r.score_norm is None else r.score_norm for r in records], dtype=np.float64)
-    result: dict[str, Any] = dict(quality_metrics(pred, y))
-    result["mse"] = float(result["rmse"]) ** 2
-    per_type = {}
-    for t in sorted({r.dist_type for r in records if r.dist_type and r.dist_type != PRISTINE}):
-        sel = np.array([r.dist_type == t for r in records])
-        if sel.sum() >= 2:
-            m = quality_metrics(pred[sel], y[sel])
-            per_type[t] = {**m, "mse": float(m["rmse"]) ** 2}
-    if per_type:
-        result["per_type"] = per_type
-    return result
-
-
-def evaluate_predictor_checkpoint(checkpoint: str | Path, data: str, label: str | None = None,
-                                  split: str | None = None, device: str = "auto") -> dict[str, Any]:
-    """``evaluate_records`` of a checkpoint on ``data`` (``KIND:PATH`` or a generated folder); ``split``
-    keeps only the manifest's ``train``/``val``/``test`` part."""
-    from synthiqa.datasets.spec import load_data_spec
-
-    records = load_data_spec(data, label)[1].records
-    if split is not None:
-        records = [r for r in records if r.extra.get("split") == split]
-        if not records:
-            raise DatasetError(f"{data}: no images with split {split!r}")
-    return evaluate_records(load_on_device(checkpoint, device), records)

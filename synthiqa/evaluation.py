@@ -1,0 +1,88 @@
+"""``synthiqa evaluate``: a model's scores on a dataset, with the benchmark harness's metric set.
+
+Overall: SRCC and KRCC on the raw scores, PLCC and RMSE raw and after the logistic fit (``4pl`` by
+default; the mode is stored), against the dataset's normalised score in [0, 1]. Per distortion type and
+per distortion group: the same numbers for every type with at least ``min_n`` images; a chain counts
+towards each type (and group) it contains, so a chains set gives one row per type, not one per chain.
+Rows under ``min_n`` keep their ``n`` and are marked ``small`` (their correlations are not computed).
+"""
+
+from __future__ import annotations
+
+import math
+import warnings
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+
+from synthiqa.datasets.records import IQARecord
+
+#: Fewest images a per-type row is computed on (the harness's ``MIN_PER_TYPE``).
+MIN_N = 3
+PRISTINE = "pristine"
+
+
+def _members(value: str | None) -> list[str]:
+    """The types (or groups) of a record: one name, or each step of a ``>``-joined chain, once each."""
+    if not value or value == PRISTINE:
+        return []
+    return list(dict.fromkeys(v.strip() for v in value.split(">") if v.strip()))
+
+
+def metric_set(pred: np.ndarray, true: np.ndarray, logistic: str | None = "4pl") -> dict[str, Any]:
+    """``srcc``, ``krcc``, ``plcc`` / ``rmse`` (raw), ``plcc_fit`` / ``rmse_fit`` and ``fit_mode`` (the
+    logistic's kind, ``raw_fallback`` when it failed), ``n``; finite pairs only."""
+    from synthiqa.benchmarks.metrics import quality_metrics
+
+    ok = np.isfinite(pred) & np.isfinite(true)
+    with warnings.catch_warnings():  # a failed fit is recorded as fit_mode raw_fallback
+        warnings.simplefilter("ignore", RuntimeWarning)
+        values, _ = quality_metrics(pred[ok], true[ok], logistic)
+    out: dict[str, Any] = {"n": int(ok.sum())}
+    for v in values:
+        key = v.metric if v.mode == "raw" else f"{v.metric}_fit"
+        out[key] = float(v.value)
+        if v.mode != "raw":
+            out["fit_mode"] = v.mode
+    out["mse"] = out["rmse"] ** 2
+    return out
+
+
+def grouped_metrics(pred: np.ndarray, true: np.ndarray, labels: Sequence[str | None],
+                    logistic: str | None = "4pl", min_n: int = MIN_N) -> dict[str, dict[str, Any]]:
+    """``metric_set`` per name in ``labels`` (chains split into their members); a name with fewer than
+    ``min_n`` images gets only ``n`` and ``small: True``."""
+    members = [_members(v) for v in labels]
+    out: dict[str, dict[str, Any]] = {}
+    for name in sorted({m for ms in members for m in ms}):
+        mask = np.array([name in ms for ms in members])
+        n = int((mask & np.isfinite(true)).sum())
+        out[name] = (metric_set(pred[mask], true[mask], logistic) if n >= min_n
+                     else {"n": n, "small": True})
+    return out
+
+
+def evaluate_predictions(records: Sequence[IQARecord], pred: np.ndarray, clusters: np.ndarray | None = None,
+                         logistic: str | None = "4pl", min_n: int = MIN_N) -> dict[str, Any]:
+    """Overall ``metric_set``, ``per_type`` and ``per_group`` tables and, with ``clusters``, the active
+    clusters and their purity against the distortion groups (single-group images)."""
+    true = np.array([math.nan if r.score_norm is None else r.score_norm for r in records], dtype=np.float64)
+    result: dict[str, Any] = metric_set(np.asarray(pred, dtype=np.float64), true, logistic)
+    result["min_n"] = int(min_n)
+    for key, attr in (("per_type", "dist_type"), ("per_group", "dist_group")):
+        table = grouped_metrics(pred, true, [getattr(r, attr) for r in records], logistic, min_n)
+        if table:
+            result[key] = table
+    if clusters is not None:
+        from synthiqa.models.inference import cluster_summary
+
+        groups = [_members(r.dist_group) for r in records]
+        names = sorted({g[0] for g in groups if len(g) == 1})
+        ids = np.array([names.index(g[0]) if len(g) == 1 else -1 for g in groups])
+        posteriors = np.eye(int(clusters.max()) + 1)[clusters] if len(clusters) else None
+        result.update(cluster_summary(posteriors, ids))
+    return result
+
+
+__all__ = ["MIN_N", "evaluate_predictions", "grouped_metrics", "metric_set"]
