@@ -223,7 +223,7 @@ def test_oserror_reaches_the_user_as_one_line(capsys, monkeypatch, tmp_path):
     assert code == 2 and err == f"error: {tmp_path / 'x.png'}: Permission denied\n"
 
 
-# --- case 7: images over the decompression-bomb guard with --max-side ---------------------------------------
+# --- case 7: images over the decompression-bomb guard with --max-side --------------------------------
 def test_bomb_guard_admits_images_that_max_side_shrinks(monkeypatch, tmp_path):
     from synthiqa.datasets import references as R
 
@@ -251,7 +251,7 @@ def test_bomb_guard_admits_images_that_max_side_shrinks(monkeypatch, tmp_path):
     assert R.decode_reference(tmp_path / "big.jpg", max_side=40).shape == (80, 100, 3)
 
 
-# --- case 9 and the scoring API: predict / evaluate take any dataset and any model ----------------------------
+# --- case 9 and the scoring API: predict / evaluate take any dataset and any model -----------------
 def _fr_set(tmp_path: Path) -> Path:
     """Five 128 px references and two distorted versions each (noise of two strengths), as a CSV."""
     rng = np.random.default_rng(3)
