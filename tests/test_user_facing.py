@@ -338,3 +338,13 @@ def test_niqe_and_brisque_without_a_checkpoint(capsys, tmp_path):
     assert brisque(x).shape == (2,)
     with pytest.raises(ConfigError, match="unknown metric 'nique'"):
         synthiqa.create_metric("nique")
+
+
+def test_readme_scoring_example_runs(tmp_path, monkeypatch, capsys):
+    readme = (ROOT / "README.md").read_text()
+    section = readme.split("## Scoring images in Python", 1)[1].split("\n## ", 1)[0]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    monkeypatch.chdir(tmp_path)
+    exec(compile(code, "README.md", "exec"), {})
+    out = capsys.readouterr().out
+    assert "'niqe'" in out and "(-inf, 0.0)" in out and "True" in out
