@@ -520,7 +520,9 @@ def bench_run_command(
     live: Optional[Path] = typer.Option(None, "--live", help="LIVE Release 2 folder."),  # noqa: UP045
     kadid: Optional[Path] = typer.Option(None, "--kadid", help="KADID-10k folder."),  # noqa: UP045
     synthetic: Optional[Path] = typer.Option(None, "--synthetic", help="Set made by synthiqa generate."),  # noqa: UP045
-    csv: Optional[list[str]] = typer.Option(None, "--csv", help="NAME=PATH of a CSV dataset (repeatable)."),  # noqa: UP045
+    csv: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--csv", metavar="NAME=PATH[?OPTIONS]", help="A CSV dataset (repeatable), with its loader "
+        "options: --csv \"clive=clive.csv?lower_better=false&mos_range=0,100\" (README: Loading datasets)."),
     seed: Optional[int] = typer.Option(None, help="Override the suite's seed."),  # noqa: UP045
     resume: bool = typer.Option(True, "--resume/--fresh",
                                 help="Reuse finished cells found in --out (default), or recompute all."),
@@ -558,8 +560,11 @@ def bench_run_command(
     for item in csv or []:
         name, sep, path = item.partition("=")
         if not sep or not name or not path:
-            raise ConfigError(f"--csv {item!r}: expected NAME=PATH")
-        paths[name] = ("csv", path)
+            raise ConfigError(f"--csv {item!r}: expected NAME=PATH[?option=value&...]")
+        from synthiqa.datasets.spec import parse_data_spec
+
+        kind, root, options = parse_data_spec(path if path.startswith("csv:") else f"csv:{path}")
+        paths[name] = (kind, root, options)
     spec = S.with_dataset_paths(spec, paths)
     if seed is not None:
         spec = dataclasses.replace(spec, seed=seed)

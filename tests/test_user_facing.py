@@ -348,3 +348,27 @@ def test_readme_scoring_example_runs(tmp_path, monkeypatch, capsys):
     exec(compile(code, "README.md", "exec"), {})
     out = capsys.readouterr().out
     assert "'niqe'" in out and "(-inf, 0.0)" in out and "True" in out
+
+
+def test_bench_run_csv_carries_loader_options_and_a_suite_without_cells_fails(capsys, tmp_path):
+    import pandas as pd
+
+    data = tmp_path / "data"
+    data.mkdir()
+    csv_path = _fr_set(data)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: fr\nseed: 1\nlogistic: null\nn_boot: 0\nmodels: [psnr]\ndatasets: []\n"
+                     "protocols:\n  - {name: intra, n_splits: 1, ratios: [0.6, 0.2, 0.2]}\n")
+    code, _, err = cli(capsys, "bench", "run", str(suite), "--out", str(tmp_path / "r"),
+                       "--csv", f"fr={csv_path}?lower_better=false&mos_range=0,5")
+    assert code == 0, err
+    results = pd.read_csv(tmp_path / "r" / "results.csv")
+    assert set(results["dataset"]) == {"fr"} and (results["model"] == "psnr").all()
+    cross = tmp_path / "cross.yaml"
+    cross.write_text(suite.read_text().replace("{name: intra, n_splits: 1, ratios: [0.6, 0.2, 0.2]}",
+                                               "{name: cross, train: fr, test: [live]}"))
+    code, _, err = cli(capsys, "bench", "run", str(cross), "--out", str(tmp_path / "r2"),
+                       "--csv", f"fr={csv_path}?lower_better=false&mos_range=0,5")
+    last = err.strip().splitlines()[-1]
+    assert code == 2 and last.startswith("error: suite fr: no cell to compute") and "Traceback" not in err
+    assert not (tmp_path / "r2" / "results.csv").exists()

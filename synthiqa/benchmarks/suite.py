@@ -263,16 +263,18 @@ CLI_DATASETS = {"live": ("live", "live"), "kadid": ("kadid10k", "kadid10k"),
                 "synthetic": ("synthetic", "synthiqa")}
 
 
-def with_dataset_paths(suite: Suite, paths: Mapping[str, tuple[str, str]]) -> Suite:
-    """Set (or add) datasets given on the command line: ``{name: (kind, root)}``; these become required."""
+def with_dataset_paths(suite: Suite, paths: Mapping[str, tuple]) -> Suite:
+    """Set (or add) datasets given on the command line: ``{name: (kind, root[, options])}`` (options update
+    the suite's own for that dataset); these become required."""
     datasets = list(suite.datasets)
-    for name, (kind, root) in paths.items():
+    for name, (kind, root, *rest) in paths.items():
+        options = dict(rest[0]) if rest else {}
         for i, spec in enumerate(datasets):
             if spec.name == name:
-                datasets[i] = DatasetSpec(name, spec.kind, str(root), spec.options, True)
+                datasets[i] = DatasetSpec(name, spec.kind, str(root), {**spec.options, **options}, True)
                 break
         else:
-            datasets.append(DatasetSpec(name, kind, str(root), {}, True))
+            datasets.append(DatasetSpec(name, kind, str(root), options, True))
     return Suite(suite.name, suite.models, datasets, suite.protocols, suite.seed, suite.logistic,
                  suite.n_boot, suite.embeddings, suite.builtin_data)
 
@@ -581,6 +583,7 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
                 log(msg)
             continue
         runnable.append((spec, task, index))
+    _check_cells(suite, datasets, runnable, summary.skipped)
     todo: list[tuple[ModelSpec, Task, int, Path]] = []
     for spec, task, index in runnable:
         stem = _cell_stem(out, spec, task, suite)
@@ -617,6 +620,21 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
     if summary.failures:
         atomic_write_text(out / "failures.txt", "\n".join(summary.failures) + "\n")
     return summary
+
+
+def _check_cells(suite: Suite, datasets: Mapping[str, IQADataset],
+                 runnable: Sequence[tuple[ModelSpec, Task, int]], skipped: Sequence[str]) -> None:
+    """One-line error when the run would have no cell, or when a dataset the user gave (``required``)
+    is in none: a suite that computes nothing must not write empty results and succeed."""
+    used = {name for _, task, _ in runnable for name in (task.dataset, task.train_dataset) if name}
+    unused = [d.name for d in suite.datasets if d.required and d.name in datasets and d.name not in used]
+    why = f" ({'; '.join(skipped)})" if skipped else ""
+    if not runnable:
+        raise SynthiqaError(f"suite {suite.name}: no cell to compute on the loaded datasets "
+                            f"({', '.join(datasets) or 'none'}){why}; check the protocols' dataset names")
+    if unused:
+        raise SynthiqaError(f"suite {suite.name}: dataset {', '.join(unused)} is in no cell (no protocol "
+                            f"uses it){why}; name it in a protocol, or drop it")
 
 
 def _where(spec: ModelSpec, task: Task) -> str:
