@@ -372,3 +372,31 @@ def test_bench_run_csv_carries_loader_options_and_a_suite_without_cells_fails(ca
     last = err.strip().splitlines()[-1]
     assert code == 2 and last.startswith("error: suite fr: no cell to compute") and "Traceback" not in err
     assert not (tmp_path / "r2" / "results.csv").exists()
+
+
+def test_bench_cells_are_keyed_by_content_so_a_moved_folder_reuses_them(capsys, tmp_path):
+    import shutil
+
+    data = tmp_path / "data"
+    data.mkdir()
+    _fr_set(data)
+    suite = tmp_path / "suite.yaml"
+    suite.write_text("name: fr\nseed: 1\nlogistic: null\nn_boot: 0\nmodels: [psnr, ssim]\ndatasets: []\n"
+                     "protocols:\n  - {name: intra, n_splits: 2, ratios: [0.6, 0.2, 0.2]}\n")
+
+    def run(results: Path, folder: Path) -> str:
+        code, out, err = cli(capsys, "bench", "run", str(suite), "--out", str(results), "--csv",
+                             f"fr={folder / 's.csv'}?lower_better=false&mos_range=0,5")
+        assert code == 0, err
+        return out
+
+    assert "4 cells computed, 0 reused" in run(tmp_path / "r", data)
+    shutil.move(tmp_path / "r", tmp_path / "moved")
+    shutil.move(data, tmp_path / "data2")
+    assert "0 cells computed, 4 reused" in run(tmp_path / "moved", tmp_path / "data2")
+    shutil.copytree(tmp_path / "moved", tmp_path / "copy")
+    assert "0 cells computed, 4 reused" in run(tmp_path / "copy", tmp_path / "data2")
+    assert len(list((tmp_path / "copy" / "cells").rglob("*.rows.parquet"))) == 4   # no stale duplicates
+    labels = tmp_path / "data2" / "s.csv"
+    labels.write_text(labels.read_text().replace("d0_1.png,3.0,", "d0_1.png,3.1,"))
+    assert "0 reused" in run(tmp_path / "copy", tmp_path / "data2")   # a changed score is new content

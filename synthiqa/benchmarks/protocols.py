@@ -11,6 +11,10 @@ Splits come from ``synthiqa.datasets.splits`` and are keyed by image path, never
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import json
+import os
 from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
@@ -94,6 +98,32 @@ class Task:
     train: list[IQARecord]
     val: list[IQARecord]
     test: list[IQARecord]
+
+    @functools.cached_property
+    def content_key(self) -> str:
+        """Digest of the task's data as its numbers see it, not of where it lies: per part, each image's
+        path relative to the part's folder, its reference's, raw and normalised score, type, group,
+        level and scene. A moved or copied dataset keeps its key."""
+        parts = []
+        for records in (self.train, self.val, self.test):
+            parts.append([_record_identity(r, _folder_of(records)) for r in records])
+        text = json.dumps(parts, default=str)
+        return hashlib.sha1(text.encode("utf-8")).hexdigest()[:16]
+
+
+def _folder_of(records: Sequence[IQARecord]) -> str:
+    """The deepest folder holding every image and reference of ``records``."""
+    folders = {os.path.dirname(os.path.abspath(str(p))) for r in records
+               for p in (r.image, r.reference) if p is not None}
+    return os.path.commonpath(sorted(folders)) if folders else ""
+
+
+def _record_identity(r: IQARecord, folder: str) -> list[Any]:
+    def rel(p: Any) -> str | None:
+        return None if p is None else os.path.relpath(os.path.abspath(str(p)), folder).replace(os.sep, "/")
+
+    return [rel(r.image), rel(r.reference), r.score, r.score_norm, r.dist_type, r.dist_group, r.level,
+            r.scene]
 
 
 def _cap(items: list, limit: int | None) -> list:

@@ -715,11 +715,20 @@ def _run_parallel(todo: Sequence[tuple[ModelSpec, Task, int, Path]], suite: Suit
 # results files
 
 
+#: Loader options that say where files are, not what they hold (left out of a cell's key).
+_LOCATION_OPTIONS = ("image_root",)
+
+
 def _cell_stem(out: Path, spec: ModelSpec, task: Task, suite: Suite) -> Path:
-    """Where a cell's files live; the digest changes with anything that changes the cell's numbers."""
-    datasets = [asdict(d) for d in suite.datasets if d.name in (task.dataset, task.train_dataset)]
-    digest = _digest(CELL_FORMAT, asdict(spec), datasets, task.protocol, task.split, suite.seed,
-                     suite.logistic, suite.n_boot)
+    """Where a cell's files live. The digest changes with anything that changes the cell's numbers and
+    with nothing else: the model's config, the datasets' kind and loader options, the task's content
+    (``Task.content_key``: file names relative to the dataset, scores), protocol, split, seed, logistic
+    and bootstrap settings. Dataset folders are not in it, so a moved results or data folder reuses
+    its cells."""
+    datasets = [(d.name, d.kind, {k: v for k, v in d.options.items() if k not in _LOCATION_OPTIONS})
+                for d in suite.datasets if d.name in (task.dataset, task.train_dataset)]
+    digest = _digest(CELL_FORMAT, asdict(spec), datasets, task.content_key, task.protocol, task.split,
+                     suite.seed, suite.logistic, suite.n_boot)
     return (out / "cells" / _safe(spec.key) / _safe(task.dataset) / _safe(task.protocol)
             / f"{_safe(task.split)}.{digest}")
 
