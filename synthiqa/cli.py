@@ -584,7 +584,7 @@ def bench_run_command(
         key = (row["model"], row["dataset"], row["protocol"])
         fit = f"{fit_s[key]:.1f}" if fit_s is not None and key in fit_s.index else "-"
         table.add_row(*[str(row[c]) if c in cols[:4] else S._fmt(row[c]) for c in cols], fit)
-    Console(width=max(console.width, 130)).print(table)
+    (console if console.is_terminal else Console(width=130)).print(table)  # a file gets the full width
     console.print(f"{summary.computed} cells computed, {summary.reused} reused, "
                   f"{len(summary.failures)} failed in {summary.seconds:.1f} s; results in {out}",
                   highlight=False)
@@ -687,7 +687,7 @@ def bench_gmm_command(
                       f"{r.sklearn_s:.2f}", f"{r.torch_iter}/{r.sklearn_iter}", f"{r.speedup_per_iter:.1f}x",
                       f"{r.torch_loglik:.4f}", f"{r.sklearn_loglik:.4f}", f"{r.loglik_rel_diff:.1e}",
                       f"{r.torch_bic:.6g}", f"{r.sklearn_bic:.6g}", f"{r.bic_rel_diff:.1e}")
-    Console(width=max(console.width, 170)).print(table)  # wide table: do not squeeze it into 80 columns
+    (console if console.is_terminal else Console(width=170)).print(table)  # a file gets the full width
     if json_out is not None:
         gmm_speed.write_gmm_speed_json(rows, config, str(json_out))
         console.print(f"wrote {json_out}")
@@ -714,8 +714,17 @@ def report_command(
 
 
 
+def _warning_line(message, category, filename, lineno, file=None, line=None) -> None:  # noqa: ANN001
+    """``warnings.showwarning`` for the command line: one ``warning:`` line, no source path or code."""
+    err_console.print(f"warning: {escape(str(message))}", highlight=False, soft_wrap=True)
+
+
 def main(argv: Optional[list[str]] = None) -> None:  # noqa: UP045 (typer needs Optional on 3.10)
-    """Entry point: user mistakes print one line on stderr and exit with status 2."""
+    """Entry point: user mistakes print one line on stderr and exit with status 2; warnings print as
+    one line each."""
+    import warnings
+
+    warnings.showwarning = _warning_line
     try:
         app(args=argv, prog_name="synthiqa", standalone_mode=True)
     except SynthiqaError as exc:

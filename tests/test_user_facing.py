@@ -388,6 +388,8 @@ def test_bench_cells_are_keyed_by_content_so_a_moved_folder_reuses_them(capsys, 
         code, out, err = cli(capsys, "bench", "run", str(suite), "--out", str(results), "--csv",
                              f"fr={folder / 's.csv'}?lower_better=false&mos_range=0,5")
         assert code == 0, err
+        assert "suite fr ━" not in out + err   # not a terminal: no bar, a line per finished cell
+        assert all(f"[{i}/4] " in err for i in range(1, 5)) or "0 cells computed" in out
         return out
 
     assert "4 cells computed, 0 reused" in run(tmp_path / "r", data)
@@ -400,3 +402,35 @@ def test_bench_cells_are_keyed_by_content_so_a_moved_folder_reuses_them(capsys, 
     labels = tmp_path / "data2" / "s.csv"
     labels.write_text(labels.read_text().replace("d0_1.png,3.0,", "d0_1.png,3.1,"))
     assert "0 reused" in run(tmp_path / "copy", tmp_path / "data2")   # a changed score is new content
+
+
+# --- case 6: console noise --------------------------------------------------------------------------------
+def test_epoch_line_is_one_concise_line():
+    from synthiqa.models.training import epoch_line
+
+    row = {"epoch": 3, "phase": "finetune", "lr": 0.001, "loss_total": 0.12345, "loss_quality": 0.1,
+           "loss_cluster": 0.2, "train_images_per_s": 123.44, "val_srcc": 0.81234, "val_plcc": 0.8,
+           "val_rmse": 0.1, "val_active_clusters": 8.0, "seconds": 12.34}
+    assert epoch_line(row, 8) == ("epoch 3/8 finetune, loss 0.1235, val SRCC 0.812 PLCC 0.800, 8 clusters, "
+                                  "123.4 img/s, 12.3 s")
+    trcnn = {"epoch": 1, "phase": "train", "loss_mse": 0.5, "loss_rank": 0.25, "train_images_per_s": 10.0,
+             "seconds": 2.0}
+    assert epoch_line(trcnn, 2) == "epoch 1/2 train, loss mse 0.5000 rank 0.2500, 10.0 img/s, 2.0 s"
+
+
+def test_warnings_print_as_one_line(capsys, monkeypatch, tmp_path):
+    import warnings
+
+    import synthiqa.reports.grid as grid
+
+    class Image:
+        width = height = 1
+
+    def noisy(*a, **k):
+        warnings.warn("cluster collapse: 1 of 2 clusters hold >= 5% of the samples", stacklevel=1)
+        return Image()
+
+    monkeypatch.setattr(warnings, "showwarning", warnings.showwarning)   # restored after the test
+    monkeypatch.setattr(grid, "render_distortion_grid", noisy)
+    code, _, err = cli(capsys, "grid", "--out", str(tmp_path / "g.png"))
+    assert code == 0 and err == "warning: cluster collapse: 1 of 2 clusters hold >= 5% of the samples\n"

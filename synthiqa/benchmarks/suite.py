@@ -527,7 +527,8 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
 
     Args:
         log: called with one-line messages (skipped datasets, failed cells).
-        progress: show a rich progress bar (its line names the cell being computed).
+        progress: show a rich progress bar on stderr (its line names the cell being computed); when
+            stderr is not a terminal, one ``log`` line per finished cell instead.
         resume: reuse finished cells found under ``out/cells`` (False recomputes and overwrites them).
         limit: compute at most this many unfinished cells (in suite order), leaving the rest for a later
             run (``RunSummary.pending``); None computes all.
@@ -594,10 +595,13 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
     if limit is not None and len(todo) > limit:
         summary.pending = len(todo) - limit
         todo = todo[:limit]
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    stderr = Console(stderr=True)
+    live = progress and stderr.is_terminal  # a bar on a terminal, else one line per finished cell
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, disable=not progress, transient=False) as bar:
+    with Progress(*columns, disable=not live, transient=False, console=stderr) as bar:
         job = bar.add_task(f"suite {suite.name}", total=len(todo))
 
         def done(where: str, error: str | None) -> None:
@@ -607,6 +611,9 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
                 summary.failures.append(f"{where}: {error}")
                 log(f"{where}: {error}")
             bar.advance(job)
+            if progress and not live:
+                finished = summary.computed + len(summary.failures)
+                log(f"[{finished}/{len(todo)}] {where}: {'done' if error is None else 'failed'}")
 
         if jobs == 1 or len(todo) < 2:
             for spec, task, index, stem in todo:

@@ -163,6 +163,27 @@ def load_checkpoint(path: str | Path) -> dict[str, Any]:
     return state
 
 
+def epoch_line(row: dict[str, Any], epochs: int) -> str:
+    """One line per epoch: phase, mean total loss (or the method's loss terms), validation SRCC/PLCC
+    (and active clusters), training images/s (images of the training steps over their wall time, the
+    number ``run.json`` reports) and seconds; every other number is in ``log.csv``."""
+    parts = [f"epoch {row['epoch']}/{epochs} {row['phase']}"]
+    losses = {k.removeprefix("loss_"): v for k, v in row.items() if k.startswith("loss_")}
+    if "total" in losses:
+        parts.append(f"loss {losses['total']:.4f}")
+    elif losses:  # the method's terms (unweighted), as it logs them
+        parts.append("loss " + " ".join(f"{k} {v:.4f}" for k, v in losses.items()))
+    val = [f"{name} {row[key]:.3f}" for key, name in (("val_srcc", "SRCC"), ("val_plcc", "PLCC"))
+           if isinstance(row.get(key), float) and math.isfinite(row[key])]
+    if val:
+        parts.append("val " + " ".join(val))
+    if isinstance(row.get("val_active_clusters"), float):
+        parts.append(f"{int(row['val_active_clusters'])} clusters")
+    parts.append(f"{row.get('train_images_per_s', 0.0):.1f} img/s")
+    parts.append(f"{row.get('seconds', 0.0):.1f} s")
+    return ", ".join(parts)
+
+
 def _write_log(path: Path, rows: list[dict[str, Any]]) -> None:
     columns: list[str] = []
     for row in rows:
@@ -256,11 +277,12 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
         if best_file.is_file():
             best_state = load_checkpoint(best_file)
     images_per_second = 0.0
+    from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
     progress = Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("{task.fields[info]}"), TimeRemainingColumn(),
-                        disable=not settings.progress or not writes)
+                        disable=not settings.progress or not writes, console=Console(stderr=True))
     with progress:
         for epoch in range(start, settings.epochs):
             t0 = time.perf_counter()
@@ -301,7 +323,8 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
                     sums[k] = sums.get(k, 0.0) + v
                 n_steps += 1
                 n_images += int(batch["image"].shape[0])
-                progress.update(bar, advance=1, info=f"loss {float(loss.detach()):.4f}")
+                rate = n_images / max(time.perf_counter() - t_train, 1e-9)  # as train_images_per_s below
+                progress.update(bar, advance=1, info=f"loss {float(loss.detach()):.4f}, {rate:.1f} img/s")
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             sums, n_images = _reduce_epoch({**sums, "_steps": float(n_steps)}, n_images, device)
@@ -323,10 +346,8 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
                      "best_srcc": best_srcc, "best_epoch": best_epoch, **task.extra_state()}
             if improved:
                 best_state = dict(state)
-            summary = " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                               for k, v in row.items() if k not in ("epoch",))
             if writes:
-                progress.console.print(f"epoch {epoch + 1}/{settings.epochs}: {summary}", highlight=False)
+                progress.console.print(epoch_line(row, settings.epochs), highlight=False, soft_wrap=True)
             if out is not None and writes:
                 out.mkdir(parents=True, exist_ok=True)
                 if improved:
