@@ -434,3 +434,23 @@ def test_warnings_print_as_one_line(capsys, monkeypatch, tmp_path):
     monkeypatch.setattr(grid, "render_distortion_grid", noisy)
     code, _, err = cli(capsys, "grid", "--out", str(tmp_path / "g.png"))
     assert code == 0 and err == "warning: cluster collapse: 1 of 2 clusters hold >= 5% of the samples\n"
+
+
+# --- case 10: the run folder and its config exist before the first long step ------------------------------
+def test_train_writes_its_config_before_the_long_steps(monkeypatch, tmp_path):
+    import synthiqa.models.ceniqa as C
+
+    class Stop(Exception):
+        pass
+
+    seen = {}
+
+    def task(config, bundle, device, progress=True):
+        seen["config"] = (tmp_path / "run" / "config.yaml").is_file()
+        raise Stop
+
+    monkeypatch.setattr(C, "CENIQATask", task)
+    spec = f"csv:{_fr_set(tmp_path)}?lower_better=false&mos_range=0,5"
+    with pytest.raises(Stop):
+        C.train_ceniqa({"progress": False}, spec, tmp_path / "run")
+    assert seen == {"config": True}

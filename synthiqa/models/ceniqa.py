@@ -611,11 +611,13 @@ class CENIQATask:
                                         level_class(b["type"], b["level"]).cpu()))
             return (torch.cat([c for c, _ in self._generated[:steps]]),
                     torch.cat([k for _, k in self._generated[:steps]]))
+        from rich.console import Console
         from rich.progress import track
 
         n = len(self.train_images.records)
         pick = sorted(int(i) for i in np.random.default_rng([self.config.seed, 11]).permutation(n)[:limit])
-        images = track(pick, description="whole-image features", disable=not self.progress, transient=True)
+        images = track(pick, description=f"whole-image features of {len(pick)} training images",
+                       disable=not self.progress, console=Console(stderr=True))
         contexts = torch.stack([self.train_images.context_of(i) for i in images])
         return contexts, self.record_classes[pick]
 
@@ -735,11 +737,11 @@ def train_ceniqa(options: dict[str, Any], data: str | None, out: str | Path | No
         bundle = DataBundle(LabelSpace.from_records(train), train, val, test, description=desc)
     else:
         raise ConfigError("give --data DIR (or KIND:PATH), or --on-the-fly REF_DIR")
-    torch.manual_seed(config.seed)
-    task = CENIQATask(config, bundle, device, progress=bool(options.get("progress", True)))
-    out_dir.mkdir(parents=True, exist_ok=True)
+    out_dir.mkdir(parents=True, exist_ok=True)  # the run folder and its config exist before any long step
     if is_main_process():
         config.save(out_dir / "config.yaml")
+    torch.manual_seed(config.seed)
+    task = CENIQATask(config, bundle, device, progress=bool(options.get("progress", True)))
     settings = LoopSettings(config.total_epochs, config.learning_rate, config.weight_decay, config.scheduler,
                             config.grad_clip, config.seed, device, config.amp,
                             progress=bool(options.get("progress", True)))
