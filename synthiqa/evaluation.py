@@ -23,7 +23,7 @@ MIN_N = 3
 PRISTINE = "pristine"
 
 
-def _members(value: str | None) -> list[str]:
+def type_members(value: str | None) -> list[str]:
     """The types (or groups) of a record: one name, or each step of a ``>``-joined chain, once each."""
     if not value or value == PRISTINE:
         return []
@@ -53,7 +53,7 @@ def grouped_metrics(pred: np.ndarray, true: np.ndarray, labels: Sequence[str | N
                     logistic: str | None = "4pl", min_n: int = MIN_N) -> dict[str, dict[str, Any]]:
     """``metric_set`` per name in ``labels`` (chains split into their members); a name with fewer than
     ``min_n`` images gets only ``n`` and ``small: True``."""
-    members = [_members(v) for v in labels]
+    members = [type_members(v) for v in labels]
     out: dict[str, dict[str, Any]] = {}
     for name in sorted({m for ms in members for m in ms}):
         mask = np.array([name in ms for ms in members])
@@ -77,7 +77,7 @@ def evaluate_predictions(records: Sequence[IQARecord], pred: np.ndarray, cluster
     if clusters is not None:
         from synthiqa.models.inference import cluster_summary
 
-        groups = [_members(r.dist_group) for r in records]
+        groups = [type_members(r.dist_group) for r in records]
         names = sorted({g[0] for g in groups if len(g) == 1})
         ids = np.array([names.index(g[0]) if len(g) == 1 else -1 for g in groups])
         posteriors = np.eye(int(clusters.max()) + 1)[clusters] if len(clusters) else None
@@ -85,4 +85,4 @@ def evaluate_predictions(records: Sequence[IQARecord], pred: np.ndarray, cluster
     return result
 
 
-__all__ = ["MIN_N", "evaluate_predictions", "grouped_metrics", "metric_set"]
+__all__ = ["MIN_N", "evaluate_predictions", "grouped_metrics", "metric_set", "type_members"]

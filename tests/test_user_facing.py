@@ -454,3 +454,29 @@ def test_train_writes_its_config_before_the_long_steps(monkeypatch, tmp_path):
     with pytest.raises(Stop):
         C.train_ceniqa({"progress": False}, spec, tmp_path / "run")
     assert seen == {"config": True}
+
+
+# --- case 4: per-type tables say how many images each row has -------------------------------------------
+def test_report_per_type_cells_show_n_and_mark_small_ones():
+    import pandas as pd
+
+    from synthiqa.reports.html import SMALL_N, per_type_cells
+
+    rows = [{"model": "psnr", "dataset": "d", "protocol": "intra", "dist_type": t, "value": v, "n": n}
+            for t, v, n in (("jpeg", 0.9, 40), ("jpeg", 0.8, 40), ("blur", 0.5, SMALL_N - 1))]
+    table = per_type_cells(pd.DataFrame(rows))
+    assert table.to_dict("records") == [{"model": "psnr", "dataset": "d", "protocol": "intra",
+                                         "blur": f"0.500 (n {SMALL_N - 1})*", "jpeg": "0.850 (n 40)"}]
+
+
+def test_harness_per_type_rows_count_chains_towards_each_type():
+    from synthiqa.benchmarks.suite import _quality_rows
+    from synthiqa.datasets.records import IQARecord
+
+    kinds = ["jpeg>blur", "blur", "jpeg>noise", "noise>blur", "jpeg"] * 2
+    records = [IQARecord(image=Path(f"{i}.png"), score=i, score_norm=i / 10, dist_type=k)
+               for i, k in enumerate(kinds)]
+    pred = np.arange(10, dtype=float)
+    rows = _quality_rows(pred, records, None, 0, 0, "test")
+    n = {r["dist_type"]: r["n"] for r in rows if r["metric"] == "srcc"}
+    assert n == {"all": 10, "blur": 6, "jpeg": 6, "noise": 4}

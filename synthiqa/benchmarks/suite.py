@@ -60,6 +60,7 @@ from synthiqa.benchmarks.metrics import cluster_metrics, quality_metrics
 from synthiqa.benchmarks.protocols import ProtocolSpec, Task, make_tasks
 from synthiqa.datasets.records import IQADataset, IQARecord
 from synthiqa.errors import ConfigError, SynthiqaError
+from synthiqa.evaluation import type_members
 
 RESULT_COLUMNS = ("model", "dataset", "protocol", "split", "subset", "dist_type", "metric", "mode", "value",
                   "ci_low", "ci_high", "n")
@@ -68,7 +69,7 @@ PREDICTION_COLUMNS = ("model", "dataset", "protocol", "split", "subset", "image"
 #: Types with fewer test images than this get no per-type row.
 MIN_PER_TYPE = 3
 #: Bumped whenever a change alters the numbers of a cell; part of every cell's digest (no stale reuse).
-CELL_FORMAT = 2
+CELL_FORMAT = 3
 
 
 # --------------------------------------------------------------------------------------------------
@@ -405,9 +406,9 @@ def _quality_rows(pred: np.ndarray, records: Sequence[IQARecord], logistic: str 
     true = np.array([r.score_norm for r in records], dtype=np.float64)
     rows: list[dict[str, Any]] = []
     groups: list[tuple[str, np.ndarray]] = [("all", np.ones(len(records), dtype=bool))]
-    types = np.array([r.dist_type or "" for r in records])
-    for t in sorted(set(types) - {""}):
-        mask = types == t
+    members = [set(type_members(r.dist_type)) for r in records]  # a chain counts towards each of its types
+    for t in sorted(set().union(*members)):
+        mask = np.array([t in m for m in members])
         if mask.sum() >= MIN_PER_TYPE and mask.sum() < len(records):
             groups.append((t, mask))
     for i, (dist_type, mask) in enumerate(groups):

@@ -39,6 +39,22 @@ def _note(text: str) -> str:
     return f'<p class="note">{html.escape(text)}</p>'
 
 
+#: Per-type cells on fewer test images than this are marked as unreliable.
+SMALL_N = 10
+
+
+def per_type_cells(per_type: pd.DataFrame) -> pd.DataFrame:
+    """Model x dataset x protocol rows, one column per type: ``"0.812 (n 40)"``, ``*`` when n < ``SMALL_N``,
+    ``-`` where the type has no row."""
+    grouped = (per_type.groupby(["model", "dataset", "protocol", "dist_type"])
+               .agg(value=("value", "median"), n=("n", "median")).reset_index())
+    pairs = zip(grouped["value"], grouped["n"], strict=True)
+    grouped["cell"] = [("-" if not np.isfinite(v) else f"{v:.3f}") + f" (n {int(n)})"
+                       + ("*" if n < SMALL_N else "") for v, n in pairs]
+    pivot = grouped.pivot(index=["model", "dataset", "protocol"], columns="dist_type", values="cell")
+    return pivot.fillna("-").reset_index().rename_axis(columns=None)
+
+
 def _table_html(frame: pd.DataFrame, digits: int = 3) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     rows = []
@@ -154,10 +170,11 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
     per_type = table[(table["subset"] == "test") & (table["metric"] == "srcc")
                      & (table["dist_type"] != "all")]
     if not per_type.empty:
-        pivot = (per_type.groupby(["model", "dataset", "protocol", "dist_type"])["value"].median()
-                 .unstack("dist_type").reset_index())
         parts.append("<h3>Median test SRCC per distortion type</h3>")
-        parts.append(_table_html(pivot))
+        parts.append(_note(f"Each cell: median SRCC over splits and the median number of test images n; "
+                           f"cells with n < {SMALL_N} are marked * (their SRCC is unreliable). Chains count "
+                           "towards each type they contain."))
+        parts.append(_table_html(per_type_cells(per_type)))
     sections.append(("Results", parts))
 
     # predicted vs true
