@@ -112,14 +112,15 @@ def generate_command(
 ) -> None:
     """Make a labelled distorted dataset (images, manifest.parquet, labels.csv, dataset.json, ...)."""
     from synthiqa.datasets.generate import GenerateConfig, generate, parse_shard
-    from synthiqa.datasets.references import parse_crop
+    from synthiqa.datasets.references import parse_crop, pixel_guard
 
     check_output_folder(out)
+    crop_size = parse_crop(crop)
     config = GenerateConfig(
         out=str(out), ref_dir=None if ref_dir is None else str(ref_dir), profile=profile, mode=mode,
-        per_image=per_image, max_chain=max_chain, seed=seed, max_side=max_side, crop=parse_crop(crop),
+        per_image=per_image, max_chain=max_chain, seed=seed, max_side=max_side, crop=crop_size,
         labels=tuple(labels.split(",")), image_format=image_format, shard=parse_shard(shard),
-        device=device, batch_size=batch_size, resume=resume,
+        device=device, batch_size=batch_size, resume=resume, max_pixels=pixel_guard(max_side, crop_size),
         **({} if workers is None else {"workers": workers}),
     )
     summary = generate(config, console=err_console, progress=not quiet)
