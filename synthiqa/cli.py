@@ -83,7 +83,7 @@ def grid_command(
 
 
 
-# --- synthiqa generate / merge (datasets/generate.py) ----------------------------------------------
+# --- synthiqa generate / merge (datasets/generation/) -----------------------------------------------
 @app.command("generate")
 def generate_command(
     ref_dir: Optional[Path] = typer.Argument(None, help="Folder of reference images (recursive); "  # noqa: UP045
@@ -98,8 +98,8 @@ def generate_command(
     seed: int = typer.Option(0, help="Run seed; each image's seed derives from it and its name."),
     device: str = typer.Option("auto", help="auto, cpu, cuda or cuda:N."),
     batch_size: int = typer.Option(16, help="Images per device batch (chunk)."),
-    workers: Optional[int] = typer.Option(None, help="CPU processes / GPU I/O threads (default: "  # noqa: UP045
-                                          "min(4, cores))."),
+    workers: Optional[int] = typer.Option(None, help="CPU processes / GPU I/O threads; Ray: actors "  # noqa: UP045
+                                          "(default: min(4, cores))."),
     max_side: Optional[int] = typer.Option(None, help="Shrink references to this longer side in px "  # noqa: UP045
                                            "(default: full size; built-ins 384); also admits images over "
                                            "the decompression-bomb guard, shrunk while decoding."),
@@ -107,7 +107,13 @@ def generate_command(
     shard: Optional[str] = typer.Option(None, help="I/N: make only shard I of N (merge them after)."),  # noqa: UP045
     resume: bool = typer.Option(False, "--resume", help="Finish an interrupted run in --out."),
     labels: str = typer.Option("level,fr", help="Labels: level (guide levels), fr (FR pseudo-MOS)."),
-    image_format: str = typer.Option("png", "--format", help="png or bmp (lossless)."),
+    image_format: str = typer.Option("png", "--format", help="png or bmp (image files, lossless), or "
+                                     "webdataset (tar shards of PNG + JSON samples)."),
+    shard_size: Optional[int] = typer.Option(None, help="Images per WebDataset shard, about; shards hold "  # noqa: UP045
+                                             "whole references [1000]."),
+    engine: str = typer.Option("local", help="local (this machine) or ray (Ray Data; needs the ray extra)."),
+    ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join: HOST:PORT, or auto for the "  # noqa: UP045
+                                              "running one; default: start a local Ray instance."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
 ) -> None:
     """Make a labelled distorted dataset (images, manifest.parquet, labels.csv, dataset.json, ...)."""
@@ -116,11 +122,14 @@ def generate_command(
 
     check_output_folder(out)
     crop_size = parse_crop(crop)
+    container = "webdataset" if image_format == "webdataset" else "files"
     config = GenerateConfig(
         out=str(out), ref_dir=None if ref_dir is None else str(ref_dir), profile=profile, mode=mode,
         per_image=per_image, max_chain=max_chain, seed=seed, max_side=max_side, crop=crop_size,
-        labels=tuple(labels.split(",")), image_format=image_format, shard=parse_shard(shard),
-        device=device, batch_size=batch_size, resume=resume, max_pixels=pixel_guard(max_side, crop_size),
+        labels=tuple(labels.split(",")), image_format="png" if container == "webdataset" else image_format,
+        container=container, shard_size=shard_size, shard=parse_shard(shard), device=device,
+        batch_size=batch_size, resume=resume, engine=engine, ray_address=ray_address,
+        max_pixels=pixel_guard(max_side, crop_size),
         **({} if workers is None else {"workers": workers}),
     )
     summary = generate(config, console=err_console, progress=not quiet)
@@ -449,8 +458,11 @@ def bench_generate_command(
     labels: str = typer.Option("level", help="synthiqa labels: level, or level,fr (the baseline has none)."),
     device: str = typer.Option("cpu", help="synthiqa device: cpu, cuda or auto."),
     seed: int = typer.Option(0, help="Run seed."),
+    engine: Optional[str] = typer.Option(None, help="ray: time the local engine against the Ray engine "  # noqa: UP045
+                                         "(a local Ray instance, same workers) instead of the baseline."),
 ) -> None:
-    """Time the whole generation job against an Albumentations + cv2.imwrite multiprocessing script."""
+    """Time the whole generation job against an Albumentations + cv2.imwrite multiprocessing script, or
+    (``--engine ray``) the local engine against the Ray engine."""
     from rich.table import Table
 
     from synthiqa.benchmarks.generate_speed import PNG_NOTE, GenerateBenchConfig, run_generate_benchmark
@@ -458,26 +470,30 @@ def bench_generate_command(
 
     config = GenerateBenchConfig(ref_dir=None if ref_dir is None else str(ref_dir), per_image=per_image,
                                  repeat=repeat, workers=workers, max_side=max_side,
-                                 labels=parse_label_families(labels), device=device, seed=seed)
-    with err_console.status(f"timing synthiqa generate and the baseline script, {repeat} runs each"):
+                                 labels=parse_label_families(labels), device=device, seed=seed,
+                                 engine=engine)
+    peer = "the Ray and local engines" if engine == "ray" else "synthiqa generate and the baseline script"
+    with err_console.status(f"timing {peer}, {repeat} runs each"):
         result = run_generate_benchmark(config)
     table = Table(title=f"generate: {result.references} references x ({per_image} + 1) images, PNG, max "
                         f"side {max_side} px, {workers} workers, synthiqa labels {labels}, device {device}; "
                         f"median of {repeat} alternating runs")
-    for col in ("job", "images", "seconds", "images/s", "MB written", "peak RSS (MB)"):
+    for col in ("job", "images", "seconds", "images/s", "MB written", "peak RSS (MB)", "driver RSS (MB)"):
         table.add_column(col, justify="left" if col == "job" else "right")
     for row in result.rows:
         if row.error:
-            table.add_row(row.name, "-", "-", "-", "-", "-")
+            table.add_row(row.name, "-", "-", "-", "-", "-", "-")
             err_console.print(f"{row.name}: {row.error}", highlight=False)
             continue
         rss = "-" if row.peak_rss_mb is None else f"{row.peak_rss_mb:.0f}"
+        driver = "-" if row.driver_rss_mb is None else f"{row.driver_rss_mb:.0f}"
         table.add_row(row.name, str(row.images), f"{row.seconds:.2f}", f"{row.images_per_second:.1f}",
-                      f"{row.megabytes:.1f}", rss)
+                      f"{row.megabytes:.1f}", rss, driver)
     console.print(table)
     console.print(PNG_NOTE, highlight=False)
     if result.ratio is not None:
-        console.print(f"synthiqa / baseline images/s: {result.ratio:.2f}x", highlight=False)
+        what = "Ray / local" if engine == "ray" else "synthiqa / baseline"
+        console.print(f"{what} images/s: {result.ratio:.2f}x", highlight=False)
 
 @bench_app.command("train")
 def bench_train_command(

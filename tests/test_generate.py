@@ -8,8 +8,10 @@ import pytest
 import torch
 from PIL import Image
 
-from synthiqa.datasets import generate as gen
 from synthiqa.datasets.generate import GenerateConfig, generate, merge, plan_jobs
+from synthiqa.datasets.generation import chunk, encoding, output
+from synthiqa.datasets.generation import plan as planning
+from synthiqa.datasets.references import Reference
 from synthiqa.distortions import Distortion, LevelTable, Profile, register_distortion, register_profile
 from synthiqa.distortions.registry import unregister_distortion
 from synthiqa.distortions.rng import normal_field
@@ -107,8 +109,8 @@ def test_basic_mode_writes_every_file_with_the_contract_columns(basic_run):
         assert (out / name).is_file()
     assert not (out / "dmos.csv").exists()
     m = pd.read_parquet(out / "manifest.parquet")
-    expected = ["image", "reference", "scene", "image_id", "chain", "dist_type", "dist_group", "level",
-                "n_distortions", "seed", "params_json", "severity", "level_quality", "fr_pseudo_mos",
+    expected = ["image", "reference", "scene", "source_file", "image_id", "chain", "dist_type", "dist_group",
+                "level", "n_distortions", "seed", "params_json", "severity", "level_quality", "fr_pseudo_mos",
                 "fr_haarpsi", "fr_mdsi", "fr_vsi", "fr_ms_gmsd", "split"]
     assert list(m.columns) == expected
     assert all((out / p).is_file() for p in m["image"]) and all((out / p).is_file() for p in m["reference"])
@@ -209,7 +211,7 @@ def test_shards_merged_equal_a_single_run_byte_for_byte(tmp_path, refs, basic_ru
 def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, refs, basic_run, monkeypatch):
     single, _ = basic_run
     calls = {"n": 0}
-    real = gen.write_part
+    real = output.write_part
 
     def crash_after_two(root, part, rows):
         calls["n"] += 1
@@ -217,10 +219,10 @@ def test_resume_after_interruption_equals_an_uninterrupted_run(tmp_path, refs, b
             raise KeyboardInterrupt
         real(root, part, rows)
 
-    monkeypatch.setattr(gen, "write_part", crash_after_two)
+    monkeypatch.setattr(output, "write_part", crash_after_two)
     with pytest.raises(KeyboardInterrupt):
         generate(_cfg(tmp_path, refs, workers=1))  # in-process pipeline, so the patch applies
-    monkeypatch.setattr(gen, "write_part", real)
+    monkeypatch.setattr(output, "write_part", real)
     assert not (tmp_path / "out" / "manifest.parquet").exists()
     # a temporary file left by a hard kill is cleaned up on resume
     (tmp_path / "out" / "images" / ".x.png.abc.tmp").write_bytes(b"partial")
@@ -287,8 +289,8 @@ def test_images_are_encoded_as_cv2_imwrite_writes_them_with_our_settings(tmp_pat
 
     rgb = np.random.default_rng(5).integers(0, 256, (21, 34, 3), dtype=np.uint8)
     path = str(tmp_path / f"cv2.{image_format}")
-    cv2.imwrite(path, np.ascontiguousarray(rgb[..., ::-1]), gen.encode_params(image_format))
-    data = gen.encode_image(rgb, image_format)
+    cv2.imwrite(path, np.ascontiguousarray(rgb[..., ::-1]), encoding.encode_params(image_format))
+    data = encoding.encode_image(rgb, image_format)
     assert data == (tmp_path / f"cv2.{image_format}").read_bytes()
     assert (cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)[..., ::-1] == rgb).all()
 
@@ -297,20 +299,21 @@ def test_split_units_cover_every_chunk_once_in_order(tmp_path, refs):
     cfg = _cfg(tmp_path, refs, mode="grid", batch_size=2).resolved()
     work = []
     for k, name in enumerate(("a", "b")):
-        plan = gen.RefPlan(gen.Reference(name, None, (48, 40)), f"I{k}", plan_jobs(name, f"I{k}", cfg))
-        work.append(gen.WorkItem(plan, tuple(gen._chunks(plan.jobs, cfg.batch_size)), (tmp_path / f"{k}",)))
-    units = gen.split_units(work, processes=3)
+        plan = planning.RefPlan(Reference(name, None, (48, 40)), f"I{k}", plan_jobs(name, f"I{k}", cfg))
+        chunks = tuple(planning.chunks(plan.jobs, cfg.batch_size))
+        work.append(planning.WorkItem(plan, chunks, (tmp_path / f"{k}",)))
+    units = planning.split_units(work, processes=3)
     assert [len(u.chunks) for u in units[-3:]] == [1, 1, 1]  # guided: the last units are single chunks
     for item in work:
         mine = [u for u in units if u.plan is item.plan]
         assert [c for u in mine for c in u.chunks] == list(item.chunks)
         assert [u.ref_files for u in mine] == [item.ref_files] + [()] * (len(mine) - 1)
-    assert gen.split_units(work, processes=1) != units and len(gen.split_units(work[:1], 100)) == 8
+    assert planning.split_units(work, processes=1) != units and len(planning.split_units(work[:1], 100)) == 8
 
 
 def test_cpu_batches_keep_whole_chunks_in_order_within_the_byte_budget(monkeypatch):
-    monkeypatch.setattr(gen, "CPU_GROUP_BYTES", 10 * 100)
+    monkeypatch.setattr(chunk, "CPU_GROUP_BYTES", 10 * 100)
     chunks = tuple(tuple(range(k, k + n)) for k, n in ((0, 3), (3, 3), (6, 3), (9, 12), (21, 2)))
-    batches = gen._cpu_batches(chunks, image_bytes=100)
+    batches = chunk.cpu_batches(chunks, image_bytes=100)
     assert [c for b in batches for c in b] == list(chunks)
     assert [sum(len(c) for c in b) for b in batches] == [9, 12, 2]  # a chunk over budget goes alone

@@ -46,7 +46,7 @@ def test_sides_alternate_and_report_their_median_run(monkeypatch, tmp_path):
 
     def fake_child(args):
         calls.append(args[0])
-        assert args[0] == "baseline" or args[-2] == "level"
+        assert args[0] == "baseline" or args[-3:] == ["level", "cpu", "local"]
         return {"images": 12, "seconds": next(times[args[0]])}, 100.0 + len(calls)
 
     monkeypatch.setattr(gs, "_run_child", fake_child)
@@ -59,3 +59,21 @@ def test_sides_alternate_and_report_their_median_run(monkeypatch, tmp_path):
     assert result.ratio == pytest.approx(2.5)
     with pytest.raises(gs.ConfigError, match="--repeat"):
         gs.run_generate_benchmark(gs.GenerateBenchConfig(repeat=0))
+
+
+def test_engine_ray_times_the_two_engines_alternating(monkeypatch):
+    calls = []
+
+    def fake_child(args):
+        calls.append(args[-1])
+        return {"images": 12, "seconds": 3.0 if args[-1] == "ray" else 2.0, "driver_rss_mb": 50.0}, 100.0
+
+    monkeypatch.setattr(gs, "_run_child", fake_child)
+    monkeypatch.setattr(gs, "prepare_references", lambda config, folder: 2)
+    result = gs.run_generate_benchmark(gs.GenerateBenchConfig(repeat=2, engine="ray"))
+    assert calls == ["ray", "local"] * 2
+    names = ["synthiqa generate --engine ray", "synthiqa generate --engine local"]
+    assert [r.name for r in result.rows] == names
+    assert result.ratio == pytest.approx(2 / 3) and result.rows[0].driver_rss_mb == 50.0
+    with pytest.raises(gs.ConfigError, match="--engine"):
+        gs.run_generate_benchmark(gs.GenerateBenchConfig(engine="spark"))

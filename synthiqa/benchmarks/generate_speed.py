@@ -3,8 +3,8 @@
 Both sides read the same reference PNGs (prepared once, untimed: the built-ins or a folder, shrunk to
 ``max_side``), make the same number of images (basic recipe: ``per_image`` distortions per reference plus
 the pristine copy) and write them as PNG with OpenCV's encoder (``PNG_NOTE``: synthiqa with its own row
-filter setting, ``datasets.generate.ENCODE_SETTINGS``, the baseline with ``cv2.imwrite``'s defaults; the
-table reports the megabytes each side wrote):
+filter setting, ``datasets.generation.encoding.ENCODE_SETTINGS``, the baseline with ``cv2.imwrite``'s
+defaults; the table reports the megabytes each side wrote):
 
 - synthiqa: ``generate`` with ``workers`` worker processes on the CPU (each running decode, distortion
   and encoding in its one thread, one torch thread), or one process on an accelerator, with the labels
@@ -12,15 +12,21 @@ table reports the megabytes each side wrote):
 - baseline: a ``multiprocessing.Pool(workers)`` over references; each task reads with ``cv2.imread``,
   applies one of eight Albumentations transforms close to ``basic8`` per image and ``cv2.imwrite``s it.
 
-Each side runs in its own child process; the time is measured inside the child around the job (the
-modules either side's job uses are imported before the clock on both sides), the peak memory is the
-largest sum of resident set sizes of the child and its descendants, sampled from ``/proc`` every 20 ms
-(Linux; reported as unknown elsewhere; memory shared between a parent and its forked workers is counted
-once per process). The two sides alternate ``repeat`` times and each reports its median time, so slow
-drifts of the machine hit both alike. The default size (6 built-in references x 101 images, about two
-seconds a run) is large enough that process start-up is not what is timed; tiny jobs are dominated by
-synthiqa's fixed work (reference scan, forked workers, manifest and label files), which the baseline
-script does not do.
+With ``engine="ray"`` the two sides are synthiqa's two engines on the same job: the local engine
+(``workers`` processes) and the Ray engine (``workers`` actors on a local Ray instance, started before
+the clock, as a cluster would already be running; actor start-up is timed). Their outputs are
+byte-identical, so the ratio is the price of running on Ray.
+
+Each side runs in its own child process; the time is measured inside the child around the job (the modules
+either side's job uses are imported before the clock on both sides), the peak memory is the largest sum of
+resident set sizes of the child and its descendants, sampled from ``/proc`` every 20 ms (Linux; reported
+as unknown elsewhere; memory shared between a parent and its forked workers is counted once per process;
+Ray's own processes are counted with the Ray side); the driver's peak is the peak resident set size of the
+side's main process alone (``getrusage``). The two sides alternate ``repeat`` times and each reports its
+median time, so slow drifts of the machine hit both alike. The default size (6 built-in references x 101
+images, about two seconds a run) is large enough that process start-up is not what is timed; tiny jobs are
+dominated by synthiqa's fixed work (reference scan, forked workers, manifest and label files), which the
+baseline script does not do.
 """
 
 from __future__ import annotations
@@ -63,6 +69,8 @@ class GenerateBenchConfig:
         labels: label families synthiqa computes (``level``, ``fr``).
         device: synthiqa's device.
         seed: run seed.
+        engine: None to time synthiqa against the baseline script; ``ray`` to time the local engine
+            against the Ray engine.
     """
 
     ref_dir: str | None = None
@@ -73,6 +81,7 @@ class GenerateBenchConfig:
     labels: tuple[str, ...] = ("level",)
     device: str = "cpu"
     seed: int = 0
+    engine: str | None = None
 
 
 @dataclass
@@ -87,6 +96,7 @@ class BenchRow:
     error: str | None = None
     runs: list[float] = field(default_factory=list)
     megabytes: float = float("nan")
+    driver_rss_mb: float | None = None
 
     @property
     def images_per_second(self) -> float:
@@ -101,7 +111,8 @@ class GenerateBenchResult:
 
     @property
     def ratio(self) -> float | None:
-        """synthiqa images/s divided by the baseline's, or None if either did not run."""
+        """First row's images/s divided by the second's (synthiqa / baseline, or Ray / local), or None if
+        either did not run."""
         ours, base = self.rows[0], self.rows[1]
         if ours.error or base.error:
             return None
@@ -194,14 +205,23 @@ def run_generate_benchmark(config: GenerateBenchConfig) -> GenerateBenchResult:
     """Time synthiqa and the baseline on the same prepared references; see the module docstring."""
     if config.repeat < 1:
         raise ConfigError(f"--repeat must be at least 1, got {config.repeat}")
+    if config.engine not in (None, "ray"):
+        raise ConfigError(f"--engine {config.engine!r}: give ray (local vs Ray) or leave it out")
+    if config.engine == "ray":
+        from synthiqa.datasets.generation.engines.ray import _ray
+
+        _ray()  # the missing extra is one line before anything is timed
     with tempfile.TemporaryDirectory(prefix="synthiqa-bench-") as tmp:
         root = Path(tmp)
         n_refs = prepare_references(config, root / "refs")
         common = [str(root / "refs"), str(config.per_image), str(config.workers), str(config.seed)]
-        sides = {
-            "synthiqa generate": ["synthiqa", *common, "OUT", ",".join(config.labels), config.device],
-            "albumentations + cv2.imwrite pool": ["baseline", *common, "OUT"],
-        }
+        ours = ["synthiqa", *common, "OUT", ",".join(config.labels), config.device]
+        if config.engine == "ray":
+            sides = {"synthiqa generate --engine ray": [*ours, "ray"],
+                     "synthiqa generate --engine local": [*ours, "local"]}
+        else:
+            sides = {"synthiqa generate": [*ours, "local"],
+                     "albumentations + cv2.imwrite pool": ["baseline", *common, "OUT"]}
         rows = {name: BenchRow(name) for name in sides}
         for r in range(config.repeat):
             for k, (name, args) in enumerate(sides.items()):
@@ -215,6 +235,8 @@ def run_generate_benchmark(config: GenerateBenchConfig) -> GenerateBenchResult:
                 row.images = res.get("images", 0)
                 row.megabytes = res.get("bytes", float("nan")) / 1e6
                 row.runs.append(res.get("seconds", float("nan")))
+                if res.get("driver_rss_mb") is not None:
+                    row.driver_rss_mb = max(row.driver_rss_mb or 0.0, res["driver_rss_mb"])
                 if peak is not None:
                     row.peak_rss_mb = max(row.peak_rss_mb or 0.0, peak)
         for row in rows.values():
@@ -224,10 +246,12 @@ def run_generate_benchmark(config: GenerateBenchConfig) -> GenerateBenchResult:
 
 # -- the two jobs, run in child processes ------------------------------------------------------------
 def _child_synthiqa(ref_dir: str, per_image: int, workers: int, seed: int, out: str, labels: str,
-                    device: str) -> dict:
+                    device: str, engine: str) -> dict:
+    import resource
+
     import torch
 
-    from synthiqa.datasets.generate import GenerateConfig, generate
+    from synthiqa.datasets.generation import GenerateConfig, generate
 
     torch.set_num_threads(workers)
     # imports are not part of the job (the baseline imports Albumentations and OpenCV before its clock)
@@ -249,11 +273,18 @@ def _child_synthiqa(ref_dir: str, per_image: int, workers: int, seed: int, out: 
     if "fr" in labels:
         import piq  # noqa: F401
     cfg = GenerateConfig(out=out, ref_dir=ref_dir, profile="basic8", mode="basic", per_image=per_image,
-                         seed=seed, labels=tuple(labels.split(",")), device=device, workers=workers)
+                         seed=seed, labels=tuple(labels.split(",")), device=device, workers=workers,
+                         engine=engine)
+    if engine == "ray":
+        from synthiqa.datasets.generation.engines.ray import connect
+
+        connect(cfg)  # the local Ray instance is up before the clock, as a cluster would be
     t0 = time.perf_counter()
     summary = generate(cfg)
     seconds = time.perf_counter() - t0
-    return {"images": summary.images_written, "seconds": seconds, "bytes": _png_bytes(Path(out) / "images")}
+    driver_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kB on Linux
+    return {"images": summary.images_written, "seconds": seconds, "bytes": _png_bytes(Path(out) / "images"),
+            "driver_rss_mb": driver_kb / 1024.0}
 
 
 def _png_bytes(folder: Path) -> int:

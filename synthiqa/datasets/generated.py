@@ -6,6 +6,10 @@ the set's folder) and one column per label; ``reference``, ``scene``, ``dist_typ
 ``level`` and the rest (``chain``, ``n_distortions``, ``seed``, ``params_json``, ``split``, other labels)
 are optional: those missing are left None, the rest go into ``IQARecord.extra``. Pristine rows carry
 ``dist_type="pristine"`` and level 0, as the writer stores them.
+
+A WebDataset set (``generate --format webdataset``; ``image`` is ``<shard>.tar/<KEY>.png``) is read by
+extracting its images once into ``.synthiqa/extracted/<shard>/`` inside the set, so that every model
+reads them as files; training at scale can read the shards directly with the ``webdataset`` library.
 """
 
 from __future__ import annotations
@@ -32,6 +36,8 @@ from synthiqa.errors import DatasetError
 
 #: Manifest columns that map onto ``IQARecord`` fields; every other column goes into ``extra``.
 _CORE_COLUMNS = ("image", "reference", "scene", "dist_type", "dist_group", "level")
+#: Where the images of a WebDataset set are extracted to (inside the set).
+EXTRACTED_DIR = ".synthiqa/extracted"
 
 
 def read_dataset_info(root: Path) -> dict[str, Any]:
@@ -85,7 +91,14 @@ def load_generated(root: Path, *, label: str | None = None) -> IQADataset:
     source = "synthiqa manifest.parquet"
     table = read_label_table(root / "manifest.parquet", ("image", score_info.name), source)
     scores = numeric_scores(table[score_info.name], source)
-    images = resolve_all(root, table["image"].astype(str).tolist(), source)
+    names = table["image"].astype(str).tolist()
+    if (info.get("files") or {}).get("shards"):
+        from synthiqa.datasets.generation.shards import extract_images
+
+        extracted = extract_images(root, names, root / EXTRACTED_DIR)
+        images = [extracted[n] for n in names]
+    else:
+        images = resolve_all(root, names, source)
     refs = resolve_optional(root, _column(table, "reference"), source)
     require_files(images, root, source, "images")
     require_files({r for r in refs if r is not None}, root, source, "reference images")

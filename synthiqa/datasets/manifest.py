@@ -4,14 +4,17 @@ The generator writes each finished chunk's rows to ``.synthiqa/parts/<chunk>.jso
 are on disk, so the parts are the truth about what is done. ``finalize_dataset`` reads every part and
 writes (each atomically):
 
-- ``manifest.parquet``: one row per image; columns ``MANIFEST_COLUMNS`` (``severity`` only in basic
-  mode), then one column per label, then ``split``.
+- ``manifest.parquet``: one row per image; columns ``MANIFEST_COLUMNS`` (``source_file``: the
+  reference's original path relative to the reference folder, ``builtin:NAME`` for built-ins; ``severity``
+  only in basic mode), then one column per label, then ``split``. In a WebDataset set ``image`` is
+  ``<shard>.tar/<KEY>.png``.
 - ``labels.csv``: ``image_path,mos`` with the primary label (the CENIQA code's format).
 - ``meta_info.csv``: ``ref_name,dist_name,mos`` (pyiqa's FR meta-info format; paths relative to the set).
 - ``dmos.csv`` (grid mode): KADID-10k's ``dist_img,ref_img,dmos,var``; ``dmos`` is the primary label
   mapped to KADID's 1..5 (higher is better) and ``var`` the variance of the FR components on that scale
   (their disagreement; 0 without FR labels), not a rating variance.
-- ``dataset.json``: profile, mode, seed, options, counts, version, and every label's range and direction.
+- ``dataset.json``: profile, mode, seed, options, counts, version, every label's range and direction, the
+  WebDataset shards (if any) and the reference files that were skipped, with the reason.
 
 Resumed, sharded-and-merged and uninterrupted runs therefore give the same bytes.
 """
@@ -36,8 +39,8 @@ STATE_DIR = ".synthiqa"
 PARTS_DIR = f"{STATE_DIR}/parts"
 CONFIG_FILE = f"{STATE_DIR}/config.json"
 #: Manifest columns before the labels (the contract with ``datasets.generated``).
-MANIFEST_COLUMNS = ("image", "reference", "scene", "image_id", "chain", "dist_type", "dist_group", "level",
-                    "n_distortions", "seed", "params_json")
+MANIFEST_COLUMNS = ("image", "reference", "scene", "source_file", "image_id", "chain", "dist_type",
+                    "dist_group", "level", "n_distortions", "seed", "params_json")
 SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
 SPLIT_NAMES = ("train", "val", "test")
 
@@ -130,20 +133,23 @@ def build_manifest(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any])
     return frame
 
 
-def dataset_info(frame: pd.DataFrame, config: Mapping[str, Any], version: str) -> dict[str, Any]:
-    """The ``dataset.json`` content."""
+def dataset_info(frame: pd.DataFrame, config: Mapping[str, Any], version: str,
+                 skipped: Mapping[str, str] | None = None) -> dict[str, Any]:
+    """The ``dataset.json`` content; ``skipped`` maps each reference file left out to the reason."""
     families = config["labels"]
     pristine = int((frame["n_distortions"] == 0).sum())
     files = {"manifest": "manifest.parquet", "labels": "labels.csv", "meta_info": "meta_info.csv",
-             "dmos": "dmos.csv" if config["mode"] == "grid" else None}
+             "dmos": "dmos.csv" if config["mode"] == "grid" else None,
+             "shards": sorted({Path(p).parent.name for p in frame["image"]})
+             if config.get("container") == "webdataset" else None}
     return {
         "format": "synthiqa-generated",
         "synthiqa_version": version,
         "profile": config["profile"],
         "mode": config["mode"],
         "seed": config["seed"],
-        "options": {k: config[k] for k in ("source", "per_image", "max_chain", "max_side", "crop",
-                                            "image_format", "max_pixels")},
+        "options": {k: config.get(k) for k in ("source", "per_image", "max_chain", "max_side", "crop",
+                                                "image_format", "max_pixels", "container", "shard_size")},
         "labels": {name: {"low": info.low, "high": info.high, "lower_better": info.lower_better}
                    for name, info in label_infos(families).items()},
         "primary_label": primary_label(families),
@@ -165,11 +171,14 @@ def dataset_info(frame: pd.DataFrame, config: Mapping[str, Any], version: str) -
             "dist_types": {k: int(v) for k, v in sorted(frame["dist_type"].value_counts().items())},
         },
         "files": files,
+        "skipped": [{"file": f, "reason": r} for f, r in sorted((skipped or {}).items())],
     }
 
 
-def finalize_dataset(root: Path, config: Mapping[str, Any], version: str) -> pd.DataFrame:
-    """Write manifest, label files and ``dataset.json`` from the parts on disk; returns the manifest."""
+def finalize_dataset(root: Path, config: Mapping[str, Any], version: str,
+                     skipped: Mapping[str, str] | None = None) -> pd.DataFrame:
+    """Write manifest, label files and ``dataset.json`` from the parts on disk; returns the manifest.
+    ``skipped`` (reference file -> reason) is listed in ``dataset.json``."""
     rows = [r for part in read_parts(root).values() for r in part]
     if not rows:
         raise DatasetError(f"no finished images under {root}; nothing to write")
@@ -187,5 +196,5 @@ def finalize_dataset(root: Path, config: Mapping[str, Any], version: str) -> pd.
             "dmos": _kadid_scale(frame[primary]),
             "var": _component_variance(frame),
         })))
-    atomic_write_text(root / "dataset.json", dumps(dataset_info(frame, config, version)))
+    atomic_write_text(root / "dataset.json", dumps(dataset_info(frame, config, version, skipped)))
     return frame
