@@ -218,11 +218,14 @@ def merge(shard_dirs: Sequence[str | Path], out: str | Path, console: Any = None
                     copy_file(f, target)
                     copied += sub == "images"
     for name, sources in tars.items():
-        copied += merge_shard(sources, out / name) if len(sources) > 1 else 0
-        if len(sources) == 1:
+        if len(sources) > 1:
+            merge_shard(sources, out / name)
+        else:
             copy_file(sources[0], out / name)
     merged = dict(first, shard=None)
     atomic_write_text(out / CONFIG_FILE, dumps(merged))
     frame = finalize(out, merged, sorted(skipped.items()))
+    if tars:
+        copied = len(frame)  # every sample went into a shard of the merged set
     return GenerateSummary(out, int(frame["scene"].nunique()), len(frame), copied, sorted(skipped.items()),
                            time.perf_counter() - t0, "-")

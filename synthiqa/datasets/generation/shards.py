@@ -138,9 +138,9 @@ def _samples(path: Path) -> list[tuple[str, dict[str, bytes]]]:
     return list(samples.items())
 
 
-def merge_shard(sources: list[Path], dst: Path) -> int:
+def merge_shard(sources: list[Path], dst: Path) -> None:
     """Re-pack the parts of one shard that several ``--shard I/N`` runs wrote into ``dst``, in reference
-    order then image order (as one run writes it); returns the number of samples."""
+    order then image order (as one run writes it)."""
     samples = [s for src in sources for s in _samples(src)]
 
     def order(sample: tuple[str, dict[str, bytes]]) -> tuple[int, int]:
@@ -152,7 +152,6 @@ def merge_shard(sources: list[Path], dst: Path) -> int:
             for ext in (e for e in members if e != "json"):
                 add_member(tar, f"{key}.{ext}", members[ext])
             add_member(tar, f"{key}.json", members["json"])
-    return len(samples)
 
 
 def extract_images(root: Path, images: list[str], cache: Path) -> dict[str, Path]:
