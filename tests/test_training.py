@@ -257,3 +257,22 @@ def test_create_metric_ceniqa_scores_tensors_as_predict_scores_their_files(run, 
     assert metric(x[0]).shape == (1,)                     # one [3,H,W] image is a batch of one
     as_uint8 = (x * 255).round().to(torch.uint8)
     assert metric(as_uint8).tolist() == pytest.approx(metric(x).tolist())
+
+
+def test_cli_evaluate_ceniqa_reports_the_harness_metrics_and_per_image_scores(run, dataset, tmp_path):
+    import json
+
+    out, _ = run
+    result = CliRunner().invoke(app, ["evaluate", "--checkpoint", str(out / "best.pt"), "--dataset",
+                                      f"synthiqa:{dataset}", "--split", "test", "--out",
+                                      str(tmp_path / "m.json"), "--scores", str(tmp_path / "s.csv"),
+                                      "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert metrics["n"] == 7 and set(metrics["per_type"]) == set(TYPES) and "active_clusters" in metrics
+    assert {"srcc", "krcc", "plcc", "plcc_fit", "rmse_fit"} <= set(metrics)
+    library = evaluate_checkpoint(out / "best.pt", f"synthiqa:{dataset}", split="test", device="cpu")
+    assert metrics["srcc"] == pytest.approx(library["srcc"])
+    with open(tmp_path / "s.csv") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 7 and all(r["cluster"] != "" for r in rows)
