@@ -11,7 +11,7 @@ from rich.console import Console
 from rich.markup import escape
 
 from synthiqa.errors import SynthiqaError
-from synthiqa.outputs import check_output_file, check_output_folder
+from synthiqa.outputs import OutputError, check_output_file, check_output_folder
 
 #: Plain click help (no Rich panels): nothing in brackets is taken for markup, defaults and choices show
 #: as ``[default: ...]``, and the text wraps at any width and reads the same when redirected to a file.
@@ -325,11 +325,20 @@ def predict_command(
         refs = [r.reference for r in records] if scorer.needs_reference else None
         rows = scorer.score([r.image for r in records], refs, batch_size, warn=warn)
     if out is not None:
-        write_predictions(out, rows)
+        try:
+            write_predictions(out, rows)
+        except OutputError as exc:  # the scores are not lost: print them, then the error
+            _print_rows(rows)
+            raise OutputError(f"{exc}; the {len(rows)} scores are printed above") from None
         console.print(f"{out}: {len(rows)} images scored, {len(skipped)} skipped", highlight=False)
     else:
-        for image, score, cluster in rows:
-            console.print(f"{image}\t{score:.4f}\t{'' if cluster is None else cluster}", highlight=False)
+        _print_rows(rows)
+
+
+def _print_rows(rows: list) -> None:
+    """``image<TAB>score<TAB>cluster`` lines, as they are (no wrapping: the output may be redirected)."""
+    for image, score, cluster in rows:
+        typer.echo(f"{image}\t{score:.4f}\t{'' if cluster is None else cluster}")
 
 
 def _metric_cells(m: dict, logistic: str) -> list[str]:

@@ -500,3 +500,20 @@ def test_generate_admits_references_over_the_guard_with_max_side(capsys, monkeyp
     assert code == 0, err
     written = sorted((tmp_path / "b" / "images").rglob("*.png"))
     assert len(written) == 2 and Image.open(written[0]).size == (48, 38)
+
+
+def test_predict_prints_its_scores_when_the_output_cannot_be_written(capsys, monkeypatch, tmp_path):
+    import synthiqa.models.inference as inference
+    from synthiqa.outputs import OutputError
+
+    _images(tmp_path / "imgs", ["a.png"], size=200)
+
+    def full(path, rows):
+        raise OutputError(f"cannot write {path}: No space left on device")
+
+    monkeypatch.setattr(inference, "write_predictions", full)
+    code, out, err = cli(capsys, "predict", str(tmp_path / "imgs"), "--model", "niqe", "--out",
+                         str(tmp_path / "p.csv"))
+    assert code == 2 and "a.png\t-" in out
+    assert err == f"error: cannot write {tmp_path / 'p.csv'}: No space left on device; the 1 scores are " \
+                  "printed above\n"
