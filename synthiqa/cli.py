@@ -118,7 +118,7 @@ def generate_command(
 ) -> None:
     """Make a labelled distorted dataset (images, manifest.parquet, labels.csv, dataset.json, ...)."""
     from synthiqa.datasets.generate import GenerateConfig, generate, parse_shard
-    from synthiqa.datasets.references import parse_crop, pixel_guard
+    from synthiqa.datasets.references import parse_crop
 
     check_output_folder(out)
     crop_size = parse_crop(crop)
@@ -129,7 +129,6 @@ def generate_command(
         labels=tuple(labels.split(",")), image_format="png" if container == "webdataset" else image_format,
         container=container, shard_size=shard_size, shard=parse_shard(shard), device=device,
         batch_size=batch_size, resume=resume, engine=engine, ray_address=ray_address,
-        max_pixels=pixel_guard(max_side, crop_size),
         **({} if workers is None else {"workers": workers}),
     )
     summary = generate(config, console=err_console, progress=not quiet)

@@ -482,22 +482,21 @@ def test_harness_per_type_rows_count_chains_towards_each_type():
     assert n == {"all": 10, "blur": 6, "jpeg": 6, "noise": 4}
 
 
-def test_generate_admits_references_over_the_guard_with_max_side(capsys, monkeypatch, tmp_path):
-    from synthiqa.datasets import references as R
+def test_generate_admits_references_over_the_guard_with_max_side(monkeypatch, tmp_path):
+    from synthiqa.datasets.generate import GenerateConfig, generate
+    from synthiqa.errors import SynthiqaError
 
     refs = tmp_path / "refs"
     refs.mkdir()
     Image.fromarray(np.random.default_rng(2).integers(0, 256, (80, 100, 3), dtype=np.uint8)).save(
         refs / "big.jpg", quality=95)
     monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", 1000)
-    monkeypatch.setattr(R, "DEFAULT_MAX_PIXELS", 1000)       # the guard, scaled down to this test's image
-    common = ["--mode", "basic", "--per-image", "1", "--labels", "level", "--quiet", "--workers", "1",
-              "--device", "cpu"]
-    code, _, err = cli(capsys, "generate", str(refs), "--out", str(tmp_path / "a"), *common)
-    assert code == 2 and "exceeds the decompression-bomb guard of 1000 pixels; pass --max-side" in err
-    code, out, err = cli(capsys, "generate", str(refs), "--out", str(tmp_path / "b"), "--max-side", "48",
-                         *common)
-    assert code == 0, err
+    common = {"ref_dir": str(refs), "mode": "basic", "per_image": 1, "labels": ("level",), "workers": 1,
+              "device": "cpu", "max_pixels": 1000}          # the guard, scaled down to this test's image
+    with pytest.raises(SynthiqaError, match=r"no usable reference image .*1 files skipped"):
+        generate(GenerateConfig(out=str(tmp_path / "a"), **common), progress=False)
+    summary = generate(GenerateConfig(out=str(tmp_path / "b"), max_side=48, **common), progress=False)
+    assert summary.images_total == 2 and not summary.skipped
     written = sorted((tmp_path / "b" / "images").rglob("*.png"))
     assert len(written) == 2 and Image.open(written[0]).size == (48, 38)
 

@@ -42,8 +42,6 @@ IMAGE_SUFFIXES: frozenset[str] = frozenset({".png", ".jpg", ".jpeg", ".bmp", ".t
 MIN_SIDE = 32
 #: Default decompression-bomb guard: PIL's own limit (about 89.5 megapixels).
 DEFAULT_MAX_PIXELS = int(Image.MAX_IMAGE_PIXELS or 89_478_485)
-#: Guard for references that will be shrunk (``--max-side`` / ``--crop``): about 1.5 gigapixels.
-SHRUNK_MAX_PIXELS = 1_500_000_000
 _EXIF_ORIENTATION = 0x0112
 #: Serialises lifting PIL's own pixel limit (a module global) around ``Image.open``; PIL checks it there
 #: only, so pixels are still decoded in parallel.
@@ -116,12 +114,6 @@ def _oriented_size(img: Image.Image) -> tuple[int, int]:
     except Exception:  # a broken EXIF block: PIL's exif_transpose will ignore it too
         orientation = 1
     return (h, w) if orientation in (5, 6, 7, 8) else (w, h)
-
-
-def pixel_guard(max_side: int | None, crop: tuple[int, int] | None) -> int:
-    """The decompression-bomb guard for a run: PIL's limit, or ``SHRUNK_MAX_PIXELS`` when every
-    reference is shrunk (``max_side`` or ``crop`` given) and so never held at full size for long."""
-    return DEFAULT_MAX_PIXELS if max_side is None and crop is None else SHRUNK_MAX_PIXELS
 
 
 def _guard_message(w: int, h: int, max_pixels: int) -> str:
