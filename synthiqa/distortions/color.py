@@ -188,7 +188,10 @@ _WU_LEVELS = 32
 
 def _box_moments(m: np.ndarray, box) -> np.ndarray:
     """Moments [5, ...] of the boxes (r0, r1] x (g0, g1] x (b0, b1] from cumulative moments ``m``."""
-    r0, r1, g0, g1, b0, b1 = np.broadcast_arrays(*box)
+    shape = next((np.shape(v) for v in box if np.ndim(v)), None)
+    if shape is not None:  # one axis holds candidate positions: give the scalars its shape (cheaper than
+        box = [v if np.ndim(v) else np.full(shape, v) for v in box]  # np.broadcast_arrays)
+    r0, r1, g0, g1, b0, b1 = box
     return (m[:, r1, g1, b1] - m[:, r1, g1, b0] - m[:, r1, g0, b1] + m[:, r1, g0, b0]
             - m[:, r0, g1, b1] + m[:, r0, g1, b0] + m[:, r0, g0, b1] - m[:, r0, g0, b0])
 
@@ -432,3 +435,33 @@ def _saturation_hsv_uint8(dist: Distortion, images: np.ndarray, params: Mapping[
         cv2.addWeighted(images[i], a * f, v3, a * (1.0 - f), -lo * a, dst=out[i], dtype=cv2.CV_8U)
 
     map_images(images.shape[0], one)
+
+
+@register_uint8_path("color_quantization")
+def _color_quantization_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor],
+                              wrap: bool, out: np.ndarray) -> bool:
+    """uint8 fast path of ``method='wu'``: the codec already works on 8-bit images, so the wrap's two
+    stretches are lookup tables around it (as for JPEG): the float path's values exactly."""
+    from synthiqa.distortions.compression import _stretch_lut
+    from synthiqa.distortions.fastpath import apply_lut, image_range
+
+    if dist.options.get("method", "wu") != "wu":
+        return False
+    colors = [max(2, min(256, n)) for n in round_half_up(params["colors"])]
+
+    def one(i: int) -> None:
+        image = images[i]
+        lut = _stretch_lut(*image_range(image), "opencv") if wrap else None
+        if lut is not None:
+            stretched = scratch("cq.in", image.shape, np.uint8)
+            apply_lut(image, lut, stretched)
+            image = stretched
+        result = quantize_palette_dither(np.ascontiguousarray(image), colors[i])
+        lut = _stretch_lut(*image_range(result), "nearest") if wrap else None
+        if lut is not None:
+            apply_lut(np.ascontiguousarray(result), lut, out[i])
+        else:
+            out[i] = result
+
+    map_images(images.shape[0], one)
+    return True

@@ -414,3 +414,50 @@ def _impulse_noise_uint8(dist: Distortion, images: np.ndarray, params: Mapping[s
     lo2, hi2 = (np.take_along_axis(ramp, present[:, k:k + 1], 1) for k in (0, 1))
     luts = to_uint8_table(stretch_array(ramp, lo2, hi2).clip(0.0, 1.0))
     map_images(b, lambda i: apply_lut(out[i], luts[i], out[i]))
+
+
+@register_uint8_path("denoise")
+def _denoise_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                   out: np.ndarray) -> None:
+    """The float path's noise (the sample's own field) and guided filter per image in ``[H,W,3]`` float32
+    with OpenCV: the Gaussian guide by ``sepFilter2D`` with the same taps, the (2r+1)^2 means by
+    ``boxFilter`` (replicate border, double-precision running sums: the same means within float32
+    rounding, at a cost that does not grow with the window), then the clamp and wrap of ``finish_unit``."""
+    import cv2
+
+    b, h, w, _ = images.shape
+    tables = unit_tables(images, wrap).numpy()
+    var = _f32(params["variance"])
+    sigma = var.sqrt().tolist()
+    eps = (float(dist.options.get("eps_scale", 0.25)) * var).tolist()
+    side = 2 * int(dist.options.get("radius", 3)) + 1
+    guide_k = gaussian_kernel1d(float(dist.options.get("guide_sigma", 1.0))).astype(np.float32)
+    seeds = params["field_seed"]
+    shape = (h, w, 3)
+
+    def box(src: np.ndarray, key: str) -> np.ndarray:
+        return cv2.boxFilter(src, -1, (side, side), dst=scratch(key, shape), normalize=True,
+                             borderType=cv2.BORDER_REPLICATE)
+
+    def one(i: int) -> None:
+        noise = _field_planes("normal", seeds[i:i + 1], h, w)
+        x = cv2.LUT(_planes(images[i]), tables[i], dst=scratch("noise_unit", noise.shape))
+        cv2.scaleAdd(noise, sigma[i], x, dst=noise)
+        np.clip(noise, 0.0, 1.0, out=noise)
+        noisy = cv2.merge([noise[c * h:(c + 1) * h] for c in range(3)], dst=scratch("dn.noisy", shape))
+        guide = cv2.sepFilter2D(noisy, -1, guide_k, guide_k, dst=scratch("dn.guide", shape),
+                                borderType=cv2.BORDER_REPLICATE)
+        mean_g, mean_x = box(guide, "dn.mg"), box(noisy, "dn.mx")
+        corr = box(cv2.multiply(guide, noisy, dst=scratch("dn.t", shape)), "dn.corr")
+        sq = box(cv2.multiply(guide, guide, dst=scratch("dn.t", shape)), "dn.sq")
+        prod = cv2.multiply(mean_g, mean_x, dst=scratch("dn.t", shape))
+        a = cv2.subtract(corr, prod, dst=corr)
+        den = cv2.subtract(sq, cv2.multiply(mean_g, mean_g, dst=scratch("dn.t", shape)), dst=sq)
+        cv2.divide(a, cv2.add(den, eps[i], dst=den), dst=a)
+        mean_b = box(cv2.subtract(mean_x, cv2.multiply(a, mean_g, dst=scratch("dn.t", shape)), dst=mean_x),
+                     "dn.mb")
+        result = cv2.multiply(box(a, "dn.ma"), guide, dst=guide)
+        cv2.add(result, mean_b, dst=result)
+        finish_unit(result.reshape(h, -1), wrap, out[i].reshape(h, -1))
+
+    map_images(b, one)
