@@ -98,3 +98,12 @@ def test_bad_reference_folders_are_one_error_line(tmp_path, capsys, setup, messa
     assert _train(["--on-the-fly", str(refs), "--out", str(tmp_path / "r"), *TRCNN]) == 2
     err = capsys.readouterr().err
     assert f"error: {refs}: {message}" in err and "Traceback" not in err
+
+
+def test_an_error_in_the_processes_is_its_one_line(tmp_path, capsys):
+    refs = tmp_path / "refs"
+    refs.mkdir()
+    (refs / "notes.txt").write_text("x")
+    assert _train(["--nproc", "2", "--on-the-fly", str(refs), "--out", str(tmp_path / "r"), *TRCNN]) == 2
+    err = capsys.readouterr().err
+    assert f"error: {refs}: no usable reference image" in err and "Traceback" not in err

@@ -57,11 +57,18 @@ def launch(nproc: int, method: str, options: dict[str, Any], data: str | None, o
         path.write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "synthiqa.models.launch", str(path)]
-        rc = subprocess.call(cmd, env={**os.environ, "OMP_NUM_THREADS": os.environ.get(
-            "OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))})
-    if rc != 0:
-        raise SynthiqaError(f"--nproc {nproc}: a training process failed (exit status {rc}; see its message "
-                            "above)")
+        threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+        # stderr is read here: the launcher's report of a failed process is a traceback, the process's own
+        # one-line error is what the user needs
+        done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": threads}, stderr=subprocess.PIPE,
+                              text=True, errors="replace")
+    errors = [line[len("error: "):] for line in done.stderr.splitlines() if line.startswith("error: ")]
+    if done.returncode != 0:
+        if errors:
+            raise SynthiqaError(errors[0])
+        sys.stderr.write(done.stderr)
+        raise SynthiqaError(f"--nproc {nproc}: a training process failed (exit status {done.returncode})")
+    sys.stderr.write(done.stderr)
 
 
 def main(argv: list[str] | None = None) -> None:
