@@ -10,6 +10,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +32,8 @@ def train_in_process(method: str, options: dict[str, Any], data: str | None, out
         return get_method(method).train(options, data, out)
     overrides = dict(options.get("overrides") or {})
     device = distributed.init_from_env(str(overrides.get("device", "auto")))
+    if not distributed.is_main_process():  # rank 0 reports what every rank would
+        warnings.simplefilter("ignore")
     overrides["device"] = str(device)
     try:
         return get_method(method).train({**options, "overrides": overrides,
