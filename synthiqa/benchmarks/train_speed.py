@@ -136,7 +136,7 @@ class _FileBatches(torch.utils.data.Dataset):
         paths, rest = self.files[j]
         arrays = [cv2.imread(str(p), cv2.IMREAD_COLOR)[:, :, ::-1] for p in paths]
         images = torch.from_numpy(np.ascontiguousarray(np.stack(arrays))).permute(0, 3, 1, 2)
-        return {**rest, "image": images.float().div_(255.0)}
+        return {**rest, "image": images.float().div_(255.0).contiguous()}  # NCHW, as file-fed training has
 
 
 def _timed(task: Any, batches: Iterator[dict[str, Any]], steps: int, device: torch.device,
