@@ -507,13 +507,13 @@ def bench_generate_command(
 def bench_train_command(
     method: Optional[list[str]] = typer.Option(None, "--method", help="Method to time (repeatable): "  # noqa: UP045
                                                "ceniqa, arniqa, trcnn, sind (default: ceniqa and arniqa)."),
-    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N (default: cpu)."),
+    device: str = typer.Option("cpu", "--device", help="auto, cpu, cuda or cuda:N."),
     ref_dir: Optional[Path] = typer.Option(None, "--refs", help="Reference folder (default: the built-in "  # noqa: UP045
                                            "references)."),
-    steps: int = typer.Option(6, "--steps", help="Timed training steps per run (default: 6)."),
-    repeat: int = typer.Option(3, "--repeat", help="Alternating runs of each side; medians (default: 3)."),
-    workers: int = typer.Option(0, "--workers", help="DataLoader workers on both sides (default: 0)."),
-    seed: int = typer.Option(0, "--seed", help="Run seed (default: 0)."),
+    steps: int = typer.Option(6, "--steps", help="Timed training steps per run."),
+    repeat: int = typer.Option(3, "--repeat", help="Alternating runs of each side; medians."),
+    workers: int = typer.Option(0, "--workers", help="DataLoader workers on both sides."),
+    seed: int = typer.Option(0, "--seed", help="Run seed."),
 ) -> None:
     """Training images/s of each method fed on the fly against fed from files of the same distortions, and
     the share of step time spent generating (or decoding) the batches."""
