@@ -16,19 +16,6 @@ TRCNN = ["--method", "trcnn", "--device", "cpu", "--quiet", "--set", "image_size
          "--train_samples", "32", "--val_samples", "12", "--set", "scene_sampling=false"]
 
 
-@pytest.fixture(scope="module")
-def refs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("ddp") / "refs"
-    root.mkdir()
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[0:72, 0:80]
-    for i in range(6):
-        base = np.stack([128 + 100 * np.sin((xx + 5 * i) / (3 + i)), 255 * xx / 80, 255 * yy / 72], -1)
-        Image.fromarray(np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)).save(
-            root / f"r{i}.png")
-    return root
-
-
 def _train(args):
     try:
         main(["train", *args])

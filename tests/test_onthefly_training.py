@@ -6,24 +6,9 @@ import json
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 from typer.testing import CliRunner
 
 from synthiqa.cli import app
-
-
-@pytest.fixture(scope="module")
-def refs(tmp_path_factory):
-    root = tmp_path_factory.mktemp("otf") / "refs"
-    root.mkdir()
-    rng = np.random.default_rng(1)
-    yy, xx = np.mgrid[0:72, 0:80]
-    for i in range(6):
-        base = np.stack([128 + 100 * np.sin((xx + 5 * i) / (3 + i)), 255 * xx / 80, 255 * yy / 72], -1)
-        Image.fromarray(np.clip(base + rng.normal(0, 6, base.shape), 0, 255).astype(np.uint8)).save(
-            root / f"r{i}.png")
-    return root
-
 
 SETS = {
     "ceniqa": ["--set", "image_size=64", "--set", "feature_dim=16", "--n_clusters", "2", "--set",

@@ -83,7 +83,7 @@ def resolve_references(refs: str | Path | Sequence[Any], crop: int
     return [s for s, _ in fits], [n for _, n in fits]
 
 
-def _fit_min_side(image: torch.Tensor, size: int) -> torch.Tensor:
+def fit_min_side(image: torch.Tensor, size: int) -> torch.Tensor:
     """Upscale (bilinear) an image whose shorter side is below ``size`` px; others are returned as is."""
     h, w = image.shape[-2:]
     if min(h, w) >= size:
@@ -193,7 +193,7 @@ class _Source:
             except ReferenceSkipped as exc:
                 raise DatasetError(f"{src}: {exc}") from None
         if self.half_scale:
-            full = _fit_min_side(full, 2 * self.crop)
+            full = fit_min_side(full, 2 * self.crop)
         entry = (full, _half(full) if self.half_scale else None)
         size = sum(t.numel() for t in entry if t is not None)
         if self._cached + size <= self.cache_bytes:

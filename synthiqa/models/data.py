@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
+from synthiqa.datasets.degraded import fit_min_side
 from synthiqa.datasets.records import DecodedImage, IQARecord
 from synthiqa.distortions.rng import derive_seed
 from synthiqa.errors import DatasetError
@@ -80,17 +80,6 @@ def read_rgb(path: str | Path | DecodedImage) -> torch.Tensor:
     if arr is None:
         raise DatasetError(f"{path}: not a readable image")
     return torch.from_numpy(np.ascontiguousarray(arr[:, :, ::-1])).permute(2, 0, 1)
-
-
-def fit_min_side(image: torch.Tensor, size: int) -> torch.Tensor:
-    """Upscale (bilinear) an image whose shorter side is below ``size`` px; others are returned as is."""
-    h, w = image.shape[-2:]
-    if min(h, w) >= size:
-        return image
-    scale = size / min(h, w)
-    out = F.interpolate(image[None].float(), size=(max(size, round(h * scale)), max(size, round(w * scale))),
-                        mode="bilinear", align_corners=False)
-    return out[0].round().clamp(0, 255).to(torch.uint8)
 
 
 def crop_origins(h: int, w: int, size: int, n: int) -> list[tuple[int, int]]:
