@@ -274,7 +274,41 @@ class _Source:
         return result_batch
 
 
-class DegradedReferences(IterableDataset):
+class _SourceView:
+    """What both datasets read from their ``_Source``: the reference names, the label vocabularies, the
+    epoch, and the collate hook."""
+
+    source: _Source
+
+    @property
+    def names(self) -> list[str]:
+        return self.source.names
+
+    @property
+    def types(self) -> list[str]:
+        return self.source.types
+
+    @property
+    def groups(self) -> list[str]:
+        return self.source.groups
+
+    @property
+    def images_per_item(self) -> int:
+        return self.source.images_per_item
+
+    @property
+    def epoch(self) -> int:
+        return self.source.epoch
+
+    def set_epoch(self, epoch: int) -> None:
+        self.source.set_epoch(epoch)
+
+    def degrade(self, batch: dict[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
+        """The collate hook: distort an undistorted batch on ``device`` (a no-op on a distorted one)."""
+        return self.source.degrade(batch, device)
+
+
+class DegradedReferences(_SourceView, IterableDataset):
     """Batches of degraded reference crops with their labels and parameters; exact under any number of
     DataLoader workers and ``torch.distributed`` ranks (see the module docstring).
 
@@ -323,30 +357,6 @@ class DegradedReferences(IterableDataset):
         self.drop_last = drop_last
         self.rank, self.world_size = _rank_world(rank, world_size)
 
-    # -- what users read -----------------------------------------------------------------------------------
-    @property
-    def names(self) -> list[str]:
-        return self.source.names
-
-    @property
-    def types(self) -> list[str]:
-        return self.source.types
-
-    @property
-    def groups(self) -> list[str]:
-        return self.source.groups
-
-    @property
-    def images_per_item(self) -> int:
-        return self.source.images_per_item
-
-    @property
-    def epoch(self) -> int:
-        return self.source.epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.source.set_epoch(epoch)
-
     @property
     def num_batches(self) -> int:
         """Batches of the whole epoch (all ranks)."""
@@ -369,10 +379,6 @@ class DegradedReferences(IterableDataset):
     def batch(self, epoch: int, j: int, device: torch.device | str | None = None) -> dict[str, Any]:
         """Global batch ``j`` of ``epoch``, distorted (on ``device``): a pure function of (seed, epoch, j)."""
         return self.degrade(self.raw_batch(epoch, j), device)
-
-    def degrade(self, batch: dict[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
-        """The collate hook: distort an undistorted batch on ``device`` (a no-op on a distorted one)."""
-        return self.source.degrade(batch, device)
 
     def __iter__(self) -> Iterator[dict[str, Any]]:
         epoch = self.epoch
@@ -411,7 +417,7 @@ class DegradedLoader:
             yield self.dataset.degrade(batch, self.device)
 
 
-class DegradedReferencesMap(Dataset):
+class DegradedReferencesMap(_SourceView, Dataset):
     """The map-style twin: item ``k`` (``len`` = the epoch's items) of the epoch set by ``set_epoch``, for any
     sampler (``DistributedSampler`` for ranks). Use ``collate`` as the DataLoader's ``collate_fn``; with
     ``distort="device"`` call ``degrade(batch, device)`` on each batch. Arguments as ``DegradedReferences``
@@ -426,17 +432,6 @@ class DegradedReferencesMap(Dataset):
         self.source = _Source(refs, crop, per_reference, profile, seed, labels, max_chain, law, pristine_prob,
                               versions, pristine, pairs, half_scale, distort, items, cache_mb, out_dtype,
                               scene_ids)
-
-    @property
-    def names(self) -> list[str]:
-        return self.source.names
-
-    @property
-    def epoch(self) -> int:
-        return self.source.epoch
-
-    def set_epoch(self, epoch: int) -> None:
-        self.source.set_epoch(epoch)
 
     def __len__(self) -> int:
         return self.source.items
@@ -453,9 +448,6 @@ class DegradedReferencesMap(Dataset):
         if "params" in items[0]:
             out["params"] = [p for it in items for p in it["params"]]
         return out
-
-    def degrade(self, batch: dict[str, Any], device: torch.device | str | None = None) -> dict[str, Any]:
-        return self.source.degrade(batch, device)
 
 
 def _rank_world(rank: int | None, world_size: int | None) -> tuple[int, int]:
