@@ -214,8 +214,8 @@ def train_command(
     import json
 
     from synthiqa.errors import ConfigError
-    from synthiqa.models import distributed
-    from synthiqa.models.launch import launch, torchrun_environment, train_in_process
+    from synthiqa.models.training import distributed
+    from synthiqa.models.training.launch import launch, torchrun_environment, train_in_process
 
     check_output_folder(out)
     overrides = {
@@ -427,7 +427,7 @@ def evaluate_command(
 
 
 
-# --- synthiqa experiments (models/experiments.py) ---------------------------------------------------
+# --- synthiqa experiments (models/ceniqa/experiments.py) ---------------------------------------------------
 @app.command("experiments")
 def experiments_command(
     out: Path = typer.Option(..., "--out", help="Folder for the configs (GROUP/NAME.yaml) and index.yaml."),
@@ -441,9 +441,9 @@ def experiments_command(
     from collections import Counter
 
     from synthiqa.errors import ConfigError
-    from synthiqa.models.ceniqa import preset_config
-    from synthiqa.models.config import CENIQAConfig
-    from synthiqa.models.experiments import ablation_experiments, write_experiments
+    from synthiqa.models.ceniqa.config import CENIQAConfig
+    from synthiqa.models.ceniqa.experiments import ablation_experiments, write_experiments
+    from synthiqa.models.ceniqa.method import preset_config
 
     check_output_folder(out)
     if base is not None and preset is not None:
@@ -567,7 +567,7 @@ def bench_run_command(
 
     from synthiqa.benchmarks import suite as S
     from synthiqa.errors import ConfigError
-    from synthiqa.models.experiments import is_experiments_folder
+    from synthiqa.models.ceniqa.experiments import is_experiments_folder
 
     check_output_folder(out)
     if is_experiments_folder(suite):

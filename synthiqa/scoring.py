@@ -78,7 +78,7 @@ class Scorer:
                 raise ConfigError(f"{method}: a checkpoint fixes every option; got {', '.join(options)}")
             self.name, self.needs_reference, self.score_range = method, False, (0.0, 1.0)
             if method == "ceniqa":
-                from synthiqa.models.ceniqa import CENIQAPredictor
+                from synthiqa.models.ceniqa.method import CENIQAPredictor
 
                 self.ceniqa = CENIQAPredictor.from_checkpoint(checkpoint).to(self.device)
             else:

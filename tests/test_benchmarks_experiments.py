@@ -11,8 +11,8 @@ from PIL import Image
 from synthiqa.benchmarks.suite import experiments_suite, load_suite
 from synthiqa.cli import main
 from synthiqa.errors import ConfigError
-from synthiqa.models.config import CENIQAConfig
-from synthiqa.models.experiments import read_experiments, write_experiments
+from synthiqa.models.ceniqa.config import CENIQAConfig
+from synthiqa.models.ceniqa.experiments import read_experiments, write_experiments
 
 TINY = {"image_size": 32, "feature_dim": 8, "n_clusters": 2, "patch_dim": 4, "batch_size": 8, "test_crops": 1,
         "pretrain_epochs": 1, "epochs": 1, "images_per_scene": 4, "train_samples": 16, "val_samples": 8,

@@ -5,8 +5,7 @@ import subprocess
 import sys
 
 SCRIPT = """
-from synthiqa.models.data import SceneBatchSampler
-from synthiqa.models.sind import SceneSampler
+from synthiqa.models.data import SceneBatchSampler, SceneSampler
 s = SceneBatchSampler([0, 0, 1, 1, 2, 2, 3, 3, 4, 4], batch_size=4, per_scene=2, seed=3)
 s.set_epoch(2)
 print(list(iter(s)))

@@ -27,8 +27,8 @@ def _train(args):
 def _one_process_validation(run, refs):
     from synthiqa.models.data import LabelSpace
     from synthiqa.models.inference import evaluate_outputs
-    from synthiqa.models.onthefly import eval_set, split_references
-    from synthiqa.models.trcnn import TRCNNPredictor, score_records
+    from synthiqa.models.training.onthefly import eval_set, split_references
+    from synthiqa.models.trcnn.method import TRCNNPredictor, score_records
 
     predictor = TRCNNPredictor.from_checkpoint(run / "best.pt").to(torch.device("cpu"))
     c = predictor.config

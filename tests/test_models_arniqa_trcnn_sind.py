@@ -9,10 +9,12 @@ import torch
 from PIL import Image
 
 from synthiqa.datasets import load_dataset
+from synthiqa.datasets.folds import experiment_splits
 from synthiqa.errors import ConfigError
-from synthiqa.models.arniqa import nt_xent
-from synthiqa.models.ridge import alpha_grid_search, fit_ridge, ridge_path, scene_disjoint_folds
-from synthiqa.models.sind import SceneSampler, experiment_splits, scale_shift_align, sind_loss
+from synthiqa.models.arniqa.method import nt_xent
+from synthiqa.models.components.losses import scale_shift_align, sind_loss
+from synthiqa.models.components.ridge import alpha_grid_search, fit_ridge, ridge_path, scene_disjoint_folds
+from synthiqa.models.data import SceneSampler
 
 torch.set_num_threads(1)
 
@@ -51,7 +53,7 @@ def test_nt_xent_is_lower_when_positives_match():
 
 # ---------------------------------------------------------------------------------------- TRCNN, schedule
 def test_ranking_hinge_charges_the_label_gap_and_respects_groups():
-    from synthiqa.models.trcnn import pairwise_ranking_loss
+    from synthiqa.models.trcnn.method import pairwise_ranking_loss
 
     y = torch.tensor([0.9, 0.5, 0.2, float("nan")])
     flat = torch.full((4,), 0.5)  # constant predictions cost the mean label gap (0.4, 0.7, 0.3)
@@ -65,7 +67,7 @@ def test_ranking_hinge_charges_the_label_gap_and_respects_groups():
 
 
 def test_mscn_input_is_invariant_to_local_gain_and_offset():
-    from synthiqa.models.trcnn import TRCNNConfig, TRCNNNet, mscn
+    from synthiqa.models.trcnn.method import TRCNNConfig, TRCNNNet, mscn
 
     x = torch.rand(2, 3, 24, 24, generator=torch.Generator().manual_seed(0))
     torch.testing.assert_close(mscn(0.5 * x + 0.2, c=0.0), mscn(x, c=0.0), atol=1e-4, rtol=1e-4)
@@ -77,7 +79,7 @@ def test_mscn_input_is_invariant_to_local_gain_and_offset():
 
 
 def test_warm_restarts_follow_sgdr_with_t0_1_and_tmult_2():
-    from synthiqa.models.training import WARM_RESTART_FLOOR, lr_factor
+    from synthiqa.models.training.loop import WARM_RESTART_FLOOR, lr_factor
 
     lo = WARM_RESTART_FLOOR
     for epoch in (0.0, 1.0, 3.0, 7.0):  # restarts after 1, 1 + 2, 1 + 2 + 4 epochs
@@ -235,7 +237,7 @@ def test_one_epoch_run_saves_a_checkpoint_that_predicts(tiny_set, trained, metho
 
 
 def test_arniqa_trains_with_sgd_momentum_as_in_the_paper(trained):
-    from synthiqa.models.arniqa import ARNIQAConfig, preset_config
+    from synthiqa.models.arniqa.method import ARNIQAConfig, preset_config
 
     last = torch.load(trained["arniqa"].parent / "last.pt", map_location="cpu", weights_only=True)
     group = last["optimizer"]["param_groups"][0]
@@ -310,8 +312,8 @@ def test_experiment_generator_writes_loadable_configs_and_an_index(tmp_path):
     from typer.testing import CliRunner
 
     from synthiqa.cli import app
-    from synthiqa.models.config import CENIQAConfig
-    from synthiqa.models.experiments import write_experiments
+    from synthiqa.models.ceniqa.config import CENIQAConfig
+    from synthiqa.models.ceniqa.experiments import write_experiments
 
     paths = write_experiments(tmp_path / "configs")
     res = CliRunner().invoke(app, ["experiments", "--out", str(tmp_path / "cli"), "--preset", "quick"])

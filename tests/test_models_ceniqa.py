@@ -8,11 +8,10 @@ import pytest
 import torch
 
 from synthiqa.errors import ConfigError
-from synthiqa.models.backbones import create_backbone
-from synthiqa.models.ceniqa import N_LEVELS, CENIQANet, level_class, preset_config
-from synthiqa.models.config import CENIQAConfig
-from synthiqa.models.data import LabelSpace, SceneBatchSampler, crop_origins
-from synthiqa.models.features import (
+from synthiqa.models.ceniqa.config import CENIQAConfig
+from synthiqa.models.ceniqa.method import N_LEVELS, CENIQANet, level_class, preset_config
+from synthiqa.models.components.backbones import create_backbone
+from synthiqa.models.components.features import (
     FrequencyFeatures,
     MultiScaleFeatures,
     PatchQualityFeatures,
@@ -22,6 +21,7 @@ from synthiqa.models.features import (
     WholeImageFeatures,
     dct_matrix,
 )
+from synthiqa.models.data import LabelSpace, SceneBatchSampler, crop_origins
 
 TINY = {"image_size": 64, "feature_dim": 16, "n_clusters": 3, "patch_dim": 8, "batch_size": 8}
 
@@ -419,8 +419,8 @@ def test_crop_origins_are_grid_aligned():
 
 
 def test_onthefly_batches_labels():
-    from synthiqa.models.ceniqa import onthefly_source
-    from synthiqa.models.onthefly import ReferenceParts
+    from synthiqa.models.ceniqa.method import onthefly_source
+    from synthiqa.models.training.onthefly import ReferenceParts
 
     refs = [torch.randint(0, 256, (3, 72, 80), dtype=torch.uint8, generator=torch.Generator().manual_seed(i))
             for i in range(2)]

@@ -10,7 +10,7 @@ from sklearn.datasets import make_blobs
 from sklearn.mixture import GaussianMixture as SkGaussianMixture
 
 from synthiqa.errors import ConfigError, SynthiqaError
-from synthiqa.models.gmm import (
+from synthiqa.models.components.gmm import (
     ClusterCollapseWarning,
     GaussianMixture,
     active_clusters,

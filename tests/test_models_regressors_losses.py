@@ -6,8 +6,8 @@ import torch
 from scipy.interpolate import BSpline
 
 from synthiqa.errors import ConfigError, SynthiqaError
-from synthiqa.models.gmm import GaussianMixture
-from synthiqa.models.losses import (
+from synthiqa.models.components.gmm import GaussianMixture
+from synthiqa.models.components.losses import (
     LOSS_NAMES,
     LossWeights,
     cluster_loss,
@@ -19,7 +19,7 @@ from synthiqa.models.losses import (
     quality_loss,
     ranking_loss,
 )
-from synthiqa.models.regressors import KANLayer, bspline_basis, create_regressor, list_regressors
+from synthiqa.models.components.regressors import KANLayer, bspline_basis, create_regressor, list_regressors
 
 D, K, B = 20, 4, 6
 

@@ -40,7 +40,7 @@ def test_every_method_trains_on_the_fly(refs, tmp_path, method, one_thread):
 
 
 def test_arniqa_pairs_follow_the_paper_scheme(refs):
-    from synthiqa.models.arniqa import PAIR_VIEWS, ARNIQAConfig, pair_source
+    from synthiqa.models.arniqa.method import PAIR_VIEWS, ARNIQAConfig, pair_source
 
     config = ARNIQAConfig(crop_size=32, batch_size=3, steps_per_epoch=2, pristine_prob=0.0)
     pairs = pair_source(sorted(refs.glob("*.png")), config, "cpu")

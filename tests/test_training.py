@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from synthiqa.cli import app
 from synthiqa.distortions import ChainOp, apply_chains, get_distortion
-from synthiqa.models.ceniqa import CENIQAPredictor, CENIQATask, evaluate_checkpoint, train_ceniqa
+from synthiqa.models.ceniqa.method import CENIQAPredictor, CENIQATask, evaluate_checkpoint, train_ceniqa
 from synthiqa.models.registry import load_predictor
-from synthiqa.models.training import lr_factor
+from synthiqa.models.training.loop import lr_factor
 
 TYPES = ("gaussian_blur", "white_noise", "jpeg")
 TINY = {"image_size": 64, "feature_dim": 16, "n_clusters": 2, "patch_dim": 8, "batch_size": 8,
@@ -211,10 +211,10 @@ def test_lr_schedules():
 @pytest.mark.parametrize("groups", [True, False])
 def test_contrastive_loss_pulls_groups_together_when_asked(dataset, groups):
     from synthiqa.datasets import load_dataset
-    from synthiqa.models.ceniqa import DataBundle
-    from synthiqa.models.config import CENIQAConfig
+    from synthiqa.models.ceniqa.config import CENIQAConfig
+    from synthiqa.models.ceniqa.method import DataBundle
+    from synthiqa.models.components.losses import contrastive_loss
     from synthiqa.models.data import LabelSpace
-    from synthiqa.models.losses import contrastive_loss
 
     records = [r for r in load_dataset("synthiqa", dataset).records if r.extra.get("split") == "train"]
     config = CENIQAConfig(**TINY, contrast_groups=groups)

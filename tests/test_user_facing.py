@@ -140,9 +140,9 @@ def test_quick_start_output_is_git_ignored():
 def test_config_of_another_method_says_which(tmp_path):
     import torch
 
-    from synthiqa.models.arniqa import ARNIQAConfig
-    from synthiqa.models.config import CENIQAConfig
-    from synthiqa.models.trcnn import TRCNNConfig
+    from synthiqa.models.arniqa.method import ARNIQAConfig
+    from synthiqa.models.ceniqa.config import CENIQAConfig
+    from synthiqa.models.trcnn.method import TRCNNConfig
 
     CENIQAConfig().save(tmp_path / "config.yaml")
     with pytest.raises(ConfigError, match=r"a CENIQA config \(it sets 'feature_dim'.*not a TRCNN one; train "
@@ -406,7 +406,7 @@ def test_bench_cells_are_keyed_by_content_so_a_moved_folder_reuses_them(capsys, 
 
 # --- case 6: console noise --------------------------------------------------------------------------------
 def test_epoch_line_is_one_concise_line():
-    from synthiqa.models.training import epoch_line
+    from synthiqa.models.training.loop import epoch_line
 
     row = {"epoch": 3, "phase": "finetune", "lr": 0.001, "loss_total": 0.12345, "loss_quality": 0.1,
            "loss_cluster": 0.2, "train_images_per_s": 123.44, "val_srcc": 0.81234, "val_plcc": 0.8,
@@ -438,7 +438,7 @@ def test_warnings_print_as_one_line(capsys, monkeypatch, tmp_path):
 
 # --- case 10: the run folder and its config exist before the first long step ------------------------------
 def test_train_writes_its_config_before_the_long_steps(monkeypatch, tmp_path):
-    import synthiqa.models.ceniqa as C
+    import synthiqa.models.ceniqa.method as C
 
     class Stop(Exception):
         pass

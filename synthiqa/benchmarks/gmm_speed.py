@@ -23,7 +23,7 @@ import torch
 from synthiqa.atomic import atomic_write_text
 from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError
-from synthiqa.models.gmm import COVARIANCE_TYPES, GaussianMixture
+from synthiqa.models.components.gmm import COVARIANCE_TYPES, GaussianMixture
 
 DTYPES = {"float32": torch.float32, "float64": torch.float64}
 

@@ -229,7 +229,7 @@ BUILTIN_SUITES = {"quick": QUICK_SUITE, "standard": STANDARD_SUITE}
 def load_suite(source: str | Path) -> Suite:
     """A built-in suite by name (``quick``), a suite YAML file, or a folder written by ``synthiqa
     experiments`` (``experiments_suite`` with its defaults); one-line error when unreadable."""
-    from synthiqa.models.experiments import is_experiments_folder
+    from synthiqa.models.ceniqa.experiments import is_experiments_folder
     from synthiqa.models.method_config import read_yaml
 
     if str(source) in BUILTIN_SUITES:
@@ -250,7 +250,7 @@ def experiments_suite(folder: str | Path, splits: int = 1, n_splits: int = 10, s
     """The suite of an experiments folder: each experiment is model ``ceniqa`` with its config's fields as
     options and its name as label, run on the ``intra`` protocol (the first ``splits`` of ``n_splits``
     reference-disjoint 70/10/20 splits) of every dataset given on the command line."""
-    from synthiqa.models.experiments import read_experiments
+    from synthiqa.models.ceniqa.experiments import read_experiments
 
     if splits < 1 or splits > n_splits:
         raise ConfigError(f"--splits must be in 1..{n_splits}, got {splits}")

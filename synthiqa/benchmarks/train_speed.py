@@ -79,22 +79,22 @@ def _reference_folder(config: TrainBenchConfig, tmp: Path) -> Path:
 def _task(method: str, refs: Path, device: torch.device, seed: int) -> tuple[Any, Any]:
     """The method's training task and its on-the-fly training stream, default configuration."""
     if method == "ceniqa":
-        from synthiqa.models.ceniqa import CENIQATask, onthefly_bundle
-        from synthiqa.models.config import CENIQAConfig
+        from synthiqa.models.ceniqa.config import CENIQAConfig
+        from synthiqa.models.ceniqa.method import CENIQATask, onthefly_bundle
 
         config = CENIQAConfig(device=str(device), seed=seed)
         bundle = onthefly_bundle(str(refs), config, device)
         return CENIQATask(config, bundle, device), bundle.onthefly[0]
     if method == "arniqa":
         from synthiqa.datasets.degraded import resolve_references
-        from synthiqa.models.arniqa import ARNIQATask, pair_source, preset_config
+        from synthiqa.models.arniqa.method import ARNIQATask, pair_source, preset_config
 
         config = preset_config("default", device=str(device), seed=seed)
         pairs = pair_source(resolve_references(refs, config.crop_size)[0], config, device)
         return ARNIQATask(config, [], [], device, pairs), pairs
     from synthiqa.datasets.degraded import resolve_references
-    from synthiqa.models.sind import SIND_DEFAULTS
-    from synthiqa.models.trcnn import RegressionTask, preset_config, training_stream
+    from synthiqa.models.sind.method import SIND_DEFAULTS
+    from synthiqa.models.trcnn.method import RegressionTask, preset_config, training_stream
 
     config = preset_config("default", device=str(device), seed=seed,
                            **(SIND_DEFAULTS if method == "sind" else {}))
@@ -143,7 +143,7 @@ def _timed(task: Any, batches: Iterator[dict[str, Any]], steps: int, device: tor
            optimizer: torch.optim.Optimizer) -> dict[str, float]:
     """Run one warm-up step and ``steps`` timed ones; images/s and the share of time spent getting
     batches."""
-    from synthiqa.models.training import to_device
+    from synthiqa.models.training.loop import to_device
 
     def sync() -> None:
         if device.type == "cuda":

@@ -9,7 +9,8 @@ also ``context`` (float ``[B,D]``: features of each whole image).
 Files on disk give such batches through ``RecordImages``, a ``DataLoader`` and the ``SceneBatchSampler``
 that keeps several images of one reference together so ranking pairs exist; on the fly they come from
 ``synthiqa.datasets.DegradedReferences`` (reference crops distorted by the engine, labelled by the level
-rule).
+rule). SIND's ``SceneSampler`` draws batches of ``k`` domains (scenes or datasets) x ``n`` images, and
+``LocalGlobalImages`` sees each image as one global view plus ``n_local`` full-resolution crops.
 """
 
 from __future__ import annotations
@@ -24,12 +25,13 @@ from typing import Any
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from synthiqa.datasets.degraded import fit_min_side
 from synthiqa.datasets.records import DecodedImage, IQARecord
 from synthiqa.distortions.rng import derive_seed
-from synthiqa.errors import DatasetError
+from synthiqa.errors import ConfigError, DatasetError
 
 PRISTINE = "pristine"
 #: JPEG's block grid: crops start on multiples of this so blockwise DCT features see the codec's grid.
@@ -270,3 +272,78 @@ def collate(items: list[dict[str, Any]]) -> dict[str, torch.Tensor]:
     batch = {k: torch.stack([it[k] for it in items]) for k in items[0]}
     batch["image"] = batch["image"].float().div_(255.0)
     return batch
+
+
+class SceneSampler(Sampler[list[int]]):
+    """Batches of ``scenes_per_batch`` domains x ``images_per_scene`` images.
+
+    Args:
+        domains: the domain id of every item (scene or dataset index).
+        scenes_per_batch: k, distinct domains per batch (all of them when there are fewer).
+        images_per_scene: n, images drawn per domain without replacement (with replacement when a domain
+            has fewer than n).
+        steps: batches per epoch (default: as many as cover the items once on average).
+        seed: with ``set_epoch``, batch ``t`` of epoch ``e`` depends only on (seed, e, t).
+
+    Domains with a single item are never drawn: alignment within them is empty.
+    """
+
+    def __init__(self, domains: Sequence[int], scenes_per_batch: int, images_per_scene: int,
+                 steps: int | None = None, seed: int = 0):
+        if scenes_per_batch < 1 or images_per_scene < 2:
+            raise ConfigError(f"scene sampling needs scenes_per_batch >= 1 and images_per_scene >= 2, got "
+                              f"{scenes_per_batch} and {images_per_scene}")
+        members: dict[int, list[int]] = {}
+        for i, d in enumerate(domains):
+            members.setdefault(int(d), []).append(i)
+        self.members = {d: m for d, m in sorted(members.items()) if len(m) >= 2}
+        if not self.members:
+            raise DatasetError("scene sampling: no scene (or dataset) has two or more training images")
+        self.k = min(scenes_per_batch, len(self.members))
+        self.n = images_per_scene
+        self.steps = steps or max(1, math.ceil(len(domains) / (self.k * self.n)))
+        self.seed = seed
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return self.steps
+
+    def __iter__(self) -> Iterator[list[int]]:
+        keys = list(self.members)
+        for step in range(self.steps):
+            rng = random.Random(derive_seed(self.seed, self.epoch, step, "scene-sampler"))
+            batch = []
+            for d in rng.sample(keys, self.k):
+                m = self.members[d]
+                batch += rng.sample(m, self.n) if len(m) >= self.n else rng.choices(m, k=self.n)
+            yield batch
+
+
+class LocalGlobalImages(RecordImages):
+    """Each item's ``image`` is ``[1 + n_local, 3, S, S]``: the whole image resized to ``S x S`` (global
+    view, bilinear with antialiasing) followed by ``n_local`` full-resolution ``S`` crops (random in
+    training, spread over the image at evaluation)."""
+
+    def __init__(self, records: Sequence[IQARecord], labels: LabelSpace, size: int, train: bool,
+                 n_local: int = 3, seed: int = 0):
+        super().__init__(records, labels, size, train=train, crops=n_local, seed=seed)
+        self.n_local = n_local
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        image = fit_min_side(read_rgb(self.records[i].image), self.size)
+        h, w = image.shape[-2:]
+        s = self.size
+        whole = F.interpolate(image[None].float(), size=(s, s), mode="bilinear", antialias=True,
+                              align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+        if self.train:
+            rng = random.Random(derive_seed(self.seed, self.epoch, i, "local"))
+            origins = [random_origin(h, w, s, rng) for _ in range(self.n_local)]
+        else:
+            origins = crop_origins(h, w, s, self.n_local)
+        views = [whole] + [image[:, y:y + s, x:x + s] for y, x in origins]
+        out = self.targets(i)
+        out["image"] = torch.stack(views)
+        return out

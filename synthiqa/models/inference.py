@@ -53,7 +53,7 @@ def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
 
     Under ``torch.distributed`` (every rank calls it with the same batches) rank r runs batches
     ``r, r + W, ...`` and the ranks' outputs are gathered in batch order: every rank gets all of them."""
-    from synthiqa.models.distributed import gather_in_order, sharded
+    from synthiqa.models.training.distributed import gather_in_order, sharded
 
     model.eval()
     pieces = []

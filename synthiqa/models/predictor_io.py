@@ -17,7 +17,7 @@ from synthiqa.datasets.records import IQARecord
 from synthiqa.devices import resolve_device
 from synthiqa.errors import DatasetError
 from synthiqa.models.registry import QualityPredictor, load_predictor
-from synthiqa.models.training import load_checkpoint
+from synthiqa.models.training.loop import load_checkpoint
 
 
 def checkpoint_method(path: str | Path) -> str:

@@ -1,5 +1,5 @@
 """Training in several processes: ``synthiqa train --nproc N`` starts ``torch.distributed.run`` with this
-module in each process (``python -m synthiqa.models.launch SPEC.json``); under ``torchrun -m synthiqa
+module in each process (``python -m synthiqa.models.training.launch SPEC.json``); under ``torchrun -m synthiqa
 train ...`` the command line itself calls ``train_in_process``.
 """
 
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from synthiqa.errors import ConfigError, SynthiqaError
-from synthiqa.models import distributed
+from synthiqa.models.training import distributed
 
 
 def torchrun_environment() -> bool:
@@ -59,7 +59,7 @@ def launch(nproc: int, method: str, options: dict[str, Any], data: str | None, o
         path = Path(tmp) / "spec.json"
         path.write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
-               "-m", "synthiqa.models.launch", str(path)]
+               "-m", "synthiqa.models.training.launch", str(path)]
         threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
         # stderr is read here: the launcher's report of a failed process is a traceback, the process's own
         # one-line error is what the user needs

@@ -1,4 +1,4 @@
-"""The six CENIQA losses and their weighting.
+"""The six CENIQA losses and their weighting, and SIND's scene-aligned loss.
 
 Labels come from the generated manifest: ``scene`` (reference id), ``dist_type`` (distortion type id,
 ``-1`` for pristine or unknown), ``level`` (0 = pristine, 1..5 increasing severity), ``mos`` (normalised
@@ -7,6 +7,12 @@ for ``mos``) on the same device as the predictions.
 
 Every loss returns a scalar tensor. Where a batch holds nothing the loss can use (no labelled sample,
 no valid pair), it returns ``0`` still attached to the graph, so ``backward`` works and adds no gradient.
+
+SIND (``scale_shift_align`` / ``sind_loss``): per domain of the batch, the affine map ``a*p + b`` of the
+predictions that best fits the labels (closed-form least squares, differentiable) is applied before an L1
+loss; with alignment off the loss is plain L1. The slope is kept >= 0 so that an inverted ranking is never a
+perfect fit, and a small unaligned L1 term (``anchor_weight``) keeps scores on the label scale (design
+choices of this implementation, stated here because the loss alone is sign- and offset-free).
 """
 
 from __future__ import annotations
@@ -197,3 +203,46 @@ def combine(parts: dict[str, torch.Tensor],
     log["total"] = float(total.detach())
     return total, log  # type: ignore[return-value]
 
+
+def scale_shift_align(pred: torch.Tensor, target: torch.Tensor, domains: torch.Tensor,
+                      nonnegative: bool = True, eps: float = 1e-8) -> torch.Tensor:
+    """Predictions mapped by each domain's least-squares affine fit to the labels.
+
+    For the items of domain ``d``: ``a = cov(p, y) / var(p)``, ``b = mean(y) - a mean(p)`` (the
+    solution of ``min_{a,b} sum (a p_i + b - y_i)^2``), returned as ``a p + b``; differentiable in ``p``.
+    A domain with constant predictions (or one item) gets ``a = 0``, i.e. its label mean.
+
+    Args:
+        pred, target: ``[B]`` predictions and labels.
+        domains: ``[B]`` integer domain ids.
+        nonnegative: clamp the slope at 0 (an inverted ranking then cannot fit).
+        eps: added to the variance.
+    """
+    p, y = pred.float(), target.float()
+    _, inv = torch.unique(domains, return_inverse=True)
+    g = int(inv.max()) + 1
+    count = torch.zeros(g, device=p.device).index_add_(0, inv, torch.ones_like(p))
+    mean_p = torch.zeros(g, device=p.device).index_add_(0, inv, p) / count
+    mean_y = torch.zeros(g, device=p.device).index_add_(0, inv, y) / count
+    dp, dy = p - mean_p[inv], y - mean_y[inv]
+    var = torch.zeros(g, device=p.device).index_add_(0, inv, dp * dp)
+    cov = torch.zeros(g, device=p.device).index_add_(0, inv, dp * dy)
+    a = cov / (var + eps)
+    if nonnegative:
+        a = a.clamp_min(0.0)
+    return a[inv] * dp + mean_y[inv]
+
+
+def sind_loss(pred: torch.Tensor, target: torch.Tensor, domains: torch.Tensor | None, align: bool = True,
+              anchor_weight: float = 0.1) -> torch.Tensor:
+    """SIND's loss: L1 between the per-domain aligned predictions and the labels, plus ``anchor_weight``
+    times the unaligned L1; plain L1 when ``align`` is False. Items with a NaN label are ignored."""
+    ok = torch.isfinite(target)
+    if not bool(ok.any()):
+        return pred.sum() * 0.0
+    p, y = pred[ok].float(), target[ok].float()
+    plain = F.l1_loss(p, y)
+    if not align or domains is None:
+        return plain
+    aligned = scale_shift_align(p, y, domains[ok])
+    return F.l1_loss(aligned, y) + anchor_weight * plain

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from synthiqa.errors import ConfigError
-from synthiqa.models.unet import UNetEncoder
+from synthiqa.models.components.unet import UNetEncoder
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)

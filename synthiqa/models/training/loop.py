@@ -33,7 +33,7 @@ from torch import nn
 
 from synthiqa.atomic import atomic_path, atomic_write_text
 from synthiqa.errors import SynthiqaError
-from synthiqa.models.distributed import barrier, is_distributed, is_main_process
+from synthiqa.models.training.distributed import barrier, is_distributed, is_main_process
 
 
 def seed_everything(seed: int) -> None:

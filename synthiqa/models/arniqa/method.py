@@ -45,24 +45,36 @@ from torch.utils.data import DataLoader, Dataset
 
 from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
+from synthiqa.datasets.folds import EXPERIMENTS, ExperimentData, experiment_records
 from synthiqa.datasets.records import IQARecord
 from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
-from synthiqa.models.backbones import create_backbone
+from synthiqa.models.components.backbones import create_backbone
+from synthiqa.models.components.ridge import (
+    ALPHAS,
+    RidgeModel,
+    alpha_grid_search,
+    fit_ridge,
+    scene_disjoint_folds,
+)
 from synthiqa.models.data import LabelSpace, fit_min_side, read_rgb
-from synthiqa.models.distributed import barrier, gather_in_order, is_main_process, round_to_ranks, sharded
 from synthiqa.models.inference import quality_metrics
 from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
-from synthiqa.models.onthefly import PARTS, eval_set, split_references
 from synthiqa.models.registry import Method, register_method, register_model
-from synthiqa.models.ridge import ALPHAS, RidgeModel, alpha_grid_search, fit_ridge, scene_disjoint_folds
-from synthiqa.models.sind import EXPERIMENTS, ExperimentData, experiment_records
-from synthiqa.models.training import (
+from synthiqa.models.training.distributed import (
+    barrier,
+    gather_in_order,
+    is_main_process,
+    round_to_ranks,
+    sharded,
+)
+from synthiqa.models.training.loop import (
     LoopSettings,
     load_checkpoint,
     run_training,
     save_checkpoint,
 )
+from synthiqa.models.training.onthefly import PARTS, eval_set, split_references
 
 METHOD = "arniqa"
 #: Evaluation crops per scale: centre, top-left, top-right, bottom-left, bottom-right.

@@ -1,10 +1,10 @@
 """TRCNN: a CNN extracts a feature map, a transformer encoder reads its patch tokens together with a
 learned quality token, and the quality token's output gives the score (sigmoid: [0, 1], higher is better).
 
-Training (shared loop of ``training.py``): MSE on the normalised MOS plus ``lambda_rank`` times a
+Training (shared loop of ``training/loop.py``): MSE on the normalised MOS plus ``lambda_rank`` times a
 pairwise hinge on every pair of a scene whose predicted gap falls short of its label gap
 (``loss="mse_rank"``), or SIND's loss (``loss="sind"``: L1 after per-domain scale-shift alignment, see
-``sind.py``). SIND's scene sampling,
+``components/losses.py``). SIND's scene sampling,
 alignment domain, local-global patches and experiment types are config fields here, so TRCNN trains
 with or without them; ``synthiqa train --method sind`` is this trainer with SIND's defaults.
 Evaluation: SRCC, PLCC (raw) and MSE/RMSE on the [0, 1] scale.
@@ -31,29 +31,23 @@ from torch.utils.data import DataLoader, Dataset
 
 from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
+from synthiqa.datasets.folds import EXPERIMENTS, ExperimentData, experiment_records
 from synthiqa.datasets.records import IQARecord
 from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
-from synthiqa.models.backbones import create_backbone
-from synthiqa.models.data import LabelSpace, RecordImages, collate
-from synthiqa.models.distributed import RankSlice, barrier, is_main_process, round_to_ranks
+from synthiqa.models.components.backbones import create_backbone
+from synthiqa.models.components.losses import sind_loss
+from synthiqa.models.data import LabelSpace, LocalGlobalImages, RecordImages, SceneSampler, collate
 from synthiqa.models.inference import Outputs, evaluate_outputs, run_model
 from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
-from synthiqa.models.onthefly import eval_set, split_references
 from synthiqa.models.registry import Method, register_method, register_model
-from synthiqa.models.sind import (
-    ALIGNMENTS,
-    EXPERIMENTS,
-    ExperimentData,
-    LocalGlobalImages,
-    SceneSampler,
-    experiment_records,
-    sind_loss,
-)
-from synthiqa.models.training import LoopSettings, load_checkpoint, run_training
+from synthiqa.models.training.distributed import RankSlice, barrier, is_main_process, round_to_ranks
+from synthiqa.models.training.loop import LoopSettings, load_checkpoint, run_training
+from synthiqa.models.training.onthefly import eval_set, split_references
 
 METHOD = "trcnn"
 LOSSES = ("mse_rank", "sind")
+ALIGNMENTS = ("none", "scene", "dataset")
 
 
 @dataclass

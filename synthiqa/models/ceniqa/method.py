@@ -11,7 +11,7 @@ tiles' mean log-probabilities; the score blends the regression head's output wit
 quality of the predicted classes (the class prior), with a weight fitted on the validation images
 (``blend_on_validation``; without them, learned by the quality loss).
 
-Training (``CENIQATask`` in the shared loop of ``training.py``):
+Training (``CENIQATask`` in the shared loop of ``training/loop.py``):
 1. ``pretrain_epochs`` of self-supervised pre-training, no quality labels: contrastive on distortion type
    (and group), consistency (type classification), ranking by level within a reference.
 2. Mixture fitting on the embeddings of the training images: K = ``n_clusters``, or chosen by BIC over
@@ -46,11 +46,9 @@ from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
 from synthiqa.datasets.records import IQARecord
 from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
-from synthiqa.models.backbones import create_backbone
-from synthiqa.models.config import CENIQAConfig
-from synthiqa.models.data import LabelSpace, RecordImages, SceneBatchSampler, collate
-from synthiqa.models.distributed import RankSlice, is_main_process, round_to_ranks
-from synthiqa.models.features import (
+from synthiqa.models.ceniqa.config import CENIQAConfig
+from synthiqa.models.components.backbones import create_backbone
+from synthiqa.models.components.features import (
     FrequencyFeatures,
     MultiScaleFeatures,
     PatchQualityFeatures,
@@ -58,9 +56,8 @@ from synthiqa.models.features import (
     StatisticsFeatures,
     WholeImageFeatures,
 )
-from synthiqa.models.gmm import GaussianMixture, select_by_bic, warn_on_collapse
-from synthiqa.models.inference import Outputs, evaluate_outputs, records_scores, run_model
-from synthiqa.models.losses import (
+from synthiqa.models.components.gmm import GaussianMixture, select_by_bic, warn_on_collapse
+from synthiqa.models.components.losses import (
     LossWeights,
     cluster_loss,
     combine,
@@ -70,10 +67,13 @@ from synthiqa.models.losses import (
     quality_loss,
     ranking_loss,
 )
-from synthiqa.models.onthefly import PARTS, ReferenceParts, split_references
+from synthiqa.models.components.regressors import create_regressor
+from synthiqa.models.data import LabelSpace, RecordImages, SceneBatchSampler, collate
+from synthiqa.models.inference import Outputs, evaluate_outputs, records_scores, run_model
 from synthiqa.models.registry import Method, register_method, register_model
-from synthiqa.models.regressors import create_regressor
-from synthiqa.models.training import LoopSettings, load_checkpoint, run_training
+from synthiqa.models.training.distributed import RankSlice, is_main_process, round_to_ranks
+from synthiqa.models.training.loop import LoopSettings, load_checkpoint, run_training
+from synthiqa.models.training.onthefly import PARTS, ReferenceParts, split_references
 
 METHOD = "ceniqa"
 #: Most training embeddings the mixture is fitted on (a random subset beyond that).

@@ -29,7 +29,7 @@ from typing import Any
 
 from synthiqa.atomic import atomic_write_text
 from synthiqa.errors import ConfigError
-from synthiqa.models.config import CENIQAConfig
+from synthiqa.models.ceniqa.config import CENIQAConfig
 from synthiqa.models.method_config import read_yaml
 
 INDEX_FORMAT = "synthiqa-experiments"

@@ -1,0 +1,1 @@
+"""CENIQA: the network, its three-stage training and predictor, its configuration and its ablation study."""
