@@ -10,8 +10,8 @@ from PIL import Image
 from scipy.io import savemat
 
 from synthiqa.datasets import get_dataset_kind, list_dataset_kinds, load_dataset
-from synthiqa.datasets.kadid import KADID_TYPES, parse_kadid_name
-from synthiqa.datasets.live import LIVE_FOLDERS
+from synthiqa.datasets.kinds.kadid import KADID_TYPES, parse_kadid_name
+from synthiqa.datasets.kinds.live import LIVE_FOLDERS
 from synthiqa.errors import DatasetError
 
 
@@ -186,10 +186,9 @@ def test_kadid_type_table_matches_registry_and_groups():
         "blur", "color_distortion", "jpeg", "noise", "brightness_change", "spatial_distortion",
         "sharpness_contrast"}
     assert parse_kadid_name("I81_25_05.png") == (81, 25, 5) and parse_kadid_name("I81.png") is None
-    from synthiqa.distortions.registry import _DISTORTIONS, _ensure_builtin
+    from synthiqa.distortions.registry import DISTORTIONS
 
-    _ensure_builtin()
-    for name, cls in _DISTORTIONS.items():
+    for name, cls in DISTORTIONS.items():
         if cls.kadid_id is not None:
             assert KADID_TYPES[cls.kadid_id] == (name, cls.group)
 

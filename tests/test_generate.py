@@ -66,7 +66,7 @@ def _test_profile():
     yield
     for cls in (_Blur, _Noise, _Dark):
         unregister_distortion(cls.name)
-    registry._PROFILES.pop(PROFILE, None)
+    registry.PROFILES.unregister(PROFILE)
 
 
 def _refs(folder, n=3, size=(48, 40)):
@@ -153,7 +153,7 @@ def test_splits_are_reference_disjoint_and_label_files_agree(basic_run):
 
 
 def test_generated_set_loads_with_the_synthiqa_loader(basic_run):
-    from synthiqa.datasets.generated import load_generated
+    from synthiqa.datasets.kinds.generated import load_generated
 
     out, _ = basic_run
     ds = load_generated(out)

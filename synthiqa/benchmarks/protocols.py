@@ -6,7 +6,9 @@
 * ``loto``: leave one distortion type out: train on the other types, test on the held-out one.
 * ``loro``: leave one reference (scene) out.
 
-Splits come from ``synthiqa.datasets.splits`` and are keyed by image path, never by row index.
+Splits come from ``synthiqa.datasets.splits`` and are keyed by image path, never by row index. Each
+protocol is one function ``tasks(spec, datasets, seed) -> list[Task]`` registered in ``PROTOCOLS``
+(``@register_protocol(name)``); ``make_tasks`` looks the spec's protocol up there.
 """
 
 from __future__ import annotations
@@ -15,14 +17,14 @@ import functools
 import hashlib
 import json
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from synthiqa.datasets import splits as S
 from synthiqa.datasets.records import IQADataset, IQARecord
 from synthiqa.errors import ConfigError
-
-PROTOCOLS = ("intra", "cross", "loto", "loro")
+from synthiqa.registry import Registry
 
 
 @dataclass
@@ -30,7 +32,7 @@ class ProtocolSpec:
     """One protocol of a suite.
 
     Attributes:
-        name: ``intra``, ``cross``, ``loto`` or ``loro``.
+        name: a registered protocol (``intra``, ``cross``, ``loto``, ``loro``).
         n_splits: number of random splits (``intra``).
         ratios: train/val/test fractions of the references (``intra``).
         train: training dataset name (``cross``).
@@ -52,8 +54,7 @@ class ProtocolSpec:
     val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
-        if self.name not in PROTOCOLS:
-            raise ConfigError(f"unknown protocol {self.name!r}; choose one of: {', '.join(PROTOCOLS)}")
+        PROTOCOLS.get(self.name)  # a one-line error for an unknown protocol
         self.ratios = tuple(float(r) for r in self.ratios)  # type: ignore[assignment]
         if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-6:
             raise ConfigError(f"protocol {self.name}: ratios must be 3 non-negative fractions summing to 1")
@@ -131,42 +132,66 @@ def _cap(items: list, limit: int | None) -> list:
 
 
 def _from_splits(spec: ProtocolSpec, ds: IQADataset, splits: Sequence[Any]) -> list[Task]:
-    from synthiqa.datasets.splits import apply_split
-
     tasks = []
     for split in _cap(list(splits), spec.max_splits):
-        train, val, test = apply_split(ds, split)
+        train, val, test = S.apply_split(ds, split)
         tasks.append(Task(spec.label, ds.name, str(split.name), ds.name, list(train), list(val), list(test)))
     return tasks
 
 
+ProtocolTasks = Callable[[ProtocolSpec, Mapping[str, IQADataset], int], list[Task]]
+
+#: Every protocol by name: ``tasks(spec, datasets, seed) -> list[Task]``.
+PROTOCOLS: Registry[ProtocolTasks] = Registry("protocol")
+
+
+def register_protocol(name: str) -> Callable[[ProtocolTasks], ProtocolTasks]:
+    """Decorator: register a protocol's task maker under ``name``."""
+    return PROTOCOLS.register(name)
+
+
 def make_tasks(spec: ProtocolSpec, datasets: Mapping[str, IQADataset], seed: int) -> list[Task]:
     """All tasks of one protocol over the loaded datasets (datasets not loaded are skipped)."""
-    from synthiqa.datasets import splits as S
+    return PROTOCOLS.get(spec.name)(spec, datasets, seed)
 
-    if spec.name == "cross":
-        if spec.train not in datasets:
-            return []
-        source = datasets[spec.train]
-        tasks = []
-        for name in spec.test or [n for n in datasets if n != spec.train]:
-            if name not in datasets:
-                continue
-            split = S.cross_dataset(source, datasets[name], val_ratio=spec.val_fraction, seed=seed)
-            train, val, test = S.apply_split(source, split, test_dataset=datasets[name])
-            tasks.append(Task(spec.label, name, split.name, spec.train, train, val, test))
-        return tasks
-    tasks: list[Task] = []
-    for name, ds in datasets.items():
-        if spec.datasets and name not in spec.datasets:
+
+def _per_dataset(spec: ProtocolSpec, datasets: Mapping[str, IQADataset]) -> list[IQADataset]:
+    return [ds for name, ds in datasets.items() if not spec.datasets or name in spec.datasets]
+
+
+@register_protocol("intra")
+def intra_tasks(spec: ProtocolSpec, datasets: Mapping[str, IQADataset], seed: int) -> list[Task]:
+    """``n_splits`` reference-disjoint splits of each dataset."""
+    return [task for ds in _per_dataset(spec, datasets)
+            for task in _from_splits(spec, ds, S.reference_disjoint_splits(
+                ds, n_splits=spec.n_splits, ratios=spec.ratios, seed=seed))]
+
+
+@register_protocol("cross")
+def cross_tasks(spec: ProtocolSpec, datasets: Mapping[str, IQADataset], seed: int) -> list[Task]:
+    """Train on ``spec.train`` (selecting on a scene-disjoint ``val_fraction``), test on each other set."""
+    if spec.train not in datasets:
+        return []
+    source = datasets[spec.train]
+    tasks = []
+    for name in spec.test or [n for n in datasets if n != spec.train]:
+        if name not in datasets:
             continue
-        if spec.name == "intra":
-            splits = S.reference_disjoint_splits(ds, n_splits=spec.n_splits, ratios=spec.ratios, seed=seed)
-        elif spec.name == "loto":
-            if not any(r.dist_type for r in ds.records):
-                continue
-            splits = S.leave_one_type_out(ds)
-        else:
-            splits = S.leave_one_reference_out(ds)
-        tasks += _from_splits(spec, ds, splits)
+        split = S.cross_dataset(source, datasets[name], val_ratio=spec.val_fraction, seed=seed)
+        train, val, test = S.apply_split(source, split, test_dataset=datasets[name])
+        tasks.append(Task(spec.label, name, split.name, spec.train, train, val, test))
     return tasks
+
+
+@register_protocol("loto")
+def loto_tasks(spec: ProtocolSpec, datasets: Mapping[str, IQADataset], seed: int) -> list[Task]:
+    """Leave one distortion type out, on each dataset with types."""
+    return [task for ds in _per_dataset(spec, datasets) if any(r.dist_type for r in ds.records)
+            for task in _from_splits(spec, ds, S.leave_one_type_out(ds))]
+
+
+@register_protocol("loro")
+def loro_tasks(spec: ProtocolSpec, datasets: Mapping[str, IQADataset], seed: int) -> list[Task]:
+    """Leave one reference (scene) out, on each dataset."""
+    return [task for ds in _per_dataset(spec, datasets)
+            for task in _from_splits(spec, ds, S.leave_one_reference_out(ds))]

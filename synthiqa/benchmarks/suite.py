@@ -56,11 +56,12 @@ import numpy as np
 import pandas as pd
 
 from synthiqa.atomic import atomic_path, atomic_write_text
+from synthiqa.evaluation import type_members
 from synthiqa.benchmarks.metrics import cluster_metrics, quality_metrics
 from synthiqa.benchmarks.protocols import ProtocolSpec, Task, make_tasks
 from synthiqa.datasets.records import IQADataset, IQARecord
 from synthiqa.errors import ConfigError, SynthiqaError
-from synthiqa.evaluation import type_members
+from synthiqa.registry import Registry
 
 RESULT_COLUMNS = ("model", "dataset", "protocol", "split", "subset", "dist_type", "metric", "mode", "value",
                   "ci_low", "ci_high", "n")
@@ -223,22 +224,29 @@ STANDARD_SUITE: dict[str, Any] = {
     ],
 }
 
-BUILTIN_SUITES = {"quick": QUICK_SUITE, "standard": STANDARD_SUITE}
+#: The built-in suites by name: a suite dict, or a bundled YAML file (``suites/NAME.yaml``).
+SUITES: Registry[dict[str, Any] | Path] = Registry("suite")
+SUITES.register("quick", QUICK_SUITE)
+SUITES.register("standard", STANDARD_SUITE)
+for _path in sorted((Path(__file__).parent / "suites").glob("*.yaml")):
+    SUITES.register(_path.stem, _path)
 
 
 def load_suite(source: str | Path) -> Suite:
-    """A built-in suite by name (``quick``), a suite YAML file, or a folder written by ``synthiqa
-    experiments`` (``experiments_suite`` with its defaults); one-line error when unreadable."""
+    """A built-in suite by name (``quick``, ``standard``, ``kodak_methods``), a suite YAML file, or a folder
+    written by ``synthiqa experiments`` (``experiments_suite`` with its defaults); one-line error when
+    unreadable."""
     from synthiqa.models.ceniqa.experiments import is_experiments_folder
     from synthiqa.models.method_config import read_yaml
 
-    if str(source) in BUILTIN_SUITES:
-        return Suite.from_dict(BUILTIN_SUITES[str(source)])
-    path = Path(source)
+    builtin = SUITES.get(str(source)) if str(source) in SUITES else None
+    if isinstance(builtin, dict):
+        return Suite.from_dict(builtin)
+    path = Path(source) if builtin is None else builtin
     if is_experiments_folder(path):
         return experiments_suite(path)
     if not path.is_file():
-        raise ConfigError(f"{path}: suite file not found (built-in suites: {', '.join(BUILTIN_SUITES)})")
+        raise ConfigError(f"{path}: suite file not found (built-in suites: {', '.join(SUITES.list())})")
     data = read_yaml(path, "suite YAML")
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: a suite YAML must be a mapping with models, datasets, protocols")
@@ -387,10 +395,10 @@ def _load_datasets(suite: Suite, log: Any) -> dict[str, IQADataset]:
 
 
 def _make_model(spec: ModelSpec, seed: int) -> Any:
-    from synthiqa.models.registry import _MODELS, create_model
+    from synthiqa.models.registry import MODELS, create_model
 
     options = dict(spec.options)
-    factory = _MODELS.get(spec.name)
+    factory = MODELS.get(spec.name).build if spec.name in MODELS else None
     if factory is not None and "seed" not in options:
         try:
             params = inspect.signature(factory).parameters

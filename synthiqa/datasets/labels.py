@@ -4,11 +4,11 @@ Both labels are per-image deterministic functions (of the chain, or of the image
 shards, resumed runs and merged runs give the same values.
 
 ``level_quality`` (0..100, higher is better): the pristine image is 100. One distortion step has quality
-``q`` = the CENIQA guide's range for its type at its severity under ``basic8``
-(``synthiqa.distortions.basic8.severity_quality(name, level / 5)``), and ``q = 100 - 16 * level``
-(84 at level 1 .. 20 at level 5) under any other profile. A chain multiplies its steps' qualities
-as fractions: ``100 * prod(q_i / 100)``. The multiplicative rule for chains is a heuristic, not fitted to
-human scores.
+``q`` = the profile's own law where it has one (``Profile.step_quality``; ``basic8``: the CENIQA guide's
+range for its type at its severity, ``synthiqa.distortions.basic8.severity_quality(name, level / 5)``),
+and ``q = 100 - 16 * level`` (84 at level 1 .. 20 at level 5) under any other profile. A chain multiplies
+its steps' qualities as fractions: ``100 * prod(q_i / 100)``. The multiplicative rule for chains is a
+heuristic, not fitted to human scores.
 
 ``fr_pseudo_mos`` (0..100, higher is better): four full-reference metrics from piq that need no weights,
 computed batched on the images' device: HaarPSI (higher is better), MDSI with ``combination="sum"``
@@ -29,6 +29,7 @@ import torch
 
 from synthiqa.datasets.records import ScoreInfo
 from synthiqa.distortions.chains import ChainOp
+from synthiqa.distortions.registry import get_profile
 from synthiqa.errors import ConfigError
 
 LEVEL_QUALITY = "level_quality"
@@ -131,10 +132,9 @@ def primary_label(families: Sequence[str]) -> str:
 
 def step_quality(name: str, level: float, profile: str) -> float:
     """Quality (0..100) of one step at a level in [1, 5]; see the module docstring."""
-    if profile == "basic8":
-        from synthiqa.distortions.basic8 import severity_quality
-
-        return float(severity_quality(name, level / 5.0))
+    law = get_profile(profile).step_quality
+    if law is not None:
+        return float(law(name, float(level)))
     return 100.0 - QUALITY_PER_LEVEL * float(level)
 
 

@@ -1,5 +1,8 @@
 """Dataset loaders in timm's style: ``@register_dataset`` registers a loader, ``load_dataset`` builds one.
 
+The kinds live in one ``Registry`` (``DATASET_KINDS``); the built-in ones are the modules of
+``synthiqa/datasets/kinds/``.
+
 A loader is a function ``loader(root, *, option=...) -> IQADataset`` that reads a label file, checks that
 every listed image exists (without decoding it) and returns one ``IQARecord`` per rated image. The helpers
 below are shared by the loaders: they keep every path inside the dataset root and turn many small
@@ -8,7 +11,6 @@ problems (missing images, bad scores) into one error line that names the file an
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 from collections.abc import Callable, Iterable, Sequence
@@ -21,6 +23,7 @@ import pandas as pd
 
 from synthiqa.datasets.records import IQADataset, ScoreInfo
 from synthiqa.errors import DatasetError
+from synthiqa.registry import Registry
 
 #: How many offending items an error message lists before ``...``.
 SHOWN_PROBLEMS = 3
@@ -46,7 +49,8 @@ class DatasetKind:
     description: str
 
 
-_KINDS: dict[str, DatasetKind] = {}
+#: Every registered dataset kind by name.
+DATASET_KINDS: Registry[DatasetKind] = Registry("dataset kind", "synthiqa.datasets.kinds", DatasetError)
 
 
 def register_dataset(kind: str, score_info: ScoreInfo | None = None,
@@ -59,30 +63,20 @@ def register_dataset(kind: str, score_info: ScoreInfo | None = None,
 
     def decorate(loader: Loader) -> Loader:
         doc = description or (inspect.getdoc(loader) or "").split("\n", 1)[0]
-        _KINDS[kind] = DatasetKind(kind, loader, score_info, doc)
+        DATASET_KINDS.register(kind, DatasetKind(kind, loader, score_info, doc))
         return loader
 
     return decorate
 
 
-def _ensure_builtin() -> None:
-    from synthiqa.datasets import csv_dataset, generated, kadid, live  # noqa: F401  (registers the kinds)
-
-
 def list_dataset_kinds() -> list[str]:
     """Names accepted by ``load_dataset``, sorted."""
-    _ensure_builtin()
-    return sorted(_KINDS)
+    return DATASET_KINDS.list()
 
 
 def get_dataset_kind(kind: str) -> DatasetKind:
     """The registered kind; a one-line error with suggestions for an unknown one."""
-    _ensure_builtin()
-    if kind in _KINDS:
-        return _KINDS[kind]
-    close = difflib.get_close_matches(kind, list(_KINDS), n=3, cutoff=0.5)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise DatasetError(f"unknown dataset kind {kind!r}{hint}; choose one of: {', '.join(sorted(_KINDS))}")
+    return DATASET_KINDS.get(kind)
 
 
 def load_dataset(kind: str, root: str | os.PathLike, **options: Any) -> IQADataset:

@@ -10,8 +10,10 @@ tables linearly. ``severity_quality`` turns a (type, severity) into the guide's 
 
 from __future__ import annotations
 
+# the modules defining the eight distortions given ``basic8`` tables below
+from synthiqa.distortions import blur, brightness, color, compression, noise, sharpness, spatial  # noqa: F401
 from synthiqa.distortions.base import NUM_LEVELS, LevelTable
-from synthiqa.distortions.registry import add_level_table, resolve_name
+from synthiqa.distortions.registry import Profile, add_level_table, register_profile, resolve_name
 from synthiqa.errors import DistortionInputError
 
 MIN_SEVERITY = 0.2
@@ -98,5 +100,16 @@ def severity_quality(name: str, severity: float) -> float:
     return max(_reference_quality(s), QUALITY_FLOORS[canonical] + TAIL_SLOPE * (1.0 - s))
 
 
+def step_quality(name: str, level: float) -> float:
+    """The ``basic8`` label of one step at a level in [1, 5]: ``severity_quality(name, level / 5)``."""
+    return float(severity_quality(name, level / NUM_LEVELS))
+
+
+BASIC8 = register_profile(Profile(
+    name="basic8",
+    description="the eight basic types of the CENIQA distorted-dataset guide, severity 0.2-1.0 = level 1-5",
+    members=tuple(BASIC8_TABLES),  # the guide's order
+    step_quality=step_quality,
+))
 for _name, _table in BASIC8_TABLES.items():
     add_level_table(_name, "basic8", _table)

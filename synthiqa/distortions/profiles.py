@@ -1,4 +1,5 @@
-"""The built-in profiles. A profile is data: which distortions, which tables, which chain rules."""
+"""The built-in profiles. A profile is data: which distortions, which tables, which chain rules.
+``basic8`` is defined with its tables and label law in ``basic8.py``."""
 
 from synthiqa.distortions.registry import Profile, register_profile
 
@@ -10,10 +11,4 @@ KADID = register_profile(Profile(
 ARNIQA = register_profile(Profile(
     name="arniqa",
     description="ARNIQA's 24 distortions, values and level order (its degradation model)",
-))
-BASIC8 = register_profile(Profile(
-    name="basic8",
-    description="the eight basic types of the CENIQA distorted-dataset guide, severity 0.2-1.0 = level 1-5",
-    members=("gaussian_blur", "motion_blur", "white_noise", "jpeg", "color_saturation_hsv",
-             "nonlinear_contrast_change", "darken", "pixelate"),  # the guide's order; tables in basic8.py
 ))

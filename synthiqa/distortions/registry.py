@@ -1,16 +1,18 @@
-"""One registry of distortions and profiles, in timm's style: a decorator registers, a factory builds."""
+"""The distortions and profiles: two ``synthiqa.registry.Registry`` instances, in timm's style (a decorator
+registers, a factory builds). Built-ins are the modules of this package, imported on the first lookup."""
 
 from __future__ import annotations
 
-import difflib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cache
 
 from synthiqa.distortions.base import ANY_PROFILE, EXTRA_GROUP, GROUPS, Distortion, LevelTable
 from synthiqa.errors import DistortionInputError
+from synthiqa.registry import Registry
 
-_DISTORTIONS: dict[str, type[Distortion]] = {}
-_ALIASES: dict[str, str] = {}
+#: Every registered ``Distortion`` subclass by name (and alias); built-ins: this package's modules.
+DISTORTIONS: Registry[type[Distortion]] = Registry("distortion", "synthiqa.distortions", DistortionInputError)
 _EXTRA_TABLES: dict[tuple[str, str], LevelTable] = {}
 
 
@@ -26,6 +28,9 @@ class Profile:
         pristine_prob: probability that a sampled chain is empty (ARNIQA: 0.05).
         level_sigma: half-Gaussian width of the level probabilities P(i) ~ exp(-i^2 / (2 sigma^2)).
         members: explicit member list; empty means every distortion with a table for this profile.
+        step_quality: ``step_quality(name, level) -> quality`` (0..100, level in [1, 5]) where the profile
+            defines its own label law (``basic8``: the guide's ranges); None for the generic level law of
+            ``synthiqa.datasets.labels``.
     """
 
     name: str
@@ -35,32 +40,25 @@ class Profile:
     pristine_prob: float = 0.05
     level_sigma: float = 2.5
     members: tuple[str, ...] = field(default_factory=tuple)
+    step_quality: Callable[[str, float], float] | None = None
 
 
-_PROFILES: dict[str, Profile] = {}
+#: Every registered profile by name; the built-ins are in ``profiles.py``.
+PROFILES: Registry[Profile] = Registry("profile", "synthiqa.distortions", DistortionInputError)
 
 
 def register_profile(profile: Profile) -> Profile:
     """Register (or replace) a profile."""
-    _PROFILES[profile.name] = profile
-    _instance.cache_clear()
-    return profile
+    return PROFILES.register(profile.name, profile)
 
 
 def get_profile(name: str) -> Profile:
     """The profile called ``name``; a one-line error for an unknown one."""
-    _ensure_builtin()
-    try:
-        return _PROFILES[name]
-    except KeyError:
-        raise DistortionInputError(
-            f"unknown profile {name!r}; choose one of: {', '.join(sorted(_PROFILES))}"
-        ) from None
+    return PROFILES.get(name)
 
 
 def list_profiles() -> list[str]:
-    _ensure_builtin()
-    return sorted(_PROFILES)
+    return PROFILES.list()
 
 
 def register_distortion(cls: type[Distortion]) -> type[Distortion]:
@@ -70,44 +68,29 @@ def register_distortion(cls: type[Distortion]) -> type[Distortion]:
             raise TypeError(f"{cls.__name__} must set the class attribute {attr!r}")
     if cls.group not in GROUPS and cls.group != EXTRA_GROUP:
         raise TypeError(f"{cls.__name__}.group must be one of {GROUPS + (EXTRA_GROUP,)}, got {cls.group!r}")
-    _DISTORTIONS[cls.name] = cls
-    for alias in cls.aliases:
-        _ALIASES[alias] = cls.name
-    _instance.cache_clear()
-    return cls
+    return DISTORTIONS.register(cls.name, cls, aliases=cls.aliases)
 
 
 def unregister_distortion(name: str) -> None:
     """Remove a registered distortion (and its aliases and added tables); for plugins and tests."""
-    cls = _DISTORTIONS.pop(resolve_name(name))
-    for alias in cls.aliases:
-        _ALIASES.pop(alias, None)
+    cls = DISTORTIONS.unregister(name)
     for key in [k for k in _EXTRA_TABLES if k[0] == cls.name]:
         del _EXTRA_TABLES[key]
-    _instance.cache_clear()
 
 
 def add_level_table(name: str, profile: str, table: LevelTable) -> None:
     """Give an existing distortion a level table for another profile without touching its code."""
-    _ensure_builtin()
     _EXTRA_TABLES[(resolve_name(name), profile)] = table
     _instance.cache_clear()
 
 
 def resolve_name(name: str) -> str:
     """Canonical name for a registered name or alias; a one-line error with suggestions otherwise."""
-    _ensure_builtin()
-    if name in _DISTORTIONS:
-        return name
-    if name in _ALIASES:
-        return _ALIASES[name]
-    close = difflib.get_close_matches(name, list(_DISTORTIONS) + list(_ALIASES), n=3)
-    hint = f" (did you mean {', '.join(close)}?)" if close else ""
-    raise DistortionInputError(f"unknown distortion {name!r}{hint}")
+    return DISTORTIONS.resolve(name)
 
 
 def _table_for(name: str, profile: str) -> LevelTable | None:
-    cls = _DISTORTIONS[name]
+    cls = DISTORTIONS.get(name)
     if (name, profile) in _EXTRA_TABLES:
         return _EXTRA_TABLES[(name, profile)]
     if profile in cls.tables:
@@ -120,7 +103,7 @@ def _instance(name: str, profile: str) -> Distortion:
     table = _table_for(name, profile)
     if table is None:
         raise DistortionInputError(f"distortion {name!r} has no level table for profile {profile!r}")
-    return _DISTORTIONS[name](profile, table)
+    return DISTORTIONS.get(name)(profile, table)
 
 
 def get_distortion(name: str, profile: str = "kadid") -> Distortion:
@@ -130,7 +113,7 @@ def get_distortion(name: str, profile: str = "kadid") -> Distortion:
 
 
 def _order_key(name: str) -> tuple[int, int, str]:
-    cls = _DISTORTIONS[name]
+    cls = DISTORTIONS.get(name)
     return (cls.group == EXTRA_GROUP, cls.kadid_id if cls.kadid_id is not None else 99, name)
 
 
@@ -141,12 +124,12 @@ def list_distortions(profile: str = "kadid", include_extra: bool = False) -> lis
         names = [resolve_name(n) for n in prof.members]
     else:
         names = sorted(
-            (n for n, c in _DISTORTIONS.items()
+            (n for n, c in DISTORTIONS.items()
              if c.group != EXTRA_GROUP and (profile in c.tables or (n, profile) in _EXTRA_TABLES)),
             key=_order_key,
         )
     if include_extra:
-        names += sorted((n for n, c in _DISTORTIONS.items() if c.group == EXTRA_GROUP), key=_order_key)
+        names += sorted((n for n, c in DISTORTIONS.items() if c.group == EXTRA_GROUP), key=_order_key)
     return names
 
 
@@ -154,18 +137,10 @@ def distortion_groups(profile: str = "kadid", include_extra: bool = False) -> di
     """Group name -> member names, for the profile, in ``GROUPS`` order."""
     groups: dict[str, list[str]] = {}
     for name in list_distortions(profile, include_extra):
-        groups.setdefault(_DISTORTIONS[name].group, []).append(name)
+        groups.setdefault(DISTORTIONS.get(name).group, []).append(name)
     order = {g: i for i, g in enumerate(GROUPS + (EXTRA_GROUP,))}
     return dict(sorted(groups.items(), key=lambda kv: order[kv[0]]))
 
 
-_BUILTIN_LOADED = False
-
-
-def _ensure_builtin() -> None:
-    """Import the built-in distortion and profile modules once (they register themselves)."""
-    global _BUILTIN_LOADED
-    if _BUILTIN_LOADED:
-        return
-    _BUILTIN_LOADED = True
-    from synthiqa.distortions import _builtin  # noqa: F401
+DISTORTIONS.on_change(_instance.cache_clear)
+PROFILES.on_change(_instance.cache_clear)

@@ -1,25 +1,27 @@
-"""Registries in timm's style for quality models (predictors) and trainable methods.
+"""The models: one ``Registry`` of model cards, in timm's style (a card per model, one factory).
 
 * A **predictor** is anything that scores images, higher is better: a trained network, a classical
-  baseline, a full-reference metric. ``@register_model(name)`` registers a factory;
-  ``create_model(name, **options)`` builds one. The benchmark harness only talks to this interface.
-* A **method** is a trainable model family (``ceniqa``, ``arniqa``, ``trcnn``, ``sind``):
-  ``register_method`` gives ``synthiqa train --method NAME`` its training function and
+  baseline, a full-reference metric. ``create_model(name, **options)`` builds one from its card; the
+  benchmark harness only talks to this interface.
+* A **method** is a model whose card can also train (``ceniqa``, ``arniqa``, ``trcnn``, ``sind``): the card
+  gives ``synthiqa train --method NAME`` its config class and training function, and
   ``load_predictor(checkpoint)`` its loader (dispatching on the checkpoint's ``method`` entry).
+
+Built-in cards are registered by the modules of this package (imported on the first lookup).
 """
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, overload, runtime_checkable
 
 import numpy as np
 
 from synthiqa.datasets.records import IQARecord
 from synthiqa.errors import ConfigError, SynthiqaError
+from synthiqa.registry import Registry
 
 
 @runtime_checkable
@@ -46,66 +48,83 @@ class QualityPredictor(Protocol):
         """Feature vectors ``[N, D]`` for t-SNE and clustering, or None if the model has none."""
 
 
-_MODELS: dict[str, Callable[..., QualityPredictor]] = {}
+@dataclass(frozen=True)
+class ModelCard:
+    """Everything the package knows about one model.
+
+    Attributes:
+        name: registry name (``--model``, ``--method``, suite entries, checkpoints' ``method``).
+        build: ``build(**options) -> QualityPredictor`` (a predictor class or a factory function).
+        config: the method's configuration dataclass (``MethodConfig``), or None for untrained models.
+        train: ``train(options, data, out) -> checkpoint path`` (``synthiqa train``), or None.
+        load: ``load(checkpoint path) -> QualityPredictor``, or None.
+        description: one line.
+    """
+
+    name: str
+    build: Callable[..., QualityPredictor]
+    config: type | None = None
+    train: Callable[..., Path] | None = None
+    load: Callable[[Path], QualityPredictor] | None = None
+    description: str = ""
+
+    @property
+    def trainable(self) -> bool:
+        """True for methods (``synthiqa train --method NAME``)."""
+        return self.train is not None
 
 
-def register_model(name: str) -> Callable[[Callable[..., QualityPredictor]], Callable[..., QualityPredictor]]:
-    """Decorator: register a predictor factory (a class or a function returning a predictor)."""
+#: Every model card by name; built-ins: the modules of ``synthiqa.models``.
+MODELS: Registry[ModelCard] = Registry("model", "synthiqa.models", ConfigError)
+
+
+@overload
+def register_model(name: str, build: Callable[..., QualityPredictor], **card: Any) -> ModelCard: ...
+
+
+@overload
+def register_model(name: str, build: None = None, **card: Any
+                   ) -> Callable[[Callable[..., QualityPredictor]], Callable[..., QualityPredictor]]: ...
+
+
+def register_model(name: str, build: Callable[..., QualityPredictor] | None = None, **card: Any):
+    """Register the card of model ``name`` (``card``: ``config``, ``train``, ``load``, ``description``).
+    Without ``build``, a decorator for the predictor class or factory (which it returns unchanged)."""
+    if build is not None:
+        return MODELS.register(name, ModelCard(name, build, **card))
 
     def deco(factory: Callable[..., QualityPredictor]) -> Callable[..., QualityPredictor]:
-        _MODELS[name] = factory
+        MODELS.register(name, ModelCard(name, factory, **card))
         return factory
 
     return deco
 
 
-def _ensure_builtin() -> None:
-    from synthiqa.models import _builtin  # noqa: F401
+def get_model_card(name: str) -> ModelCard:
+    """The card of ``name``; a one-line error with suggestions if unknown."""
+    return MODELS.get(name)
 
 
 def list_models() -> list[str]:
-    _ensure_builtin()
-    return sorted(_MODELS)
+    return MODELS.list()
 
 
 def create_model(name: str, **options: Any) -> QualityPredictor:
     """Build the predictor registered as ``name`` with ``options``; one-line error if unknown."""
-    _ensure_builtin()
-    if name not in _MODELS:
-        close = difflib.get_close_matches(name, list(_MODELS), n=3)
-        hint = f" (did you mean {', '.join(close)}?)" if close else ""
-        raise ConfigError(f"unknown model {name!r}{hint}; known: {', '.join(sorted(_MODELS))}")
-    return _MODELS[name](**options)
-
-
-@dataclass(frozen=True)
-class Method:
-    """A trainable method: ``train(options, data, out) -> checkpoint path``; ``load(path) -> predictor``."""
-
-    name: str
-    train: Callable[..., Path]
-    load: Callable[[Path], QualityPredictor]
-    description: str = ""
-
-
-_METHODS: dict[str, Method] = {}
-
-
-def register_method(method: Method) -> Method:
-    _METHODS[method.name] = method
-    return method
-
-
-def get_method(name: str) -> Method:
-    _ensure_builtin()
-    if name not in _METHODS:
-        raise ConfigError(f"unknown method {name!r}; known: {', '.join(sorted(_METHODS))}")
-    return _METHODS[name]
+    return get_model_card(name).build(**options)
 
 
 def list_methods() -> list[str]:
-    _ensure_builtin()
-    return sorted(_METHODS)
+    """The trainable models (``synthiqa train --method``)."""
+    return [name for name, card in sorted(MODELS.items()) if card.trainable]
+
+
+def get_method(name: str) -> ModelCard:
+    """The card of a trainable model; a one-line error for an unknown or untrainable one."""
+    card = MODELS.get(name)
+    if not card.trainable:
+        raise ConfigError(f"model {name!r} is not trainable; methods: {', '.join(list_methods())}")
+    return card
 
 
 def load_predictor(checkpoint: str | Path) -> QualityPredictor:
@@ -122,4 +141,6 @@ def load_predictor(checkpoint: str | Path) -> QualityPredictor:
     method = state.get("method") if isinstance(state, dict) else None
     if method is None:
         raise SynthiqaError(f"{path}: checkpoint has no 'method' entry")
-    return get_method(str(method)).load(path)
+    card = get_method(str(method))
+    assert card.load is not None
+    return card.load(path)

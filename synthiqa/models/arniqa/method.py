@@ -60,7 +60,7 @@ from synthiqa.models.components.ridge import (
 from synthiqa.models.data import LabelSpace, fit_min_side, read_rgb
 from synthiqa.models.inference import quality_metrics
 from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
-from synthiqa.models.registry import Method, register_method, register_model
+from synthiqa.models.registry import register_model
 from synthiqa.models.training.distributed import (
     barrier,
     gather_in_order,
@@ -523,7 +523,6 @@ def _metrics(pred: np.ndarray, records: Sequence[IQARecord]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- predictor
-@register_model(METHOD)
 class ARNIQAPredictor:
     """ARNIQA behind the ``QualityPredictor`` interface.
 
@@ -594,7 +593,7 @@ class ARNIQAPredictor:
         return self._features(records).mean(1)
 
 
-register_method(Method(
-    name=METHOD, train=train_arniqa, load=ARNIQAPredictor.from_checkpoint,
+register_model(
+    METHOD, ARNIQAPredictor, config=ARNIQAConfig, train=train_arniqa, load=ARNIQAPredictor.from_checkpoint,
     description="self-supervised distortion-manifold encoder (NT-Xent on same-chain pairs) + Ridge",
-))
+)

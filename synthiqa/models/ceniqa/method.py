@@ -70,7 +70,7 @@ from synthiqa.models.components.losses import (
 from synthiqa.models.components.regressors import create_regressor
 from synthiqa.models.data import LabelSpace, RecordImages, SceneBatchSampler, collate
 from synthiqa.models.inference import Outputs, evaluate_outputs, records_scores, run_model
-from synthiqa.models.registry import Method, register_method, register_model
+from synthiqa.models.registry import register_model
 from synthiqa.models.training.distributed import RankSlice, is_main_process, round_to_ranks
 from synthiqa.models.training.loop import LoopSettings, load_checkpoint, run_training
 from synthiqa.models.training.onthefly import PARTS, ReferenceParts, split_references
@@ -777,7 +777,6 @@ def _json_default(v: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- predictor
-@register_model(METHOD)
 class CENIQAPredictor:
     """CENIQA behind the ``QualityPredictor`` interface: ``fit`` trains in memory on the records (no
     files written), ``predict`` gives scores in [0, 1] (higher is better), ``embed`` the embeddings.
@@ -873,7 +872,7 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, label: str | None = N
     return evaluate_outputs(out, labels.types)
 
 
-register_method(Method(
-    name=METHOD, train=train_ceniqa, load=CENIQAPredictor.from_checkpoint,
+register_model(
+    METHOD, CENIQAPredictor, config=CENIQAConfig, train=train_ceniqa, load=CENIQAPredictor.from_checkpoint,
     description="cluster-enhanced neural IQA: backbone + DCT/patch features, GMM posteriors, 3 stages",
-))
+)

@@ -22,8 +22,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from synthiqa.models.registry import Method, register_method, register_model
-from synthiqa.models.trcnn.method import TRCNNPredictor, train_regressor
+from synthiqa.models.registry import register_model
+from synthiqa.models.trcnn.method import TRCNNConfig, TRCNNPredictor, train_regressor
 
 METHOD = "sind"
 
@@ -40,13 +40,12 @@ def load_sind(path: Path) -> Any:
     return TRCNNPredictor.from_checkpoint(path, method=METHOD)
 
 
-@register_model(METHOD)
 def sind_predictor(preset: str = "default", **overrides: Any) -> Any:
     """A TRCNN predictor trained the SIND way (scene sampling and scene alignment by default)."""
     return TRCNNPredictor(preset=preset, method=METHOD, **{**SIND_DEFAULTS, **overrides})
 
 
-register_method(Method(
-    name=METHOD, train=train_sind, load=load_sind,
+register_model(
+    METHOD, sind_predictor, config=TRCNNConfig, train=train_sind, load=load_sind,
     description="scene-invariant training (scene sampling, per-scene scale-shift alignment) of TRCNN",
-))
+)

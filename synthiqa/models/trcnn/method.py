@@ -40,7 +40,7 @@ from synthiqa.models.components.losses import sind_loss
 from synthiqa.models.data import LabelSpace, LocalGlobalImages, RecordImages, SceneSampler, collate
 from synthiqa.models.inference import Outputs, evaluate_outputs, run_model
 from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
-from synthiqa.models.registry import Method, register_method, register_model
+from synthiqa.models.registry import register_model
 from synthiqa.models.training.distributed import RankSlice, barrier, is_main_process, round_to_ranks
 from synthiqa.models.training.loop import LoopSettings, load_checkpoint, run_training
 from synthiqa.models.training.onthefly import eval_set, split_references
@@ -505,7 +505,6 @@ def _json_default(v: Any) -> Any:
 
 
 # ---------------------------------------------------------------------------------------- predictor
-@register_model(METHOD)
 class TRCNNPredictor:
     """TRCNN (or SIND) behind the ``QualityPredictor`` interface: ``fit`` trains in memory, ``predict``
     gives scores in [0, 1] (higher is better, mean over the evaluation views), ``embed`` the quality-token
@@ -571,7 +570,7 @@ class TRCNNPredictor:
         return self._outputs(records).embeddings
 
 
-register_method(Method(
-    name=METHOD, train=train_trcnn, load=TRCNNPredictor.from_checkpoint,
+register_model(
+    METHOD, TRCNNPredictor, config=TRCNNConfig, train=train_trcnn, load=TRCNNPredictor.from_checkpoint,
     description="CNN feature map + transformer over patch tokens with a quality token; MSE + ranking",
-))
+)
