@@ -378,9 +378,9 @@ def evaluate_command(
     from rich.table import Table
 
     from synthiqa.atomic import atomic_write_text
+    from synthiqa.benchmarks.evaluation import evaluate_predictions
     from synthiqa.datasets.spec import load_data_spec
     from synthiqa.errors import ConfigError, DatasetError
-    from synthiqa.evaluation import evaluate_predictions
 
     if logistic not in ("4pl", "5pl", "none"):
         raise ConfigError(f"--logistic must be 4pl, 5pl or none, got {logistic!r}")

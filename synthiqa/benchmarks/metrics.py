@@ -1,5 +1,8 @@
 """IQA metrics as pure functions of arrays: correlations, errors, cluster agreement, bootstrap intervals.
 
+The coefficients themselves are ``synthiqa.stats`` (shared with the methods); this module adds the
+logistic-fitted values, bootstrap intervals and cluster agreement tables.
+
 Conventions (see ``spec/evaluation.md`` §1.1): SRCC and KRCC on raw scores; PLCC and RMSE both raw and
 after a logistic fit (``benchmarks.logistic``). Every value carries a ``mode``:
 
@@ -21,42 +24,7 @@ import numpy as np
 from scipy import stats
 
 from synthiqa.benchmarks.logistic import LogisticFit, fit_logistic
-
-
-def _clean(pred: np.ndarray, true: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    pred = np.asarray(pred, dtype=np.float64).ravel()
-    true = np.asarray(true, dtype=np.float64).ravel()
-    if pred.shape != true.shape:
-        raise ValueError(f"predictions and targets differ in length: {pred.size} vs {true.size}")
-    return pred, true
-
-
-def _degenerate(pred: np.ndarray, true: np.ndarray) -> bool:
-    return pred.size < 2 or np.ptp(pred) == 0 or np.ptp(true) == 0
-
-
-def srcc(pred: np.ndarray, true: np.ndarray) -> float:
-    """Spearman rank correlation; NaN when either side is constant or has fewer than 2 values."""
-    pred, true = _clean(pred, true)
-    return float("nan") if _degenerate(pred, true) else float(stats.spearmanr(pred, true)[0])
-
-
-def krcc(pred: np.ndarray, true: np.ndarray) -> float:
-    """Kendall rank correlation (tau-b); NaN when degenerate."""
-    pred, true = _clean(pred, true)
-    return float("nan") if _degenerate(pred, true) else float(stats.kendalltau(pred, true)[0])
-
-
-def plcc(pred: np.ndarray, true: np.ndarray) -> float:
-    """Pearson linear correlation; NaN when degenerate."""
-    pred, true = _clean(pred, true)
-    return float("nan") if _degenerate(pred, true) else float(stats.pearsonr(pred, true)[0])
-
-
-def rmse(pred: np.ndarray, true: np.ndarray) -> float:
-    """Root mean squared error, in the units of ``true``."""
-    pred, true = _clean(pred, true)
-    return float(np.sqrt(np.mean((pred - true) ** 2))) if pred.size else float("nan")
+from synthiqa.stats import _clean, cluster_purity, krcc, plcc, rmse, srcc
 
 
 @dataclass(frozen=True)
@@ -137,19 +105,6 @@ def quality_metrics(
     return out, fit
 
 
-def cluster_purity(clusters: np.ndarray, labels: np.ndarray) -> float:
-    """Fraction of items whose label is the majority label of their cluster (1.0 = every cluster pure)."""
-    clusters = np.asarray(clusters)
-    labels = np.asarray(labels)
-    if clusters.size == 0:
-        return float("nan")
-    total = 0
-    for c in np.unique(clusters):
-        _, counts = np.unique(labels[clusters == c], return_counts=True)
-        total += int(counts.max())
-    return total / clusters.size
-
-
 def cluster_metrics(clusters: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """Purity, normalised mutual information and adjusted Rand index of clusters against labels."""
     from sklearn.metrics import adjusted_rand_score, normalized_mutual_info_score
@@ -161,3 +116,7 @@ def cluster_metrics(clusters: np.ndarray, labels: np.ndarray) -> dict[str, float
         "nmi": float(normalized_mutual_info_score(labels, clusters)),
         "ari": float(adjusted_rand_score(labels, clusters)),
     }
+
+
+__all__ = ["MetricValue", "bootstrap_ci", "cluster_metrics", "cluster_purity", "krcc", "plcc",
+           "quality_metrics", "rmse", "srcc"]

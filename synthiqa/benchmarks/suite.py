@@ -56,7 +56,7 @@ import numpy as np
 import pandas as pd
 
 from synthiqa.atomic import atomic_path, atomic_write_text
-from synthiqa.evaluation import type_members
+from synthiqa.benchmarks.evaluation import type_members
 from synthiqa.benchmarks.metrics import cluster_metrics, quality_metrics
 from synthiqa.benchmarks.protocols import ProtocolSpec, Task, make_tasks
 from synthiqa.datasets.records import IQADataset, IQARecord

@@ -245,8 +245,3 @@ def params_to(params: Mapping[str, torch.Tensor], device: torch.device | str,
             out[k] = moved[start:start + v.numel()].view(v.shape)
             start += v.numel()
     return DeviceParams({k: out[k] for k in params}, host)
-
-
-def select_params(params: Mapping[str, torch.Tensor], index: torch.Tensor) -> dict[str, torch.Tensor]:
-    """The parameters of the samples in ``index`` (first dimension)."""
-    return {k: v.index_select(0, index.to(v.device)) for k, v in params.items()}

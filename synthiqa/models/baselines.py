@@ -443,7 +443,7 @@ class BRISQUE:
 
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
         """Grid-search C/gamma on ``val`` (or scene-grouped 3-fold CV on ``train``), then refit on train."""
-        from synthiqa.benchmarks.metrics import srcc
+        from synthiqa.stats import srcc
 
         if len(train) < 3:
             raise DatasetError(f"BRISQUE: need at least 3 training images, got {len(train)}")

@@ -20,10 +20,10 @@ import torch
 
 from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.records import IQARecord
+from synthiqa.datasets.references import IMAGE_SUFFIXES
 from synthiqa.errors import DatasetError, SynthiqaError
 from synthiqa.models.data import LabelSpace, RecordImages, collate, crop_origins, fit_min_side, read_rgb
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+from synthiqa.stats import cluster_purity, plcc, rmse, srcc
 
 
 @dataclass
@@ -91,8 +91,6 @@ def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
 
 def quality_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
     """SRCC, PLCC (raw, no logistic fit) and RMSE of ``pred`` against ``true`` (finite pairs only)."""
-    from synthiqa.benchmarks.metrics import plcc, rmse, srcc
-
     ok = np.isfinite(pred) & np.isfinite(true)
     p, t = pred[ok], true[ok]
     return {"srcc": srcc(p, t), "plcc": plcc(p, t), "rmse": rmse(p, t), "n": int(p.size)}
@@ -102,8 +100,6 @@ def cluster_summary(posteriors: np.ndarray | None, groups: np.ndarray | None,
                     min_fraction: float = 0.05) -> dict[str, float]:
     """Active clusters (holding >= ``min_fraction`` of the images) and purity against ``groups`` (ids
     >= 0; pristine and unknown, -1, are left out of the purity)."""
-    from synthiqa.benchmarks.metrics import cluster_purity
-
     if posteriors is None:
         return {}
     hard = posteriors.argmax(1)
@@ -137,7 +133,7 @@ def list_images(target: str | Path) -> list[Path]:
         raise SynthiqaError(f"{p}: no such image or folder")
     files = sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
     if not files:
-        raise SynthiqaError(f"{p}: no image files ({', '.join(IMAGE_SUFFIXES)}) found")
+        raise SynthiqaError(f"{p}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))}) found")
     return files
 
 

@@ -27,6 +27,7 @@ from synthiqa.datasets.generation.encoding import encode_image
 from synthiqa.datasets.generation.plan import Job, Task, WorkItem
 from synthiqa.datasets.manifest import CONFIG_FILE, PARTS_DIR, STATE_DIR, dumps, finalize_dataset, write_part
 from synthiqa.errors import ConfigError, DatasetError
+from synthiqa.version import __version__
 
 #: Finished WebDataset shards' records (``<shard>.json``: its parts and skipped references).
 SHARDS_DIR = f"{STATE_DIR}/shards"
@@ -132,11 +133,9 @@ def read_shard_records(out: Path) -> dict[str, dict[str, Any]]:
 def finalize(out: Path, record: dict[str, Any], skipped: Sequence[tuple[str, str]]) -> pd.DataFrame:
     """The final files of ``out`` from its records: every skipped reference (those given and those the
     finished shards recorded) goes into ``dataset.json``, once, sorted by file."""
-    from synthiqa import __version__ as version
-
     late = [tuple(s) for r in read_shard_records(out).values() for s in r.get("skipped", [])]
     merged = dict(sorted(dict([*skipped, *late]).items()))
-    return finalize_dataset(out, record, version, skipped=merged)
+    return finalize_dataset(out, record, __version__, skipped=merged)
 
 
 def copy_file(src: Path, dst: Path) -> None:

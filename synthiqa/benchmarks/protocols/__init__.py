@@ -7,8 +7,9 @@
 * ``loro``: leave one reference (scene) out.
 
 Splits come from ``synthiqa.datasets.splits`` and are keyed by image path, never by row index. Each
-protocol is one function ``tasks(spec, datasets, seed) -> list[Task]`` registered in ``PROTOCOLS``
-(``@register_protocol(name)``); ``make_tasks`` looks the spec's protocol up there.
+protocol is one module of this package with a function ``tasks(spec, datasets, seed) -> list[Task]``
+registered in ``PROTOCOLS`` (``@register_protocol(name)``); ``make_tasks`` looks the spec's protocol up
+there (the modules are imported on the first lookup).
 """
 
 from __future__ import annotations
@@ -131,7 +132,8 @@ def _cap(items: list, limit: int | None) -> list:
     return items if limit is None else items[:limit]
 
 
-def _from_splits(spec: ProtocolSpec, ds: IQADataset, splits: Sequence[Any]) -> list[Task]:
+def tasks_from_splits(spec: ProtocolSpec, ds: IQADataset, splits: Sequence[Any]) -> list[Task]:
+    """One ``Task`` per split of ``ds`` (the first ``spec.max_splits`` of them)."""
     tasks = []
     for split in _cap(list(splits), spec.max_splits):
         train, val, test = S.apply_split(ds, split)
@@ -142,7 +144,7 @@ def _from_splits(spec: ProtocolSpec, ds: IQADataset, splits: Sequence[Any]) -> l
 ProtocolTasks = Callable[[ProtocolSpec, Mapping[str, IQADataset], int], list[Task]]
 
 #: Every protocol by name: ``tasks(spec, datasets, seed) -> list[Task]``.
-PROTOCOLS: Registry[ProtocolTasks] = Registry("protocol")
+PROTOCOLS: Registry[ProtocolTasks] = Registry("protocol", "synthiqa.benchmarks.protocols")
 
 
 def register_protocol(name: str) -> Callable[[ProtocolTasks], ProtocolTasks]:
@@ -155,43 +157,6 @@ def make_tasks(spec: ProtocolSpec, datasets: Mapping[str, IQADataset], seed: int
     return PROTOCOLS.get(spec.name)(spec, datasets, seed)
 
 
-def _per_dataset(spec: ProtocolSpec, datasets: Mapping[str, IQADataset]) -> list[IQADataset]:
+def selected_datasets(spec: ProtocolSpec, datasets: Mapping[str, IQADataset]) -> list[IQADataset]:
+    """The datasets a per-dataset protocol runs on: ``spec.datasets``, or all of them."""
     return [ds for name, ds in datasets.items() if not spec.datasets or name in spec.datasets]
-
-
-@register_protocol("intra")
-def intra_tasks(spec: ProtocolSpec, datasets: Mapping[str, IQADataset], seed: int) -> list[Task]:
-    """``n_splits`` reference-disjoint splits of each dataset."""
-    return [task for ds in _per_dataset(spec, datasets)
-            for task in _from_splits(spec, ds, S.reference_disjoint_splits(
-                ds, n_splits=spec.n_splits, ratios=spec.ratios, seed=seed))]
-
-
-@register_protocol("cross")
-def cross_tasks(spec: ProtocolSpec, datasets: Mapping[str, IQADataset], seed: int) -> list[Task]:
-    """Train on ``spec.train`` (selecting on a scene-disjoint ``val_fraction``), test on each other set."""
-    if spec.train not in datasets:
-        return []
-    source = datasets[spec.train]
-    tasks = []
-    for name in spec.test or [n for n in datasets if n != spec.train]:
-        if name not in datasets:
-            continue
-        split = S.cross_dataset(source, datasets[name], val_ratio=spec.val_fraction, seed=seed)
-        train, val, test = S.apply_split(source, split, test_dataset=datasets[name])
-        tasks.append(Task(spec.label, name, split.name, spec.train, train, val, test))
-    return tasks
-
-
-@register_protocol("loto")
-def loto_tasks(spec: ProtocolSpec, datasets: Mapping[str, IQADataset], seed: int) -> list[Task]:
-    """Leave one distortion type out, on each dataset with types."""
-    return [task for ds in _per_dataset(spec, datasets) if any(r.dist_type for r in ds.records)
-            for task in _from_splits(spec, ds, S.leave_one_type_out(ds))]
-
-
-@register_protocol("loro")
-def loro_tasks(spec: ProtocolSpec, datasets: Mapping[str, IQADataset], seed: int) -> list[Task]:
-    """Leave one reference (scene) out, on each dataset."""
-    return [task for ds in _per_dataset(spec, datasets)
-            for task in _from_splits(spec, ds, S.leave_one_reference_out(ds))]
