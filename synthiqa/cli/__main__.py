@@ -1,0 +1,5 @@
+"""``python -m synthiqa.cli``."""
+
+from synthiqa.cli import main
+
+main()
