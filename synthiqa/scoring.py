@@ -23,7 +23,16 @@ import torch
 from torch import nn
 
 from synthiqa.datasets.records import DecodedImage, IQARecord
+from synthiqa.datasets.spec import load_data_spec
+from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DistortionInputError
+from synthiqa.models.predictor_io import (
+    checkpoint_method,
+    load_on_device,
+    predict_paths,
+    predictor_clusters,
+)
+from synthiqa.models.registry import create_model, list_methods
 
 #: Baselines and full-reference metrics: name -> (needs a reference, score range).
 _CLASSICAL: dict[str, tuple[bool, tuple[float, float]]] = {
@@ -44,8 +53,6 @@ Row = tuple[Any, float, "int | None"]
 def list_metrics() -> list[str]:
     """Every name ``create_metric`` accepts: the trained methods (with a checkpoint), ``niqe``,
     ``brisque`` and the full-reference metrics."""
-    from synthiqa.models.registry import list_methods
-
     return sorted({*list_methods(), *_CLASSICAL})
 
 
@@ -63,26 +70,15 @@ class Scorer:
 
     def __init__(self, name: str | None = None, checkpoint: str | Path | None = None, device: str = "auto",
                  **options: Any) -> None:
-        from synthiqa.devices import resolve_device
-        from synthiqa.models.registry import create_model, list_methods
-
         self.device = resolve_device(str(device)) if not isinstance(device, torch.device) else device
-        self.ceniqa = None
         if checkpoint is not None:
-            from synthiqa.models.predictor_io import checkpoint_method, load_on_device
-
             method = checkpoint_method(checkpoint)
             if name is not None and name != method:
                 raise ConfigError(f"{checkpoint}: a {method} checkpoint, not a {name} one")
             if options:
                 raise ConfigError(f"{method}: a checkpoint fixes every option; got {', '.join(options)}")
             self.name, self.needs_reference, self.score_range = method, False, (0.0, 1.0)
-            if method == "ceniqa":
-                from synthiqa.models.ceniqa.method import CENIQAPredictor
-
-                self.ceniqa = CENIQAPredictor.from_checkpoint(checkpoint).to(self.device)
-            else:
-                self.predictor = load_on_device(checkpoint, self.device)
+            self.predictor = load_on_device(checkpoint, self.device)
             return
         if name is None:
             raise ConfigError("give a metric name or a checkpoint")
@@ -103,8 +99,6 @@ class Scorer:
             self.predictor = create_model(name, device=str(self.device), **options)
 
     def _fit_brisque(self, data: Any) -> None:
-        from synthiqa.datasets.spec import load_data_spec
-
         if not data:
             raise ConfigError("brisque is fitted on rated images: give data=KIND:PATH (--option "
                               "data=KIND:PATH), e.g. a set made by synthiqa generate")
@@ -115,17 +109,9 @@ class Scorer:
         """(image, score, cluster or None) for every readable image (paths or ``DecodedImage`` s;
         ``references`` pairs each with its reference for full-reference metrics); unreadable ones are
         reported through ``warn`` and left out."""
-        from synthiqa.models.predictor_io import predict_paths
-
         if self.needs_reference and (references is None or any(r is None for r in references)):
             raise ConfigError(f"{self.name} is full-reference: every image needs its reference "
                               "(a dataset with a reference column, or metric(x, ref))")
-        if self.ceniqa is not None:
-            from synthiqa.models.inference import predict_files
-
-            c = self.ceniqa.config
-            return predict_files(self.ceniqa.model, list(images), c.image_size, c.test_crops, batch_size,
-                                 self.device, warn=warn)
         if references is None:
             return predict_paths(self.predictor, list(images), batch_size, warn=warn)
         records = [IQARecord(image=i, score=math.nan, score_norm=math.nan, reference=r)
@@ -133,22 +119,14 @@ class Scorer:
         return [(r.image, float(s), None) for r, s in zip(records, self.predictor.predict(records),
                                                            strict=True)]
 
-
-    def score_records(self, records: Sequence[IQARecord], batch_size: int = 32
-                      ) -> tuple[np.ndarray, np.ndarray | None]:
-        """Scores of dataset records (every image must be readable) and, for CENIQA, each image's
-        mixture cluster; the path ``synthiqa train`` and the harness evaluate with."""
+    def score_records(self, records: Sequence[IQARecord]) -> tuple[np.ndarray, np.ndarray | None]:
+        """Scores of dataset records (every image must be readable) and, for a predictor with a mixture
+        (``clusters(records)``, CENIQA), each image's cluster; the path the harness evaluates with."""
         if self.needs_reference and any(r.reference is None for r in records):
             raise ConfigError(f"{self.name} is full-reference: the dataset has images without a reference")
-        if self.ceniqa is not None:
-            from synthiqa.models.data import LabelSpace
-            from synthiqa.models.inference import records_scores
-
-            c = self.ceniqa.config
-            out = records_scores(self.ceniqa.model, records, LabelSpace.from_records(records), c.image_size,
-                                 c.test_crops, max(1, 2 * c.batch_size // c.test_crops), self.device)
-            return out.scores.astype(np.float64), out.clusters
-        return np.asarray(self.predictor.predict(list(records)), dtype=np.float64), None
+        records = list(records)
+        scores = np.asarray(self.predictor.predict(records), dtype=np.float64)
+        return scores, predictor_clusters(self.predictor, records)
 
 
 def _as_uint8(x: torch.Tensor, what: str) -> torch.Tensor:

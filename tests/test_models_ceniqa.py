@@ -327,7 +327,7 @@ def test_network_reads_whole_image_context(tmp_path):
 
     from synthiqa.datasets.records import IQARecord
     from synthiqa.models.data import RecordImages, collate
-    from synthiqa.models.inference import predict_files, records_scores, run_model
+    from synthiqa.models.inference import records_scores, run_model
 
     cfg = CENIQAConfig(**TINY)
     net = CENIQANet(cfg, n_types=2).eval()
@@ -356,8 +356,6 @@ def test_network_reads_whole_image_context(tmp_path):
                                rtol=1e-5)
     out = records_scores(net, records, LabelSpace.from_records(records), 64, 2, 2, torch.device("cpu"))
     np.testing.assert_allclose(out.scores, with_context.numpy(), rtol=1e-5)
-    rows = predict_files(net, [r.image for r in records], 64, 2, 2, torch.device("cpu"))
-    np.testing.assert_allclose([s for _, s, _ in rows], with_context.numpy(), rtol=1e-5)
 
 
 def test_bic_selection_pads_posteriors():

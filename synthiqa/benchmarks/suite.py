@@ -55,10 +55,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from synthiqa.atomic import atomic_path, atomic_write_text
+from synthiqa.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from synthiqa.benchmarks.evaluation import type_members
 from synthiqa.benchmarks.metrics import cluster_metrics, quality_metrics
 from synthiqa.benchmarks.protocols import ProtocolSpec, Task, make_tasks
+from synthiqa.datasets.generation.encoding import encode_image
 from synthiqa.datasets.records import IQADataset, IQARecord
 from synthiqa.errors import ConfigError, SynthiqaError
 from synthiqa.registry import Registry
@@ -349,10 +350,7 @@ def prepare_quick_dataset(folder: Path, seed: int) -> Path:
 
 
 def _write_png(path: Path, rgb: np.ndarray) -> None:
-    from PIL import Image
-
-    with atomic_path(path) as tmp:
-        Image.fromarray(rgb).save(tmp, format="PNG")
+    atomic_write_bytes(path, encode_image(np.ascontiguousarray(rgb), "png"))
 
 
 # --------------------------------------------------------------------------------------------------

@@ -25,7 +25,9 @@ from pathlib import Path
 import numpy as np
 
 from synthiqa.datasets.records import DecodedImage, IQARecord
+from synthiqa.datasets.references import IMAGE_SUFFIXES
 from synthiqa.errors import ConfigError, DatasetError
+from synthiqa.models.data import read_rgb
 from synthiqa.models.registry import register_model
 
 # --------------------------------------------------------------------------------------------------
@@ -33,17 +35,9 @@ from synthiqa.models.registry import register_model
 
 
 def load_rgb(path: str | Path | DecodedImage) -> np.ndarray:
-    """uint8 ``HxWx3`` RGB array of an image file (or of a ``DecodedImage``); one-line DatasetError if
-    unreadable."""
-    from PIL import Image, UnidentifiedImageError
-
-    if isinstance(path, DecodedImage):
-        return np.ascontiguousarray(path.pixels.permute(1, 2, 0).cpu().numpy())
-    try:
-        with Image.open(path) as im:
-            return np.array(im.convert("RGB"))
-    except (OSError, UnidentifiedImageError) as exc:
-        raise DatasetError(f"{path}: cannot read image ({type(exc).__name__})") from None
+    """uint8 ``HxWx3`` RGB array of an image file (or of a ``DecodedImage``), decoded as every model
+    decodes (``models.data.read_rgb``); one-line DatasetError if unreadable."""
+    return np.ascontiguousarray(read_rgb(path).permute(1, 2, 0).cpu().numpy())
 
 
 def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
@@ -301,8 +295,7 @@ def _nan_gaussian(feats: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _list_images(folder: Path) -> list[Path]:
-    exts = {".png", ".bmp", ".jpg", ".jpeg", ".tif", ".tiff", ".webp"}
-    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in exts)
+    return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
 class NIQE:

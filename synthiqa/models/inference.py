@@ -1,4 +1,4 @@
-"""Prediction and evaluation with a trained CENIQA network: scores, clusters and embeddings in batches.
+"""Passes of a trained network (CENIQA, TRCNN) over batches: scores, clusters, embeddings; prediction files.
 
 Scores are in [0, 1], higher is better (the network ends in a sigmoid; the training target is the dataset's
 normalised score). With several evaluation crops per image, a model whose ``pools_crops`` is true (CENIQA)
@@ -11,18 +11,19 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
+from torch.utils.data import DataLoader
 
 from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.records import IQARecord
 from synthiqa.datasets.references import IMAGE_SUFFIXES
-from synthiqa.errors import DatasetError, SynthiqaError
-from synthiqa.models.data import LabelSpace, RecordImages, collate, crop_origins, fit_min_side, read_rgb
+from synthiqa.errors import SynthiqaError
+from synthiqa.models.data import LabelSpace, RecordImages, collate
 from synthiqa.stats import cluster_purity, plcc, rmse, srcc
 
 
@@ -137,48 +138,6 @@ def list_images(target: str | Path) -> list[Path]:
     return files
 
 
-def _crops(image: torch.Tensor, size: int, n: int) -> torch.Tensor:
-    image = fit_min_side(image, size)
-    h, w = image.shape[-2:]
-    return torch.stack([image[:, y:y + size, x:x + size] for y, x in crop_origins(h, w, size, n)])
-
-
-def predict_files(model: torch.nn.Module, paths: Sequence[Path], size: int, crops: int, batch_size: int,
-                  device: torch.device, warn: Callable[[str], None] | None = None,
-                  ) -> list[tuple[Path, float, int | None]]:
-    """(path, score in [0, 1], cluster) for every readable image; unreadable ones are reported through
-    ``warn`` (one line each) and skipped. A model with ``context_features`` (uint8 ``[3,H,W]`` -> ``[D]``)
-    gets each whole image's features too."""
-    context = getattr(model, "context_features", None)
-    results: list[tuple[Path, float, int | None]] = []
-    pending: list[tuple[Path, torch.Tensor, torch.Tensor | None]] = []
-
-    def flush() -> None:
-        if not pending:
-            return
-        batch = {"image": torch.stack([c for _, c, _ in pending]).float().div_(255.0)}
-        if context is not None:
-            batch["context"] = torch.stack([v for _, _, v in pending if v is not None])
-        out = run_model(model, [batch], device)
-        clusters = out.clusters
-        for i, (path, _, _) in enumerate(pending):
-            results.append((path, float(out.scores[i]), None if clusters is None else int(clusters[i])))
-        pending.clear()
-
-    for path in paths:
-        try:
-            image = fit_min_side(read_rgb(path), size)
-            pending.append((path, _crops(image, size, crops), None if context is None else context(image)))
-        except DatasetError as exc:
-            if warn is not None:
-                warn(f"skipped {exc}")
-            continue
-        if len(pending) >= batch_size:
-            flush()
-    flush()
-    return results
-
-
 def write_predictions(path: str | Path, rows: Sequence[tuple[Path, float, int | None]]) -> None:
     """CSV ``image,score,cluster`` (score in [0, 1], higher is better), written atomically."""
     buf = io.StringIO()
@@ -192,8 +151,8 @@ def write_predictions(path: str | Path, rows: Sequence[tuple[Path, float, int | 
 def records_scores(model: torch.nn.Module, records: Sequence[IQARecord], labels: LabelSpace, size: int,
                    crops: int, batch_size: int, device: torch.device) -> Outputs:
     """Outputs for dataset records, with type/group ids from ``labels`` (unreadable images are an error
-    here: a dataset must be complete); whole-image features as in ``predict_files``."""
-    from torch.utils.data import DataLoader
+    here: a dataset must be complete), with each whole image's features for a model that has
+    ``context_features``."""
 
     ds = RecordImages(records, labels, size, train=False, crops=crops,
                       context=getattr(model, "context_features", None))

@@ -1,8 +1,6 @@
 """Image files to scores through any ``QualityPredictor`` (a loaded checkpoint or a baseline), for
-``synthiqa.scoring.Scorer``.
-
-CENIQA's checkpoints keep their own path (``inference.py``: clusters per image); the other methods
-(ARNIQA, TRCNN, SIND) and the baselines come here. Scores are each predictor's (higher is better).
+``synthiqa.scoring.Scorer``: one path for every method and baseline. Scores are each predictor's (higher
+is better); a predictor with a mixture (``clusters(records)``, CENIQA) also gives each image's cluster.
 """
 
 from __future__ import annotations
@@ -11,6 +9,7 @@ import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from synthiqa.datasets.records import IQARecord
@@ -38,22 +37,35 @@ def _unscored(path: Path) -> IQARecord:
     return IQARecord(image=path, score=math.nan, score_norm=math.nan)
 
 
+def predictor_clusters(predictor: QualityPredictor, records: Sequence[IQARecord]) -> np.ndarray | None:
+    """The predictor's mixture cluster of each record, or None for predictors without one."""
+    clusters = getattr(predictor, "clusters", None)
+    return None if not callable(clusters) else clusters(records)
+
+
+def _rows(predictor: QualityPredictor, paths: Sequence[Path]) -> list[tuple[Path, float, int | None]]:
+    records = [_unscored(p) for p in paths]
+    scores = predictor.predict(records)
+    clusters = predictor_clusters(predictor, records)
+    return [(p, float(s), None if clusters is None else int(clusters[i]))
+            for i, (p, s) in enumerate(zip(paths, scores, strict=True))]
+
+
 def predict_paths(predictor: QualityPredictor, paths: Sequence[Path], batch_size: int = 32,
-                  warn: Callable[[str], None] | None = None) -> list[tuple[Path, float, None]]:
-    """(path, score, None) for every readable image, in chunks of ``batch_size``; a chunk with an
-    unreadable image is redone image by image and each unreadable one reported through ``warn``."""
-    rows: list[tuple[Path, float, None]] = []
+                  warn: Callable[[str], None] | None = None) -> list[tuple[Path, float, int | None]]:
+    """(path, score, cluster or None) for every readable image, in chunks of ``batch_size``; a chunk with
+    an unreadable image is redone image by image and each unreadable one reported through ``warn``."""
+    rows: list[tuple[Path, float, int | None]] = []
     for start in range(0, len(paths), max(1, batch_size)):
         chunk = list(paths[start:start + max(1, batch_size)])
         try:
-            scores = predictor.predict([_unscored(p) for p in chunk])
-            rows += [(p, float(s), None) for p, s in zip(chunk, scores, strict=True)]
+            rows += _rows(predictor, chunk)
             continue
         except DatasetError:
             pass
         for p in chunk:
             try:
-                rows.append((p, float(predictor.predict([_unscored(p)])[0]), None))
+                rows += _rows(predictor, [p])
             except DatasetError as exc:
                 if warn is not None:
                     warn(f"skipped {exc}")

@@ -18,6 +18,7 @@ import torch
 
 from synthiqa.atomic import atomic_write_bytes
 from synthiqa.datasets.degraded import DegradedReferences, resolve_references
+from synthiqa.datasets.generation.encoding import encode_image
 from synthiqa.datasets.records import IQARecord
 from synthiqa.errors import DatasetError
 
@@ -64,7 +65,6 @@ def eval_records(data: DegradedReferences, out_dir: Path, names: list[str], prof
     """Write epoch 0 of ``data`` (a fixed set) as PNG files under ``out_dir`` and return their records
     (score = level rule 0-100, its normalised value, scene, type, group, level, chain in ``extra``).
     ``write=False`` only builds the records (another process writes the files)."""
-    import cv2
 
     from synthiqa.distortions.registry import get_distortion
 
@@ -76,10 +76,7 @@ def eval_records(data: DegradedReferences, out_dir: Path, names: list[str], prof
             item, version, view = (int(batch[k][i]) for k in ("item", "version", "view"))
             path = out_dir / f"{item:05d}_v{version + 1}_{view}.png"
             if write:
-                ok, buf = cv2.imencode(".png", np.ascontiguousarray(images[i][:, :, ::-1]))
-                if not ok:
-                    raise DatasetError(f"{path}: PNG encoding failed")
-                atomic_write_bytes(path, buf.tobytes())
+                atomic_write_bytes(path, encode_image(np.ascontiguousarray(images[i]), "png"))
             steps = params["steps"]
             names_i = [s["name"] for s in steps]
             score = float(batch["score"][i])
