@@ -25,8 +25,9 @@ Cluster rows (``purity_type``, ``nmi_type``, ``ari_type`` and the ``_group`` ver
 mixture (``clusters(records)``, mode ``model_mixture``) or else a diagonal GMM with one component per
 distortion type on its standardised embeddings (mode ``gmm_diag_k<K>``).
 
-One predictor instance per model serves every task of a run (caches of features and FR values are kept);
-``fit`` must therefore re-learn from scratch, which every built-in model does. A model that keeps its
+Every cell gets its own unfitted model, built from the suite's model spec (what scikit-learn's ``clone``
+of an unfitted estimator gives), in one process or in ``jobs`` worker processes alike, so no state
+(fitted weights, training logs, caches) passes from one cell to the next. A model that keeps its
 per-epoch log rows in a ``training_log`` attribute after ``fit`` gets them written to
 ``runs/<model>/<dataset>/<protocol>/<split>/log.csv`` (training curves in the report). Finished cells (model x
 dataset x protocol x split) are stored under ``cells/`` with a digest of their configuration and are
@@ -481,8 +482,6 @@ def run_cell(model: Any, task: Task, suite: Suite, seed: int, want_embedding: bo
              ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, np.ndarray] | None, dict[str, float]]:
     """Fit on train (selecting on val), predict val and test; returns rows, predictions, embedding arrays
     and the wall-clock seconds of ``fit`` and of the rest (``fit_seconds``, ``predict_seconds``)."""
-    if hasattr(model, "training_log"):
-        model.training_log = None
     start = time.perf_counter()
     model.fit(task.train, task.val or None)
     fit_seconds = time.perf_counter() - start
@@ -578,11 +577,12 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
                 if proto.models and spec.key not in proto.models and spec.name not in proto.models:
                     continue
                 planned.append((spec, task, index))
-    models: dict[str, Any] = {spec.key: _make_model(spec, suite.seed) for spec in suite.models}
+    #: unfitted models, asked only what they need (references); each cell builds its own
+    prototypes: dict[str, Any] = {spec.key: _make_model(spec, suite.seed) for spec in suite.models}
     no_ref_skipped: set[tuple[str, str]] = set()
     runnable = []
     for spec, task, index in planned:
-        model = models[spec.key]
+        model = prototypes[spec.key]
         if getattr(model, "needs_reference", False) and any(r.reference is None for r in task.test):
             if (spec.key, task.dataset) not in no_ref_skipped:
                 no_ref_skipped.add((spec.key, task.dataset))
@@ -625,7 +625,8 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
         if jobs == 1 or len(todo) < 2:
             for spec, task, index, stem in todo:
                 bar.update(job, description=_where(spec, task)[:70])
-                done(_where(spec, task), compute_cell(models[spec.key], spec, task, index, stem, suite, out))
+                done(_where(spec, task),
+                     compute_cell(_make_model(spec, suite.seed), spec, task, index, stem, suite, out))
         else:
             _run_parallel(todo, suite, out, min(jobs, len(todo)), bar, job, done)
     expected = [(spec, task) for spec, task, _ in runnable]

@@ -88,8 +88,9 @@ class FullReferenceMetric:
         self._fn = getattr(piq, fn_name)
         self._cache: dict[tuple[str, str], float] = {}
 
-    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
+    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> FullReferenceMetric:
         """Nothing to learn."""
+        return self
 
     def _score_batch(self, dist: list[np.ndarray], ref: list[np.ndarray]) -> np.ndarray:
         import torch
@@ -360,7 +361,7 @@ class NIQE:
         self.fit_pristine([DecodedImage(torch.from_numpy(arr).permute(2, 0, 1), f"builtin:{name}")
                            for name, arr in builtin_reference_images()])
 
-    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
+    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> NIQE:
         """Fit on ``reference_dir`` if given, else on the training records' distinct references."""
         if self.reference_dir is not None:
             if not self.reference_dir.is_dir():
@@ -373,6 +374,7 @@ class NIQE:
             if not paths:
                 raise DatasetError("NIQE: the training records have no references; give reference_dir")
         self.fit_pristine(paths)
+        return self
 
     def distance(self, path: str | Path) -> float:
         if self.mu is None or self.cov is None:
@@ -434,7 +436,7 @@ class BRISQUE:
 
         return make_pipeline(MinMaxScaler((-1, 1)), SVR(kernel="rbf", C=c, gamma=g, epsilon=self.epsilon))
 
-    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
+    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> BRISQUE:
         """Grid-search C/gamma on ``val`` (or scene-grouped 3-fold CV on ``train``), then refit on train."""
         from synthiqa.stats import srcc
 
@@ -468,6 +470,7 @@ class BRISQUE:
                     best, best_score = (c, g), score
         self.selected = {"C": best[0], "gamma": best[1], "selection_srcc": float(best_score)}
         self.model = self._make(*best).fit(x, y)
+        return self
 
     def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
         if self.model is None:

@@ -38,8 +38,8 @@ class QualityPredictor(Protocol):
     needs_reference: bool
     trainable: bool
 
-    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
-        """Learn from records (``score_norm`` is the target, in [0, 1], higher is better)."""
+    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> QualityPredictor:
+        """Learn from records (``score_norm`` is the target, in [0, 1], higher is better); returns self."""
 
     def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
         """One float per record, higher is better."""

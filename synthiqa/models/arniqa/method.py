@@ -567,7 +567,7 @@ class ARNIQAPredictor:
             self.model.to(self.device)
         return self
 
-    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
+    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> ARNIQAPredictor:
         if not train:
             raise DatasetError("ARNIQA: no training records")
         if not self.frozen:
@@ -578,6 +578,7 @@ class ARNIQAPredictor:
             self.model = task.model.eval()
         records = list(train) + list(val or [])
         self.ridge, _ = fit_quality_ridge(self._features(records), records, self.config)
+        return self
 
     def _features(self, records: Sequence[IQARecord]) -> np.ndarray:
         if self.model is None:

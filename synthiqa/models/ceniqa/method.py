@@ -820,7 +820,7 @@ class CENIQAPredictor:
         self._last = None
         return self
 
-    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
+    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> CENIQAPredictor:
         if not train:
             raise DatasetError("CENIQA: no training records")
         bundle = DataBundle(LabelSpace.from_records(train), list(train), list(val or []), [])
@@ -834,6 +834,7 @@ class CENIQAPredictor:
         task.model.load_state_dict(result.best_state["model"])
         self.model, self.labels, self._last = task.model.eval(), bundle.labels, None
         self.training_log = result.rows  # per-epoch rows; the benchmark harness writes them as log.csv
+        return self
 
     def _outputs(self, records: Sequence[IQARecord]) -> Outputs:
         """The network's outputs for ``records``; the same record objects asked again (``predict``, then

@@ -551,12 +551,13 @@ class TRCNNPredictor:
             self.model.to(self.device)
         return self
 
-    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> None:
+    def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> TRCNNPredictor:
         torch.manual_seed(self.config.seed)  # initial weights from the config's seed, as in training
         task = RegressionTask(self.name, self.config, train, val or [], self.device)
         result = run_training(task, loop_settings(self.config, self.device, self.progress), out_dir=None)
         task.model.load_state_dict(result.best_state["model"])
         self.model = task.model.eval()
+        return self
 
     def _outputs(self, records: Sequence[IQARecord]) -> Outputs:
         if self.model is None:
