@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from synthiqa.benchmarks.metrics import quality_metrics
 from synthiqa.datasets.records import IQARecord
 
 #: Fewest images a per-type row is computed on (the harness's ``MIN_PER_TYPE``).
@@ -33,8 +34,6 @@ def type_members(value: str | None) -> list[str]:
 def metric_set(pred: np.ndarray, true: np.ndarray, logistic: str | None = "4pl") -> dict[str, Any]:
     """``srcc``, ``krcc``, ``plcc`` / ``rmse`` (raw), ``plcc_fit`` / ``rmse_fit`` and ``fit_mode`` (the
     logistic's kind, ``raw_fallback`` when it failed), ``n``; finite pairs only."""
-    from synthiqa.benchmarks.metrics import quality_metrics
-
     ok = np.isfinite(pred) & np.isfinite(true)
     with warnings.catch_warnings():  # a failed fit is recorded as fit_mode raw_fallback
         warnings.simplefilter("ignore", RuntimeWarning)

@@ -60,9 +60,16 @@ from synthiqa.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from synthiqa.benchmarks.evaluation import type_members
 from synthiqa.benchmarks.metrics import cluster_metrics, quality_metrics
 from synthiqa.benchmarks.protocols import ProtocolSpec, Task, make_tasks
+from synthiqa.datasets.builtin import builtin_reference_images
 from synthiqa.datasets.generation.encoding import encode_image
+from synthiqa.datasets.labels import level_quality
+from synthiqa.datasets.loaders import load_dataset
 from synthiqa.datasets.records import IQADataset, IQARecord
+from synthiqa.distortions import ChainOp, apply_distortion, derive_seed, get_distortion, list_distortions
 from synthiqa.errors import ConfigError, SynthiqaError
+from synthiqa.models.ceniqa.experiments import is_experiments_folder, read_experiments
+from synthiqa.models.method_config import read_yaml
+from synthiqa.models.registry import MODELS, create_model
 from synthiqa.registry import Registry
 
 RESULT_COLUMNS = ("model", "dataset", "protocol", "split", "subset", "dist_type", "metric", "mode", "value",
@@ -238,9 +245,6 @@ def load_suite(source: str | Path) -> Suite:
     """A built-in suite by name (``quick``, ``standard``, ``kodak_methods``), a suite YAML file, or a folder
     written by ``synthiqa experiments`` (``experiments_suite`` with its defaults); one-line error when
     unreadable."""
-    from synthiqa.models.ceniqa.experiments import is_experiments_folder
-    from synthiqa.models.method_config import read_yaml
-
     builtin = SUITES.get(str(source)) if str(source) in SUITES else None
     if isinstance(builtin, dict):
         return Suite.from_dict(builtin)
@@ -260,8 +264,6 @@ def experiments_suite(folder: str | Path, splits: int = 1, n_splits: int = 10, s
     """The suite of an experiments folder: each experiment is model ``ceniqa`` with its config's fields as
     options and its name as label, run on the ``intra`` protocol (the first ``splits`` of ``n_splits``
     reference-disjoint 70/10/20 splits) of every dataset given on the command line."""
-    from synthiqa.models.ceniqa.experiments import read_experiments
-
     if splits < 1 or splits > n_splits:
         raise ConfigError(f"--splits must be in 1..{n_splits}, got {splits}")
     models = [ModelSpec("ceniqa", exp.config.to_dict(), exp.name) for exp in read_experiments(folder)]
@@ -309,10 +311,6 @@ def prepare_quick_dataset(folder: Path, seed: int) -> Path:
     at KADID levels 1/3/5, ``level_quality`` label) as a generated-set folder; reused when present."""
     import torch
     from PIL import Image
-
-    from synthiqa.datasets.builtin import builtin_reference_images
-    from synthiqa.datasets.labels import level_quality
-    from synthiqa.distortions import ChainOp, apply_distortion, derive_seed, get_distortion, list_distortions
 
     if (folder / "manifest.parquet").is_file() and (folder / "dataset.json").is_file():
         return folder
@@ -372,8 +370,6 @@ def _safe(text: str) -> str:
 
 
 def _load_datasets(suite: Suite, log: Any) -> dict[str, IQADataset]:
-    from synthiqa.datasets.loaders import load_dataset
-
     loaded: dict[str, IQADataset] = {}
     for spec in suite.datasets:
         if spec.root is None:
@@ -394,8 +390,6 @@ def _load_datasets(suite: Suite, log: Any) -> dict[str, IQADataset]:
 
 
 def _make_model(spec: ModelSpec, seed: int) -> Any:
-    from synthiqa.models.registry import MODELS, create_model
-
     options = dict(spec.options)
     factory = MODELS.get(spec.name).build if spec.name in MODELS else None
     if factory is not None and "seed" not in options:

@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from synthiqa.datasets.labels import level_quality
 from synthiqa.datasets.records import IQARecord
+from synthiqa.datasets.references import ReferenceSkipped, probe_reference, scan_references
 from synthiqa.distortions.base import MIN_SIDE
 from synthiqa.distortions.module import RandomDegradation
 from synthiqa.distortions.registry import get_distortion
@@ -47,8 +48,6 @@ def resolve_references(refs: str | Path | Sequence[Any], crop: int
                        ) -> tuple[list[Path | torch.Tensor], list[str]]:
     """The usable sources of ``refs`` (file paths or uint8 ``[3,H,W]`` tensors) at least ``crop`` px a side
     and their names; smaller ones are skipped with a warning, one-line errors when none is usable."""
-    from synthiqa.datasets.references import ReferenceSkipped, probe_reference, scan_references
-
     if isinstance(refs, (str, Path)):
         scan = scan_references(refs, min_side=MIN_SIDE, warn=lambda m: warnings.warn(m, stacklevel=3))
         entries: list[tuple[Any, str, tuple[int, int]]] = [(r.path, r.name, r.size) for r in scan.references]

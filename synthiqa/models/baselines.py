@@ -24,11 +24,13 @@ from pathlib import Path
 
 import numpy as np
 
+from synthiqa.datasets.builtin import builtin_reference_images
 from synthiqa.datasets.records import DecodedImage, IQARecord
 from synthiqa.datasets.references import IMAGE_SUFFIXES
 from synthiqa.errors import ConfigError, DatasetError
 from synthiqa.models.data import read_rgb
 from synthiqa.models.registry import register_model
+from synthiqa.stats import srcc
 
 # --------------------------------------------------------------------------------------------------
 # image loading
@@ -356,7 +358,6 @@ class NIQE:
             return
         import torch
 
-        from synthiqa.datasets.builtin import builtin_reference_images
 
         self.fit_pristine([DecodedImage(torch.from_numpy(arr).permute(2, 0, 1), f"builtin:{name}")
                            for name, arr in builtin_reference_images()])
@@ -438,8 +439,6 @@ class BRISQUE:
 
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> BRISQUE:
         """Grid-search C/gamma on ``val`` (or scene-grouped 3-fold CV on ``train``), then refit on train."""
-        from synthiqa.stats import srcc
-
         if len(train) < 3:
             raise DatasetError(f"BRISQUE: need at least 3 training images, got {len(train)}")
         x, y = self.features(train), np.array([r.score_norm for r in train])

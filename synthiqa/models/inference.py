@@ -24,6 +24,7 @@ from synthiqa.datasets.records import IQARecord
 from synthiqa.datasets.references import IMAGE_SUFFIXES
 from synthiqa.errors import SynthiqaError
 from synthiqa.models.data import LabelSpace, RecordImages, collate
+from synthiqa.models.training.distributed import gather_in_order, sharded
 from synthiqa.stats import cluster_purity, plcc, rmse, srcc
 
 
@@ -54,8 +55,6 @@ def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
 
     Under ``torch.distributed`` (every rank calls it with the same batches) rank r runs batches
     ``r, r + W, ...`` and the ranks' outputs are gathered in batch order: every rank gets all of them."""
-    from synthiqa.models.training.distributed import gather_in_order, sharded
-
     model.eval()
     pieces = []
     for _, batch in sharded(batches):

@@ -21,7 +21,11 @@ import numpy as np
 import pandas as pd
 
 from synthiqa.atomic import atomic_path
+from synthiqa.benchmarks.logistic import fit_logistic
+from synthiqa.benchmarks.metrics import plcc, srcc
+from synthiqa.distortions import get_distortion
 from synthiqa.errors import SynthiqaError
+from synthiqa.reports.grid import render_distortion_grid
 
 QUALITY_LABEL = "true quality (normalised, 1 = best)"
 DPI = 110
@@ -157,9 +161,6 @@ def plot_predicted_vs_true(preds: pd.DataFrame, out: str | Path, title: str, log
     ``preds`` holds one dataset's test predictions of one split per model (columns model, pred,
     score_norm, dist_type).
     """
-    from synthiqa.benchmarks.logistic import fit_logistic
-    from synthiqa.benchmarks.metrics import plcc, srcc
-
     plt = _plt()
     models = list(dict.fromkeys(preds["model"]))
     if not models:
@@ -261,9 +262,6 @@ def plot_training_curves(log_csv: str | Path, out: str | Path, title: str) -> Pa
 def plot_distortion_grid(out: str | Path, names: Sequence[str] | None = None, profile: str = "kadid",
                          image: str | Path | None = None, size: int = 128) -> Path:
     """The benchmark's distortion types (rows) at levels 1..5 on one reference (``reports.grid``)."""
-    from synthiqa.distortions import get_distortion
-    from synthiqa.reports.grid import render_distortion_grid
-
     rows = None
     if names:
         rows = []

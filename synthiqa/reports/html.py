@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 
 from synthiqa.atomic import atomic_write_text
+from synthiqa.benchmarks.suite import SUMMARY_METRICS, summary_table
 from synthiqa.errors import SynthiqaError
 from synthiqa.reports import figures
 
@@ -70,8 +71,6 @@ def _table_html(frame: pd.DataFrame, digits: int = 3) -> str:
 
 
 def _summary_frame(table: pd.DataFrame) -> pd.DataFrame:
-    from synthiqa.benchmarks.suite import SUMMARY_METRICS, summary_table
-
     summary = summary_table(table)
     if summary.empty:
         return summary

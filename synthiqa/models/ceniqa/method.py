@@ -42,9 +42,12 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from synthiqa.atomic import atomic_write_text
+from synthiqa.datasets import apply_split, reference_disjoint_splits, stored_split
 from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
 from synthiqa.datasets.records import IQARecord
+from synthiqa.datasets.spec import load_data_spec
 from synthiqa.devices import resolve_device
+from synthiqa.distortions import get_distortion, list_distortions
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.ceniqa.config import CENIQAConfig
 from synthiqa.models.components.backbones import create_backbone
@@ -343,9 +346,6 @@ def load_record_splits(data: str, label: str | None, seed: int
                        ) -> tuple[list[IQARecord], list[IQARecord], list[IQARecord], str]:
     """(train, val, test) records of ``data``: the manifest's ``split`` column where the set has one,
     else one reference-disjoint 70/10/20 split (seeded)."""
-    from synthiqa.datasets import apply_split, reference_disjoint_splits, stored_split
-    from synthiqa.datasets.spec import load_data_spec
-
     _, dataset = load_data_spec(data, label)
     if any(r.extra.get("split") in ("train", "val", "test") for r in dataset.records):
         split = stored_split(dataset)
@@ -382,8 +382,6 @@ def onthefly_bundle(ref_dir: str, config: CENIQAConfig, device: torch.device) ->
     """Reference-disjoint 70/10/20 split of the references of ``ref_dir``; distorted crops made on
     ``device`` each step. Sizes: ``train_samples`` (200 per reference when null) images per epoch,
     ``val_samples`` (default 400) for validation and as many for the test set, both fixed."""
-    from synthiqa.distortions import get_distortion, list_distortions
-
     types = list_distortions(config.onthefly_profile)
     if not types:
         raise ConfigError(f"profile {config.onthefly_profile!r} has no distortions to generate with")
@@ -866,8 +864,6 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, label: str | None = N
     """SRCC, PLCC, RMSE (overall and per distortion type), active clusters and purity against the
     distortion group of a checkpoint on ``data`` (``KIND:PATH`` or a generated folder); ``split`` keeps
     only the manifest's ``train``/``val``/``test`` part."""
-    from synthiqa.datasets.spec import load_data_spec
-
     records = load_data_spec(data, label)[1].records
     if split is not None:
         records = [r for r in records if r.extra.get("split") == split]

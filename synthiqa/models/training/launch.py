@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from synthiqa.errors import ConfigError, SynthiqaError
+from synthiqa.models.registry import get_method
 from synthiqa.models.training import distributed
 
 
@@ -26,8 +27,6 @@ def torchrun_environment() -> bool:
 def train_in_process(method: str, options: dict[str, Any], data: str | None, out: str | Path) -> Path:
     """Train ``method``; under torchrun's environment join the process group first (this rank's device
     replaces the configured one) and leave it afterwards."""
-    from synthiqa.models.registry import get_method
-
     if not torchrun_environment():
         return get_method(method).train(options, data, out)
     overrides = dict(options.get("overrides") or {})

@@ -20,6 +20,7 @@ from synthiqa.atomic import atomic_write_bytes
 from synthiqa.datasets.degraded import DegradedReferences, resolve_references
 from synthiqa.datasets.generation.encoding import encode_image
 from synthiqa.datasets.records import IQARecord
+from synthiqa.distortions.registry import get_distortion
 from synthiqa.errors import DatasetError
 
 #: Fraction of the references held out for validation and for testing.
@@ -65,9 +66,6 @@ def eval_records(data: DegradedReferences, out_dir: Path, names: list[str], prof
     """Write epoch 0 of ``data`` (a fixed set) as PNG files under ``out_dir`` and return their records
     (score = level rule 0-100, its normalised value, scene, type, group, level, chain in ``extra``).
     ``write=False`` only builds the records (another process writes the files)."""
-
-    from synthiqa.distortions.registry import get_distortion
-
     records = []
     for j in range(data.num_batches):
         batch = data.batch(0, j)
