@@ -29,7 +29,6 @@ and the epoch's validation Ridge uses the centre crop of at most ``val_samples``
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -43,7 +42,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
 from synthiqa.datasets.folds import EXPERIMENTS, ExperimentData, experiment_records
 from synthiqa.datasets.records import IQARecord
@@ -75,6 +73,7 @@ from synthiqa.models.training.loop import (
     save_checkpoint,
 )
 from synthiqa.models.training.onthefly import PARTS, eval_set, split_references
+from synthiqa.models.training.recipe import Recipe, Trained, run_recipe
 
 METHOD = "arniqa"
 #: Evaluation crops per scale: centre, top-left, top-right, bottom-left, bottom-right.
@@ -429,30 +428,31 @@ def load_encoder(path: str | Path, config: ARNIQAConfig) -> tuple[ARNIQANet, Rid
     return model.eval(), ridge, config
 
 
-def train_arniqa(options: dict[str, Any], data: str | None, out: str | Path | None) -> Path:
-    """``synthiqa train --method arniqa``: self-supervised encoder training on the training split's
-    references (best epoch by validation SRCC), then the Ridge (alpha grid search) on train+val, test
-    metrics in ``run.json``; ``best.pt`` holds encoder and Ridge. With ``encoder_checkpoint`` set, the
-    self-supervised stage is skipped."""
-    if not data and not options.get("on_the_fly"):
-        raise ConfigError("arniqa: give --data DIR (or KIND:PATH), or --on-the-fly REF_DIR")
-    if out is None:
-        raise ConfigError("--out RUN_DIR is required")
-    config = (ARNIQAConfig.load(options["config"]) if options.get("config")
-              else preset_config(options.get("preset") or "default"))
-    config = config.replace(**(options.get("overrides") or {}))
-    device = resolve_device(config.device)
-    out_dir = Path(out)
-    pairs = None
+@dataclass
+class _Experiment:
+    """The run recipe's data: an experiment fold and, on the fly, its pair source."""
+
+    exp: ExperimentData
+    pairs: DegradedReferences | None = None
+
+    @property
+    def description(self) -> str:
+        return self.exp.description
+
+
+def _load_data(config: ARNIQAConfig, options: dict[str, Any], data: str | None, out_dir: Path,
+               device: torch.device) -> _Experiment:
     if options.get("on_the_fly"):
-        exp, pairs = onthefly_experiment(str(options["on_the_fly"]), config, out_dir, device)
-    else:
-        exp = experiment_records(data, config.experiment, config.fold, config.test_data, options.get("label"),
-                                 config.seed)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        config.save(out_dir / "config.yaml")
-    report: dict[str, Any] = {"method": METHOD, "data": exp.description, "device": str(device)}
+        return _Experiment(*onthefly_experiment(str(options["on_the_fly"]), config, out_dir, device))
+    return _Experiment(experiment_records(str(data), config.experiment, config.fold, config.test_data,
+                                          options.get("label"), config.seed))
+
+
+def _fit(config: ARNIQAConfig, loaded: _Experiment, options: dict[str, Any], out_dir: Path,
+         device: torch.device) -> Trained:
+    """The self-supervised encoder (or the one in ``encoder_checkpoint``), then the Ridge on train+val;
+    ``best.pt`` holds both."""
+    exp, report = loaded.exp, {}
     t0 = time.perf_counter()
     if config.encoder_checkpoint:
         model, _, config = load_encoder(config.encoder_checkpoint, config)
@@ -461,8 +461,7 @@ def train_arniqa(options: dict[str, Any], data: str | None, out: str | Path | No
                                  "epoch": 0}
         best_path = out_dir / "best.pt"
     else:
-        torch.manual_seed(config.seed)
-        task = ARNIQATask(config, exp.train, exp.val, device, pairs)
+        task = ARNIQATask(config, exp.train, exp.val, device, loaded.pairs)
         settings = loop_settings(config, device, bool(options.get("progress", True)))
         result = run_training(task, settings, out_dir, resume=options.get("resume"))
         best_path = result.best_path  # type: ignore[assignment]
@@ -481,12 +480,27 @@ def train_arniqa(options: dict[str, Any], data: str | None, out: str | Path | No
     state = {**state, "config": config.to_dict(), "model": weights, "ridge": ridge_state(ridge)}
     if is_main_process():
         save_checkpoint(best_path, state)
-    if exp.test:
-        pred = ridge.predict(extract_features(model, [r.image for r in exp.test], config, device))
-        report["test"] = _metrics(pred, exp.test)
-    if is_main_process():
-        atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2) + "\n")
-    return best_path
+    return Trained(best_path, report, (model, ridge, config))
+
+
+def _test(config: ARNIQAConfig, loaded: _Experiment, trained: Trained, device: torch.device
+          ) -> dict[str, Any]:
+    if not loaded.exp.test:
+        return {}
+    model, ridge, config = trained.model
+    pred = ridge.predict(extract_features(model, [r.image for r in loaded.exp.test], config, device))
+    return {"test": _metrics(pred, loaded.exp.test)}
+
+
+RECIPE = Recipe(METHOD, ARNIQAConfig, preset_config, _load_data, _fit, _test)
+
+
+def train_arniqa(options: dict[str, Any], data: str | None, out: str | Path | None) -> Path:
+    """``synthiqa train --method arniqa`` through the run recipe (``models/training/recipe.py``):
+    self-supervised encoder training on the training split's references (best epoch by validation SRCC),
+    then the Ridge (alpha grid search) on train+val, test metrics in ``run.json``; ``best.pt`` holds
+    encoder and Ridge. With ``encoder_checkpoint`` set, the self-supervised stage is skipped."""
+    return run_recipe(RECIPE, options, data, out)
 
 
 def onthefly_experiment(ref_dir: str, config: ARNIQAConfig, out_dir: Path, device: torch.device

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
 import math
 import time
 import warnings
@@ -41,7 +40,6 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset, Subset
 
-from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets import apply_split, reference_disjoint_splits, stored_split
 from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
 from synthiqa.datasets.records import IQARecord
@@ -74,9 +72,10 @@ from synthiqa.models.components.regressors import create_regressor
 from synthiqa.models.data import LabelSpace, RecordImages, SceneBatchSampler, collate
 from synthiqa.models.inference import Outputs, evaluate_outputs, records_scores, run_model
 from synthiqa.models.registry import register_model
-from synthiqa.models.training.distributed import RankSlice, is_main_process, round_to_ranks
+from synthiqa.models.training.distributed import RankSlice, round_to_ranks
 from synthiqa.models.training.loop import LoopSettings, load_checkpoint, run_training
 from synthiqa.models.training.onthefly import PARTS, ReferenceParts, split_references
+from synthiqa.models.training.recipe import Recipe, Trained, run_recipe
 
 METHOD = "ceniqa"
 #: Most training embeddings the mixture is fitted on (a random subset beyond that).
@@ -713,65 +712,50 @@ def build_model(state: dict[str, Any]) -> tuple[CENIQANet, CENIQAConfig, LabelSp
     return model, config, labels
 
 
-def train_ceniqa(options: dict[str, Any], data: str | None, out: str | Path | None) -> Path:
-    """``synthiqa train --method ceniqa``: train, write ``best.pt``, ``last.pt``, ``log.csv``,
-    ``config.yaml`` and ``run.json`` (test metrics) into ``out``; returns the best checkpoint's path.
-
-    ``options``: ``config`` (a JSON/YAML file), ``preset`` (``default``/``quick``), ``overrides`` (field ->
-    value), ``label`` (generated sets: ``level_quality`` or ``fr_pseudo_mos``), ``on_the_fly`` (a
-    reference folder, instead of ``data``), ``resume`` (a ``last.pt``), ``progress`` (bool).
-    """
-    config = (CENIQAConfig.load(options["config"]) if options.get("config")
-              else preset_config(options.get("preset") or "default"))
-    config = config.replace(**(options.get("overrides") or {}))
-    if out is None:
-        raise ConfigError("--out RUN_DIR is required")
-    out_dir = Path(out)
-    device = resolve_device(config.device)
+def _load_data(config: CENIQAConfig, options: dict[str, Any], data: str | None, out_dir: Path,
+               device: torch.device) -> DataBundle:
     if options.get("on_the_fly"):
-        bundle = onthefly_bundle(str(options["on_the_fly"]), config, device)
-    elif data:
-        train, val, test, desc = load_record_splits(data, options.get("label"), config.seed)
-        bundle = DataBundle(LabelSpace.from_records(train), train, val, test, description=desc)
-    else:
-        raise ConfigError("give --data DIR (or KIND:PATH), or --on-the-fly REF_DIR")
-    out_dir.mkdir(parents=True, exist_ok=True)  # the run folder and its config exist before any long step
-    if is_main_process():
-        config.save(out_dir / "config.yaml")
-    torch.manual_seed(config.seed)
-    task = CENIQATask(config, bundle, device, progress=bool(options.get("progress", True)))
+        return onthefly_bundle(str(options["on_the_fly"]), config, device)
+    train, val, test, desc = load_record_splits(str(data), options.get("label"), config.seed)
+    return DataBundle(LabelSpace.from_records(train), train, val, test, description=desc)
+
+
+def _fit(config: CENIQAConfig, bundle: DataBundle, options: dict[str, Any], out_dir: Path,
+         device: torch.device) -> Trained:
+    progress = bool(options.get("progress", True))
+    task = CENIQATask(config, bundle, device, progress=progress)
     settings = LoopSettings(config.total_epochs, config.learning_rate, config.weight_decay, config.scheduler,
-                            config.grad_clip, config.seed, device, config.amp,
-                            progress=bool(options.get("progress", True)))
+                            config.grad_clip, config.seed, device, config.amp, progress=progress)
     t0 = time.perf_counter()
     result = run_training(task, settings, out_dir, resume=options.get("resume"))
     train_seconds = time.perf_counter() - t0
     best = load_checkpoint(result.best_path)
     task.load_extra_state(best)
     task.model.load_state_dict(best["model"])
+    report = {"best_epoch": result.best_epoch, "best_val_srcc": result.best_srcc,
+              "train_seconds": train_seconds, "train_images_per_s": result.images_per_second,
+              "gmm_components": task.model.gmm.n_components,
+              "bic": {str(k): v for k, v in task.bic_table.items()}}
+    return Trained(result.best_path, report, task)  # type: ignore[arg-type]
+
+
+def _test(config: CENIQAConfig, bundle: DataBundle, trained: Trained, device: torch.device) -> dict[str, Any]:
     t1 = time.perf_counter()
-    test_out = task.evaluate_split("test")
+    test_out = trained.model.evaluate_split("test")
     eval_seconds = time.perf_counter() - t1
-    report: dict[str, Any] = {
-        "method": METHOD, "data": bundle.description, "device": str(device),
-        "best_epoch": result.best_epoch, "best_val_srcc": result.best_srcc,
-        "train_seconds": train_seconds, "train_images_per_s": result.images_per_second,
-        "gmm_components": task.model.gmm.n_components, "bic": {str(k): v for k, v in task.bic_table.items()},
-    }
-    if test_out is not None:
-        metrics = evaluate_outputs(test_out, bundle.labels.types)
-        report["test"] = metrics
-        n = len(test_out.scores)
-        report["test_images_per_s"] = n / max(eval_seconds, 1e-9)
-    if is_main_process():
-        atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2, default=_json_default) + "\n")
-    return result.best_path  # type: ignore[return-value]
+    if test_out is None:
+        return {}
+    return {"test": evaluate_outputs(test_out, bundle.labels.types),
+            "test_images_per_s": len(test_out.scores) / max(eval_seconds, 1e-9)}
 
 
-def _json_default(v: Any) -> Any:
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    raise TypeError(type(v).__name__)
+RECIPE = Recipe(METHOD, CENIQAConfig, preset_config, _load_data, _fit, _test)
+
+
+def train_ceniqa(options: dict[str, Any], data: str | None, out: str | Path | None) -> Path:
+    """``synthiqa train --method ceniqa``: the run recipe (``models/training/recipe.py``) with CENIQA's
+    steps; ``run.json`` adds the mixture's components and BIC table, and test throughput."""
+    return run_recipe(RECIPE, options, data, out)
 
 
 # ---------------------------------------------------------------------------------------- predictor

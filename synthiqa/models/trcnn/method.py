@@ -15,7 +15,6 @@ Checkpoints: the loop's dict (``method`` = ``trcnn`` or ``sind``, ``config``, ``
 
 from __future__ import annotations
 
-import json
 import math
 import time
 from collections.abc import Iterable, Sequence
@@ -29,7 +28,6 @@ import torch.nn.functional as F
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
 from synthiqa.datasets.folds import EXPERIMENTS, ExperimentData, experiment_records
 from synthiqa.datasets.records import IQARecord
@@ -44,6 +42,7 @@ from synthiqa.models.registry import register_model
 from synthiqa.models.training.distributed import RankSlice, barrier, is_main_process, round_to_ranks
 from synthiqa.models.training.loop import LoopSettings, load_checkpoint, run_training
 from synthiqa.models.training.onthefly import eval_set, split_references
+from synthiqa.models.training.recipe import Recipe, Trained, run_recipe
 
 METHOD = "trcnn"
 LOSSES = ("mse_rank", "sind")
@@ -414,50 +413,57 @@ def regression_metrics(out: Outputs, type_names: Sequence[str] | None = None) ->
     return metrics
 
 
+@dataclass
+class _Experiment:
+    """The run recipe's data: an experiment fold and, on the fly, its training stream."""
+
+    exp: ExperimentData
+    stream: DegradedReferences | None = None
+
+    @property
+    def description(self) -> str:
+        return self.exp.description
+
+
+def _load_data(config: TRCNNConfig, options: dict[str, Any], data: str | None, out_dir: Path,
+               device: torch.device) -> _Experiment:
+    if options.get("on_the_fly"):
+        return _Experiment(*onthefly_experiment(str(options["on_the_fly"]), config, out_dir))
+    return _Experiment(experiment_records(str(data), config.experiment, config.fold, config.test_data,
+                                          options.get("label"), config.seed))
+
+
+def _recipe(method: str) -> Recipe:
+    def fit(config: TRCNNConfig, loaded: _Experiment, options: dict[str, Any], out_dir: Path,
+            device: torch.device) -> Trained:
+        exp = loaded.exp
+        task = RegressionTask(method, config, exp.train, exp.val, device, exp.train_source, loaded.stream)
+        t0 = time.perf_counter()
+        result = run_training(task, loop_settings(config, device, bool(options.get("progress", True))),
+                              out_dir, resume=options.get("resume"))
+        train_seconds = time.perf_counter() - t0
+        task.model.load_state_dict(load_checkpoint(result.best_path)["model"])
+        report = {"best_epoch": result.best_epoch, "best_val_srcc": result.best_srcc,
+                  "train_seconds": train_seconds, "train_images_per_s": result.images_per_second}
+        return Trained(result.best_path, report, task.model)  # type: ignore[arg-type]
+
+    def test(config: TRCNNConfig, loaded: _Experiment, trained: Trained, device: torch.device
+             ) -> dict[str, Any]:
+        if not loaded.exp.test:
+            return {}
+        labels = LabelSpace.from_records(loaded.exp.test)
+        return {"test": regression_metrics(score_records(trained.model, loaded.exp.test, labels, config,
+                                                         device), labels.types)}
+
+    return Recipe(method, TRCNNConfig, preset_config, _load_data, fit, test)
+
+
 def train_regressor(method: str, options: dict[str, Any], data: str | None, out: str | Path | None,
                     defaults: dict[str, Any] | None = None) -> Path:
-    """Train TRCNN (or SIND) and write ``best.pt``, ``last.pt``, ``log.csv``, ``config.yaml`` and
-    ``run.json`` (test SRCC/PLCC/RMSE/MSE) into ``out``; returns the best checkpoint's path.
-
-    ``options`` as for CENIQA: ``config`` (file), ``preset``, ``overrides``, ``label``, ``resume``,
-    ``progress``; ``defaults`` are applied between the preset and the overrides.
-    """
-    if not data and not options.get("on_the_fly"):
-        raise ConfigError(f"{method}: give --data DIR (or KIND:PATH, comma-separated for several sets), or "
-                          "--on-the-fly REF_DIR")
-    if out is None:
-        raise ConfigError("--out RUN_DIR is required")
-    config = (TRCNNConfig.load(options["config"]) if options.get("config")
-              else preset_config(options.get("preset") or "default").replace(**(defaults or {})))
-    config = config.replace(**(options.get("overrides") or {}))
-    device = resolve_device(config.device)
-    out_dir = Path(out)
-    stream = None
-    if options.get("on_the_fly"):
-        exp, stream = onthefly_experiment(str(options["on_the_fly"]), config, out_dir)
-    else:
-        exp = experiment_records(data, config.experiment, config.fold, config.test_data, options.get("label"),
-                                 config.seed)
-    torch.manual_seed(config.seed)
-    task = RegressionTask(method, config, exp.train, exp.val, device, exp.train_source, stream)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    if is_main_process():
-        config.save(out_dir / "config.yaml")
-    t0 = time.perf_counter()
-    result = run_training(task, loop_settings(config, device, bool(options.get("progress", True))), out_dir,
-                          resume=options.get("resume"))
-    train_seconds = time.perf_counter() - t0
-    task.model.load_state_dict(load_checkpoint(result.best_path)["model"])
-    report: dict[str, Any] = {"method": method, "data": exp.description, "device": str(device),
-                              "best_epoch": result.best_epoch, "best_val_srcc": result.best_srcc,
-                              "train_seconds": train_seconds, "train_images_per_s": result.images_per_second}
-    if exp.test:
-        labels = LabelSpace.from_records(exp.test)
-        report["test"] = regression_metrics(score_records(task.model, exp.test, labels, config, device),
-                                            labels.types)
-    if is_main_process():
-        atomic_write_text(out_dir / "run.json", json.dumps(report, indent=2, default=_json_default) + "\n")
-    return result.best_path  # type: ignore[return-value]
+    """Train TRCNN (or SIND) through the run recipe (``models/training/recipe.py``): ``best.pt``,
+    ``last.pt``, ``log.csv``, ``config.yaml`` and ``run.json`` (test SRCC/PLCC/RMSE/MSE) in ``out``;
+    ``defaults`` are applied between the preset and the overrides. Returns the best checkpoint's path."""
+    return run_recipe(_recipe(method), options, data, out, defaults)
 
 
 def training_stream(sources: Sequence[Any], config: TRCNNConfig, scene_ids: Sequence[int] | None = None
@@ -496,12 +502,6 @@ def onthefly_experiment(ref_dir: str, config: TRCNNConfig, out_dir: Path
 def train_trcnn(options: dict[str, Any], data: str | None, out: str | Path | None) -> Path:
     """``synthiqa train --method trcnn`` (see ``train_regressor``)."""
     return train_regressor(METHOD, options, data, out)
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    raise TypeError(type(v).__name__)
 
 
 # ---------------------------------------------------------------------------------------- predictor
