@@ -54,3 +54,14 @@ def test_registry_discovers_builtins_lazily(monkeypatch, tmp_path):
     assert reg.list() == ["one"] and "plugpkg.one" in sys.modules
     with pytest.raises(ConfigError, match="unknown plugin 'two'"):
         reg.get("two")
+
+
+def test_methods_are_the_trainable_model_cards():
+    from synthiqa.models.registry import get_method, list_methods, list_models
+
+    assert set(list_methods()) == {"arniqa", "ceniqa", "sind", "trcnn"} <= set(list_models())
+    assert get_method("sind").config is get_method("trcnn").config
+    with pytest.raises(ConfigError, match=r"unknown method 'cenqa' \(did you mean ceniqa"):
+        get_method("cenqa")
+    with pytest.raises(ConfigError, match="not a trainable method 'niqe'"):
+        get_method("niqe")

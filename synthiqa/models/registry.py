@@ -12,6 +12,7 @@ Built-in cards are registered by the modules of this package (imported on the fi
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,11 +121,14 @@ def list_methods() -> list[str]:
 
 
 def get_method(name: str) -> ModelCard:
-    """The card of a trainable model; a one-line error for an unknown or untrainable one."""
-    card = MODELS.get(name)
-    if not card.trainable:
-        raise ConfigError(f"model {name!r} is not trainable; methods: {', '.join(list_methods())}")
-    return card
+    """The card of a trainable model; a one-line error (with close method names) for any other name."""
+    methods = list_methods()
+    if name in methods:
+        return MODELS.get(name)
+    close = difflib.get_close_matches(str(name), methods, n=3, cutoff=0.5)
+    hint = f" (did you mean {', '.join(close)}?)" if close else ""
+    what = "not a trainable method" if name in MODELS else "unknown method"
+    raise ConfigError(f"{what} {name!r}{hint}; choose one of: {', '.join(methods)}")
 
 
 def load_predictor(checkpoint: str | Path) -> QualityPredictor:
