@@ -184,16 +184,33 @@ def map_uint8_images(images: torch.Tensor, fn: Callable[[int, np.ndarray], np.nd
 
 #: Histogram levels per channel (the top 5 bits), as in Wu's paper.
 _WU_LEVELS = 32
+#: Per channel, each 8-bit value's share of the flat index of its histogram cell (cell 0 is the zero border
+#: of the cumulative moments), and each value's square.
+_WU_INDEX = [((np.arange(256) >> 3) + 1) * (_WU_LEVELS + 1) ** (2 - c) for c in range(3)]
+_SQUARES = np.arange(256, dtype=np.float64) ** 2
 
 
-def _box_moments(m: np.ndarray, box) -> np.ndarray:
-    """Moments [5, ...] of the boxes (r0, r1] x (g0, g1] x (b0, b1] from cumulative moments ``m``."""
-    shape = next((np.shape(v) for v in box if np.ndim(v)), None)
-    if shape is not None:  # one axis holds candidate positions: give the scalars its shape (cheaper than
-        box = [v if np.ndim(v) else np.full(shape, v) for v in box]  # np.broadcast_arrays)
+def _box_moments(m: np.ndarray, box: tuple[int, ...]) -> np.ndarray:
+    """Moments [5] of the box (r0, r1] x (g0, g1] x (b0, b1] from cumulative moments ``m``."""
     r0, r1, g0, g1, b0, b1 = box
     return (m[:, r1, g1, b1] - m[:, r1, g1, b0] - m[:, r1, g0, b1] + m[:, r1, g0, b0]
             - m[:, r0, g1, b1] + m[:, r0, g1, b0] + m[:, r0, g0, b1] - m[:, r0, g0, b0])
+
+
+def _axis_moments(m: np.ndarray, box: tuple[int, ...], axis: int) -> np.ndarray:
+    """Cumulative moments ``[5, n+1]`` of the box's slabs along ``axis`` (0, 1, 2: r, g, b): column t is
+    the moments of the box cut to (lo, lo + t] on that axis, so column 0 is zero and the last the box."""
+    r0, r1, g0, g1, b0, b1 = box
+    if axis == 0:
+        s = slice(r0, r1 + 1)
+        line = m[:, s, g1, b1] - m[:, s, g1, b0] - m[:, s, g0, b1] + m[:, s, g0, b0]
+    elif axis == 1:
+        s = slice(g0, g1 + 1)
+        line = m[:, r1, s, b1] - m[:, r1, s, b0] - m[:, r0, s, b1] + m[:, r0, s, b0]
+    else:
+        s = slice(b0, b1 + 1)
+        line = m[:, r1, g1, s] - m[:, r1, g0, s] - m[:, r0, g1, s] + m[:, r0, g0, s]
+    return line - line[:, :1]
 
 
 def _variance(mom: np.ndarray) -> float:
@@ -203,41 +220,47 @@ def _variance(mom: np.ndarray) -> float:
 
 def wu_palette(image: np.ndarray, colors: int) -> np.ndarray:
     """Minimum-variance palette (Wu 1991, the method MATLAB's ``rgb2ind(I, n)`` documents) of a uint8
-    RGB image: ``[k, 3]`` uint8 colours, k <= ``colors``, each the mean of its histogram box."""
-    px = image.reshape(-1, 3).astype(np.int64)
-    q = (px >> 3) + 1
+    RGB image: ``[k, 3]`` uint8 colours, k <= ``colors``, each the mean of its histogram box.
+
+    Every moment is an integer below 2**53 (pixel values, their squares and counts), so the float64 sums
+    are exact whatever their order: a cut's moments come from one slab line per axis."""
+    import cv2
+
     size = _WU_LEVELS + 1
-    flat = (q[:, 0] * size + q[:, 1]) * size + q[:, 2]
-    pxf = px.astype(np.float64)
-    weights = (None, pxf[:, 0], pxf[:, 1], pxf[:, 2], (pxf * pxf).sum(1))
-    m = np.stack([np.bincount(flat, weights=w, minlength=size**3).astype(np.float64) for w in weights])
-    m = m.reshape(5, size, size, size).cumsum(1).cumsum(2).cumsum(3)
+    planes = cv2.split(np.ascontiguousarray(image).reshape(-1, 1, 3))
+    flat = sum((_WU_INDEX[c][p.reshape(-1)] for c, p in enumerate(planes)), start=np.intp(0))
+    values = [p.reshape(-1).astype(np.float64) for p in planes]
+    squares = sum(_SQUARES[p.reshape(-1)] for p in planes)
+    m = np.stack([np.bincount(flat, weights=w, minlength=size**3) for w in (None, *values, squares)])
+    m = m.astype(np.float64).reshape(5, size, size, size).cumsum(1).cumsum(2).cumsum(3)
 
     def split(box):
-        whole = _box_moments(m, box)
-        best = (0.0, -1, -1)
+        cums, cuts = [], []  # per axis with room for a cut: the cumulative moments, (axis, first cut)
         for axis in range(3):
             lo, hi = box[2 * axis], box[2 * axis + 1]
-            if hi - lo < 2:
-                continue
-            pos = np.arange(lo + 1, hi)
-            lower = list(box)
-            lower[2 * axis + 1] = pos
-            half = _box_moments(m, lower)[:4]  # [4, P]
-            other = whole[:4, None] - half
-            ok = (half[0] > 0) & (other[0] > 0)
-            if not ok.any():
-                continue
-            score = np.where(ok, (half[1:] ** 2).sum(0) / np.where(ok, half[0], 1.0)
-                             + (other[1:] ** 2).sum(0) / np.where(ok, other[0], 1.0), -np.inf)
-            i = int(np.argmax(score))
-            if score[i] > best[0]:
-                best = (float(score[i]), axis, int(pos[i]))
-        if best[1] < 0:
+            if hi - lo >= 2:
+                cum = _axis_moments(m, box, axis)[:4]  # [4, hi - lo + 1]
+                cums.append(np.concatenate([cum[:, 1:-1], cum[:, -1:] - cum[:, 1:-1]]))
+                cuts.append((axis, lo + 1))
+        if not cums:
             return None
+        both = np.concatenate(cums, axis=1)
+        half, other = both[:4], both[4:]  # the cuts (lo, pos] and (pos, hi], axis after axis
+        ok = (half[0] > 0) & (other[0] > 0)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            score = (half[1:] ** 2).sum(0) / half[0] + (other[1:] ** 2).sum(0) / other[0]
+        score[~ok] = -np.inf
+        i = int(np.argmax(score))  # the first best: axes r, g, b, then the lowest cut
+        if not score[i] > 0.0:
+            return None
+        k = 0
+        while i >= cums[k].shape[1]:
+            i -= cums[k].shape[1]
+            k += 1
+        axis, pos = cuts[k][0], cuts[k][1] + i
         a, b = list(box), list(box)
-        a[2 * best[1] + 1] = best[2]
-        b[2 * best[1]] = best[2]
+        a[2 * axis + 1] = pos
+        b[2 * axis] = pos
         return tuple(a), tuple(b)
 
     boxes = [(0, _WU_LEVELS, 0, _WU_LEVELS, 0, _WU_LEVELS)]

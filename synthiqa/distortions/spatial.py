@@ -119,12 +119,12 @@ class NonEccentricityPatch(Distortion):
         float64 ``[B, 100, 4]`` on the CPU."""
         return uniform_field(field_seed.cpu(), (MAX_PATCHES, 4), "cpu", torch.float64)
 
-    def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        b, _, h, w = images.shape
-        dev = images.device
-        u = upload(self.positions(host_param(params, "field_seed")), dev)
-        n_host = round_count(host_param(params, "patches"))
-        n = upload(n_host, dev)
+    @staticmethod
+    def corners(u: torch.Tensor, n: torch.Tensor, h: int,
+                w: int) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Top-left corners ``[B, 100]`` int64 of each slot's source and destination, ([rows, cols],
+        [rows, cols]), on ``u``'s device, from the slot positions ``u`` and the patch counts ``n``; slots
+        beyond a sample's count have the destination equal to the source."""
         src, dst = [], []
         for k, size in enumerate((h, w)):
             lo, hi = PATCH_MARGIN, size - PATCH - PATCH_MARGIN
@@ -132,8 +132,15 @@ class NonEccentricityPatch(Distortion):
             d = torch.round((u[..., k + 2] - 0.5) * PATCH_MARGIN + s)
             src.append(s.clamp(0, size - PATCH).long())
             dst.append(d.clamp(0, size - PATCH).long())
-        active = torch.arange(MAX_PATCHES, device=dev).view(1, -1) < n.view(-1, 1)
-        dst = [torch.where(active, d, s) for d, s in zip(dst, src, strict=True)]
+        active = torch.arange(MAX_PATCHES, device=u.device).view(1, -1) < n.view(-1, 1)
+        return src, [torch.where(active, d, s) for d, s in zip(dst, src, strict=True)]
+
+    def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
+        b, _, h, w = images.shape
+        dev = images.device
+        u = upload(self.positions(host_param(params, "field_seed")), dev)
+        n_host = round_count(host_param(params, "patches"))
+        src, dst = self.corners(u, upload(n_host, dev), h, w)
         out = images.clone()
         bi = torch.arange(b, device=dev).view(-1, 1, 1)
         offs = torch.arange(PATCH, device=dev)
@@ -653,3 +660,91 @@ def _otsu_curve(x: torch.Tensor, hist: torch.Tensor, lo_v: torch.Tensor, hi_v: t
     values = torch.where(idx >= n.view(-1, 1), ones, values)
     out = values.gather(1, cls).gather(1, scaled.ceil_().clamp_(0, 255).long())
     return torch.where(hi > lo, out, x)
+
+
+@lru_cache(maxsize=1)
+def remap_is_exact() -> bool:
+    """Whether OpenCV's float32 ``remap`` interpolates at the given coordinates (OpenCV 5) rather than on
+    its 1/32 px grid (OpenCV 4): checked once on a ramp sampled 0.01 px off the pixel centres."""
+    import cv2
+
+    ramp = np.tile(np.arange(8, dtype=np.float32) ** 2, (4, 1))
+    map_x = np.tile(np.arange(8, dtype=np.float32) + np.float32(0.01), (4, 1))
+    map_y = np.tile(np.arange(4, dtype=np.float32)[:, None], (1, 8))
+    got = cv2.remap(ramp, map_x, map_y, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)[:, 1:6]
+    want = ramp[:, 1:6] * np.float32(0.99) + ramp[:, 2:7] * np.float32(0.01)
+    return bool(np.abs(got - want).max() < 1e-4)
+
+
+@lru_cache(maxsize=8)
+def _pixel_grid(h: int, w: int) -> np.ndarray:
+    """Pixel centres ``[H,W,2]`` float32 as (x, y): OpenCV's interleaved remap map of the identity."""
+    ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
+    grid = np.stack([xs, ys], axis=-1)
+    grid.flags.writeable = False
+    return grid
+
+
+@register_uint8_path("jitter")
+def _jitter_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                  out: np.ndarray) -> bool:
+    """The same per-sample displacement fields (drawn from the same seeds into a scratch tensor), five
+    OpenCV float32 ``remap`` rounds (bicubic with a = -0.75 as PyTorch, or bilinear; replicated border,
+    each tap clamped into the image as ``grid_sample``'s border padding does) on the stretched values of a
+    lookup table, then one clamp, stretch and rounding (``finish_unit``). Declines where OpenCV's remap
+    snaps coordinates to its 1/32 px grid (before OpenCV 5) or images of 32767 px or more on a side."""
+    import cv2
+
+    from synthiqa.distortions.fastpath import finish_unit, unit_tables
+
+    b, h, w, _ = images.shape
+    mode = dist.options.get("interpolation", "bilinear")
+    if mode not in ("bilinear", "bicubic") or max(h, w) >= np.iinfo(np.int16).max or not remap_is_exact():
+        return False
+    flag = cv2.INTER_CUBIC if mode == "bicubic" else cv2.INTER_LINEAR
+    unit = unit_tables(images, wrap).numpy()
+    stds = params["std"].to(torch.float32).tolist()
+    seeds = params["field_seed"].reshape(-1, 1)
+    grid = _pixel_grid(h, w)
+
+    def one(i: int) -> None:
+        field = torch.from_numpy(scratch("jitter.field", (1, JITTER_ITERATIONS, h, w, 2)))
+        shifts = normal_field(seeds[i], (JITTER_ITERATIONS, h, w, 2), "cpu", torch.float32, out=field)[0]
+        shifts = shifts.numpy()
+        cur = cv2.LUT(images[i], unit[i], dst=scratch("jitter.a", (h, w, 3)))
+        nxt = scratch("jitter.b", (h, w, 3))
+        where = scratch("jitter.map", (h, w, 2))
+        for k in range(JITTER_ITERATIONS):  # source = pixel - std * N(0, 1), as the float path's grid
+            np.multiply(shifts[k], np.float32(-stds[i]), out=where)
+            where += grid
+            cv2.remap(cur, where, None, flag, dst=nxt, borderMode=cv2.BORDER_REPLICATE)
+            cur, nxt = nxt, cur
+        finish_unit(cur, wrap, out[i])
+
+    map_images(b, one)
+    return True
+
+
+@register_uint8_path("non_eccentricity_patch")
+def _non_eccentricity_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor],
+                            wrap: bool, out: np.ndarray) -> None:
+    """The same patch copies, one after the other, on the 8-bit image; copying commutes with the input
+    stretch, so under the wrap one lookup table per image (both stretches) follows the copies."""
+    b, h, w, _ = images.shape
+    n = round_count(params["patches"])
+    src, dst = NonEccentricityPatch.corners(NonEccentricityPatch.positions(params["field_seed"]), n, h, w)
+    src_r, src_c, dst_r, dst_c = (v.tolist() for v in (*src, *dst))
+    counts = n.tolist()
+
+    def one(i: int) -> None:
+        image = out[i]
+        np.copyto(image, images[i])
+        for k in range(counts[i]):
+            rs, cs, rd, cd = src_r[i][k], src_c[i][k], dst_r[i][k], dst_c[i][k]
+            image[rd:rd + PATCH, cd:cd + PATCH] = image[rs:rs + PATCH, cs:cs + PATCH].copy()
+        if wrap:
+            inputs = _unit([image_range(images[i])])
+            outputs = stretch_array(_unit([image_range(image)]), inputs[:, :1], inputs[:, 1:])
+            apply_lut(image, _wrap_luts(inputs, outputs)[0], image)
+
+    map_images(b, one)
