@@ -488,3 +488,81 @@ def _color_quantization_uint8(dist: Distortion, images: np.ndarray, params: Mapp
 
     map_images(images.shape[0], one)
     return True
+
+
+def _edge_stretch(e: np.ndarray, lo: float, hi: float) -> None:
+    """In place: ``edge_weight``'s stretch of ``e`` from [lo, hi] to [0, 1] (unchanged when hi <= lo)."""
+    span = np.float32(hi) - np.float32(lo)
+    if span > 0:
+        np.clip(e, np.float32(lo), np.float32(hi), out=e)
+        e -= np.float32(lo)
+        e /= max(span, np.float32(1e-12))
+
+
+def _percentile_array(flat: np.ndarray, p: float) -> float:
+    """``_percentile`` of one flat float32 array (the same two order statistics, by partition)."""
+    n = flat.size
+    pos = min(max(n * p / 100.0 + 0.5, 1.0), float(n)) - 1.0
+    lo = int(np.floor(pos))
+    hi = min(lo + 1, n - 1)
+    frac = pos - lo
+    part = np.partition(flat, (lo, hi))
+    v_lo = np.float32(part[lo])
+    v_hi = np.float32(part[hi]) if frac > 0 else v_lo
+    return float(v_lo * np.float32(1 - frac) + v_hi * np.float32(frac))
+
+
+def edge_weight_array(image: np.ndarray, clip_and_stretch: bool) -> np.ndarray:
+    """:func:`edge_weight` of one float32 ``[H,W,3]`` image as float32 ``[H,W]`` (OpenCV and NumPy; within
+    float32 rounding of the torch version)."""
+    import cv2
+
+    gray = cv2.transform(image, np.array([GRAY_WEIGHTS], dtype=np.float32))
+    p = cv2.copyMakeBorder(gray, 1, 1, 1, 1, cv2.BORDER_REPLICATE)
+    gx = np.subtract(p[1:-1, 2:], p[1:-1, :-2])
+    gy = np.subtract(p[2:, 1:-1], p[:-2, 1:-1])
+    gx *= np.float32(0.5)
+    gy *= np.float32(0.5)
+    k = gaussian_kernel1d(EDGE_SIGMA).astype(np.float32)
+    e = cv2.sepFilter2D(cv2.magnitude(gx, gy), cv2.CV_32F, k, k, borderType=cv2.BORDER_REPLICATE)
+    lo, hi = cv2.minMaxLoc(e)[:2]
+    _edge_stretch(e, lo, hi)
+    if clip_and_stretch:
+        np.clip(e, np.float32(0.1), np.float32(1.0), out=e)
+        flat = e.reshape(-1)
+        _edge_stretch(e, _percentile_array(flat, EDGE_PERCENTILE),
+                      _percentile_array(flat, 100 - EDGE_PERCENTILE))
+    return e
+
+
+@register_uint8_path("color_shift")
+def _color_shift_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor],
+                       wrap: bool, out: np.ndarray) -> None:
+    """uint8 fast path: the stretched values from a per-image float table, the green plane moved by the
+    same integer index maps, the edge weight in OpenCV (``edge_weight_array``), the blend in float32,
+    then one clamp, stretch and rounding (``finish_unit``)."""
+    import cv2
+
+    from synthiqa.distortions.fastpath import finish_unit, unit_tables
+
+    b, h, w, _ = images.shape
+    amount = params["amount"].to(torch.float64).view(-1, 1)
+    shift = torch.floor(amount * params["direction"].to(torch.float64) + 0.5).long()
+    mode = dist.options.get("shift_border", "arniqa")
+    rows = _shift_index(h, shift[:, 0], shift[:, 1], mode).numpy()
+    cols = _shift_index(w, shift[:, 1], shift[:, 0], mode).numpy()
+    unit = unit_tables(images, wrap).numpy()
+    clip = bool(dist.options.get("edge_clip_stretch", False))
+
+    def one(i: int) -> None:
+        x = cv2.LUT(images[i], unit[i], dst=scratch("shift.x", (h, w, 3)))
+        g = np.ascontiguousarray(x[..., 1])
+        moved = g[rows[i]][:, cols[i]]
+        e = edge_weight_array(x, clip)
+        # moved * e + g * (1 - e), the float path's order
+        blend = np.multiply(moved, e, out=moved)
+        blend += g * (np.float32(1.0) - e)
+        x[..., 1] = blend
+        finish_unit(x, wrap, out[i])
+
+    map_images(b, one)

@@ -134,3 +134,4 @@ def lab_to_rgb_array(lab: np.ndarray, clamp_negative_z: bool) -> np.ndarray:
         np.minimum(lab[..., 2], cap, out=lab[..., 2])
     rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB, dst=scratch("rgb", lab.shape))
     return np.clip(rgb, 0.0, 1.0, out=rgb)
+
