@@ -41,6 +41,8 @@ def generate_command(
     shard_size: Optional[int] = typer.Option(None, help="Images per WebDataset shard, about; shards hold "  # noqa: UP045
                                              "whole references [1000]."),
     engine: str = typer.Option("local", help="local (this machine) or ray (Ray Data; needs the ray extra)."),
+    pipeline: str = typer.Option("auto", help="auto (CPU: worker processes) or device (the accelerator's "
+                                 "one-process batched pipeline on any device, e.g. to check it on a CPU)."),
     ray_address: Optional[str] = typer.Option(None, help="Ray cluster to join: HOST:PORT, or auto for the "  # noqa: UP045
                                               "running one; default: start a local Ray instance."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
@@ -57,7 +59,7 @@ def generate_command(
         per_image=per_image, max_chain=max_chain, seed=seed, max_side=max_side, crop=crop_size,
         labels=tuple(labels.split(",")), image_format="png" if container == "webdataset" else image_format,
         container=container, shard_size=shard_size, shard=parse_shard(shard), device=device,
-        batch_size=batch_size, resume=resume, engine=engine, ray_address=ray_address,
+        batch_size=batch_size, resume=resume, engine=engine, pipeline=pipeline, ray_address=ray_address,
         **({} if workers is None else {"workers": workers}),
     )
     summary = generate(config, console=err_console, progress=not quiet)

@@ -51,7 +51,8 @@ class ChunkRunner:
 
     On the CPU the chunk's images are distorted one group of equal chain types at a time (a channels-last
     batch of reference copies, so the uint8 fast path works on it and hands back ``HxWx3`` arrays with no
-    further copies or gathers); on other devices the chunk is one batch. Either way image i depends only
+    further copies or gathers); on other devices, or with ``cfg.pipeline == "device"``, the chunk is one
+    batch. Either way image i depends only
     on its reference, chain, seed and device (the engine's batch invariance). One runner holds one
     full-reference metric state (the last reference's features).
     """
@@ -60,15 +61,16 @@ class ChunkRunner:
         self.cfg = cfg
         self.device = device
         self.label_cols = label_columns(cfg.labels)
+        self.batched = cfg.device_pipeline(device)
         self._fr_ref: tuple[torch.Tensor, ReferenceFR] | None = None
 
     @torch.inference_mode()
     def __call__(self, ref_u8: torch.Tensor, plan: RefPlan, chunk: tuple[Job, ...],
                  ) -> tuple[list[np.ndarray], list[dict[str, Any]]]:
-        if self.device.type == "cpu":
-            images, records, labels = self._each(ref_u8, chunk)
-        else:
+        if self.batched:
             images, records, labels = self._batch(ref_u8, chunk)
+        else:
+            images, records, labels = self._each(ref_u8, chunk)
         rows = [self._row(plan, job, records[j], {k: v[j] for k, v in labels.items()})
                 for j, job in enumerate(chunk)]
         return images, rows
@@ -273,8 +275,8 @@ def run_tasks(tasks: Iterable[Task], cfg: GenerateConfig, device: torch.device, 
                 copies = [*item.ref_files, *sink.pristine_copies(item)]
                 ref_futures = [write_pool.submit(sink.write_copies, copies, arr)] if copies else []
                 ref_u8 = torch.from_numpy(np.require(arr, requirements="CW")).permute(2, 0, 1).to(device)
-                batches = (cpu_batches(item.chunks, arr.nbytes) if device.type == "cpu"
-                           else [(chunk,) for chunk in item.chunks])
+                batches = ([(chunk,) for chunk in item.chunks] if runner.batched
+                           else cpu_batches(item.chunks, arr.nbytes))
                 for batch in batches:
                     check()
                     jobs = tuple(job for chunk in batch for job in chunk)

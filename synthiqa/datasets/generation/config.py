@@ -21,6 +21,10 @@ IMAGE_FORMATS = ("png", "bmp")
 CONTAINERS = ("files", "webdataset")
 #: Engines that run the plan (``--engine``).
 ENGINES = ("local", "ray")
+#: How the local engine runs (``--pipeline``): ``auto`` (worker processes distorting equal-chain groups on
+#: the CPU, the single-process device pipeline on an accelerator) or ``device`` (the device pipeline on any
+#: device: one process, decode and write threads, one batch per chunk; on the CPU it checks that path).
+PIPELINES = ("auto", "device")
 #: Default images per reference in chains and basic mode (basic: plus the pristine copy).
 DEFAULT_PER_IMAGE = 5
 #: Default longest side of the built-in references (they are 300..1000 px; 384 keeps the README run quick).
@@ -59,6 +63,8 @@ class GenerateConfig:
         workers: local engine: CPU processes, or decode and write threads (each) on an accelerator;
             Ray engine: actors.
         engine: ``local`` (this machine) or ``ray`` (Ray Data).
+        pipeline: ``auto`` or ``device`` (the accelerator's single-process pipeline, even on the CPU;
+            ``PIPELINES``); not part of the dataset's identity: both make the same records and labels.
         ray_address: Ray cluster to join (``auto``: the running one); None starts a local instance.
         resume: continue the run in ``out`` (same options) instead of refusing a non-empty folder.
         max_pixels: decompression-bomb guard; larger references are skipped.
@@ -82,6 +88,7 @@ class GenerateConfig:
     batch_size: int = 16
     workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
     engine: str = "local"
+    pipeline: str = "auto"
     ray_address: str | None = None
     resume: bool = False
     max_pixels: int = DEFAULT_MAX_PIXELS
@@ -111,6 +118,8 @@ class GenerateConfig:
             raise ConfigError("--shard-size needs --format webdataset")
         if self.engine not in ENGINES:
             raise ConfigError(f"--engine {self.engine!r}: choose one of {', '.join(ENGINES)}")
+        if self.pipeline not in PIPELINES:
+            raise ConfigError(f"--pipeline {self.pipeline!r}: choose one of {', '.join(PIPELINES)}")
         if self.ray_address is not None and self.engine != "ray":
             raise ConfigError("--ray-address needs --engine ray")
         if self.batch_size < 1:
@@ -145,6 +154,11 @@ class GenerateConfig:
     @property
     def source(self) -> str:
         return "builtin" if self.ref_dir is None else str(Path(self.ref_dir).resolve())
+
+    def device_pipeline(self, device: Any) -> bool:
+        """Whether the chunks on ``device`` (a ``torch.device``) run through the single-process device
+        pipeline (one batch per chunk) rather than the CPU's equal-chain groups."""
+        return self.pipeline == "device" or device.type != "cpu"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)

@@ -32,15 +32,16 @@ PROGRESS_POLL_S = 0.2
 
 
 def processes_for(cfg: GenerateConfig, device: torch.device, tasks: int) -> int:
-    """Worker processes the local engine starts: ``workers`` on the CPU (at most one per task), else 1."""
-    return min(cfg.workers, tasks) if device.type == "cpu" else 1
+    """Worker processes the local engine starts: ``workers`` on the CPU (at most one per task), 1 for the
+    device pipeline."""
+    return 1 if cfg.device_pipeline(device) else min(cfg.workers, tasks)
 
 
 def run(work: Iterable[WorkItem | Task], cfg: GenerateConfig, device: torch.device, out: Path,
         arrays: dict[str, np.ndarray], reporter: Any,
         check: Callable[[], None]) -> tuple[int, list[tuple[str, str]]]:
     """Run the work here: worker processes on the CPU, else the threaded pipeline in this process."""
-    tasks = tasks_of(work, cfg.workers if device.type == "cpu" else 1)
+    tasks = tasks_of(work, 1 if cfg.device_pipeline(device) else cfg.workers)
     processes = processes_for(cfg, device, len(tasks))
     with reporter.progress(sum(t.images for t in tasks), f"generate {cfg.mode}/{cfg.profile}") as advance:
         if processes > 1:
