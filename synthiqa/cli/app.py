@@ -28,7 +28,7 @@ class _Choices(dict):
             return self[key]
         from synthiqa.benchmarks.suite import SUITES
         from synthiqa.datasets.generation.config import IMAGE_FORMATS
-        from synthiqa.datasets.generation.plan import list_modes
+        from synthiqa.datasets.generation.modes import list_modes
         from synthiqa.datasets.loaders import list_dataset_kinds
         from synthiqa.distortions import list_profiles
         from synthiqa.models.registry import MODELS, list_methods

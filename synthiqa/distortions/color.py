@@ -16,7 +16,17 @@ import torch.nn.functional as F
 from synthiqa.distortions.base import Distortion, LevelTable, host_param, upload
 from synthiqa.distortions.blur import round_half_up
 from synthiqa.distortions.colorspace import lab_to_rgb, rgb_to_lab, truncate_to_8bit
-from synthiqa.distortions.fastpath import FLAT_SPAN, map_images, register_uint8_path, scratch
+from synthiqa.distortions.fastpath import (
+    FLAT_SPAN,
+    apply_lut,
+    finish_unit,
+    image_range,
+    map_images,
+    register_uint8_path,
+    scratch,
+    stretch_lut,
+    unit_tables,
+)
 from synthiqa.distortions.filters import gaussian_kernel1d, separable_filter
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.distortions.rng import SampleRNG
@@ -465,22 +475,19 @@ def _color_quantization_uint8(dist: Distortion, images: np.ndarray, params: Mapp
                               wrap: bool, out: np.ndarray) -> bool:
     """uint8 fast path of ``method='wu'``: the codec already works on 8-bit images, so the wrap's two
     stretches are lookup tables around it (as for JPEG): the float path's values exactly."""
-    from synthiqa.distortions.compression import _stretch_lut
-    from synthiqa.distortions.fastpath import apply_lut, image_range
-
     if dist.options.get("method", "wu") != "wu":
         return False
     colors = [max(2, min(256, n)) for n in round_half_up(params["colors"])]
 
     def one(i: int) -> None:
         image = images[i]
-        lut = _stretch_lut(*image_range(image), "opencv") if wrap else None
+        lut = stretch_lut(*image_range(image), "opencv") if wrap else None
         if lut is not None:
             stretched = scratch("cq.in", image.shape, np.uint8)
             apply_lut(image, lut, stretched)
             image = stretched
         result = quantize_palette_dither(np.ascontiguousarray(image), colors[i])
-        lut = _stretch_lut(*image_range(result), "nearest") if wrap else None
+        lut = stretch_lut(*image_range(result), "nearest") if wrap else None
         if lut is not None:
             apply_lut(np.ascontiguousarray(result), lut, out[i])
         else:
@@ -542,8 +549,6 @@ def _color_shift_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str
     same integer index maps, the edge weight in OpenCV (``edge_weight_array``), the blend in float32,
     then one clamp, stretch and rounding (``finish_unit``)."""
     import cv2
-
-    from synthiqa.distortions.fastpath import finish_unit, unit_tables
 
     b, h, w, _ = images.shape
     amount = params["amount"].to(torch.float64).view(-1, 1)

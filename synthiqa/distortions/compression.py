@@ -11,7 +11,6 @@ import io
 import math
 import warnings
 from collections.abc import Mapping
-from functools import lru_cache
 from typing import Protocol
 
 import numpy as np
@@ -25,8 +24,7 @@ from synthiqa.distortions.fastpath import (
     image_range,
     map_images,
     register_uint8_path,
-    stretch,
-    unit_values,
+    stretch_lut,
 )
 from synthiqa.distortions.registry import register_distortion
 from synthiqa.errors import DistortionInputError
@@ -182,25 +180,6 @@ class JPEG(Distortion):
         raise DistortionInputError(f"jpeg: unknown codec {codec!r}; choose one of {', '.join(JPEG_CODECS)}")
 
 
-@lru_cache(maxsize=1024)
-def _stretch_lut(lo: float, hi: float, rounding: str) -> np.ndarray | None:
-    """uint8 -> uint8 table of the min-max stretch by (lo, hi) (8-bit values), with the float path's float32
-    arithmetic; ``rounding`` "opencv" as ``map_uint8_images`` (convertScaleAbs) or "nearest". None when it
-    is the identity (an image that already spans 0..255)."""
-    import cv2
-
-    bounds = torch.tensor([lo, hi], dtype=torch.uint8).float().div_(255.0)
-    unit = stretch(unit_values(), bounds[0], bounds[1]).clamp_(0.0, 1.0)
-    if rounding == "opencv":
-        lut = cv2.convertScaleAbs(unit.numpy().reshape(1, 256), alpha=255.0).reshape(256)
-    else:
-        lut = unit.mul_(255.0).round_().to(torch.uint8).numpy()
-    if np.array_equal(lut, np.arange(256)):
-        return None
-    lut.setflags(write=False)
-    return lut
-
-
 @register_uint8_path("jpeg")
 def _jpeg_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
                 out: np.ndarray) -> bool:
@@ -213,14 +192,14 @@ def _jpeg_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch
 
     def one(i: int) -> None:
         bgr = cv2.cvtColor(images[i], cv2.COLOR_RGB2BGR)
-        lut = _stretch_lut(*image_range(bgr), "opencv") if wrap else None
+        lut = stretch_lut(*image_range(bgr), "opencv") if wrap else None
         if lut is not None:
             apply_lut(bgr, lut, bgr)
         ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, qualities[i]])
         if not ok:
             raise RuntimeError("OpenCV could not encode a JPEG")
         decoded = cv2.imdecode(buf, cv2.IMREAD_COLOR_RGB)
-        lut = _stretch_lut(*image_range(decoded), "nearest") if wrap else None
+        lut = stretch_lut(*image_range(decoded), "nearest") if wrap else None
         if lut is not None:
             apply_lut(decoded, lut, out[i])
         else:

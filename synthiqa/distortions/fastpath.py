@@ -197,6 +197,25 @@ def stretch(x: torch.Tensor, lo: torch.Tensor, hi: torch.Tensor) -> torch.Tensor
     return (x - torch.where(flat, 0.0, lo)).div_(torch.where(flat, 1.0, span))
 
 
+@lru_cache(maxsize=1024)
+def stretch_lut(lo: float, hi: float, rounding: str) -> np.ndarray | None:
+    """uint8 -> uint8 table of the min-max stretch by (lo, hi) (8-bit values), with the float path's float32
+    arithmetic; ``rounding`` "opencv" as ``map_uint8_images`` (convertScaleAbs) or "nearest". None when it
+    is the identity (an image that already spans 0..255)."""
+    import cv2
+
+    bounds = torch.tensor([lo, hi], dtype=torch.uint8).float().div_(255.0)
+    unit = stretch(unit_values(), bounds[0], bounds[1]).clamp_(0.0, 1.0)
+    if rounding == "opencv":
+        lut = cv2.convertScaleAbs(unit.numpy().reshape(1, 256), alpha=255.0).reshape(256)
+    else:
+        lut = unit.mul_(255.0).round_().to(torch.uint8).numpy()
+    if np.array_equal(lut, np.arange(256)):
+        return None
+    lut.setflags(write=False)
+    return lut
+
+
 def stretch_array(x: np.ndarray, lo: np.ndarray, hi: np.ndarray) -> np.ndarray:
     """:func:`stretch` on float32 NumPy arrays (the same float32 operations, so the same values): small
     per-sample tables are cheaper in NumPy than in torch, whose tiny ops can wake its thread pool."""

@@ -29,9 +29,11 @@ import torch
 
 from synthiqa.datasets.fr_metrics import ReferenceFR
 from synthiqa.datasets.generation.config import GenerateConfig
-from synthiqa.datasets.generation.output import make_sink
-from synthiqa.datasets.generation.plan import Job, RefPlan, Task, WorkItem, part_name
+from synthiqa.datasets.generation.modes import Job
+from synthiqa.datasets.generation.output import FileSink
+from synthiqa.datasets.generation.plan import RefPlan, Task, WorkItem, part_name
 from synthiqa.datasets.generation.progress import no_stop
+from synthiqa.datasets.generation.shards import ShardSink
 from synthiqa.datasets.generation.sources import load_reference, source_path
 from synthiqa.datasets.labels import FR_PSEUDO_MOS, fuse_fr, label_columns, level_quality
 from synthiqa.datasets.references import ReferenceSkipped
@@ -221,6 +223,11 @@ class _LastReference:
         with self._lock:
             self._last = (ref.name, arr)
         return arr
+
+
+def make_sink(cfg: GenerateConfig, out: Path) -> FileSink | ShardSink:
+    """Where the images of ``cfg.container`` go: image files or WebDataset shards."""
+    return ShardSink(cfg, out) if cfg.container == "webdataset" else FileSink(cfg, out)
 
 
 def run_tasks(tasks: Iterable[Task], cfg: GenerateConfig, device: torch.device, out: Path,

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from synthiqa.datasets.generation.plan import get_mode, list_modes
+from synthiqa.datasets.generation.modes import get_mode, list_modes
 from synthiqa.datasets.labels import parse_label_families
 from synthiqa.datasets.references import DEFAULT_MAX_PIXELS, MIN_SIDE
 from synthiqa.distortions.chains import sample_chain
@@ -46,7 +46,7 @@ class GenerateConfig:
         out: output folder.
         ref_dir: folder of reference images (recursive), or None for the built-in references.
         profile: distortion profile (``kadid``, ``arniqa``, ``basic8``).
-        mode: a registered mode (``grid``, ``chains`` or ``basic``; ``plan.list_modes``).
+        mode: a registered mode (``grid``, ``chains`` or ``basic``; ``modes.list_modes``).
         per_image: images per reference in chains/basic mode (default 5; ignored by grid).
         max_chain: longest chain in chains mode (default: the profile's, 4).
         seed: run seed.

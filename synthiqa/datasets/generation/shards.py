@@ -24,8 +24,9 @@ import numpy as np
 from synthiqa.atomic import atomic_path, atomic_write_text
 from synthiqa.datasets.generation.config import GenerateConfig
 from synthiqa.datasets.generation.encoding import encode_image
+from synthiqa.datasets.generation.modes import Job
 from synthiqa.datasets.generation.output import SHARDS_DIR, write_copies
-from synthiqa.datasets.generation.plan import Job, Task, WorkItem
+from synthiqa.datasets.generation.plan import Task, WorkItem
 from synthiqa.datasets.manifest import dumps, write_part
 from synthiqa.errors import DatasetError
 
