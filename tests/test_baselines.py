@@ -146,10 +146,10 @@ def test_brisque_svr_learns_noise_level_and_selects_on_val(tmp_path):
     train, val, test = recs[:20], recs[20:25], recs[25:]
     model = BRISQUE(c_grid=(1, 10), gamma_grid=(0.1, 1.0))
     model.fit(train, val)
-    assert set(model.selected) == {"C", "gamma", "selection_srcc"}
+    assert set(model.selected_) == {"C", "gamma", "selection_srcc"}
     pred = model.predict(test)
     assert stats.spearmanr(pred, [r.score_norm for r in test])[0] > 0.8
     cv = BRISQUE(c_grid=(1,), gamma_grid=(0.1,))
     cv.fit(train)  # no val: scene-grouped cross-validation on train
-    assert np.isfinite(cv.selected["selection_srcc"])
+    assert np.isfinite(cv.selected_["selection_srcc"])
     assert model.embed(test).shape == (5, 36)

@@ -221,3 +221,30 @@ def test_results_markdown_reports_median_and_spread():
     suite = Suite.from_dict({"name": "t", "models": ["psnr"], "protocols": ["intra"]})
     md = results_markdown(pd.DataFrame(rows), suite)
     assert "| m | d | intra | 3 | 0.700 ±0.163 |" in md
+
+
+def test_every_cell_fits_a_clone_of_one_unfitted_prototype(tmp_path, monkeypatch):
+    import synthiqa.benchmarks.suite as suite_module
+
+    make_generated_tree(tmp_path / "gen")
+    clones = []
+    real_clone = suite_module.clone
+
+    def recording_clone(prototype):
+        copy = real_clone(prototype)
+        clones.append((prototype, copy))
+        return copy
+
+    monkeypatch.setattr(suite_module, "clone", recording_clone)
+    suite = Suite.from_dict({
+        "name": "clones", "seed": 5, "n_boot": 0,
+        "models": [{"name": "brisque", "options": {"c_grid": [1], "gamma_grid": [0.1]}}],
+        "datasets": [{"name": "gen", "kind": "synthiqa", "root": str(tmp_path / "gen")}],
+        "protocols": [{"name": "intra", "n_splits": 2, "ratios": [0.5, 0.25, 0.25]}],
+    })
+    summary = run_suite(suite, tmp_path / "out", log=lambda m: None, progress=False)
+    assert summary.computed == len(clones) == 2
+    (prototype, first), (again, second) = clones
+    assert prototype is again and first is not second  # one prototype, a fresh model per cell
+    assert not hasattr(prototype, "svr_") and hasattr(first, "svr_") and hasattr(second, "svr_")
+    assert first.get_params() == second.get_params() == {"c_grid": [1], "gamma_grid": [0.1], "epsilon": 0.01}

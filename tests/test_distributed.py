@@ -31,11 +31,11 @@ def _one_process_validation(run, refs):
     from synthiqa.models.trcnn.method import TRCNNPredictor, score_records
 
     predictor = TRCNNPredictor.from_checkpoint(run / "best.pt").to(torch.device("cpu"))
-    c = predictor.config
+    c = predictor.config_
     parts = split_references(refs, c.image_size, c.seed)
     val = eval_set(parts, "val", run / "onthefly", c.image_size, c.onthefly_profile, "single", c.seed,
                    c.val_samples, write=False)
-    m = evaluate_outputs(score_records(predictor.model, val, LabelSpace.from_records(val), c,
+    m = evaluate_outputs(score_records(predictor.model_, val, LabelSpace.from_records(val), c,
                                        torch.device("cpu")))
     return {"srcc": m["srcc"], "plcc": m["plcc"], "mse": m["rmse"] ** 2}
 

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from sklearn.base import clone
 
 from synthiqa.datasets import load_dataset
 from synthiqa.datasets.folds import experiment_splits
@@ -234,6 +235,11 @@ def test_one_epoch_run_saves_a_checkpoint_that_predicts(tiny_set, trained, metho
     scores = predictor.predict(records)
     assert scores.shape == (5,) and np.isfinite(scores).all()
     assert predictor.embed(records).shape[0] == 5
+    again = clone(predictor)  # unfitted, with the same parameters
+    assert again.get_params() == predictor.get_params() and not hasattr(again, "model_")
+    if method == "arniqa":  # a loaded ARNIQA's clone refits the Ridge on the checkpoint's encoder
+        refit = again.fit(load_dataset("synthiqa", tiny_set).records)
+        np.testing.assert_allclose(refit.embed(records), predictor.embed(records), rtol=1e-4, atol=1e-5)
 
 
 def test_arniqa_trains_with_sgd_momentum_as_in_the_paper(trained):
@@ -286,11 +292,12 @@ def test_trcnn_predictor_fits_in_memory_and_sind_options_change_training(tiny_se
                            scenes_per_batch=2, images_per_scene=3)
     for predictor in (plain, aligned):
         torch.manual_seed(0)
-        predictor.fit(train)
+        assert predictor.fit(train) is predictor
     a, b = plain.predict(test), aligned.predict(test)
     assert a.shape == b.shape == (len(test),) and not np.allclose(a, b)
+    bad = create_model("trcnn", alignment="scene")  # stored as given; fit checks it
     with pytest.raises(ConfigError, match="alignment=scene needs loss=sind"):
-        create_model("trcnn", alignment="scene")
+        bad.fit(train)
 
 
 def test_experiment_types_keep_or_leak_scenes_as_documented(tiny_set):

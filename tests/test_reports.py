@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 from PIL import Image
 from scipy.ndimage import gaussian_filter
+from sklearn.base import BaseEstimator
 
 from synthiqa.benchmarks.suite import Suite, run_suite
 from synthiqa.cli import main
@@ -18,7 +19,7 @@ from synthiqa.reports.html import build_report
 
 
 @register_model("test_report_mixture")
-class _MixtureModel:
+class _MixtureModel(BaseEstimator):
     """A trainable stand-in with a training log, embeddings and its own clusters (one per level)."""
 
     name = "test_report_mixture"
@@ -27,12 +28,12 @@ class _MixtureModel:
 
     def __init__(self, seed: int = 0):
         self.seed = seed
-        self.training_log = None
 
     def fit(self, train, val=None):
-        self.training_log = [{"epoch": e, "phase": "pretrain" if e < 2 else "finetune",
-                              "loss_total": 1 / e, "val_srcc": 0.5 + 0.1 * e, "val_active_clusters": 3}
-                             for e in range(1, 4)]
+        self.training_log_ = [{"epoch": e, "phase": "pretrain" if e < 2 else "finetune",
+                               "loss_total": 1 / e, "val_srcc": 0.5 + 0.1 * e, "val_active_clusters": 3}
+                              for e in range(1, 4)]
+        return self
 
     def predict(self, records):
         return np.array([-r.level + 0.01 * i for i, r in enumerate(records)])

@@ -145,7 +145,7 @@ def test_checkpoints_from_before_whole_image_features_still_load(dataset, tmp_pa
     from synthiqa.datasets import load_dataset
 
     predictor = load_predictor(tmp_path / "old.pt")
-    assert predictor.model.whole_image is None
+    assert predictor.model_.whole_image is None
     assert predictor.predict(load_dataset("synthiqa", dataset).records[:3]).shape == (3,)
 
 
@@ -159,7 +159,7 @@ def test_checkpoints_from_before_level_tiles_read_the_whole_image(dataset, tmp_p
 
     records = load_dataset("synthiqa", dataset).records[:4]
     old = load_predictor(tmp_path / "old.pt")
-    assert old.model.config.level_tiles == 0 and bool(old.model.level_fitted)
+    assert old.model_.config.level_tiles == 0 and bool(old.model_.level_fitted)
     np.testing.assert_allclose(old.predict(records), load_predictor(best).predict(records), rtol=1e-6)
 
 

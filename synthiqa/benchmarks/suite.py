@@ -25,10 +25,10 @@ Cluster rows (``purity_type``, ``nmi_type``, ``ari_type`` and the ``_group`` ver
 mixture (``clusters(records)``, mode ``model_mixture``) or else a diagonal GMM with one component per
 distortion type on its standardised embeddings (mode ``gmm_diag_k<K>``).
 
-Every cell gets its own unfitted model, built from the suite's model spec (what scikit-learn's ``clone``
-of an unfitted estimator gives), in one process or in ``jobs`` worker processes alike, so no state
-(fitted weights, training logs, caches) passes from one cell to the next. A model that keeps its
-per-epoch log rows in a ``training_log`` attribute after ``fit`` gets them written to
+Every cell gets its own unfitted model, ``sklearn.base.clone`` of the prototype built once from the
+suite's model spec, in one process or in ``jobs`` worker processes alike, so no state (fitted weights,
+training logs, caches) passes from one cell to the next. A model that keeps its per-epoch log rows in a
+``training_log_`` attribute after ``fit`` gets them written to
 ``runs/<model>/<dataset>/<protocol>/<split>/log.csv`` (training curves in the report). Finished cells (model x
 dataset x protocol x split) are stored under ``cells/`` with a digest of their configuration and are
 skipped on a rerun, so an interrupted run resumes where it stopped; ``limit`` computes only the next N
@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+from sklearn.base import clone
 
 from synthiqa.atomic import atomic_path, atomic_write_bytes, atomic_write_text
 from synthiqa.benchmarks.evaluation import type_members
@@ -571,7 +572,7 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
                 if proto.models and spec.key not in proto.models and spec.name not in proto.models:
                     continue
                 planned.append((spec, task, index))
-    #: unfitted models, asked only what they need (references); each cell builds its own
+    #: unfitted models, asked only what they need (references); each cell fits its own clone
     prototypes: dict[str, Any] = {spec.key: _make_model(spec, suite.seed) for spec in suite.models}
     no_ref_skipped: set[tuple[str, str]] = set()
     runnable = []
@@ -620,9 +621,9 @@ def run_suite(suite: Suite, out: str | Path, log: Any = print, progress: bool = 
             for spec, task, index, stem in todo:
                 bar.update(job, description=_where(spec, task)[:70])
                 done(_where(spec, task),
-                     compute_cell(_make_model(spec, suite.seed), spec, task, index, stem, suite, out))
+                     compute_cell(clone(prototypes[spec.key]), spec, task, index, stem, suite, out))
         else:
-            _run_parallel(todo, suite, out, min(jobs, len(todo)), bar, job, done)
+            _run_parallel(todo, prototypes, suite, out, min(jobs, len(todo)), bar, job, done)
     expected = [(spec, task) for spec, task, _ in runnable]
     write_results(out, suite, expected)
     summary.seconds = time.perf_counter() - start
@@ -673,7 +674,7 @@ def compute_cell(model: Any, spec: ModelSpec, task: Task, index: int, stem: Path
                 np.savez_compressed(fh, **arrays)
     with atomic_path(stem.with_name(stem.name + ".pred.parquet")) as tmp:
         preds.to_parquet(tmp, index=False)
-    history = getattr(model, "training_log", None)
+    history = getattr(model, "training_log_", None)
     if history:
         run_dir = out / "runs" / _safe(spec.key) / _safe(task.dataset) / _safe(task.protocol)
         with atomic_path(run_dir / _safe(task.split) / "log.csv") as tmp:
@@ -683,17 +684,17 @@ def compute_cell(model: Any, spec: ModelSpec, task: Task, index: int, stem: Path
     return None
 
 
-def _cell_worker(spec: ModelSpec, task: Task, index: int, stem: Path, suite: Suite, out: Path,
-                 threads: int) -> str | None:
+def _cell_worker(prototype: Any, spec: ModelSpec, task: Task, index: int, stem: Path, suite: Suite,
+                 out: Path, threads: int) -> str | None:
     """``compute_cell`` in a worker process, with its own model and ``threads`` torch threads."""
     import torch
 
     torch.set_num_threads(threads)
-    return compute_cell(_make_model(spec, suite.seed), spec, task, index, stem, suite, out)
+    return compute_cell(clone(prototype), spec, task, index, stem, suite, out)
 
 
-def _run_parallel(todo: Sequence[tuple[ModelSpec, Task, int, Path]], suite: Suite, out: Path, jobs: int,
-                  bar: Any, job: Any, done: Any) -> None:
+def _run_parallel(todo: Sequence[tuple[ModelSpec, Task, int, Path]], prototypes: Mapping[str, Any],
+                  suite: Suite, out: Path, jobs: int, bar: Any, job: Any, done: Any) -> None:
     """Cells in ``jobs`` spawned processes (the CPU's threads shared out); the bar names those running."""
     import multiprocessing
     import os
@@ -707,7 +708,8 @@ def _run_parallel(todo: Sequence[tuple[ModelSpec, Task, int, Path]], suite: Suit
         while queue or running:
             while queue and len(running) < jobs:
                 spec, task, index, stem = queue.pop(0)
-                future = pool.submit(_cell_worker, spec, task, index, stem, suite, out, threads)
+                future = pool.submit(_cell_worker, prototypes[spec.key], spec, task, index, stem, suite, out,
+                                     threads)
                 running[future] = _where(spec, task)
             names = ", ".join(w.split(" | ")[0] for w in running.values())
             bar.update(job, description=f"running {names}"[:70])

@@ -21,14 +21,23 @@ from __future__ import annotations
 import functools
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import piq
+import torch
+from sklearn.base import BaseEstimator
+from sklearn.model_selection import GroupKFold
+from sklearn.pipeline import Pipeline, make_pipeline
+from sklearn.preprocessing import MinMaxScaler
+from sklearn.svm import SVR
 
 from synthiqa.datasets.builtin import builtin_reference_images
 from synthiqa.datasets.records import DecodedImage, IQARecord
 from synthiqa.datasets.references import IMAGE_SUFFIXES
 from synthiqa.errors import ConfigError, DatasetError
 from synthiqa.models.data import read_rgb
+from synthiqa.models.estimator import check_fitted
 from synthiqa.models.registry import register_model
 from synthiqa.stats import srcc
 
@@ -66,8 +75,9 @@ _FR_METRICS: dict[str, tuple[str, bool, dict]] = {
 _FR_MIN_SIDE = {"ms_ssim": 161, "haarpsi": 16}
 
 
-class FullReferenceMetric:
-    """A piq full-reference metric behind the predictor interface (higher is better).
+class FullReferenceMetric(BaseEstimator):
+    """A piq full-reference metric behind the predictor interface (higher is better). Nothing to fit:
+    ``predict`` works at once.
 
     Args:
         metric: one of ``psnr, ssim, ms_ssim, fsim, vsi, haarpsi, mdsi``.
@@ -79,41 +89,48 @@ class FullReferenceMetric:
     trainable = False
 
     def __init__(self, metric: str, batch_size: int = 8, device: str = "cpu") -> None:
-        if metric not in _FR_METRICS:
-            raise ConfigError(f"unknown full-reference metric {metric!r}; known: {', '.join(_FR_METRICS)}")
-        self.name = metric
-        self.batch_size = int(batch_size)
+        self.metric = metric
+        self.batch_size = batch_size
         self.device = device
-        fn_name, self.lower_better, self.kwargs = _FR_METRICS[metric]
-        import piq
 
-        self._fn = getattr(piq, fn_name)
-        self._cache: dict[tuple[str, str], float] = {}
+    @property
+    def name(self) -> str:
+        return self.metric
+
+    def _piq(self) -> tuple[Any, bool, dict]:
+        """(piq function, lower_better, its fixed keyword arguments); one-line error for another name."""
+        if self.metric not in _FR_METRICS:
+            raise ConfigError(f"unknown full-reference metric {self.metric!r}; known: "
+                              f"{', '.join(_FR_METRICS)}")
+        fn_name, lower_better, kwargs = _FR_METRICS[self.metric]
+        return getattr(piq, fn_name), lower_better, kwargs
 
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> FullReferenceMetric:
-        """Nothing to learn."""
+        """Nothing to learn (checks the metric's name)."""
+        self._piq()
         return self
 
     def _score_batch(self, dist: list[np.ndarray], ref: list[np.ndarray]) -> np.ndarray:
-        import torch
-
+        fn, lower_better, kwargs = self._piq()
         x = torch.from_numpy(np.stack(dist)).permute(0, 3, 1, 2).float().div(255.0).to(self.device)
         y = torch.from_numpy(np.stack(ref)).permute(0, 3, 1, 2).float().div(255.0).to(self.device)
         with torch.no_grad():
-            values = self._fn(x, y, data_range=1.0, reduction="none", **self.kwargs)
+            values = fn(x, y, data_range=1.0, reduction="none", **kwargs)
         values = values.double().cpu().numpy().reshape(-1)
-        return -values if self.lower_better else values
+        return -values if lower_better else values
 
     def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
-        """Metric value per record (cached by image/reference path, ``DecodedImage`` s for this call only);
-        needs ``record.reference``."""
+        """Metric value per record (cached by metric and image/reference path, ``DecodedImage`` s for this
+        call only); needs ``record.reference``."""
+        self._piq()
+        cache: dict[tuple, float] = vars(self).setdefault("_cache", {}).setdefault(self.metric, {})
         todo: dict[tuple[int, ...], list[tuple]] = {}
         images: dict[tuple, tuple[np.ndarray, np.ndarray]] = {}
         keys = [_pair_key(r) for r in records]
         for r, key in zip(records, keys, strict=True):
             if r.reference is None:
                 raise DatasetError(f"{r.image}: {self.name} is full-reference; the record has no reference")
-            if key in self._cache or key in images:
+            if key in cache or key in images:
                 continue
             dist, ref = load_rgb(r.image), load_rgb(r.reference)
             if dist.shape != ref.shape:
@@ -125,14 +142,14 @@ class FullReferenceMetric:
             images[key] = (dist, ref)
             todo.setdefault(dist.shape, []).append(key)
         for group in todo.values():
-            for start in range(0, len(group), self.batch_size):
-                chunk = group[start:start + self.batch_size]
+            for start in range(0, len(group), int(self.batch_size)):
+                chunk = group[start:start + int(self.batch_size)]
                 values = self._score_batch([images[k][0] for k in chunk], [images[k][1] for k in chunk])
-                self._cache.update(zip(chunk, values.tolist(), strict=True))
-        values = np.array([self._cache[k] for k in keys], dtype=np.float64)
+                cache.update(zip(chunk, values.tolist(), strict=True))
+        values = np.array([cache[k] for k in keys], dtype=np.float64)
         for key in keys:
             if key[0] is None:
-                self._cache.pop(key, None)
+                cache.pop(key, None)
         return values
 
     def embed(self, records: Sequence[IQARecord]) -> np.ndarray | None:
@@ -301,15 +318,18 @@ def _list_images(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
 
 
-class NIQE:
+class NIQE(BaseEstimator):
     """Natural Image Quality Evaluator (opinion-unaware); predictions are ``-distance`` (higher is better).
 
     Args:
         reference_dir: fit the pristine model on this folder's images once; otherwise ``fit`` uses the
             distinct references of the training records.
-        patch_size: patch side in pixels at full scale (96 in the paper).
+        patch_size: patch side in pixels at full scale (even, >= 16; 96 in the paper).
         sharpness_threshold: keep pristine patches whose sharpness is at least this fraction of the
             image's sharpest patch (0.75 in the paper).
+
+    Fitted attributes: ``mu_``, ``cov_`` (the pristine Gaussian), ``fitted_on_`` (the images it was
+    fitted on).
     """
 
     name = "niqe"
@@ -318,56 +338,55 @@ class NIQE:
 
     def __init__(self, reference_dir: str | Path | None = None, patch_size: int = 96,
                  sharpness_threshold: float = 0.75) -> None:
-        if patch_size < 16 or patch_size % 2:
-            raise ConfigError(f"niqe patch_size must be an even number >= 16, got {patch_size}")
-        self.reference_dir = Path(reference_dir) if reference_dir else None
-        self.patch_size = int(patch_size)
-        self.sharpness_threshold = float(sharpness_threshold)
-        self._feats: dict[str, tuple[np.ndarray, np.ndarray]] = {}
-        self._fitted_on: tuple[str, ...] | None = None
-        self.mu: np.ndarray | None = None
-        self.cov: np.ndarray | None = None
+        self.reference_dir = reference_dir
+        self.patch_size = patch_size
+        self.sharpness_threshold = sharpness_threshold
+
+    def _patch_size(self) -> int:
+        if int(self.patch_size) < 16 or int(self.patch_size) % 2:
+            raise ConfigError(f"niqe patch_size must be an even number >= 16, got {self.patch_size}")
+        return int(self.patch_size)
 
     def _patch_feats(self, path: str | Path | DecodedImage) -> tuple[np.ndarray, np.ndarray]:
+        size = self._patch_size()
         if isinstance(path, DecodedImage):  # in memory: nothing to key a cache by
-            return niqe_patch_features(rgb_to_gray(load_rgb(path)), self.patch_size)
-        key = str(path)
-        if key not in self._feats:
-            self._feats[key] = niqe_patch_features(rgb_to_gray(load_rgb(path)), self.patch_size)
-        return self._feats[key]
+            return niqe_patch_features(rgb_to_gray(load_rgb(path)), size)
+        cache: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = vars(self).setdefault("_feats", {})
+        key = (str(path), size)
+        if key not in cache:
+            cache[key] = niqe_patch_features(rgb_to_gray(load_rgb(path)), size)
+        return cache[key]
 
     def fit_pristine(self, paths: Sequence[str | Path]) -> None:
         """Fit the pristine multivariate Gaussian on the sharp patches of ``paths``."""
-        key = tuple(sorted(str(p) for p in paths))
-        if key == self._fitted_on:
+        key = (tuple(sorted(str(p) for p in paths)), self._patch_size(), float(self.sharpness_threshold))
+        if key == getattr(self, "fitted_on_", None):
             return
-        if not key:
+        if not key[0]:
             raise DatasetError("NIQE: no reference images to fit the pristine model on")
         kept = []
         for p in sorted(paths, key=str):
             feats, sharp = self._patch_feats(p)
-            kept.append(feats[sharp >= self.sharpness_threshold * sharp.max()])
-        self.mu, self.cov = _nan_gaussian(np.concatenate(kept))
-        self._fitted_on = key
+            kept.append(feats[sharp >= float(self.sharpness_threshold) * sharp.max()])
+        self.mu_, self.cov_ = _nan_gaussian(np.concatenate(kept))
+        self.fitted_on_ = key
 
     def fit_builtin(self) -> None:
         """Fit the pristine model on the built-in reference photographs (``reference_dir`` when given):
         NIQE with no training data, as ``synthiqa predict --model niqe`` and ``create_metric("niqe")``."""
-        if self.reference_dir is not None:
+        if self.reference_dir:
             self.fit([])
             return
-        import torch
-
-
         self.fit_pristine([DecodedImage(torch.from_numpy(arr).permute(2, 0, 1), f"builtin:{name}")
                            for name, arr in builtin_reference_images()])
 
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> NIQE:
         """Fit on ``reference_dir`` if given, else on the training records' distinct references."""
-        if self.reference_dir is not None:
-            if not self.reference_dir.is_dir():
-                raise DatasetError(f"{self.reference_dir}: NIQE reference folder not found")
-            paths = _list_images(self.reference_dir)
+        if self.reference_dir:
+            folder = Path(self.reference_dir)
+            if not folder.is_dir():
+                raise DatasetError(f"{folder}: NIQE reference folder not found")
+            paths = _list_images(folder)
             if not paths:
                 raise DatasetError(f"{self.reference_dir}: no images to fit NIQE on")
         else:
@@ -378,11 +397,10 @@ class NIQE:
         return self
 
     def distance(self, path: str | Path) -> float:
-        if self.mu is None or self.cov is None:
-            raise ConfigError("NIQE: call fit() (or fit_pristine) before predict()")
+        check_fitted(self, "NIQE")
         mu, cov = _nan_gaussian(self._patch_feats(path)[0])
-        diff = self.mu - mu
-        return float(np.sqrt(max(diff @ np.linalg.pinv((self.cov + cov) / 2) @ diff, 0.0)))
+        diff = self.mu_ - mu
+        return float(np.sqrt(max(diff @ np.linalg.pinv((self.cov_ + cov) / 2) @ diff, 0.0)))
 
     def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
         """Negated NIQE distance per record (higher is better)."""
@@ -400,12 +418,15 @@ class NIQE:
 register_model("niqe")(NIQE)
 
 
-class BRISQUE:
+class BRISQUE(BaseEstimator):
     """BRISQUE features + RBF SVR trained on the training split's ``score_norm`` (higher is better).
 
     Args:
         c_grid, gamma_grid: SVR hyper-parameters searched (chosen by validation SRCC).
         epsilon: SVR epsilon-tube width on the [0, 1] target.
+
+    Fitted attributes: ``svr_`` (the scaler + SVR pipeline), ``selected_`` (C, gamma and their
+    selection SRCC).
     """
 
     name = "brisque"
@@ -414,31 +435,29 @@ class BRISQUE:
 
     def __init__(self, c_grid: Sequence[float] = (0.1, 1.0, 10.0, 100.0, 1000.0),
                  gamma_grid: Sequence[float] = (0.01, 0.03, 0.1, 0.3, 1.0), epsilon: float = 0.01) -> None:
-        self.c_grid = tuple(float(c) for c in c_grid)
-        self.gamma_grid = tuple(float(g) for g in gamma_grid)
-        self.epsilon = float(epsilon)
-        self._feats: dict[str, np.ndarray] = {}
-        self.model = None
-        self.selected: dict[str, float] = {}
+        self.c_grid = c_grid
+        self.gamma_grid = gamma_grid
+        self.epsilon = epsilon
 
     def features(self, records: Sequence[IQARecord]) -> np.ndarray:
         """``[N, 36]`` BRISQUE features (cached by path)."""
+        cache: dict[str, np.ndarray] = vars(self).setdefault("_feats", {})
         for r in records:
             key = str(r.image)
-            if key not in self._feats and not isinstance(r.image, DecodedImage):
-                self._feats[key] = brisque_features(rgb_to_gray(load_rgb(r.image)))
+            if key not in cache and not isinstance(r.image, DecodedImage):
+                cache[key] = brisque_features(rgb_to_gray(load_rgb(r.image)))
         return np.stack([brisque_features(rgb_to_gray(load_rgb(r.image))) if isinstance(r.image, DecodedImage)
-                         else self._feats[str(r.image)] for r in records])
+                         else cache[str(r.image)] for r in records])
 
-    def _make(self, c: float, g: float):
-        from sklearn.pipeline import make_pipeline
-        from sklearn.preprocessing import MinMaxScaler
-        from sklearn.svm import SVR
-
-        return make_pipeline(MinMaxScaler((-1, 1)), SVR(kernel="rbf", C=c, gamma=g, epsilon=self.epsilon))
+    def _make(self, c: float, g: float) -> Pipeline:
+        svr = SVR(kernel="rbf", C=c, gamma=g, epsilon=float(self.epsilon))
+        return make_pipeline(MinMaxScaler((-1, 1)), svr)
 
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> BRISQUE:
         """Grid-search C/gamma on ``val`` (or scene-grouped 3-fold CV on ``train``), then refit on train."""
+        c_grid, gamma_grid = [float(c) for c in self.c_grid], [float(g) for g in self.gamma_grid]
+        if not c_grid or not gamma_grid:
+            raise ConfigError("BRISQUE: c_grid and gamma_grid need at least one value each")
         if len(train) < 3:
             raise DatasetError(f"BRISQUE: need at least 3 training images, got {len(train)}")
         x, y = self.features(train), np.array([r.score_norm for r in train])
@@ -446,17 +465,15 @@ class BRISQUE:
             folds = [(np.arange(len(train)), None)]
             xv, yv = self.features(val), np.array([r.score_norm for r in val])
         else:
-            from sklearn.model_selection import GroupKFold
-
             groups = np.array([r.scene or str(r.image) for r in train])
             n = min(3, len(set(groups)))
             if n < 2:
                 folds = [(np.arange(len(train)), np.arange(len(train)))]
             else:
                 folds = list(GroupKFold(n_splits=n).split(x, y, groups))
-        best, best_score = (self.c_grid[0], self.gamma_grid[0]), -np.inf
-        for c in self.c_grid:
-            for g in self.gamma_grid:
+        best, best_score = (c_grid[0], gamma_grid[0]), -np.inf
+        for c in c_grid:
+            for g in gamma_grid:
                 scores = []
                 for tr, te in folds:
                     model = self._make(c, g).fit(x[tr], y[tr])
@@ -467,14 +484,13 @@ class BRISQUE:
                 score = np.nanmean(scores) if np.any(np.isfinite(scores)) else -np.inf
                 if score > best_score:
                     best, best_score = (c, g), score
-        self.selected = {"C": best[0], "gamma": best[1], "selection_srcc": float(best_score)}
-        self.model = self._make(*best).fit(x, y)
+        self.selected_ = {"C": best[0], "gamma": best[1], "selection_srcc": float(best_score)}
+        self.svr_ = self._make(*best).fit(x, y)
         return self
 
     def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
-        if self.model is None:
-            raise ConfigError("BRISQUE: call fit() before predict()")
-        return self.model.predict(self.features(records)).astype(np.float64)
+        check_fitted(self, "BRISQUE")
+        return self.svr_.predict(self.features(records)).astype(np.float64)
 
     def embed(self, records: Sequence[IQARecord]) -> np.ndarray:
         """The raw 36 BRISQUE features."""

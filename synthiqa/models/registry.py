@@ -29,6 +29,10 @@ from synthiqa.registry import Registry
 class QualityPredictor(Protocol):
     """Scores images; higher is better. ``fit`` may be a no-op (full-reference metrics, NIQE pre-fitted).
 
+    Predictors follow scikit-learn's conventions (``models/estimator.py``): the constructor only stores
+    its arguments (``get_params``, ``sklearn.base.clone``), ``fit`` checks them and returns self, fitted
+    state ends in ``_``.
+
     Attributes:
         name: registry name.
         needs_reference: True for full-reference metrics (records must carry ``reference``).

@@ -45,7 +45,6 @@ from torch.utils.data import DataLoader, Dataset
 from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
 from synthiqa.datasets.folds import EXPERIMENTS, ExperimentData, experiment_records
 from synthiqa.datasets.records import IQARecord
-from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.components.backbones import create_backbone
 from synthiqa.models.components.ridge import (
@@ -56,6 +55,7 @@ from synthiqa.models.components.ridge import (
     scene_disjoint_folds,
 )
 from synthiqa.models.data import LabelSpace, fit_min_side, read_rgb
+from synthiqa.models.estimator import MethodPredictor, check_fitted
 from synthiqa.models.inference import quality_metrics
 from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
 from synthiqa.models.registry import register_model
@@ -537,72 +537,65 @@ def _metrics(pred: np.ndarray, records: Sequence[IQARecord]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- predictor
-class ARNIQAPredictor:
+class ARNIQAPredictor(MethodPredictor):
     """ARNIQA behind the ``QualityPredictor`` interface.
 
-    ``fit`` trains the encoder self-supervised on the training records' references (unless an encoder
-    was loaded: ``encoder_checkpoint`` or ``from_checkpoint``) and fits the Ridge (alpha grid search) on
-    their five-crop features; ``predict`` gives the Ridge's score (mean over the five crops; on the
-    scale of the normalised scores, higher is better); ``embed`` the crop-averaged features.
+    ``fit`` trains the encoder self-supervised on the training records' references (unless
+    ``encoder_checkpoint`` names an ARNIQA checkpoint whose encoder to use; ``from_checkpoint`` sets it)
+    and fits the Ridge (alpha grid search) on their five-crop features; ``predict`` gives the Ridge's
+    score (mean over the five crops; on the scale of the normalised scores, higher is better); ``embed``
+    the crop-averaged features.
 
     Args:
         preset: ``default``, ``quick`` or ``paper``; config: a full ``ARNIQAConfig`` instead;
-        **overrides: config fields (e.g. ``encoder_checkpoint=PATH``).
+        progress: progress bars while fitting; **options: config fields (e.g. ``encoder_checkpoint=PATH``).
+
+    Fitted attributes: ``config_``, ``device_``, ``model_`` (the encoder), ``ridge_`` (None for a loaded
+    checkpoint without one).
     """
 
     name = METHOD
-    needs_reference = False
-    trainable = True
-
-    def __init__(self, preset: str = "default", config: ARNIQAConfig | None = None, progress: bool = False,
-                 **overrides: Any):
-        self.config = (config or preset_config(preset)).replace(**overrides)
-        self.progress = progress
-        self.device = resolve_device(self.config.device)
-        self.model: ARNIQANet | None = None
-        self.ridge: RidgeModel | None = None
-        self.frozen = False
-        if self.config.encoder_checkpoint:
-            self.model, _, self.config = load_encoder(self.config.encoder_checkpoint, self.config)
-            self.model.to(self.device)
-            self.frozen = True
+    label = "ARNIQA"
+    config_class = ARNIQAConfig
+    presets = PRESETS
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> ARNIQAPredictor:
-        predictor = cls(config=ARNIQAConfig(device="auto"))
-        model, ridge, predictor.config = load_encoder(path, predictor.config)
-        predictor.model, predictor.ridge, predictor.frozen = model.to(predictor.device), ridge, True
+        """The checkpoint's encoder and Ridge; ``fit`` (or a ``clone``'s) refits the Ridge on that encoder."""
+        predictor = cls(encoder_checkpoint=str(path), device="auto")
+        config, device = predictor.resolve()
+        model, predictor.ridge_, predictor.config_ = load_encoder(path, config)
+        predictor.device_, predictor.model_ = device, model.to(device)
         return predictor
 
-    def to(self, device: torch.device) -> ARNIQAPredictor:
-        """Run on ``device`` from now on."""
-        self.device = torch.device(device)
-        if self.model is not None:
-            self.model.to(self.device)
-        return self
-
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> ARNIQAPredictor:
+        config, device = self.resolve()
         if not train:
             raise DatasetError("ARNIQA: no training records")
-        if not self.frozen:
-            torch.manual_seed(self.config.seed)  # initial weights from the config's seed, as in training
-            task = ARNIQATask(self.config, train, val or [], self.device)
-            result = run_training(task, loop_settings(self.config, self.device, self.progress), out_dir=None)
+        if config.encoder_checkpoint:
+            model, _, config = load_encoder(config.encoder_checkpoint, config)
+            model.to(device)
+        else:
+            torch.manual_seed(config.seed)  # initial weights from the config's seed, as in training
+            task = ARNIQATask(config, train, val or [], device)
+            result = run_training(task, loop_settings(config, device, self.progress), out_dir=None)
             task.model.load_state_dict(result.best_state["model"])
-            self.model = task.model.eval()
+            model = task.model.eval()
         records = list(train) + list(val or [])
-        self.ridge, _ = fit_quality_ridge(self._features(records), records, self.config)
+        features = extract_features(model, [r.image for r in records], config, device)
+        self.ridge_, _ = fit_quality_ridge(features, records, config)
+        self.config_, self.device_, self.model_ = config, device, model
         return self
 
     def _features(self, records: Sequence[IQARecord]) -> np.ndarray:
-        if self.model is None:
-            raise SynthiqaError("ARNIQA: call fit() or load a checkpoint before predicting")
-        return extract_features(self.model, [r.image for r in records], self.config, self.device)
+        check_fitted(self, "ARNIQA")
+        return extract_features(self.model_, [r.image for r in records], self.config_, self.device_)
 
     def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
-        if self.ridge is None:
+        check_fitted(self, "ARNIQA")
+        if self.ridge_ is None:
             raise SynthiqaError("ARNIQA: the Ridge is not fitted; call fit() with scored records")
-        return self.ridge.predict(self._features(records))
+        return self.ridge_.predict(self._features(records))
 
     def embed(self, records: Sequence[IQARecord]) -> np.ndarray | None:
         return self._features(records).mean(1)

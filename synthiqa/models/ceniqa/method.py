@@ -70,6 +70,7 @@ from synthiqa.models.components.losses import (
 )
 from synthiqa.models.components.regressors import create_regressor
 from synthiqa.models.data import LabelSpace, RecordImages, SceneBatchSampler, collate
+from synthiqa.models.estimator import MethodPredictor, check_fitted
 from synthiqa.models.inference import Outputs, evaluate_outputs, records_scores, run_model
 from synthiqa.models.registry import register_model
 from synthiqa.models.training.distributed import RankSlice, round_to_ranks
@@ -759,29 +760,24 @@ def train_ceniqa(options: dict[str, Any], data: str | None, out: str | Path | No
 
 
 # ---------------------------------------------------------------------------------------- predictor
-class CENIQAPredictor:
+class CENIQAPredictor(MethodPredictor):
     """CENIQA behind the ``QualityPredictor`` interface: ``fit`` trains in memory on the records (no
     files written), ``predict`` gives scores in [0, 1] (higher is better), ``embed`` the embeddings.
 
     Args:
         preset: ``default`` or ``quick`` (the harness's fast suite).
         config: a full ``CENIQAConfig`` (overrides ``preset``), or None.
-        **overrides: config fields to change.
+        progress: show progress bars while fitting.
+        **options: ``CENIQAConfig`` fields to change (None: the preset's value).
+
+    Fitted attributes: ``config_``, ``device_``, ``model_`` (the network), ``labels_`` (its label space),
+    ``training_log_`` (per-epoch rows; none for a loaded checkpoint).
     """
 
     name = METHOD
-    needs_reference = False
-    trainable = True
-
-    def __init__(self, preset: str = "default", config: CENIQAConfig | None = None, progress: bool = False,
-                 **overrides: Any):
-        self.config = (config or preset_config(preset)).replace(**overrides)
-        self.progress = progress
-        self.device = resolve_device(self.config.device)
-        self.model: CENIQANet | None = None
-        self.labels = LabelSpace()
-        self.training_log: list[dict] | None = None
-        self._last: tuple[list[IQARecord], Outputs] | None = None  # predict, embed, clusters share a pass
+    label = "CENIQA"
+    config_class = CENIQAConfig
+    presets = PRESETS
 
     @classmethod
     def from_checkpoint(cls, path: str | Path) -> CENIQAPredictor:
@@ -790,46 +786,45 @@ class CENIQAPredictor:
             raise SynthiqaError(f"{path}: a {state.get('method')!r} checkpoint, not a CENIQA one")
         model, config, labels = build_model(state)
         predictor = cls(config=config)
-        predictor.model = model.to(predictor.device)
-        predictor.labels = labels
+        predictor.config_, predictor.device_ = config, resolve_device(config.device)
+        predictor.model_, predictor.labels_ = model.to(predictor.device_), labels
         return predictor
 
     def to(self, device: str | torch.device) -> CENIQAPredictor:
-        """Run on ``device`` from now on (moves a loaded or trained network)."""
-        self.device = torch.device(device)
-        if self.model is not None:
-            self.model.to(self.device)
         self._last = None
-        return self
+        return super().to(device)  # type: ignore[return-value]
 
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> CENIQAPredictor:
+        config, device = self.resolve()
         if not train:
             raise DatasetError("CENIQA: no training records")
         bundle = DataBundle(LabelSpace.from_records(train), list(train), list(val or []), [])
-        torch.manual_seed(self.config.seed)  # initial weights from the config's seed, not from earlier work
-        task = CENIQATask(self.config, bundle, self.device, progress=self.progress)
-        c = self.config
+        torch.manual_seed(config.seed)  # initial weights from the config's seed, not from earlier work
+        task = CENIQATask(config, bundle, device, progress=self.progress)
+        c = config
         settings = LoopSettings(c.total_epochs, c.learning_rate, c.weight_decay, c.scheduler, c.grad_clip,
-                                c.seed, self.device, c.amp, progress=self.progress)
+                                c.seed, device, c.amp, progress=self.progress)
         result = run_training(task, settings, out_dir=None)
         task.load_extra_state(result.best_state)
         task.model.load_state_dict(result.best_state["model"])
-        self.model, self.labels, self._last = task.model.eval(), bundle.labels, None
-        self.training_log = result.rows  # per-epoch rows; the benchmark harness writes them as log.csv
+        self.config_, self.device_, self.labels_ = config, device, bundle.labels
+        self.model_ = task.model.eval()
+        self.training_log_ = result.rows  # per-epoch rows; the benchmark harness writes them as log.csv
+        self._last = None
         return self
 
     def _outputs(self, records: Sequence[IQARecord]) -> Outputs:
         """The network's outputs for ``records``; the same record objects asked again (``predict``, then
         ``embed`` or ``clusters``) reuse the last pass."""
-        if self.model is None:
-            raise SynthiqaError("CENIQA: call fit() or load a checkpoint before predicting")
-        if self._last is not None and len(self._last[0]) == len(records) and all(
-                a is b for a, b in zip(self._last[0], records, strict=True)):
-            return self._last[1]
-        c = self.config
-        out = records_scores(self.model, records, self.labels, c.image_size, c.test_crops,
-                             max(1, 2 * c.batch_size // c.test_crops), self.device)
-        self._last = (list(records), out)
+        check_fitted(self, "CENIQA")
+        last = getattr(self, "_last", None)
+        if last is not None and len(last[0]) == len(records) and all(
+                a is b for a, b in zip(last[0], records, strict=True)):
+            return last[1]
+        c = self.config_
+        out = records_scores(self.model_, records, self.labels_, c.image_size, c.test_crops,
+                             max(1, 2 * c.batch_size // c.test_crops), self.device_)
+        self._last: tuple[list[IQARecord], Outputs] | None = (list(records), out)
         return out
 
     def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
@@ -854,11 +849,10 @@ def evaluate_checkpoint(checkpoint: str | Path, data: str, label: str | None = N
         if not records:
             raise DatasetError(f"{data}: no images with split {split!r}")
     predictor = CENIQAPredictor.from_checkpoint(checkpoint).to(resolve_device(device))
-    assert predictor.model is not None
     labels = LabelSpace.from_records(records)
-    c = predictor.config
-    out = records_scores(predictor.model, records, labels, c.image_size, c.test_crops,
-                         max(1, 2 * c.batch_size // c.test_crops), predictor.device)
+    c = predictor.config_
+    out = records_scores(predictor.model_, records, labels, c.image_size, c.test_crops,
+                         max(1, 2 * c.batch_size // c.test_crops), predictor.device_)
     return evaluate_outputs(out, labels.types)
 
 

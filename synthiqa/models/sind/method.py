@@ -36,16 +36,16 @@ def train_sind(options: dict[str, Any], data: str | None, out: str | Path | None
     return train_regressor(METHOD, options, data, out, defaults=SIND_DEFAULTS)
 
 
-def load_sind(path: Path) -> Any:
-    return TRCNNPredictor.from_checkpoint(path, method=METHOD)
+class SINDPredictor(TRCNNPredictor):
+    """A TRCNN predictor trained the SIND way: ``SIND_DEFAULTS`` (scene sampling and scene alignment)
+    on top of the preset or config, then the options given."""
 
-
-def sind_predictor(preset: str = "default", **overrides: Any) -> Any:
-    """A TRCNN predictor trained the SIND way (scene sampling and scene alignment by default)."""
-    return TRCNNPredictor(preset=preset, method=METHOD, **{**SIND_DEFAULTS, **overrides})
+    name = METHOD
+    label = "SIND"
+    defaults = SIND_DEFAULTS
 
 
 register_model(
-    METHOD, sind_predictor, config=TRCNNConfig, train=train_sind, load=load_sind,
+    METHOD, SINDPredictor, config=TRCNNConfig, train=train_sind, load=SINDPredictor.from_checkpoint,
     description="scene-invariant training (scene sampling, per-scene scale-shift alignment) of TRCNN",
 )

@@ -36,6 +36,7 @@ from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.components.backbones import create_backbone
 from synthiqa.models.components.losses import sind_loss
 from synthiqa.models.data import LabelSpace, LocalGlobalImages, RecordImages, SceneSampler, collate
+from synthiqa.models.estimator import MethodPredictor, check_fitted
 from synthiqa.models.inference import Outputs, evaluate_outputs, run_model
 from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
 from synthiqa.models.registry import register_model
@@ -505,64 +506,55 @@ def train_trcnn(options: dict[str, Any], data: str | None, out: str | Path | Non
 
 
 # ---------------------------------------------------------------------------------------- predictor
-class TRCNNPredictor:
-    """TRCNN (or SIND) behind the ``QualityPredictor`` interface: ``fit`` trains in memory, ``predict``
-    gives scores in [0, 1] (higher is better, mean over the evaluation views), ``embed`` the quality-token
-    embeddings.
+class TRCNNPredictor(MethodPredictor):
+    """TRCNN behind the ``QualityPredictor`` interface (``SINDPredictor``: trained the SIND way):
+    ``fit`` trains in memory, ``predict`` gives scores in [0, 1] (higher is better, mean over the
+    evaluation views), ``embed`` the quality-token embeddings.
 
     Args:
-        preset: ``default`` or ``quick``; config: a full ``TRCNNConfig`` instead; method: ``trcnn`` or
-        ``sind`` (its name in checkpoints and results); **overrides: config fields.
+        preset: ``default`` or ``quick``; config: a full ``TRCNNConfig`` instead; progress: progress bars
+        while fitting; **options: config fields (None: the preset's value).
+
+    Fitted attributes: ``config_``, ``device_``, ``model_`` (the network).
     """
 
-    needs_reference = False
-    trainable = True
-
-    def __init__(self, preset: str = "default", config: TRCNNConfig | None = None, method: str = METHOD,
-                 progress: bool = False, **overrides: Any):
-        self.name = method
-        self.config = (config or preset_config(preset)).replace(**overrides)
-        self.progress = progress
-        self.device = resolve_device(self.config.device)
-        self.model: TRCNNNet | None = None
+    name = METHOD
+    label = "TRCNN"
+    config_class = TRCNNConfig
+    presets = PRESETS
 
     @classmethod
-    def from_checkpoint(cls, path: str | Path, method: str = METHOD) -> TRCNNPredictor:
+    def from_checkpoint(cls, path: str | Path) -> TRCNNPredictor:
         state = load_checkpoint(path)
-        if state.get("method") != method:
-            raise SynthiqaError(f"{path}: a {state.get('method')!r} checkpoint, not a {method} one")
+        if state.get("method") != cls.name:
+            raise SynthiqaError(f"{path}: a {state.get('method')!r} checkpoint, not a {cls.name} one")
         # the weights come from the checkpoint: no download, no backbone file needed
         saved = {**dict(state["config"]), "pretrained": False, "backbone_checkpoint": None}
         config = TRCNNConfig.from_dict(saved, source=f"{path} config")
-        predictor = cls(config=config, method=method)
         model = TRCNNNet(config)
         try:
             model.load_state_dict(state["model"])
         except RuntimeError as exc:
             raise SynthiqaError(f"{path}: weights do not fit the TRCNN network ({str(exc).splitlines()[0]})"
                                 ) from None
-        predictor.model = model.to(predictor.device).eval()
+        predictor = cls(config=config)
+        predictor.config_, predictor.device_ = config, resolve_device(config.device)
+        predictor.model_ = model.to(predictor.device_).eval()
         return predictor
 
-    def to(self, device: torch.device) -> TRCNNPredictor:
-        """Run on ``device`` from now on."""
-        self.device = torch.device(device)
-        if self.model is not None:
-            self.model.to(self.device)
-        return self
-
     def fit(self, train: Sequence[IQARecord], val: Sequence[IQARecord] | None = None) -> TRCNNPredictor:
-        torch.manual_seed(self.config.seed)  # initial weights from the config's seed, as in training
-        task = RegressionTask(self.name, self.config, train, val or [], self.device)
-        result = run_training(task, loop_settings(self.config, self.device, self.progress), out_dir=None)
+        config, device = self.resolve()
+        torch.manual_seed(config.seed)  # initial weights from the config's seed, as in training
+        task = RegressionTask(self.name, config, train, val or [], device)
+        result = run_training(task, loop_settings(config, device, self.progress), out_dir=None)
         task.model.load_state_dict(result.best_state["model"])
-        self.model = task.model.eval()
+        self.config_, self.device_, self.model_ = config, device, task.model.eval()
         return self
 
     def _outputs(self, records: Sequence[IQARecord]) -> Outputs:
-        if self.model is None:
-            raise SynthiqaError(f"{self.name}: call fit() or load a checkpoint before predicting")
-        return score_records(self.model, records, LabelSpace.from_records(records), self.config, self.device)
+        check_fitted(self, self.name)
+        return score_records(self.model_, records, LabelSpace.from_records(records), self.config_,
+                             self.device_)
 
     def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
         return self._outputs(records).scores
