@@ -129,3 +129,22 @@ def test_reference_names_are_safe_and_stable():
 
     names = reference_names([Path("a b/c.png"), Path("x.PNG"), Path("x.png")])
     assert names[0] == "a_b__c" and len(set(names)) == 3
+
+
+def test_models_and_grid_decode_files_as_references_are_decoded(tmp_path):
+    from synthiqa.models.data import read_rgb
+    from synthiqa.reports.grid import load_image
+
+    rgba = np.zeros((40, 48, 4), dtype=np.uint8)
+    rgba[..., 0], rgba[..., 3] = 200, np.linspace(0, 255, 48).astype(np.uint8)  # alpha ramp over red
+    path = tmp_path / "rgba.png"
+    Image.fromarray(rgba, "RGBA").save(path)
+    expected = decode_reference(path)
+    assert expected[0, 0].tolist() == [255, 255, 255] and expected[0, -1].tolist() == [200, 0, 0]  # on white
+    assert np.array_equal(read_rgb(path).permute(1, 2, 0).numpy(), expected)
+    assert np.array_equal((load_image(path) * 255).round().byte().permute(1, 2, 0).numpy(), expected)
+    (tmp_path / "bad.png").write_bytes(b"not an image")
+    with pytest.raises(DatasetError, match="bad.png: not a readable image"):
+        read_rgb(tmp_path / "bad.png")
+    with pytest.raises(DatasetError, match="missing.png: image file does not exist"):
+        read_rgb(tmp_path / "missing.png")

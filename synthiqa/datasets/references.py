@@ -1,4 +1,5 @@
-"""Reference photographs for ``synthiqa generate``: scan a folder robustly and decode to RGB uint8.
+"""Reference photographs for ``synthiqa generate``: scan a folder robustly and decode to RGB uint8; the
+package's one image decoder (``read_image``: models, baselines and the grid read files through it).
 
 Scanning is cheap (file headers only) and decides which files are usable; decoding happens later, in a
 worker pool. Every file that cannot be used is skipped with one warning line, never a traceback.
@@ -320,6 +321,18 @@ def decode_reference(path: Path, max_pixels: int = DEFAULT_MAX_PIXELS, max_side:
         return np.ascontiguousarray(_array_to_rgb(_read_with_opencv(path)))
     except (OSError, ValueError, SyntaxError, EOFError) as exc:
         raise ReferenceSkipped(f"corrupt or truncated image ({exc})") from None
+
+
+def read_image(path: str | Path) -> np.ndarray:
+    """An image file as RGB uint8 ``HxWx3``, normalised as a reference is (``decode_reference``); a missing
+    or unreadable file is a one-line ``DatasetError`` naming it."""
+    p = Path(path)
+    if not p.is_file():
+        raise DatasetError(f"{p}: image file does not exist")
+    try:
+        return decode_reference(p)
+    except ReferenceSkipped as exc:
+        raise DatasetError(f"{p}: not a readable image ({exc})") from None
 
 
 def normalise_reference(arr: np.ndarray, max_side: int | None = None, crop: tuple[int, int] | None = None,

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 import torch.nn.functional as F
 from torch.utils.data import Dataset, Sampler
 
 from synthiqa.datasets.degraded import fit_min_side
 from synthiqa.datasets.records import DecodedImage, IQARecord
+from synthiqa.datasets.references import read_image
 from synthiqa.distortions.rng import derive_seed
 from synthiqa.errors import ConfigError, DatasetError
 
@@ -71,17 +71,11 @@ def _scene(record: IQARecord) -> str:
 
 
 def read_rgb(path: str | Path | DecodedImage) -> torch.Tensor:
-    """Decode an image file to a uint8 ``[3,H,W]`` RGB tensor (a ``DecodedImage``'s pixels as they are);
-    ``DatasetError`` if unreadable."""
-    import cv2
-
+    """Decode an image file to a uint8 ``[3,H,W]`` RGB tensor (``datasets.references.read_image``; a
+    ``DecodedImage``'s pixels as they are); ``DatasetError`` if unreadable."""
     if isinstance(path, DecodedImage):
         return path.pixels
-    data = np.fromfile(str(path), dtype=np.uint8) if Path(path).is_file() else None
-    arr = cv2.imdecode(data, cv2.IMREAD_COLOR) if data is not None and data.size else None
-    if arr is None:
-        raise DatasetError(f"{path}: not a readable image")
-    return torch.from_numpy(np.ascontiguousarray(arr[:, :, ::-1])).permute(2, 0, 1)
+    return torch.from_numpy(read_image(path)).permute(2, 0, 1)
 
 
 def crop_origins(h: int, w: int, size: int, n: int) -> list[tuple[int, int]]:

@@ -9,17 +9,18 @@ from __future__ import annotations
 
 import os
 from collections.abc import Sequence
-from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from synthiqa.atomic import atomic_path
+from synthiqa.atomic import atomic_write_bytes
+from synthiqa.datasets.generation.encoding import encode_image
+from synthiqa.datasets.references import read_image
 from synthiqa.distortions import apply_distortion, derive_seed, get_distortion, list_distortions
 from synthiqa.distortions.base import NUM_LEVELS
-from synthiqa.errors import DatasetError, DistortionInputError
+from synthiqa.errors import DistortionInputError
 
 #: Default columns: the five levels, or for ``basic8`` the guide's severities 0.25, 0.5, 0.75, 1.0.
 DEFAULT_BASIC8_SEVERITIES = (0.25, 0.5, 0.75, 1.0)
@@ -48,14 +49,7 @@ def load_image(image: ImageLike) -> torch.Tensor:
 
         image = builtin_reference("astronaut")
     if isinstance(image, (str, os.PathLike)):
-        path = Path(image)
-        if not path.is_file():
-            raise DatasetError(f"image {str(path)!r} does not exist")
-        try:
-            with Image.open(path) as im:
-                image = np.asarray(im.convert("RGB"))
-        except OSError as exc:
-            raise DatasetError(f"image {str(path)!r} cannot be read: {exc}") from None
+        image = read_image(image)
     if isinstance(image, np.ndarray):
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise DistortionInputError(f"image array must be uint8 HxWx3, got {image.dtype} {image.shape}")
@@ -161,6 +155,5 @@ def render_distortion_grid(image: ImageLike = None, profile: str = "kadid",
             canvas.paste(Image.fromarray(arr), (left, top))
             draw.text((left + 2, top + h + 2), caption[: max(8, w // 7)], fill="dimgray", font=small)
     if out is not None:
-        with atomic_path(out) as tmp:
-            canvas.save(tmp, format="PNG")
+        atomic_write_bytes(out, encode_image(np.asarray(canvas.convert("RGB")), "png"))
     return canvas
