@@ -200,3 +200,80 @@ def test_load_splits_reports_mismatch_and_bad_files(tmp_path):
         load_splits(tmp_path / "bad.json")
     with pytest.raises(DatasetError, match="split file not found"):
         load_splits(tmp_path / "none.json")
+
+
+# --- one split implementation, one seeding scheme, one protocol vocabulary ------------------------------
+
+def test_split_order_is_the_one_seeding_scheme():
+    import numpy as np
+
+    from synthiqa.datasets.splits import held_out_parts, split_order
+
+    assert split_order(10, 5, 3, 1) == np.random.default_rng([5, 3, 1]).permutation(10).tolist()
+    parts = held_out_parts(10, 5, 27)
+    order = split_order(10, 5, 27)
+    assert parts == {"test": order[:2], "val": order[2:3], "train": order[3:]}
+
+
+def test_every_split_is_cut_from_split_order():
+    import torch
+
+    from synthiqa.datasets.folds import experiment_splits
+    from synthiqa.datasets.splits import held_out_parts, scene_disjoint_folds, split_order
+    from synthiqa.models.training.onthefly import split_references
+
+    ds = make_dataset()
+    names = sorted({r.scene for r in ds.records})
+    for i, split in enumerate(reference_disjoint_splits(ds, n_splits=3, seed=5)):
+        order = [names[j] for j in split_order(len(names), 5, i)]
+        assert {_scene(k) for k in split.train} == set(order[:7])
+        assert {_scene(k) for k in split.test} == set(order[8:])
+    cross = cross_dataset(ds, make_dataset("other", root=Path("/data/other")), seed=5)
+    assert {_scene(k) for k in cross.val} == {names[split_order(len(names), 5, 0)[-1]]}
+    keys = sorted(image_keys(ds))
+    for i, split in enumerate(experiment_splits("random", ds, seed=5, n_splits=2)):
+        want = held_out_parts(len(keys), 5, i, 1)
+        assert split.test == sorted(keys[j] for j in want["test"])
+        assert split.val == sorted(keys[j] for j in want["val"])
+    for f, fold in enumerate(experiment_splits("loro", ds, seed=5)[:3]):
+        train_scenes = sorted({_scene(k) for k in fold.train + fold.val})
+        assert {_scene(k) for k in fold.val} == {train_scenes[split_order(len(train_scenes), 5, f)[0]]}
+    scenes = [r.scene for r in ds.records]
+    for i, (_, val) in enumerate(scene_disjoint_folds(scenes, n_splits=3, val_ratio=0.2, seed=5)):
+        assert {scenes[j] for j in val} == {names[j] for j in split_order(len(names), 5, i)[:2]}
+    refs = [torch.full((3, 40, 40), i, dtype=torch.uint8) for i in range(8)]
+    assert split_references(refs, 32, seed=5).parts == held_out_parts(8, 5, 27)
+
+
+def test_generation_split_column_is_reference_disjoint_and_seeded():
+    from synthiqa.datasets.splits import generation_splits
+
+    scenes = [f"s{i:02d}" for i in range(10)] * 3
+    split = generation_splits(scenes, seed=3)
+    assert sorted(split) == sorted(set(scenes))
+    assert sorted(split.values()).count("train") == 7 and list(split.values()).count("test") == 2
+    assert split == generation_splits(list(reversed(scenes)), seed=3)
+    assert any(generation_splits(scenes, seed=s) != split for s in range(4, 8))
+
+
+def test_older_experiment_names_are_aliases_of_the_protocols():
+    from synthiqa.benchmarks.protocols import ProtocolSpec
+    from synthiqa.datasets.folds import experiment_splits
+    from synthiqa.datasets.splits import PROTOCOL_ALIASES, PROTOCOLS, canonical_protocol
+    from synthiqa.errors import ConfigError
+    from synthiqa.models.arniqa.method import ARNIQAConfig
+    from synthiqa.models.trcnn.method import TRCNNConfig
+
+    assert PROTOCOL_ALIASES == {"reference-split": "intra", "random-split": "random",
+                                "leave-one-out": "loro", "cross-set": "cross"}
+    assert set(PROTOCOL_ALIASES.values()) <= set(PROTOCOLS) and canonical_protocol("loto") == "loto"
+    ds = make_dataset()
+    for old, new in PROTOCOL_ALIASES.items():
+        if new != "cross":
+            assert ([s.to_dict() for s in experiment_splits(old, ds, seed=4)]
+                    == [s.to_dict() for s in experiment_splits(new, ds, seed=4)])
+        assert TRCNNConfig.from_dict({"experiment": old}).experiment == new
+        assert ARNIQAConfig.from_dict({"experiment": old}).experiment == new
+    assert ProtocolSpec("leave-one-out").name == "loro" and ProtocolSpec("reference-split").name == "intra"
+    with pytest.raises(ConfigError, match="unknown experiment 'nope'.*leave-one-out = loro"):
+        experiment_splits("nope", ds)

@@ -11,10 +11,11 @@ from sklearn.base import clone
 
 from synthiqa.datasets import load_dataset
 from synthiqa.datasets.folds import experiment_splits
+from synthiqa.datasets.splits import scene_disjoint_folds
 from synthiqa.errors import ConfigError
 from synthiqa.models.arniqa.method import nt_xent
 from synthiqa.models.components.losses import scale_shift_align, sind_loss
-from synthiqa.models.components.ridge import alpha_grid_search, fit_ridge, ridge_path, scene_disjoint_folds
+from synthiqa.models.components.ridge import alpha_grid_search, fit_ridge, ridge_path
 from synthiqa.models.data import SceneSampler
 
 torch.set_num_threads(1)
@@ -303,15 +304,15 @@ def test_trcnn_predictor_fits_in_memory_and_sind_options_change_training(tiny_se
 def test_experiment_types_keep_or_leak_scenes_as_documented(tiny_set):
     ds = load_dataset("synthiqa", tiny_set)
     scene = {str(r.image.relative_to(ds.root)): r.scene for r in ds.records}
-    for split in experiment_splits("reference-split", ds, n_splits=2):
+    for split in experiment_splits("intra", ds, n_splits=2):
         assert not {scene[k] for k in split.train} & {scene[k] for k in split.test}
-    folds = experiment_splits("leave-one-out", ds)
+    folds = experiment_splits("loro", ds)
     assert len(folds) == 6 and all(len({scene[k] for k in f.test}) == 1 for f in folds)
     assert all(not {scene[k] for k in f.train + f.val} & {scene[k] for k in f.test} for f in folds)
-    random_split = experiment_splits("random-split", ds, n_splits=3)
+    random_split = experiment_splits("random", ds, n_splits=3)
     assert any({scene[k] for k in s.train} & {scene[k] for k in s.test} for s in random_split)
-    with pytest.raises(ConfigError, match="cross-set needs a test dataset"):
-        experiment_splits("cross-set", ds)
+    with pytest.raises(ConfigError, match="cross needs a test dataset"):
+        experiment_splits("cross", ds)
 
 
 def test_experiment_generator_writes_loadable_configs_and_an_index(tmp_path):

@@ -9,6 +9,7 @@ Rows under ``min_n`` keep their ``n`` and are marked ``small`` (their correlatio
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from collections.abc import Sequence
@@ -18,17 +19,7 @@ import numpy as np
 
 from synthiqa.benchmarks.metrics import quality_metrics
 from synthiqa.datasets.records import IQARecord
-
-#: Fewest images a per-type row is computed on (the harness's ``MIN_PER_TYPE``).
-MIN_N = 3
-PRISTINE = "pristine"
-
-
-def type_members(value: str | None) -> list[str]:
-    """The types (or groups) of a record: one name, or each step of a ``>``-joined chain, once each."""
-    if not value or value == PRISTINE:
-        return []
-    return list(dict.fromkeys(v.strip() for v in value.split(">") if v.strip()))
+from synthiqa.stats import MIN_N, quality_summary, quality_table, type_members
 
 
 def metric_set(pred: np.ndarray, true: np.ndarray, logistic: str | None = "4pl") -> dict[str, Any]:
@@ -48,31 +39,20 @@ def metric_set(pred: np.ndarray, true: np.ndarray, logistic: str | None = "4pl")
     return out
 
 
-def grouped_metrics(pred: np.ndarray, true: np.ndarray, labels: Sequence[str | None],
-                    logistic: str | None = "4pl", min_n: int = MIN_N) -> dict[str, dict[str, Any]]:
-    """``metric_set`` per name in ``labels`` (chains split into their members); a name with fewer than
-    ``min_n`` images gets only ``n`` and ``small: True``."""
-    members = [type_members(v) for v in labels]
-    out: dict[str, dict[str, Any]] = {}
-    for name in sorted({m for ms in members for m in ms}):
-        mask = np.array([name in ms for ms in members])
-        n = int((mask & np.isfinite(true)).sum())
-        out[name] = (metric_set(pred[mask], true[mask], logistic) if n >= min_n
-                     else {"n": n, "small": True})
-    return out
-
-
 def evaluate_predictions(records: Sequence[IQARecord], pred: np.ndarray, clusters: np.ndarray | None = None,
                          logistic: str | None = "4pl", min_n: int = MIN_N) -> dict[str, Any]:
-    """Overall ``metric_set``, ``per_type`` and ``per_group`` tables and, with ``clusters``, the active
-    clusters and their purity against the distortion groups (single-group images)."""
+    """The quality table (``synthiqa.stats.quality_table``) with ``metric_set``: overall metrics, then
+    ``per_type`` and ``per_group`` and, with ``clusters``, the active clusters and their purity against
+    the distortion groups (single-group images)."""
     true = np.array([math.nan if r.score_norm is None else r.score_norm for r in records], dtype=np.float64)
-    result: dict[str, Any] = metric_set(np.asarray(pred, dtype=np.float64), true, logistic)
+    pred = np.asarray(pred, dtype=np.float64)
+    fitted = functools.partial(metric_set, logistic=logistic)
+    result = quality_summary(quality_table(pred, true, [r.dist_type for r in records], fitted, min_n))
     result["min_n"] = int(min_n)
-    for key, attr in (("per_type", "dist_type"), ("per_group", "dist_group")):
-        table = grouped_metrics(pred, true, [getattr(r, attr) for r in records], logistic, min_n)
-        if table:
-            result[key] = table
+    per_group = quality_summary(quality_table(pred, true, [r.dist_group for r in records], fitted, min_n,
+                                              overall=lambda p, t: {})).get("per_type")
+    if per_group:
+        result["per_group"] = per_group
     if clusters is not None:
         from synthiqa.models.inference import cluster_summary
 
@@ -84,4 +64,4 @@ def evaluate_predictions(records: Sequence[IQARecord], pred: np.ndarray, cluster
     return result
 
 
-__all__ = ["MIN_N", "evaluate_predictions", "grouped_metrics", "metric_set", "type_members"]
+__all__ = ["MIN_N", "evaluate_predictions", "metric_set"]

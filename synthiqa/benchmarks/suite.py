@@ -48,7 +48,7 @@ import math
 import re
 import time
 import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -58,7 +58,6 @@ import pandas as pd
 from sklearn.base import clone
 
 from synthiqa.atomic import atomic_path, atomic_write_bytes, atomic_write_text
-from synthiqa.benchmarks.evaluation import type_members
 from synthiqa.benchmarks.metrics import cluster_metrics, quality_metrics
 from synthiqa.benchmarks.protocols import ProtocolSpec, Task, make_tasks
 from synthiqa.datasets.builtin import builtin_reference_images
@@ -72,6 +71,7 @@ from synthiqa.models.ceniqa.experiments import is_experiments_folder, read_exper
 from synthiqa.models.method_config import read_yaml
 from synthiqa.models.registry import MODELS, create_model
 from synthiqa.registry import Registry
+from synthiqa.stats import quality_table
 
 RESULT_COLUMNS = ("model", "dataset", "protocol", "split", "subset", "dist_type", "metric", "mode", "value",
                   "ci_low", "ci_high", "n")
@@ -405,22 +405,24 @@ def _make_model(spec: ModelSpec, seed: int) -> Any:
 
 def _quality_rows(pred: np.ndarray, records: Sequence[IQARecord], logistic: str | None, n_boot: int,
                   seed: int, subset: str) -> list[dict[str, Any]]:
+    """The quality table (``synthiqa.stats.quality_table``) as result rows: every metric with its mode and
+    interval (bootstrap on the overall row only); a type holding every image repeats the overall row
+    and is left out."""
     true = np.array([r.score_norm for r in records], dtype=np.float64)
-    rows: list[dict[str, Any]] = []
-    groups: list[tuple[str, np.ndarray]] = [("all", np.ones(len(records), dtype=bool))]
-    members = [set(type_members(r.dist_type)) for r in records]  # a chain counts towards each of its types
-    for t in sorted(set().union(*members)):
-        mask = np.array([t in m for m in members])
-        if mask.sum() >= MIN_PER_TYPE and mask.sum() < len(records):
-            groups.append((t, mask))
-    for i, (dist_type, mask) in enumerate(groups):
-        with warnings.catch_warnings():  # failed fits are recorded as mode raw_fallback
-            warnings.simplefilter("ignore", RuntimeWarning)
-            values, _ = quality_metrics(pred[mask], true[mask], logistic, n_boot if dist_type == "all" else 0,
-                                        seed + i)
-        n = int(mask.sum())
-        rows += [{"subset": subset, "dist_type": dist_type, **v.to_dict(), "n": n} for v in values]
-    return rows
+
+    def values(n_boot: int) -> Callable[[np.ndarray, np.ndarray], dict[str, Any]]:
+        def metric_set(p: np.ndarray, t: np.ndarray) -> dict[str, Any]:
+            with warnings.catch_warnings():  # failed fits are recorded as mode raw_fallback
+                warnings.simplefilter("ignore", RuntimeWarning)
+                return {"values": quality_metrics(p, t, logistic, n_boot, seed)[0]}
+        return metric_set
+
+    table = quality_table(pred, true, [r.dist_type for r in records], values(0), MIN_PER_TYPE,
+                          overall=values(n_boot))
+    kept = [row for row in table if row.metrics is not None
+            and (row.dist_type == "all" or row.size < len(records))]
+    return [{"subset": subset, "dist_type": row.dist_type, **v.to_dict(), "n": row.size}
+            for row in kept for v in row.metrics["values"]]
 
 
 def _clusters(model: Any, records: Sequence[IQARecord], emb: np.ndarray | None, seed: int

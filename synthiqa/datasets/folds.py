@@ -1,8 +1,10 @@
-"""Experiment folds of SIND's four experiment types, cut from loaded dataset specs.
+"""Experiment folds of SIND's four experiment types, cut from loaded dataset specs with the splits of
+``synthiqa.datasets.splits`` and named in its protocol vocabulary.
 
-``random-split`` (images at random: scenes leak between parts, the optimistic protocol),
-``reference-split`` (reference-disjoint), ``leave-one-out`` (cross-scene: one scene held out per fold) and
-``cross-set`` (train on one dataset, test on another). ``experiment_records`` loads one or more
+``random`` (images at random: scenes leak between parts, the optimistic protocol), ``intra``
+(reference-disjoint), ``loro`` (cross-scene: one scene held out per fold) and ``cross`` (train on one
+dataset, test on another); SIND's names ``random-split``, ``reference-split``, ``leave-one-out`` and
+``cross-set`` are accepted as aliases (``canonical_protocol``). ``experiment_records`` loads one or more
 ``KIND:PATH`` specs and returns one fold's records; the record-scoring methods (TRCNN, SIND, ARNIQA's
 Ridge) train on it.
 """
@@ -12,57 +14,58 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-import numpy as np
-
 from synthiqa.datasets.records import IQADataset, IQARecord
 from synthiqa.datasets.spec import load_data_spec
 from synthiqa.datasets.splits import (
     PARTS,
+    PROTOCOL_ALIASES,
     Split,
     apply_split,
+    canonical_protocol,
     cross_dataset,
+    held_out_parts,
     image_key,
     image_keys,
     leave_one_reference_out,
     reference_disjoint_splits,
+    split_order,
     stored_split,
 )
 from synthiqa.errors import ConfigError, DatasetError
 
-EXPERIMENTS = ("reference-split", "random-split", "leave-one-out", "cross-set")
+#: The experiment types (protocol names; ``PROTOCOL_ALIASES`` maps the older names onto them).
+EXPERIMENTS = ("intra", "random", "loro", "cross")
 
 
 def experiment_splits(experiment: str, dataset: IQADataset, test_dataset: IQADataset | None = None,
                       seed: int = 27, n_splits: int = 1) -> list[Any]:
-    """The train/val/test ``Split`` list of an experiment type on ``dataset``.
+    """The train/val/test ``Split`` list of an experiment type (or its older alias) on ``dataset``.
 
-    ``reference-split``: ``n_splits`` reference-disjoint 70/10/20 splits. ``random-split``: the same
-    ratios over images, ignoring scenes (scenes leak: the protocol SIND argues against, kept for
-    comparison). ``leave-one-out``: one fold per scene, tested on that scene (10% of the other scenes
-    become val). ``cross-set``: all of ``dataset`` (10% of its scenes as val) against all of
-    ``test_dataset``.
+    ``intra``: ``n_splits`` reference-disjoint 70/10/20 splits. ``random``: the same ratios over images
+    (``held_out_parts``), ignoring scenes (scenes leak: the protocol SIND argues against, kept for
+    comparison). ``loro``: one fold per scene, tested on that scene (10% of the other scenes become val).
+    ``cross``: all of ``dataset`` (10% of its scenes as val) against all of ``test_dataset``.
     """
-    if experiment == "reference-split":
+    experiment = _experiment(experiment)
+    if experiment == "intra":
         return reference_disjoint_splits(dataset, n_splits=n_splits, seed=seed)
-    if experiment == "random-split":
+    if experiment == "random":
         keys = sorted(set(image_keys(dataset)))
         if len(keys) < 3:
-            raise DatasetError(f"random-split needs at least 3 images, {dataset.name!r} has {len(keys)}")
-        n_test, n_val = max(1, round(0.2 * len(keys))), max(1, round(0.1 * len(keys)))
+            raise DatasetError(f"random split needs at least 3 images, {dataset.name!r} has {len(keys)}")
         splits = []
         for i in range(n_splits):
-            order = [keys[j] for j in np.random.default_rng([seed, i, 1]).permutation(len(keys))]
-            test, val, train = order[:n_test], order[n_test:n_test + n_val], order[n_test + n_val:]
-            splits.append(Split(f"random_{i:02d}", sorted(train), sorted(val), sorted(test),
+            parts = {p: sorted(keys[j] for j in v) for p, v in held_out_parts(len(keys), seed, i, 1).items()}
+            splits.append(Split(f"random_{i:02d}", parts["train"], parts["val"], parts["test"],
                                 dataset=dataset.name))
         return splits
-    if experiment == "leave-one-out":
+    if experiment == "loro":
         scene_of = {image_key(dataset, r): r.scene if r.scene is not None else image_key(dataset, r)
                     for r in dataset.records}
         folds = []
         for fold in leave_one_reference_out(dataset):
             train_scenes = sorted({scene_of[k] for k in fold.train})
-            order = np.random.default_rng([seed, len(folds)]).permutation(len(train_scenes))
+            order = split_order(len(train_scenes), seed, len(folds))
             val_scenes = {train_scenes[j] for j in order[:max(1, round(0.1 * len(train_scenes)))]}
             if len(val_scenes) == len(train_scenes):
                 val_scenes = set()
@@ -70,11 +73,18 @@ def experiment_splits(experiment: str, dataset: IQADataset, test_dataset: IQADat
             train = [k for k in fold.train if scene_of[k] not in val_scenes]
             folds.append(Split(fold.name, train, val, fold.test, dataset=dataset.name))
         return folds
-    if experiment == "cross-set":
-        if test_dataset is None:
-            raise ConfigError("experiment cross-set needs a test dataset (--set test_data=KIND:PATH)")
-        return [cross_dataset(dataset, test_dataset, val_ratio=0.1, seed=seed)]
-    raise ConfigError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
+    if test_dataset is None:
+        raise ConfigError("experiment cross needs a test dataset (--set test_data=KIND:PATH)")
+    return [cross_dataset(dataset, test_dataset, val_ratio=0.1, seed=seed)]
+
+
+def _experiment(name: str) -> str:
+    """The experiment type of ``name`` (a protocol name or an older alias); a one-line error otherwise."""
+    experiment = canonical_protocol(name)
+    if experiment not in EXPERIMENTS:
+        aliases = ", ".join(f"{old} = {new}" for old, new in PROTOCOL_ALIASES.items())
+        raise ConfigError(f"unknown experiment {name!r}; known: {', '.join(EXPERIMENTS)} ({aliases})")
+    return experiment
 
 
 @dataclass
@@ -92,30 +102,29 @@ class ExperimentData:
     description: str
 
 
-def experiment_records(data: str, experiment: str = "reference-split", fold: int = 0,
+def experiment_records(data: str, experiment: str = "intra", fold: int = 0,
                        test_data: str | None = None, label: str | None = None,
                        seed: int = 0) -> ExperimentData:
     """Load ``data`` (one or more comma-separated ``KIND:PATH`` specs or generated folders) and cut fold
     ``fold`` of ``experiment``.
 
-    ``reference-split`` uses a generated set's stored ``split`` column when it has one (the split CENIQA
+    ``intra`` uses a generated set's stored ``split`` column when it has one (the split CENIQA
     trains on), else ``reference_disjoint_splits(seed=seed)``. With several training sets each is split
-    on its own and the parts are concatenated; ``cross-set`` tests on all of ``test_data``.
+    on its own and the parts are concatenated; ``cross`` tests on all of ``test_data``.
     """
     def load(spec: str) -> IQADataset:
         return load_data_spec(spec, label)[1]
 
-    if experiment not in EXPERIMENTS:
-        raise ConfigError(f"unknown experiment {experiment!r}; known: {', '.join(EXPERIMENTS)}")
+    experiment = _experiment(experiment)
     specs = [s for s in data.split(",") if s.strip()]
     if not specs:
         raise ConfigError("no training data given")
-    test_ds = load(test_data) if experiment == "cross-set" and test_data else None
+    test_ds = load(test_data) if experiment == "cross" and test_data else None
     out = ExperimentData([], [], [], [], [], [], "")
     names = []
     for index, spec in enumerate(specs):
         ds = load(spec.strip())
-        if experiment == "reference-split" and any(r.extra.get("split") in PARTS for r in ds.records):
+        if experiment == "intra" and any(r.extra.get("split") in PARTS for r in ds.records):
             split = stored_split(ds)
         else:
             splits = experiment_splits(experiment, ds, test_ds, seed=seed, n_splits=fold + 1)
@@ -128,7 +137,7 @@ def experiment_records(data: str, experiment: str = "reference-split", fold: int
         out.train_source += [index] * len(train)
         out.val_source += [index] * len(val)
         out.datasets.append(ds.name)
-        if experiment != "cross-set" or index == 0:
+        if experiment != "cross" or index == 0:
             out.test += test
         names.append(f"{ds.name} ({ds.score_info.name}, split {split.name})")
     if not out.train:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import io
 import json
-import random
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -32,7 +31,7 @@ import pandas as pd
 
 from synthiqa.atomic import atomic_write_bytes, atomic_write_text
 from synthiqa.datasets.labels import FR_ANCHORS, FR_COMPONENTS, label_infos, primary_label
-from synthiqa.distortions.rng import derive_seed
+from synthiqa.datasets.splits import PARTS, RATIOS, generation_splits
 from synthiqa.errors import DatasetError
 
 STATE_DIR = ".synthiqa"
@@ -41,8 +40,6 @@ CONFIG_FILE = f"{STATE_DIR}/config.json"
 #: Manifest columns before the labels (the contract with ``datasets.generated``).
 MANIFEST_COLUMNS = ("image", "reference", "scene", "source_file", "image_id", "chain", "dist_type",
                     "dist_group", "level", "n_distortions", "seed", "params_json")
-SPLIT_FRACTIONS = (0.7, 0.1, 0.2)
-SPLIT_NAMES = ("train", "val", "test")
 
 
 def dumps(obj: Any) -> str:
@@ -66,21 +63,6 @@ def read_parts(root: Path) -> dict[str, list[dict[str, Any]]]:
             except (OSError, json.JSONDecodeError) as exc:
                 raise DatasetError(f"cannot read chunk record {path}: {exc}") from None
     return parts
-
-
-def assign_splits(scenes: Sequence[str], seed: int,
-                  fractions: Sequence[float] = SPLIT_FRACTIONS) -> dict[str, str]:
-    """Reference-disjoint split: the sorted scenes shuffled by the run seed, cut 70/10/20 (rounded)."""
-    order = sorted(set(scenes))
-    random.Random(derive_seed(seed, "split")).shuffle(order)
-    n = len(order)
-    n_train = round(fractions[0] * n)
-    n_val = min(n - n_train, round(fractions[1] * n))
-    out = {}
-    for i, scene in enumerate(order):
-        part = 0 if i < n_train else 1 if i < n_train + n_val else 2
-        out[scene] = SPLIT_NAMES[part]
-    return out
 
 
 def _kadid_scale(values: pd.Series) -> pd.Series:
@@ -124,7 +106,7 @@ def build_manifest(rows: Sequence[Mapping[str, Any]], config: Mapping[str, Any])
     dup = frame["image"][frame["image"].duplicated()]
     if len(dup):
         raise DatasetError(f"image {dup.iloc[0]!r} is recorded twice (merging overlapping shards?)")
-    splits = assign_splits(frame["scene"].tolist(), int(config["seed"]))
+    splits = generation_splits(frame["scene"].tolist(), int(config["seed"]))
     frame["split"] = frame["scene"].map(splits)
     for c in ("level", *label_cols, *(["severity"] if config["mode"] == "basic" else [])):
         frame[c] = frame[c].astype("float64")
@@ -161,13 +143,13 @@ def dataset_info(frame: pd.DataFrame, config: Mapping[str, Any], version: str,
             "fr_anchors": {k: {"perfect": a.perfect, "worst": a.worst} for k, a in FR_ANCHORS.items()},
         },
         "splits": {"kind": "reference-disjoint", "seed": config["seed"], "column": "split",
-                   "fractions": dict(zip(SPLIT_NAMES, SPLIT_FRACTIONS, strict=True))},
+                   "fractions": dict(zip(PARTS, RATIOS, strict=True))},
         "counts": {
             "references": int(frame["scene"].nunique()),
             "images": len(frame),
             "distorted": len(frame) - pristine,
             "pristine": pristine,
-            "splits": {s: int((frame["split"] == s).sum()) for s in SPLIT_NAMES},
+            "splits": {s: int((frame["split"] == s).sum()) for s in PARTS},
             "dist_types": {k: int(v) for k, v in sorted(frame["dist_type"].value_counts().items())},
         },
         "files": files,

@@ -1,16 +1,28 @@
-"""Train/val/test splits stored as image keys (paths relative to the dataset root), never row indices.
+"""Every split of the package: train/val/test splits stored as image keys, the index splits of the
+methods (on-the-fly references, the Ridge's folds), the generation split column, and the protocol names.
 
-A key survives re-ordering, re-loading and merging of label files, so a split saved once names the same
-images forever. Every protocol here keeps content apart where the field does: ``reference_disjoint_splits``
-puts all images of a scene (reference) in exactly one part, as ARNIQA's and pyiqa's splits do;
-``leave_one_reference_out`` and ``cross_dataset`` build on the same rule (SIND's scene-based
-experiments); ``leave_one_type_out`` holds out one distortion type (or group) at a time.
+Keys are paths relative to the dataset root, never row indices: a key survives re-ordering, re-loading and
+merging of label files, so a split saved once names the same images forever. Every protocol here keeps
+content apart where the field does: ``reference_disjoint_splits`` puts all images of a scene (reference)
+in exactly one part, as ARNIQA's and pyiqa's splits do; ``leave_one_reference_out`` and ``cross_dataset``
+build on the same rule (SIND's scene-based experiments); ``leave_one_type_out`` holds out one distortion
+type (or group) at a time.
+
+One seeding scheme: every random split draws ``split_order(n, seed, *stream)``, a permutation from
+``numpy.random.default_rng([seed, *stream])``. The one exception is ``generation_splits``, the ``split``
+column ``synthiqa generate`` has always written (Python's ``random`` under ``derive_seed(seed, "split")``),
+kept as it is so generated sets and their stored digests do not move.
+
+One protocol vocabulary: ``intra`` (reference-disjoint splits), ``random`` (images at random, scenes
+leak), ``loro`` (leave one reference out), ``loto`` (leave one type out), ``cross`` (train on one set,
+test on another). The older experiment names are aliases (``PROTOCOL_ALIASES``), so saved configs load.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import random
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,11 +33,70 @@ import numpy as np
 from synthiqa.atomic import atomic_write_text
 from synthiqa.datasets.loaders import listing, relative_key
 from synthiqa.datasets.records import IQADataset, IQARecord
+from synthiqa.distortions.rng import derive_seed
 from synthiqa.errors import DatasetError
 
 SPLIT_FORMAT = "synthiqa-splits"
 SPLIT_FORMAT_VERSION = 1
 PARTS = ("train", "val", "test")
+#: The protocol names, and the experiment names of earlier versions that map onto them.
+PROTOCOLS = ("intra", "random", "loro", "loto", "cross")
+PROTOCOL_ALIASES = {"reference-split": "intra", "random-split": "random", "leave-one-out": "loro",
+                    "cross-set": "cross"}
+#: Fractions of the references (or images) in train, val and test where a protocol draws its own parts.
+RATIOS = (0.7, 0.1, 0.2)
+
+
+def canonical_protocol(name: str) -> str:
+    """The protocol name of ``name``: itself, or what an older experiment name maps to."""
+    return PROTOCOL_ALIASES.get(name, name)
+
+
+def split_order(n: int, seed: int, *stream: int) -> list[int]:
+    """A permutation of ``range(n)`` from ``numpy.random.default_rng([seed, *stream])``: the seeding of
+    every random split (``stream`` tells one seed's draws apart: the split index, the fold, ...)."""
+    return np.random.default_rng([seed, *stream]).permutation(n).tolist()
+
+
+def held_out_parts(n: int, seed: int, *stream: int, val_share: float = RATIOS[1],
+                   test_share: float = RATIOS[2]) -> dict[str, list[int]]:
+    """Indices of ``range(n)`` in ``test``, ``val`` and ``train`` (in that order, each in drawn order):
+    ``split_order(n, seed, *stream)`` cut test first (``max(1, round(test_share * n))``), then val
+    (``max(1, round(val_share * n))``), the rest train."""
+    order = split_order(n, seed, *stream)
+    n_test, n_val = max(1, round(test_share * n)), max(1, round(val_share * n))
+    return {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
+
+
+def scene_disjoint_folds(scenes: Sequence[str], n_splits: int = 10, val_ratio: float = 0.2,
+                         seed: int = 27) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``n_splits`` (train, val) index arrays over ``scenes`` (one scene name per item): fold ``i`` puts
+    the scenes first in ``split_order(n_scenes, seed, i)`` in val (``val_ratio`` of them, at least one,
+    never all), so no scene is in both."""
+    names = sorted(set(scenes))
+    if len(names) < 2:
+        raise DatasetError(f"reference-disjoint folds need at least 2 scenes, got {len(names)}")
+    n_val = min(len(names) - 1, max(1, round(val_ratio * len(names))))
+    scene_arr = np.asarray(scenes)
+    folds = []
+    for i in range(n_splits):
+        val_scenes = {names[j] for j in split_order(len(names), seed, i)[:n_val]}
+        is_val = np.fromiter((s in val_scenes for s in scene_arr), bool, len(scene_arr))
+        folds.append((np.flatnonzero(~is_val), np.flatnonzero(is_val)))
+    return folds
+
+
+def generation_splits(scenes: Sequence[str], seed: int, ratios: Sequence[float] = RATIOS) -> dict[str, str]:
+    """Scene -> ``train``/``val``/``test`` of a generated set's ``split`` column (reference-disjoint): the
+    sorted scenes shuffled by ``random.Random(derive_seed(seed, "split"))``, cut train first by rounded
+    ``ratios`` (the draw generated sets have always stored; see the module note)."""
+    order = sorted(set(scenes))
+    random.Random(derive_seed(seed, "split")).shuffle(order)
+    n = len(order)
+    n_train = round(ratios[0] * n)
+    n_val = min(n - n_train, round(ratios[1] * n))
+    return {scene: PARTS[0 if i < n_train else 1 if i < n_train + n_val else 2]
+            for i, scene in enumerate(order)}
 
 
 @dataclass
@@ -115,11 +186,11 @@ def _assign(scenes: dict[str, list[str]], order: Sequence[str], sizes: Sequence[
 
 
 def reference_disjoint_splits(dataset: IQADataset, n_splits: int = 10,
-                              ratios: Sequence[float] = (0.7, 0.1, 0.2), seed: int = 27) -> list[Split]:
+                              ratios: Sequence[float] = RATIOS, seed: int = 27) -> list[Split]:
     """``n_splits`` random splits of the scenes (references) into train/val/test by ``ratios``.
 
     Every image of a scene lands in exactly one part. Split ``i`` permutes the sorted scene names with
-    ``numpy.random.default_rng([seed, i])``, so the result depends only on the set of (scene, key) pairs,
+    ``split_order(n_scenes, seed, i)``, so the result depends only on the set of (scene, key) pairs,
     not on record order. Part sizes count scenes: KADID-10k's 81 references give 57/8/16 as ARNIQA's do.
     The default seed is ARNIQA's (27).
     """
@@ -131,7 +202,7 @@ def reference_disjoint_splits(dataset: IQADataset, n_splits: int = 10,
     sizes = _part_sizes(len(names), values)
     splits = []
     for i in range(n_splits):
-        order = [names[j] for j in np.random.default_rng([seed, i]).permutation(len(names))]
+        order = [names[j] for j in split_order(len(names), seed, i)]
         train, val, test = _assign(scenes, order, sizes)
         splits.append(Split(f"split_{i:02d}", train, val, test, dataset=dataset.name))
     return splits
@@ -189,7 +260,7 @@ def cross_dataset(train_ds: IQADataset, test_ds: IQADataset, val_ratio: float = 
     ratios = (1.0 - val_ratio, val_ratio, 0.0)
     values = _check_ratios(ratios, len(scenes), train_ds.name)
     names = list(scenes)
-    order = [names[j] for j in np.random.default_rng([seed, 0]).permutation(len(names))]
+    order = [names[j] for j in split_order(len(names), seed, 0)]
     train, val, _ = _assign(scenes, order, _part_sizes(len(names), values))
     return Split(f"{train_ds.name}->{test_ds.name}", train, val, sorted(set(image_keys(test_ds))),
                  dataset=train_ds.name, test_dataset=test_ds.name)

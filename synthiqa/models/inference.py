@@ -3,8 +3,9 @@
 Scores are in [0, 1], higher is better (the network ends in a sigmoid; the training target is the dataset's
 normalised score). With several evaluation crops per image, a model whose ``pools_crops`` is true (CENIQA)
 gets them together (``[B,n,3,S,S]``) and pools them itself; for other models the crops' scores, posteriors
-and embeddings are averaged. SRCC and PLCC are computed on the raw predictions (no logistic fit: the
-model regresses the normalised score directly, the learned-IQA convention); RMSE is on the [0, 1] scale.
+and embeddings are averaged. The test report is the one quality table (``synthiqa.stats``) on the raw
+predictions (no logistic fit: the model regresses the normalised score directly, the learned-IQA
+convention); RMSE is on the [0, 1] scale.
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ import io
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -25,7 +27,7 @@ from synthiqa.datasets.references import IMAGE_SUFFIXES
 from synthiqa.errors import SynthiqaError
 from synthiqa.models.data import LabelSpace, RecordImages, collate
 from synthiqa.models.training.distributed import gather_in_order, sharded
-from synthiqa.stats import cluster_purity, plcc, rmse, srcc
+from synthiqa.stats import cluster_purity, quality_summary, quality_table
 
 
 @dataclass
@@ -89,13 +91,6 @@ def run_model(model: torch.nn.Module, batches: Iterable[dict[str, torch.Tensor]]
                    {k: np.concatenate([p["parts"][k] for p in pieces]) for k in part_keys})
 
 
-def quality_metrics(pred: np.ndarray, true: np.ndarray) -> dict[str, float]:
-    """SRCC, PLCC (raw, no logistic fit) and RMSE of ``pred`` against ``true`` (finite pairs only)."""
-    ok = np.isfinite(pred) & np.isfinite(true)
-    p, t = pred[ok], true[ok]
-    return {"srcc": srcc(p, t), "plcc": plcc(p, t), "rmse": rmse(p, t), "n": int(p.size)}
-
-
 def cluster_summary(posteriors: np.ndarray | None, groups: np.ndarray | None,
                     min_fraction: float = 0.05) -> dict[str, float]:
     """Active clusters (holding >= ``min_fraction`` of the images) and purity against ``groups`` (ids
@@ -110,17 +105,15 @@ def cluster_summary(posteriors: np.ndarray | None, groups: np.ndarray | None,
     return out
 
 
-def evaluate_outputs(out: Outputs, type_names: Sequence[str] | None = None) -> dict[str, object]:
-    """Overall metrics, cluster summary, and per-type SRCC/PLCC/RMSE where types are known."""
-    result: dict[str, object] = dict(quality_metrics(out.scores, out.labels["score"]))
-    result.update(cluster_summary(out.posteriors, out.labels.get("group")))
+def evaluate_outputs(out: Outputs, type_names: Sequence[str] | None = None) -> dict[str, Any]:
+    """The quality table (``synthiqa.stats.quality_table``, raw metric set) of a pass: overall SRCC, KRCC,
+    PLCC, RMSE and ``n``, ``per_type`` where ``type_names`` names the type ids, and the cluster summary."""
     types = out.labels.get("type")
+    names: list[str | None] = [None] * len(out.scores)
     if types is not None and type_names:
-        per_type = {}
-        for tid in np.unique(types[types >= 0]):
-            sel = types == tid
-            per_type[type_names[int(tid)]] = quality_metrics(out.scores[sel], out.labels["score"][sel])
-        result["per_type"] = per_type
+        names = [type_names[int(t)] if t >= 0 else None for t in types]
+    result = quality_summary(quality_table(out.scores, out.labels["score"], names))
+    result.update(cluster_summary(out.posteriors, out.labels.get("group")))
     return result
 
 

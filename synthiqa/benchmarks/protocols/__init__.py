@@ -55,6 +55,7 @@ class ProtocolSpec:
     val_fraction: float = 0.1
 
     def __post_init__(self) -> None:
+        self.name = S.canonical_protocol(self.name)  # an older experiment name reads as its protocol
         PROTOCOLS.get(self.name)  # a one-line error for an unknown protocol
         self.ratios = tuple(float(r) for r in self.ratios)  # type: ignore[assignment]
         if len(self.ratios) != 3 or any(r < 0 for r in self.ratios) or abs(sum(self.ratios) - 1) > 1e-6:

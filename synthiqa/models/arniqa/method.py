@@ -45,6 +45,7 @@ from torch.utils.data import DataLoader, Dataset
 from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
 from synthiqa.datasets.folds import EXPERIMENTS, ExperimentData, experiment_records
 from synthiqa.datasets.records import IQARecord
+from synthiqa.datasets.splits import canonical_protocol, scene_disjoint_folds
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.components.backbones import create_backbone
 from synthiqa.models.components.ridge import (
@@ -52,11 +53,9 @@ from synthiqa.models.components.ridge import (
     RidgeModel,
     alpha_grid_search,
     fit_ridge,
-    scene_disjoint_folds,
 )
-from synthiqa.models.data import LabelSpace, fit_min_side, read_rgb
+from synthiqa.models.data import fit_min_side, read_rgb
 from synthiqa.models.estimator import MethodPredictor, check_fitted
-from synthiqa.models.inference import quality_metrics
 from synthiqa.models.method_config import MethodConfig, check_choice, check_positive
 from synthiqa.models.registry import register_model
 from synthiqa.models.training.distributed import (
@@ -74,6 +73,7 @@ from synthiqa.models.training.loop import (
 )
 from synthiqa.models.training.onthefly import PARTS, eval_set, split_references
 from synthiqa.models.training.recipe import Recipe, Trained, run_recipe
+from synthiqa.stats import plcc, quality_summary, quality_table, srcc
 
 METHOD = "arniqa"
 #: Evaluation crops per scale: centre, top-left, top-right, bottom-left, bottom-right.
@@ -123,7 +123,7 @@ class ARNIQAConfig(MethodConfig):
     alpha: float | None = None
     n_splits: int = 10
 
-    experiment: str = "reference-split"
+    experiment: str = "intra"
     fold: int = 0
     test_data: str | None = None
     seed: int = 0
@@ -150,6 +150,7 @@ class ARNIQAConfig(MethodConfig):
         check_choice(self, "optimizer", ("sgd", "adamw"))
         if not 0 <= self.momentum < 1:
             raise ConfigError(f"momentum must be in [0, 1), got {self.momentum}")
+        self.experiment = canonical_protocol(self.experiment)
         check_choice(self, "experiment", EXPERIMENTS)
 
 
@@ -374,8 +375,6 @@ class ARNIQATask:
     def validate(self, epoch: int) -> dict[str, float]:
         if len(self.val) < 2 or len(self.val_train) < 2:
             return {}
-        from scipy.stats import pearsonr, spearmanr
-
         c = self.config
         x_train = extract_features(self.model, [r.image for r in self.val_train], c, self.device, crops=1)
         x_val = extract_features(self.model, [r.image for r in self.val], c, self.device, crops=1)
@@ -383,7 +382,7 @@ class ARNIQATask:
         y = _scores(self.val)
         if np.ptp(pred) == 0 or np.ptp(y) == 0:
             return {}
-        return {"srcc": float(spearmanr(pred, y).statistic), "plcc": float(pearsonr(pred, y).statistic)}
+        return {"srcc": srcc(pred, y), "plcc": plcc(pred, y)}
 
     def config_dict(self) -> dict[str, Any]:
         return self.config.to_dict()
@@ -521,18 +520,12 @@ def onthefly_experiment(ref_dir: str, config: ARNIQAConfig, out_dir: Path, devic
 
 
 def _metrics(pred: np.ndarray, records: Sequence[IQARecord]) -> dict[str, Any]:
-    """SRCC, PLCC (raw), RMSE, MSE overall and per distortion type."""
-    y = _scores(records)
-    result: dict[str, Any] = dict(quality_metrics(pred, y))
-    result["mse"] = float(result["rmse"]) ** 2
-    types = LabelSpace.from_records(records).types
-    per_type = {}
-    for t in types:
-        sel = np.array([r.dist_type == t for r in records])
-        if sel.sum() >= 2:
-            per_type[t] = quality_metrics(pred[sel], y[sel])
-    if per_type:
-        result["per_type"] = per_type
+    """The quality table (``synthiqa.stats.quality_table``, raw metric set) overall and per distortion type,
+    with MSE beside each RMSE."""
+    result = quality_summary(quality_table(pred, _scores(records), [r.dist_type for r in records]))
+    for row in (result, *result.get("per_type", {}).values()):
+        if "rmse" in row:
+            row["mse"] = float(row["rmse"]) ** 2
     return result
 
 

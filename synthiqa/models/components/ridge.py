@@ -64,24 +64,6 @@ def fit_ridge(features: np.ndarray, targets: np.ndarray, alpha: float) -> RidgeM
     return ridge_path(features, targets, [alpha])[0]
 
 
-def scene_disjoint_folds(scenes: Sequence[str], n_splits: int = 10, val_ratio: float = 0.2,
-                         seed: int = 27) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``n_splits`` (train, val) index arrays: the scenes (references) are permuted with
-    ``default_rng([seed, i])`` and ``val_ratio`` of them (at least one) go to val, so no scene is in both."""
-    names = sorted(set(scenes))
-    if len(names) < 2:
-        raise DatasetError(f"reference-disjoint folds need at least 2 scenes, got {len(names)}")
-    n_val = min(len(names) - 1, max(1, round(val_ratio * len(names))))
-    scene_arr = np.asarray(scenes)
-    folds = []
-    for i in range(n_splits):
-        order = np.random.default_rng([seed, i]).permutation(len(names))
-        val_scenes = {names[j] for j in order[:n_val]}
-        is_val = np.fromiter((s in val_scenes for s in scene_arr), bool, len(scene_arr))
-        folds.append((np.flatnonzero(~is_val), np.flatnonzero(is_val)))
-    return folds
-
-
 @dataclass
 class AlphaSearch:
     """Result of ``alpha_grid_search``: the chosen alpha and the median val SRCC of every alpha."""

@@ -9,8 +9,8 @@ Its parts live where any method can reuse them:
 * ``scale_shift_align`` / ``sind_loss`` (``models/components/losses.py``): per domain of the batch, the
   affine map ``a*p + b`` of the predictions that best fits the labels is applied before an L1 loss.
 * ``LocalGlobalImages`` (``models/data.py``): one global view plus ``n_local`` full-resolution crops.
-* ``experiment_splits`` (``datasets/folds.py``): ``random-split``, ``reference-split``, ``leave-one-out``
-  and ``cross-set``.
+* ``experiment_splits`` (``datasets/folds.py``): ``random``, ``intra``, ``loro`` and ``cross`` (SIND's
+  ``random-split``, ``reference-split``, ``leave-one-out`` and ``cross-set``).
 
 ``synthiqa train --method sind`` is TRCNN's trainer with all of the above switched on (scene sampling,
 scene alignment); every option is also a field of the TRCNN config (``--method trcnn --set

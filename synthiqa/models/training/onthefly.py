@@ -20,12 +20,9 @@ from synthiqa.atomic import atomic_write_bytes
 from synthiqa.datasets.degraded import DegradedReferences, resolve_references
 from synthiqa.datasets.generation.encoding import encode_image
 from synthiqa.datasets.records import IQARecord
+from synthiqa.datasets.splits import PARTS, held_out_parts
 from synthiqa.distortions.registry import get_distortion
 from synthiqa.errors import DatasetError
-
-#: Fraction of the references held out for validation and for testing.
-VAL_SHARE, TEST_SHARE = 0.1, 0.2
-PARTS = ("train", "val", "test")
 
 
 @dataclass
@@ -49,16 +46,12 @@ class ReferenceParts:
 
 def split_references(ref_dir: str | Path, crop: int, seed: int, min_refs: int = 3) -> ReferenceParts:
     """Usable references of ``ref_dir`` at least ``crop`` px a side, cut reference-disjointly 70/10/20 by
-    a permutation drawn from ``seed`` (at least one each for validation and test)."""
+    ``datasets.splits.held_out_parts(n, seed, 27)`` (at least one each for validation and test)."""
     sources, names = resolve_references(ref_dir, crop)
     if len(sources) < min_refs:
         raise DatasetError(f"{ref_dir}: on-the-fly training needs at least {min_refs} usable reference "
                            f"images of at least {crop} px a side, found {len(sources)}")
-    order = np.random.default_rng([seed, 27]).permutation(len(sources)).tolist()
-    n_test = max(1, round(TEST_SHARE * len(sources)))
-    n_val = max(1, round(VAL_SHARE * len(sources)))
-    parts = {"test": order[:n_test], "val": order[n_test:n_test + n_val], "train": order[n_test + n_val:]}
-    return ReferenceParts(str(ref_dir), sources, names, parts)
+    return ReferenceParts(str(ref_dir), sources, names, held_out_parts(len(sources), seed, 27))
 
 
 def eval_records(data: DegradedReferences, out_dir: Path, names: list[str], profile: str,

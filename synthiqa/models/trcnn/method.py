@@ -31,6 +31,7 @@ from torch.utils.data import DataLoader, Dataset
 from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
 from synthiqa.datasets.folds import EXPERIMENTS, ExperimentData, experiment_records
 from synthiqa.datasets.records import IQARecord
+from synthiqa.datasets.splits import canonical_protocol
 from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.components.backbones import create_backbone
@@ -74,8 +75,9 @@ class TRCNNConfig(MethodConfig):
         alignment: ``none`` (plain L1), ``scene`` or ``dataset``: the domain of the scale-shift alignment
             (and of scene sampling); anchor_weight: weight of the unaligned L1 term.
         local_global: one global view plus ``n_local`` local crops per image, scores averaged.
-        experiment: ``reference-split``, ``random-split``, ``leave-one-out`` or ``cross-set``; ``fold``:
-            which fold; ``test_data``: the test set of ``cross-set`` (``KIND:PATH``).
+        experiment: ``intra``, ``random``, ``loro`` or ``cross`` (the older ``reference-split``,
+            ``random-split``, ``leave-one-out``, ``cross-set`` are read as these); ``fold``:
+            which fold; ``test_data``: the test set of ``cross`` (``KIND:PATH``).
     On the fly (``--on-the-fly REF_DIR``):
         onthefly_profile: each training crop gets one distortion of this profile at a level 1..5 (the
             level rule gives its label); with scene_sampling each item is ``images_per_scene`` versions of
@@ -114,7 +116,7 @@ class TRCNNConfig(MethodConfig):
     anchor_weight: float = 0.1
     local_global: bool = False
     n_local: int = 3
-    experiment: str = "reference-split"
+    experiment: str = "intra"
     fold: int = 0
     test_data: str | None = None
     onthefly_profile: str = "kadid"
@@ -140,6 +142,7 @@ class TRCNNConfig(MethodConfig):
         check_choice(self, "input_norm", ("local", "none"))
         check_choice(self, "loss", LOSSES)
         check_choice(self, "alignment", ALIGNMENTS)
+        self.experiment = canonical_protocol(self.experiment)
         check_choice(self, "experiment", EXPERIMENTS)
         if self.alignment != "none" and self.loss != "sind":
             raise ConfigError(f"alignment={self.alignment} needs loss=sind (the aligned L1), "
@@ -410,7 +413,8 @@ def regression_metrics(out: Outputs, type_names: Sequence[str] | None = None) ->
     metrics = evaluate_outputs(out, type_names)
     metrics["mse"] = float(metrics["rmse"]) ** 2
     for m in metrics.get("per_type", {}).values():
-        m["mse"] = float(m["rmse"]) ** 2
+        if "rmse" in m:
+            m["mse"] = float(m["rmse"]) ** 2
     return metrics
 
 
