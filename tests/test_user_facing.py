@@ -516,3 +516,43 @@ def test_predict_prints_its_scores_when_the_output_cannot_be_written(capsys, mon
     assert code == 2 and "a.png\t-" in out
     assert err == f"error: cannot write {tmp_path / 'p.csv'}: No space left on device; the 1 scores are " \
                   "printed above\n"
+
+
+def test_train_flags_come_from_the_method_cards(capsys, tmp_path):
+    import dataclasses
+
+    from synthiqa.models.method_config import MethodConfig
+    from synthiqa.models.registry import MODELS, list_methods, register_model
+
+    @dataclasses.dataclass
+    class ToyConfig(MethodConfig):
+        """A method added by a test.
+
+        toy_strength: how strong the toy is, 0..1.
+        """
+
+        toy_strength: float = 0.5
+        epochs: int = 1
+
+    register_model("toy_method", lambda **options: None, config=ToyConfig, train=lambda o, d, out: out)
+    try:
+        code, out, _ = cli(capsys, "train", "--help")
+        assert code == 0
+        text = " ".join(out.split())
+        assert "toy_method" in text  # the --method help lists every method
+        for method in list_methods():
+            for f in dataclasses.fields(MODELS.get(method).config):
+                assert f"--{f.name.replace('_', '-')}" in out, (method, f.name)
+        assert "--toy-strength, --toy_strength" in text
+        assert "how strong the toy is, 0..1. (default toy_method: 0.5)" in text
+        assert "number of mixture components (the maximum when BIC selects). (default ceniqa: 8)" in text
+        assert "(default arniqa: 3; ceniqa: 8; sind, trcnn: 10; toy_method: 1)" in text  # --epochs
+        code, _, err = cli(capsys, "train", "--method", "arniqa", "--n-clusters", "3", "--data",
+                           str(tmp_path), "--out", str(tmp_path / "r"))
+        assert code == 2 and len(err.strip().splitlines()) == 1
+        assert "error: --n-clusters is not an option of --method arniqa (it is one of ceniqa)" in err
+        code, _, err = cli(capsys, "train", "--method", "toy_method", "--toy_strength", "x", "--out",
+                           str(tmp_path / "r"))
+        assert code == 2 and "Invalid value for '--toy-strength'" in err
+    finally:
+        MODELS.unregister("toy_method")

@@ -3,8 +3,12 @@
 
 from __future__ import annotations
 
+import dataclasses
+import functools
+import inspect
+import typing
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional
 
 import typer
 
@@ -13,13 +17,91 @@ from synthiqa.outputs import OutputError, check_output_file, check_output_folder
 
 
 # --- synthiqa train / predict / evaluate (models/) -------------------------------------------------
-@app.command("train", cls=ChoicesCommand)
+def _field_type(hint: Any) -> tuple[Any, str | None]:
+    """The option type and metavar of a config field's type hint: bool, int, float and str as themselves;
+    optional values and tuples as text the config converts (``none``; ``A,B``)."""
+    if hint in (bool, int, float, str):
+        return hint, None
+    return str, "A,B" if typing.get_origin(hint) is tuple else "VALUE|none"
+
+
+def method_options() -> tuple[Any, ...]:
+    """One option per field of every trainable method's config (``--name-with-dashes`` and
+    ``--name_with_underscores``; booleans ``--name-with-dashes/--no-name-with-dashes``), its help from
+    the config's docstring, with each method's default; a method registered later has its flags too."""
+    from synthiqa.models.registry import list_methods
+
+    return _options_of(tuple(list_methods()))
+
+
+@functools.lru_cache(maxsize=4)
+def _options_of(methods: tuple[str, ...]) -> tuple[Any, ...]:
+    from synthiqa.models.registry import MODELS
+
+    owners: dict[str, list[tuple[str, dataclasses.Field]]] = {}
+    for method in methods:
+        for f in dataclasses.fields(MODELS.get(method).config):
+            owners.setdefault(f.name, []).append((method, f))
+    params = []
+    for name, entries in owners.items():
+        configs = [MODELS.get(method).config for method, _ in entries]
+        defaults: dict[str, list[str]] = {}
+        for method, f in entries:
+            text = ",".join(map(str, f.default)) if isinstance(f.default, tuple) else str(f.default)
+            defaults.setdefault(text, []).append(method)
+        shown = "; ".join(f"{', '.join(names)}: {value}" for value, names in defaults.items())
+        documented = [(c, c.field_help(name)) for c in dict.fromkeys(configs) if c.field_help(name)]
+        about = f"The method config's {name}."
+        if documented:
+            owner, about = documented[0]
+            if len(set(configs)) > 1:  # described by one method's config: say whose
+                about = f"{owner.__name__.removesuffix('Config')}: {about}"
+        kind, metavar = _field_type(typing.get_type_hints(configs[0])[name])
+        dashed = name.replace("_", "-")
+        if kind is bool:
+            decls = [f"--{dashed}/--no-{dashed}"]
+        else:
+            decls = [f"--{dashed}"] + ([f"--{name}"] if dashed != name else [])
+        option = typer.Option(None, *decls, metavar=metavar, help=f"{about} (default {shown})")
+        params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=option,
+                                        annotation=Optional[kind]))  # noqa: UP045
+
+    def holder(**options: Any) -> None:
+        """Carries the options' signature; typer turns it into its options."""
+
+    holder.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+    holder.__annotations__ = {p.name: p.annotation for p in params}
+    one = typer.Typer(add_completion=False)
+    one.command()(holder)
+    return tuple(typer.main.get_command(one).params)
+
+
+class MethodOptionsCommand(ChoicesCommand):
+    """``synthiqa train``: its own options plus ``method_options()``, built from the model cards when the
+    command runs or shows help (nothing is imported for other commands). The values given go to
+    ``ctx.meta["method_options"]``."""
+
+    def get_params(self, ctx: Any) -> list[Any]:
+        params = super().get_params(ctx)
+        help_option = self.get_help_option(ctx)
+        own = [p for p in params if p is not help_option]
+        return [*own, *method_options(), *([help_option] if help_option is not None else [])]
+
+    def invoke(self, ctx: Any) -> Any:
+        names = {o.name for o in method_options()}
+        ctx.meta["method_options"] = {k: ctx.params.pop(k) for k in list(ctx.params) if k in names}
+        return super().invoke(ctx)
+
+
+@app.command("train", cls=MethodOptionsCommand)
 def train_command(
+    ctx: typer.Context,
     data: Optional[str] = typer.Option(None, "--data", help="A generated set's folder, or KIND:PATH "  # noqa: UP045
                                        "({kinds}), with loader options as "
                                        "?name=value&... (csv:s.csv?lower_better=false&mos_range=0,100)."),
     out: Path = typer.Option(..., "--out", help="Run folder: best.pt, last.pt, log.csv, run.json."),
-    method: str = typer.Option("ceniqa", "--method", help="Trainable method: {methods}."),
+    method: str = typer.Option("ceniqa", "--method", help="Trainable method: {methods}. Each field of the "
+                               "method's config is a flag below (default: per method)."),
     config: Optional[Path] = typer.Option(None, "--config", help="Config file (YAML or JSON)."),  # noqa: UP045
     preset: Optional[str] = typer.Option(None, "--preset", help="Named config: default or quick."),  # noqa: UP045
     label: Optional[str] = typer.Option(None, "--label", help="Generated sets: level_quality or "  # noqa: UP045
@@ -27,48 +109,9 @@ def train_command(
     on_the_fly: Optional[Path] = typer.Option(None, "--on-the-fly", help="Reference folder: distort "  # noqa: UP045
                                               "crops with the engine on the device instead of --data."),
     resume: Optional[Path] = typer.Option(None, "--resume", help="A last.pt to continue from."),  # noqa: UP045
-    backbone: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--backbone", help="compact, unet or a timm name ({accepts_backbone})."),
-    backbone_checkpoint: Optional[str] = typer.Option(  # noqa: UP045
-        None, "--backbone-checkpoint", help="Local backbone weights file ({accepts_backbone_checkpoint})."),
-    pretrained: Optional[bool] = typer.Option(  # noqa: UP045
-        None, "--pretrained/--no-pretrained",
-        help="timm's published backbone weights (needs a network; {accepts_pretrained})."),
-    n_clusters: Optional[int] = typer.Option(  # noqa: UP045
-        None, "--n_clusters", "--n-clusters", help="Mixture components ({accepts_n_clusters}; default 8)."),
-    epochs: Optional[int] = typer.Option(  # noqa: UP045
-        None, "--epochs", help="Training (CENIQA: fine-tuning) epochs ({accepts_epochs}; default: the "
-        "method's config; CENIQA 8)."),
-    pretrain_epochs: Optional[int] = typer.Option(  # noqa: UP045
-        None, "--pretrain_epochs", "--pretrain-epochs",
-        help="Self-supervised epochs before fine-tuning ({accepts_pretrain_epochs}; default 2)."),
-    batch_size: Optional[int] = typer.Option(  # noqa: UP045
-        None, "--batch_size", "--batch-size",
-        help="Training items per batch ({accepts_batch_size}; CENIQA 32)."),
-    lr: Optional[float] = typer.Option(  # noqa: UP045
-        None, "--lr", help="Learning rate ({accepts_learning_rate}; CENIQA 0.002)."),
-    refit_interval: Optional[int] = typer.Option(  # noqa: UP045
-        None, "--refit_interval", "--refit-interval",
-        help="Refit the mixture every N fine-tuning epochs ({accepts_refit_interval}; default 2)."),
-    cluster_loss_weight: Optional[float] = typer.Option(  # noqa: UP045
-        None, "--cluster_loss_weight", "--cluster-loss-weight",
-        help="Multiplies lambda_cluster while fine-tuning ({accepts_cluster_loss_weight}; default 1.0)."),
-    train_samples: Optional[int] = typer.Option(  # noqa: UP045
-        None, "--train_samples", "--train-samples",
-        help="Most training items per epoch ({accepts_train_samples}; CENIQA 1536)."),
-    val_samples: Optional[int] = typer.Option(  # noqa: UP045
-        None, "--val_samples", "--val-samples",
-        help="Most validation images per epoch ({accepts_val_samples}; default: all)."),
-    distortions_per_image: Optional[int] = typer.Option(  # noqa: UP045
-        None, "--distortions_per_image", "--distortions-per-image",
-        help="With --on-the-fly: distorted versions per reference crop and pass "
-        "({accepts_distortions_per_image})."),
-    device: Optional[str] = typer.Option(None, "--device", help="auto, cpu, cuda or cuda:N "  # noqa: UP045
-                                         "(default: the config's, auto)."),
-    seed: Optional[int] = typer.Option(None, "--seed", help="Run seed (default: the config's, 0)."),  # noqa: UP045
     set_: Optional[list[str]] = typer.Option(  # noqa: UP045
         None, "--set", metavar="NAME=VALUE", help="Any field of the method's config: --set NAME=VALUE "
-        "(repeatable). A flag above is a field of the methods it names; another method rejects it."),
+        "(repeatable), as its flag does."),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar."),
     nproc: int = typer.Option(1, "--nproc", help="Training processes on this machine (DistributedData"
                               "Parallel through torch.distributed.run: gloo on the CPU, nccl on CUDA)."),
@@ -78,29 +121,27 @@ def train_command(
     import json
 
     from synthiqa.errors import ConfigError
+    from synthiqa.models.registry import get_method, list_methods
     from synthiqa.models.training import distributed
     from synthiqa.models.training.launch import launch, torchrun_environment, train_in_process
 
     check_output_folder(out)
-    overrides = {
-        "backbone": backbone, "backbone_checkpoint": backbone_checkpoint, "pretrained": pretrained,
-        "n_clusters": n_clusters, "epochs": epochs, "pretrain_epochs": pretrain_epochs,
-        "batch_size": batch_size, "learning_rate": lr, "refit_interval": refit_interval,
-        "cluster_loss_weight": cluster_loss_weight, "train_samples": train_samples,
-        "val_samples": val_samples, "distortions_per_image": distortions_per_image, "device": device,
-        "seed": seed,
-    }
+    card = get_method(method)  # an unknown method fails here, before any process starts
+    fields = {f.name for f in dataclasses.fields(card.config)}
+    overrides = {k: v for k, v in ctx.meta.get("method_options", {}).items() if v is not None}
+    for name in overrides:
+        if name not in fields:
+            others = [m for m in list_methods()
+                      if name in {f.name for f in dataclasses.fields(get_method(m).config)}]
+            raise ConfigError(f"--{name.replace('_', '-')} is not an option of --method {method} (it is one "
+                              f"of {', '.join(others)}); see synthiqa train --help")
     for item in set_ or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise ConfigError(f"--set {item!r}: expected NAME=VALUE")
         overrides[key.strip()] = value.strip()
     options = {"config": config, "preset": preset, "label": label, "on_the_fly": on_the_fly,
-               "resume": resume, "progress": not quiet,
-               "overrides": {k: v for k, v in overrides.items() if v is not None}}
-    from synthiqa.models.registry import get_method
-
-    get_method(method)  # an unknown method fails here, before any process starts
+               "resume": resume, "progress": not quiet, "overrides": overrides}
     if nproc != 1 and not torchrun_environment():
         launch(nproc, method, options, data, out)
         best = Path(out) / "best.pt"

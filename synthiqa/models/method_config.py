@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import difflib
 import json
+import re
 import types
 import typing
 from dataclasses import asdict, fields
@@ -68,6 +69,26 @@ class MethodConfig:
         if name not in presets:
             raise ConfigError(f"unknown {label} preset {name!r}; known: {', '.join(presets)}")
         return cls().replace(**presets[name]).replace(**overrides)
+
+    @classmethod
+    def field_help(cls, name: str) -> str:
+        """The first sentence of the docstring's entry for field ``name`` (a ``name: text`` line, or a
+        line naming it among others: ``a / b: text``, ``lambda_*: text``), or "" where the docstring
+        describes it only in prose."""
+        lines = (cls.__doc__ or "").splitlines()
+        for i, line in enumerate(lines):
+            keys, sep, text = line.strip().partition(": ")
+            if not sep or not any(k == name or (k.endswith("*") and name.startswith(k[:-1]))
+                                  for k in re.findall(r"\w+\*?", keys)):
+                continue
+            indent = len(line) - len(line.lstrip())
+            for more in lines[i + 1:]:
+                if not more.strip() or len(more) - len(more.lstrip()) <= indent:
+                    break
+                text += " " + more.strip()
+            first = text.replace("``", "").split(". ")[0].strip()
+            return first if first.endswith(".") else first + "."
+        return ""
 
     def replace(self: C, **overrides: Any) -> C:
         """A copy with some fields changed (``None`` values are ignored: the CLI's unset options)."""
