@@ -252,3 +252,26 @@ def test_scratch_keeps_small_arrays_only(monkeypatch):
     monkeypatch.setattr(fastpath, "SCRATCH_MAX_BYTES", 100)
     big = fastpath.scratch("test.big", (8, 8))  # 256 bytes: not kept
     assert fastpath.scratch("test.big", (8, 8)) is not big
+
+
+def test_truncated_srgb_table_is_the_float_path_value_for_value():
+    from synthiqa.distortions.colorspace import (
+        linear_to_srgb,
+        linear_to_srgb_truncated,
+        srgb_truncation_table,
+        truncate_to_8bit,
+    )
+
+    _, step = srgb_truncation_table()
+    t = np.unique(step[np.isfinite(step)])
+    assert len(t) >= 254  # every 8-bit step (255 too where the curve reaches it below 1)
+    near = np.concatenate([np.nextafter(t, -1), t, np.nextafter(t, 2)]).astype(np.float32)
+    g = torch.Generator().manual_seed(0)
+    x = np.concatenate([near, (torch.rand(30000, generator=g) * 1.2 - 0.1).numpy()]).astype(np.float32)
+    x = np.resize(x, (len(x) // 3 // 64 * 64, 3))  # whole vector blocks, as on images
+    ref = (truncate_to_8bit(linear_to_srgb(torch.from_numpy(x))) * 255).round().to(torch.uint8).numpy()
+    out = np.empty(x.shape, np.uint8)
+    flagged = linear_to_srgb_truncated(x.reshape(-1, 1, 3), out.reshape(-1, 1, 3))
+    assert np.array_equal(out, ref)
+    on_edge = np.flatnonzero(np.isin(x, near).any(axis=1))
+    assert np.isin(on_edge, flagged).all() and len(flagged) < 0.1 * len(x)

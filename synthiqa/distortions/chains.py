@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
 import torch
 
 from synthiqa.distortions.base import (
@@ -23,7 +24,7 @@ from synthiqa.distortions.base import (
     params_to,
     upload,
 )
-from synthiqa.distortions.fastpath import FLAT_SPAN
+from synthiqa.distortions.fastpath import FLAT_SPAN, apply_uint8_array, hwc_array
 from synthiqa.distortions.registry import distortion_groups, get_distortion, get_profile, resolve_name
 from synthiqa.distortions.rng import as_seed_tensor, derive_seed, derive_seeds
 from synthiqa.errors import DistortionInputError
@@ -195,55 +196,56 @@ def _record(records: list[list[dict[str, Any]]], dist: Distortion, chains: Seque
 FALLBACK_CHUNK = 4
 
 
-def _float_fallback_uint8(dist: Distortion, images: torch.Tensor, params: dict[str, torch.Tensor],
-                          wrap: bool) -> torch.Tensor:
-    """The float path for uint8 CPU images, ``FALLBACK_CHUNK`` images at a time (outputs never depend on
-    batch mates), rounded to uint8."""
-    out = torch.empty_like(images, memory_format=torch.channels_last)
+def _float_fallback_uint8(dist: Distortion, images: np.ndarray, params: dict[str, torch.Tensor], wrap: bool,
+                          out: np.ndarray) -> None:
+    """The float path for uint8 ``[B,H,W,3]`` images into ``out``, ``FALLBACK_CHUNK`` images at a time
+    (outputs never depend on batch mates), rounded to uint8."""
     for start in range(0, images.shape[0], FALLBACK_CHUNK):
         part = slice(start, start + FALLBACK_CHUNK)
-        planar = check_images(images[part].contiguous())  # NCHW floats: the float path's own layout
+        planar = check_images(torch.from_numpy(np.ascontiguousarray(images[part])).permute(0, 3, 1, 2)
+                              .contiguous())  # NCHW floats: the float path's own layout
         chunk_params = params_to({k: v[part] for k, v in params.items()}, "cpu")
-        out[part] = _to_uint8_(_float_step(dist, planar, chunk_params, wrap))
-    return out
+        out[part] = _to_uint8_(_float_step(dist, planar, chunk_params, wrap)).permute(0, 2, 3, 1).numpy()
 
 
 def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
                         seeds: torch.Tensor | Sequence[int] | int, profile: str,
                         ) -> tuple[torch.Tensor, list[list[dict[str, Any]]]]:
     """Chains of at most one step on a uint8 CPU batch, to uint8: the fast path where there is one, the
-    float path (rounded) otherwise; the output is channels-last."""
-    from synthiqa.distortions.fastpath import apply_uint8
+    float path (rounded) otherwise; the output is channels-last.
 
+    The batch is handled as NumPy ``[B,H,W,3]`` arrays: a group of consecutive images is read and
+    written in place (no gather or scatter), other groups are gathered and scattered once."""
     if len(chains) != x.shape[0]:
         raise DistortionInputError(f"got {len(chains)} chains for a batch of {x.shape[0]} images")
     prof = get_profile(profile)
     seed_t = as_seed_tensor(seeds, x.shape[0])
     records: list[list[dict[str, Any]]] = [[] for _ in chains]
-    out: torch.Tensor | None = None
+    hwc = hwc_array(x)
+    out = np.empty(hwc.shape, np.uint8)
     by_name: dict[str, list[int]] = {}
     for i, chain in enumerate(chains):
         if chain:
             by_name.setdefault(chain[0].name, []).append(i)
+        else:  # pristine: the image as it is
+            out[i] = hwc[i]
     for name, idx_list in by_name.items():
         dist = get_distortion(name, profile)
         step_seeds, params = _draw_step(dist, chains, 0, idx_list, seed_t)
-        whole = len(idx_list) == x.shape[0]
-        idx = torch.tensor(idx_list, dtype=torch.long)
-        sub = x if whole else x.index_select(0, idx)
-        result = apply_uint8(dist, sub, params, prof.minmax_wrap)
-        if result is None:
-            result = _float_fallback_uint8(dist, sub, params, prof.minmax_wrap)
-        if whole:
-            out = result
+        first, last = idx_list[0], idx_list[-1]
+        run = last - first + 1 == len(idx_list)  # indices rise, so this is a slice of the batch
+        if run:
+            sub, dst = hwc[first:last + 1], out[first:last + 1]
+        elif hwc.strides[0] == 0:  # one image expanded: the group is the same view
+            sub, dst = hwc[:len(idx_list)], np.empty((len(idx_list), *hwc.shape[1:]), np.uint8)
         else:
-            if out is None:  # the pristine images stay as they are: start from a copy of the batch
-                out = x.clone(memory_format=torch.channels_last)
-            out.index_copy_(0, idx, result)
+            sub, dst = hwc[idx_list], np.empty((len(idx_list), *hwc.shape[1:]), np.uint8)
+        if not apply_uint8_array(dist, sub, params, prof.minmax_wrap, dst):
+            _float_fallback_uint8(dist, sub, params, prof.minmax_wrap, dst)
+        if not run:
+            out[idx_list] = dst
         _record(records, dist, chains, 0, idx_list, step_seeds, params)
-    if out is None:  # only pristine chains: never hand back the caller's tensor
-        out = x.clone(memory_format=torch.channels_last)
-    return out, records
+    return torch.from_numpy(out).permute(0, 3, 1, 2), records
 
 
 def _apply_checked(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],

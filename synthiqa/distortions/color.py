@@ -15,7 +15,16 @@ import torch.nn.functional as F
 
 from synthiqa.distortions.base import Distortion, LevelTable, host_param, upload
 from synthiqa.distortions.blur import round_half_up
-from synthiqa.distortions.colorspace import lab_to_rgb, rgb_to_lab, truncate_to_8bit
+from synthiqa.distortions.colorspace import (
+    exact_truncated_rgb,
+    lab_of_uint8,
+    lab_to_linear_array,
+    lab_to_rgb,
+    linear_to_srgb_truncated,
+    rgb_to_lab,
+    srgb_to_linear,
+    truncate_to_8bit,
+)
 from synthiqa.distortions.fastpath import (
     FLAT_SPAN,
     apply_lut,
@@ -571,3 +580,44 @@ def _color_shift_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str
         finish_unit(x, wrap, out[i])
 
     map_images(b, one)
+
+
+def _finish_truncated(linear: np.ndarray, exact: Callable[[np.ndarray], np.ndarray], wrap: bool,
+                      out: np.ndarray) -> None:
+    """Write a Lab step's 8-bit result from its linear light ``[H,W,3]``: ``truncate_to_8bit(linear_to_srgb)``
+    by table, the pixels near an 8-bit threshold replaced by ``exact(flat indices)`` (uint8 ``[N,3]``: the
+    float path's own operations), then under the wrap the output stretch by the result's own range as a
+    lookup table with the float path's float32 arithmetic."""
+    steps = scratch("lab.steps", linear.shape, np.uint8)
+    near = linear_to_srgb_truncated(linear, steps)
+    if near.size:
+        steps.reshape(-1, 3)[near] = exact(near)
+    lut = stretch_lut(*image_range(steps), "nearest") if wrap else None
+    if lut is None:
+        np.copyto(out, steps)
+    else:
+        apply_lut(steps, lut, out)
+
+
+@register_uint8_path("color_saturation_lab")
+def _saturation_lab_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor],
+                          wrap: bool, out: np.ndarray) -> None:
+    """uint8 fast path: the stretched values and their linear light as per-image tables, L*a*b* from
+    ``lab_of_uint8``, a*, b* scaled inside ``lab_to_linear_array``'s one colour transform, and
+    ``_finish_truncated`` (the pixels near a threshold through ``apply`` itself: the step is per pixel)."""
+    clamp_z = bool(dist.options.get("lab_clamp_negative_z", True))
+    factors = params["factor"].to(torch.float32)
+    unit = unit_tables(images, wrap).numpy()
+    linear = srgb_to_linear(torch.from_numpy(unit)).numpy()
+
+    def one(i: int) -> None:
+        lab = lab_of_uint8(images[i], linear[i])
+        values = images[i].reshape(-1, 3)
+
+        def exact(near: np.ndarray) -> np.ndarray:
+            rgb = unit[i][values[near]]  # [N,3] the stretched values the float path sees
+            return exact_truncated_rgb(lambda x: dist.apply(x, {"factor": factors[i:i + 1]}), rgb)
+
+        _finish_truncated(lab_to_linear_array(lab, clamp_z, float(factors[i])), exact, wrap, out[i])
+
+    map_images(images.shape[0], one)

@@ -17,6 +17,9 @@ copied here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import lru_cache
+
 import numpy as np
 import torch
 
@@ -135,3 +138,119 @@ def lab_to_rgb_array(lab: np.ndarray, clamp_negative_z: bool) -> np.ndarray:
     rgb = cv2.cvtColor(lab, cv2.COLOR_Lab2RGB, dst=scratch("rgb", lab.shape))
     return np.clip(rgb, 0.0, 1.0, out=rgb)
 
+
+
+#: Bins per unit of linear light in the truncated sRGB table (a power of two: ``x * N`` is exact); much
+#: finer than the closest two 8-bit thresholds (1 / (255 * 12.92) apart at the dark end), so a bin and its
+#: ``SRGB_NEAR`` margins hold at most one threshold.
+SRGB_BINS = 8192
+#: Linear light this close to an 8-bit threshold (a few float32 ulps at 1, about the rounding a Lab round
+#: trip computed in another order picks up) is recomputed by the float path's own operations.
+SRGB_NEAR = 4e-6
+
+
+@lru_cache(maxsize=1)
+def srgb_truncation_table() -> tuple[np.ndarray, np.ndarray]:
+    """``truncate_to_8bit(linear_to_srgb(x))`` of linear light as a step function: per bin of
+    ``SRGB_BINS``, the one threshold within the bin or its ``SRGB_NEAR`` margins (float32 ``[N]``, ``inf``
+    where there is none) and the 8-bit value below it (uint8 ``[N]``): the value at x is
+    ``below + (x >= threshold)``.
+
+    The 255 thresholds are the smallest float32 values at which the float path's own torch operations
+    reach each 8-bit value (bisection on float32 bit patterns, the curve being non-decreasing), so the
+    table reproduces those operations value for value."""
+    def steps(x: torch.Tensor) -> torch.Tensor:  # each value in a row of 64: torch's vectorised loop, as
+        rows = x.view(-1, 1).expand(-1, 64).contiguous()  # on images (a lone value may round otherwise)
+        return truncate_to_8bit(linear_to_srgb(rows))[:, 32].mul_(255.0).round_()
+
+    targets = torch.arange(1, 256, dtype=torch.float32)
+    one = int(np.float32(1.0).view(np.int32))
+    lo = torch.zeros(255, dtype=torch.int64)  # bit patterns: steps(lo) < target <= steps(hi), if reached
+    hi = torch.full((255,), one, dtype=torch.int64)
+    reached = steps(torch.ones(255)) >= targets
+    while bool((hi - lo > 1).any()):
+        mid = (lo + hi) // 2
+        up = steps(mid.to(torch.int32).view(torch.float32)) >= targets
+        hi, lo = torch.where(up, mid, hi), torch.where(up, lo, mid)
+    thresholds = hi.to(torch.int32).view(torch.float32).numpy()[reached.numpy()]
+    if np.diff(thresholds).min() <= 1.0 / SRGB_BINS + 2 * SRGB_NEAR:
+        raise AssertionError("two 8-bit thresholds share a bin: raise SRGB_BINS")
+    starts = np.arange(SRGB_BINS, dtype=np.float64) / SRGB_BINS
+    value = np.searchsorted(thresholds, starts.astype(np.float32), side="right")  # the value at each start
+    step = np.full(SRGB_BINS, np.inf, dtype=np.float32)
+    below = value.copy()
+    for t in thresholds:
+        for j in {int((t - SRGB_NEAR) * SRGB_BINS), int(t * SRGB_BINS), int((t + SRGB_NEAR) * SRGB_BINS)}:
+            if 0 <= j < SRGB_BINS:
+                step[j] = t
+                below[j] = value[j] - (t <= np.float32(starts[j]))  # counted at the start already
+    below = below.astype(np.uint8)
+    for table in (below, step):
+        table.setflags(write=False)
+    return below, step
+
+
+def linear_to_srgb_truncated(linear: np.ndarray, out: np.ndarray) -> np.ndarray:
+    """``255 * truncate_to_8bit(linear_to_srgb(x))`` of float32 linear light ``[H,W,3]`` (unclamped) into
+    the uint8 ``out`` of its shape by ``srgb_truncation_table`` (the float path's values exactly for the
+    same ``x``); returns the flat indices of the pixels with a value within ``SRGB_NEAR`` of a threshold,
+    for the caller to recompute exactly. Work arrays are this thread's scratch arrays ``"srgb.*"``."""
+    from synthiqa.distortions.fastpath import scratch
+
+    below, step = srgb_truncation_table()
+    pos = np.multiply(linear, np.float32(SRGB_BINS), out=scratch("srgb.pos", linear.shape))
+    np.clip(pos, 0.0, SRGB_BINS - 1, out=pos)  # below 0: the first bin; from 1 up: the last bin
+    idx = scratch("srgb.idx", linear.shape, np.intp)
+    np.copyto(idx, pos, casting="unsafe")  # truncation: the bin
+    np.take(below, idx, out=out)
+    t = np.take(step, idx, out=pos)
+    up = np.greater_equal(linear, t, out=scratch("srgb.up", linear.shape, np.bool_))
+    np.add(out, up, out=out, casting="unsafe")
+    gap = np.subtract(linear, t, out=t)
+    near = np.less_equal(np.abs(gap, out=gap), np.float32(SRGB_NEAR), out=up)
+    return np.unique(np.flatnonzero(near) // 3)  # few: the values near a threshold, as pixels
+
+
+#: Pixels per ``exact_truncated_rgb`` call are padded to a multiple of this: torch's element-wise loops
+#: then run vectorised throughout, as on whole images (a loop's scalar tail may round differently).
+EXACT_PAD = 64
+
+
+def exact_truncated_rgb(fn: Callable[[torch.Tensor], torch.Tensor], values: np.ndarray) -> np.ndarray:
+    """``fn`` (a float path's torch operations on ``[1,3,1,N]``, ending in ``truncate_to_8bit``) of the
+    pixels ``values`` (float32 ``[N,3]``) as uint8 ``[N,3]``."""
+    n = values.shape[0]
+    padded = np.zeros((3, -(-n // EXACT_PAD) * EXACT_PAD), dtype=np.float32)
+    padded[:, :n] = values.T
+    rows = torch.from_numpy(padded).view(1, 3, 1, -1)
+    return fn(rows)[0, :, 0, :n].T.mul(255.0).round_().to(torch.uint8).numpy()
+
+
+#: (L*, a*, b*, 1) -> (f(X), f(Y), f(Z)): f(Y) = (L* + 16) / 116, f(X) = f(Y) + a*/500, f(Z) = f(Y) - b*/200.
+_LAB_TO_F = np.array([[1 / 116, 1 / 500, 0.0, 16 / 116], [1 / 116, 0.0, 0.0, 16 / 116],
+                      [1 / 116, 0.0, -1 / 200, 16 / 116]], dtype=np.float64)
+#: XYZ (white-normalised) -> linear sRGB: ``lab_to_rgb``'s matrix.
+_WHITE_TO_RGB = (np.array(XYZ_TO_RGB, dtype=np.float64) * np.array(WHITE_D65)[None, :]).astype(np.float32)
+
+
+def lab_to_linear_array(lab: np.ndarray, clamp_negative_z: bool, ab_scale: float = 1.0) -> np.ndarray:
+    """The linear light (unclamped) that :func:`lab_to_rgb` computes from float32 ``[H,W,3]`` CIELAB with
+    a*, b* multiplied by ``ab_scale``, within float32 rounding; feed it to ``linear_to_srgb_truncated``.
+    The result is this thread's scratch array ``"lin"``."""
+    import cv2
+
+    from synthiqa.distortions.fastpath import scratch
+
+    m = _LAB_TO_F.copy()
+    m[:, 1:3] *= ab_scale
+    f = cv2.transform(lab, m.astype(np.float32), dst=scratch("lin.f", lab.shape))
+    if clamp_negative_z:
+        np.maximum(f[..., 2], np.float32(0.0), out=f[..., 2])
+    cube = cv2.multiply(f, f, dst=scratch("lin.cube", lab.shape))
+    cv2.multiply(cube, f, dst=cube)
+    low = np.less_equal(f, np.float32(6 / 29), out=scratch("lin.low", lab.shape, np.bool_))
+    if low.any():  # the CIE linear segment (f - 4/29) / kappa below 6/29
+        seg = np.subtract(f, np.float32(4 / 29), out=f)
+        seg /= np.float32(_KAPPA)
+        np.copyto(cube, seg, where=low)
+    return cv2.transform(cube, _WHITE_TO_RGB, dst=scratch("lin", lab.shape))

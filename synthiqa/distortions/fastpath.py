@@ -24,6 +24,10 @@ How the wrap is folded in (``lo``, ``hi``: the image's min and max over all chan
   per-image tables of 256 entries (``unit_tables``), L* a*b* come from ``colorspace.lab_of_uint8``, the
   step changes L* in float32, OpenCV's float ``Lab2RGB`` converts back, and ``finish_unit`` clamps,
   stretches by the result's range and rounds.
+- CIELAB steps that truncate to the 8-bit grid (Lab saturation): the way back stops at linear light
+  (``colorspace.lab_to_linear_array``) and ``colorspace.linear_to_srgb_truncated`` turns it into 8-bit
+  values by a table of the float path's own thresholds; the few pixels within float32 rounding of a
+  threshold are recomputed by the distortion's torch operations, so truncation flips stay rare.
 - noise (white, colour-component, impulse, multiplicative; ``noise.py``): the very per-sample torch
   fields the float path draws (same seeds, same stream, drawn into scratch arrays), the stretched input
   as a per-image float table, OpenCV arithmetic, one clamp, stretch and rounding at the end.
@@ -73,18 +77,31 @@ def apply_uint8(dist: Distortion, images: torch.Tensor, params: Mapping[str, tor
     """``dist`` on uint8 CPU images ``[B,3,H,W]`` as uint8 ``[B,3,H,W]`` (channels-last memory), with the
     min-max wrap when ``wrap``; None when ``dist`` has no uint8 path (use the float path). A batch that
     is one channels-last image expanded (stride 0) is read as it is (the paths never write their input)."""
-    fn = UINT8_PATHS.get(dist.name)
-    if fn is None or images.dtype != torch.uint8 or images.device.type != "cpu":
+    if images.dtype != torch.uint8 or images.device.type != "cpu":
         return None
-    hwc_t = images.permute(0, 2, 3, 1)
-    if hwc_t.shape[0] > 1 and hwc_t.stride(0) == 0 and hwc_t[0].is_contiguous():
-        hwc = np.broadcast_to(hwc_t[0].numpy(), hwc_t.shape)  # copies of one image: read, never copied
-    else:
-        hwc = hwc_t.contiguous().numpy()
+    hwc = hwc_array(images)
     out = np.empty(hwc.shape, np.uint8)
-    if fn(dist, hwc, params, wrap, out) is False:
+    if not apply_uint8_array(dist, hwc, params, wrap, out):
         return None
     return torch.from_numpy(out).permute(0, 3, 1, 2)
+
+
+def hwc_array(images: torch.Tensor) -> np.ndarray:
+    """uint8 CPU images ``[B,3,H,W]`` as a NumPy ``[B,H,W,3]`` array: the tensor's own memory when it is
+    channels-last, a read-only broadcast of the first image when the batch is one image expanded
+    (stride 0), else a contiguous copy."""
+    hwc_t = images.permute(0, 2, 3, 1)
+    if hwc_t.shape[0] > 1 and hwc_t.stride(0) == 0 and hwc_t[0].is_contiguous():
+        return np.broadcast_to(hwc_t[0].numpy(), hwc_t.shape)  # copies of one image: read, never copied
+    return hwc_t.contiguous().numpy()
+
+
+def apply_uint8_array(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                      out: np.ndarray) -> bool:
+    """``dist`` on uint8 ``[B,H,W,3]`` arrays into ``out`` (same shape, not overlapping ``images``); False
+    when ``dist`` has no uint8 path or its path declines these options (``out`` is then untouched)."""
+    fn = UINT8_PATHS.get(dist.name)
+    return fn is not None and fn(dist, images, params, wrap, out) is not False
 
 
 @lru_cache(maxsize=4)
