@@ -27,25 +27,32 @@ import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from synthiqa.atomic import atomic_write_text
+from synthiqa.benchmarks.albumentations_peer import (
+    Params,
+    _gamma_for,
+    _odd,
+    _pixelate_scale,
+    albumentations_ops,
+)
 from synthiqa.devices import resolve_device
 from synthiqa.distortions import ChainOp, apply_chains, apply_distortion, get_distortion, list_distortions
 from synthiqa.distortions.base import NUM_LEVELS
 from synthiqa.errors import ConfigError
-
-Params = dict[str, float]
 
 
 @dataclass(frozen=True)
 class SpeedConfig:
     """What to measure. ``size`` is (width, height) in px; ``level`` in 1..5; ``threads`` caps torch's and
     OpenCV's CPU threads during the run (None: the libraries' defaults); ``input`` is synthiqa's input
-    and output dtype: ``uint8``, ``float`` or ``auto``."""
+    and output dtype: ``uint8``, ``float`` or ``auto``; ``peer_python`` is another interpreter whose
+    Albumentations (e.g. AlbumentationsX in its own virtual environment) is timed as a second peer."""
 
     device: str = "cpu"
     size: tuple[int, int] = (512, 384)
@@ -56,6 +63,7 @@ class SpeedConfig:
     seed: int = 0
     threads: int | None = None
     input: str = "auto"
+    peer_python: str | None = None
 
     def input_dtype(self) -> str:
         """``uint8`` or ``float``: what synthiqa is fed (``auto``: uint8 on the CPU, float on CUDA)."""
@@ -76,6 +84,15 @@ class SpeedRow:
     kornia: float | None = None
     kornia_op: str | None = None
     kornia_equivalent: bool = False
+    albumentationsx: float | None = None
+
+    @property
+    def albumentationsx_equivalent(self) -> bool:
+        return self.albumentations_equivalent
+
+    @property
+    def ratio_albumentationsx(self) -> float | None:
+        return self.synthiqa / self.albumentationsx if self.albumentationsx else None
 
     @property
     def ratio_albumentations(self) -> float | None:
@@ -111,6 +128,7 @@ class SpeedResult:
         for r in self.rows:
             d = asdict(r)
             d["ratio_albumentations"], d["ratio_kornia"] = r.ratio_albumentations, r.ratio_kornia
+            d["ratio_albumentationsx"] = r.ratio_albumentationsx
             rows.append(d)
         return {
             "config": asdict(self.config), "environment": self.environment, "unit": "images/s", "rows": rows,
@@ -118,25 +136,12 @@ class SpeedResult:
             "geomean_ratio_kornia": self.geomean_ratio("kornia"),
             "geomean_ratio_albumentations_all": self.geomean_ratio("albumentations", False),
             "geomean_ratio_kornia_all": self.geomean_ratio("kornia", False),
+            "geomean_ratio_albumentationsx": self.geomean_ratio("albumentationsx"),
             "kadid_mix_without_jpeg2000": self.kadid_mix,
         }
 
 
 # -- peer ops ------------------------------------------------------------------------------------------
-def _odd(n: float) -> int:
-    k = max(3, int(round(n)))
-    return k if k % 2 else k + 1
-
-
-def _gamma_for(value_at_half: float) -> float:
-    """Gamma g with 0.5**g equal to a tone curve's value at 0.5 (how brighten/darken are approximated)."""
-    return math.log(min(max(value_at_half, 1e-3), 0.999)) / math.log(0.5)
-
-
-def _pixelate_scale(p: Params) -> float:
-    return 0.95 - p["strength"] ** 0.6
-
-
 #: Ops whose Albumentations peer is an approximate stand-in, not the same distortion, and why.
 ALBUMENTATIONS_APPROXIMATE = {
     "lens_blur": "Defocus adds an alias blur to the disk kernel",
@@ -156,52 +161,6 @@ KORNIA_APPROXIMATE = {
     "high_sharpen": "unsharp mask on RGB with a fixed amount instead of on Lab L*",
     "contrast_change": "a linear contrast scale instead of KADID's cubic spline",
 }
-
-
-def _albumentations_ops() -> dict[str, tuple[str, Callable[[Params], Any]]]:
-    """distortion -> (label, transform factory from the level's parameters)."""
-    import albumentations as A
-    import cv2
-
-    nearest = {"downscale": cv2.INTER_NEAREST, "upscale": cv2.INTER_NEAREST}
-    return {
-        "gaussian_blur": ("GaussianBlur(sigma, ks 2*ceil(2s)+1)", lambda p: A.GaussianBlur(
-            blur_limit=(_odd(2 * math.ceil(2 * p["sigma"]) + 1),) * 2, sigma_limit=(p["sigma"],) * 2, p=1)),
-        "lens_blur": ("Defocus(radius)", lambda p: A.Defocus(
-            radius=(int(p["radius"]),) * 2, alias_blur=(0.1, 0.1), p=1)),
-        "motion_blur": ("MotionBlur(odd length)", lambda p: A.MotionBlur(
-            blur_limit=(_odd(p["length"]),) * 2, angle_range=(0, 180), direction_range=(0, 0),
-            allow_shifted=False, p=1)),
-        "color_saturation_hsv": ("ColorJitter(saturation=max(f,0))", lambda p: A.ColorJitter(
-            brightness=(1, 1), contrast=(1, 1), saturation=(max(p["factor"], 0.0),) * 2, hue=(0, 0), p=1)),
-        "jpeg": ("ImageCompression(jpeg, quality)", lambda p: A.ImageCompression(
-            quality_range=(int(p["quality"]),) * 2, p=1)),
-        "white_noise": ("GaussNoise(std=sqrt(var))", lambda p: A.GaussNoise(
-            std_range=(math.sqrt(p["variance"]),) * 2, per_channel=True, p=1)),
-        "impulse_noise": ("SaltAndPepper(amount=density)", lambda p: A.SaltAndPepper(
-            amount=(p["density"],) * 2, salt_vs_pepper=(0.5, 0.5), p=1)),
-        "multiplicative_noise": ("MultiplicativeNoise(uniform, same var)", lambda p: A.MultiplicativeNoise(
-            multiplier=(1 - math.sqrt(3 * p["variance"]), 1 + math.sqrt(3 * p["variance"])),
-            per_channel=True, elementwise=True, p=1)),
-        "brighten": ("RandomGamma(same f(0.5))", lambda p: A.RandomGamma(
-            gamma_limit=(100 * _gamma_for(0.5 + 0.5 * p["amount"]),) * 2, p=1)),
-        "darken": ("RandomGamma(same f(0.5))", lambda p: A.RandomGamma(
-            gamma_limit=(100 * _gamma_for(0.5 - 0.5 * p["amount"]),) * 2, p=1)),
-        "mean_shift": ("RandomBrightnessContrast(brightness=offset)", lambda p: A.RandomBrightnessContrast(
-            brightness_limit=(p["offset"],) * 2, contrast_limit=(0, 0), p=1)),
-        "pixelate": ("Downscale(nearest/nearest)", lambda p: A.Downscale(
-            scale_range=(_pixelate_scale(p),) * 2, interpolation_pair=nearest, p=1)),
-        "quantization": ("Posterize(bits=round(log2 N))", lambda p: A.Posterize(
-            num_bits=max(1, round(math.log2(p["levels"]))), p=1)),
-        "color_block": ("CoarseDropout(32x32, random_uniform)", lambda p: A.CoarseDropout(
-            num_holes_range=(int(p["blocks"]),) * 2, hole_height_range=(32, 32), hole_width_range=(32, 32),
-            fill="random_uniform", p=1)),
-        "high_sharpen": ("UnsharpMask(13, sigma 3, alpha 1)", lambda p: A.UnsharpMask(
-            blur_limit=(13, 13), sigma_limit=(3, 3), alpha=(1.0, 1.0), threshold=0, p=1)),
-        "contrast_change": ("RandomBrightnessContrast(contrast=amount)",
-                            lambda p: A.RandomBrightnessContrast(brightness_limit=(0, 0),
-                                                                 contrast_limit=(p["amount"],) * 2, p=1)),
-    }
 
 
 def _kornia_ops() -> dict[str, tuple[str, Callable[[torch.Tensor, Params], torch.Tensor]]]:
@@ -319,6 +278,8 @@ def run_speed_benchmark(config: SpeedConfig, progress: Callable[[str], None] | N
         raise ConfigError(f"--input must be auto, uint8 or float, got {config.input!r}")
     if config.threads is not None and config.threads < 1:
         raise ConfigError(f"--threads must be at least 1, got {config.threads}")
+    if config.peer_python is not None and not Path(config.peer_python).is_file():
+        raise ConfigError(f"--peer-python {config.peer_python}: no such interpreter")
     import cv2
 
     previous = torch.get_num_threads(), cv2.getNumThreads()
@@ -338,7 +299,7 @@ def _run(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> 
     if config.only:
         names = [get_distortion(n, "kadid").name for n in config.only]
     versions = peer_availability()
-    alb_ops = _albumentations_ops() if versions["albumentations"] else {}
+    alb_ops = albumentations_ops() if versions["albumentations"] else {}
     kor_ops = _kornia_ops() if versions["kornia"] else {}
     x, u8_images = _inputs(config, device)
     seeds = list(range(config.seed, config.seed + config.batch))
@@ -348,12 +309,14 @@ def _run(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> 
     else:
         ours, out_dtype = x, torch.float32
     rows = []
+    alb_params: dict[str, Params] = {}
     with torch.inference_mode():
         for name in names:
             if progress:
                 progress(name)
             dist = get_distortion(name, "kadid")
             p = {k: float(v[config.level - 1]) for k, v in dist.table.params.items()}
+            alb_params[name] = p
             t = _median_seconds(lambda n=name: apply_distortion(ours, n, float(config.level), seeds, "kadid",
                                                                 out_dtype), config.repeats, device)
             row = SpeedRow(name, config.batch / t)
@@ -370,6 +333,9 @@ def _run(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> 
                 row.kornia, row.kornia_op = config.batch / t, label
                 row.kornia_equivalent = name not in KORNIA_APPROXIMATE
             rows.append(row)
+        peer = _peer_rates(config, u8_images[0], alb_params) if config.peer_python else None
+        for row in rows:
+            row.albumentationsx = (peer or {}).get("rates", {}).get(row.name)
         mix = None
         if not config.only:
             if progress:
@@ -382,9 +348,37 @@ def _run(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> 
            "synthiqa_input": config.input_dtype(),
            "python": platform.python_version(), "machine": platform.machine(),
            "albumentations": versions["albumentations"], "kornia": versions["kornia"],
+           "albumentationsx": None if peer is None else peer.get("version"),
+           "peer_python": config.peer_python,
            "device_name": (torch.cuda.get_device_name(device) if device.type == "cuda"
                            else platform.processor())}
     return SpeedResult(config, rows, mix, env)
+
+
+def _peer_rates(config: SpeedConfig, image: np.ndarray, ops: dict[str, Params]) -> dict[str, Any]:
+    """Run ``albumentations_peer.py`` with ``config.peer_python`` on the same image, batch, repeats and
+    threads; its JSON answer (``version``, ``rates``), or a one-line error."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from synthiqa.benchmarks import albumentations_peer
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "image.npy"
+        np.save(path, image)
+        request = {"image": str(path), "batch": config.batch, "repeats": config.repeats,
+                   "threads": config.threads, "ops": ops}
+        done = subprocess.run([config.peer_python or sys.executable, albumentations_peer.__file__],
+                              input=json.dumps(request), capture_output=True, text=True)
+    lines = done.stdout.strip().splitlines()
+    if done.returncode != 0 or not lines:
+        last = (done.stderr.strip().splitlines() or ["no output"])[-1]
+        raise ConfigError(f"--peer-python {config.peer_python}: the peer failed: {last}")
+    try:
+        return json.loads(lines[-1])
+    except json.JSONDecodeError:
+        raise ConfigError(f"--peer-python {config.peer_python}: the peer's answer is not JSON") from None
 
 
 def write_speed_json(result: SpeedResult, path: str) -> None:
@@ -422,7 +416,10 @@ def format_ratio(v: float | None, equivalent: bool = True) -> str:
 def summary_lines(result: SpeedResult) -> Sequence[str]:
     """The lines printed under the table."""
     lines = []
-    for peer in ("albumentations", "kornia"):
+    peers = ["albumentations", "kornia"]
+    if any(r.albumentationsx for r in result.rows):
+        peers.append("albumentationsx")
+    for peer in peers:
         lines.append(f"geometric mean synthiqa/{peer} over the {result.count(peer)} ops it has an "
                      f"equivalent of: {format_ratio(result.geomean_ratio(peer))}; over all "
                      f"{result.count(peer, False)} mapped ops, approximate stand-ins (~) included: "
@@ -430,6 +427,8 @@ def summary_lines(result: SpeedResult) -> Sequence[str]:
     if result.kadid_mix is not None:
         lines.append(f"whole kadid mix without jpeg2000 (one op per image, levels 1..5): "
                      f"{format_rate(result.kadid_mix)} images/s")
+    if result.config.peer_python is None:
+        lines.append("AlbumentationsX: not timed (give --peer-python with an interpreter that has it)")
     if result.environment.get("albumentations") is None:
         lines.append("albumentations is not installed: pip install 'synthiqa[bench]' to compare with it")
     return lines

@@ -190,6 +190,8 @@ def bench_speed_command(
     threads: Optional[int] = typer.Option(None, help="CPU threads for torch and OpenCV (default: theirs)."),  # noqa: UP045
     input_dtype: str = typer.Option("auto", "--input", help="synthiqa's input/output: uint8 (Albumentations' "
                                     "arrays), float, or auto (uint8 on cpu, float on cuda)."),
+    peer_python: Optional[Path] = typer.Option(None, help="Python of another environment whose "  # noqa: UP045
+                                               "Albumentations (AlbumentationsX) is timed as a second peer."),
 ) -> None:
     """Images/s of each kadid distortion in synthiqa, Albumentations (CPU) and Kornia, with ratios."""
     from rich.progress import Progress
@@ -201,7 +203,8 @@ def bench_speed_command(
         check_output_file(json_out, "--json", example="speed.json")
     config = speed.SpeedConfig(device=device, size=speed.parse_size(size), batch=batch, repeats=repeats,
                                level=level, only=tuple(n.strip() for n in only.split(",")) if only else (),
-                               seed=seed, threads=threads, input=input_dtype)
+                               seed=seed, threads=threads, input=input_dtype,
+                               peer_python=None if peer_python is None else str(peer_python))
     with Progress(transient=True, console=err_console) as bar:
         task = bar.add_task("timing", total=None)
         result = speed.run_speed_benchmark(
@@ -209,15 +212,21 @@ def bench_speed_command(
     w, h = config.size
     table = Table(title=f"images/s, {w}x{h}, batch {batch}, level {level}, device {device} "
                         f"(median of {repeats}), synthiqa {config.input_dtype()} in/out")
-    for col in ("distortion", "synthiqa", "albumentations", "ratio", "kornia", "ratio"):
+    peer_x = config.peer_python is not None
+    columns = ["distortion", "synthiqa", "albumentations", "ratio", "kornia", "ratio"]
+    for col in columns + (["AlbumentationsX", "ratio"] if peer_x else []):
         table.add_column(col, justify="left" if col == "distortion" else "right")
     ops = Table(title="peer ops (what each ratio compares)")
     for col in ("distortion", "albumentations (CPU, uint8 HWC, one image at a time)", "kornia (batched)"):
         ops.add_column(col)
     for r in result.rows:
-        table.add_row(r.name, speed.format_rate(r.synthiqa), speed.format_rate(r.albumentations),
-                      speed.format_ratio(r.ratio_albumentations, r.albumentations_equivalent),
-                      speed.format_rate(r.kornia), speed.format_ratio(r.ratio_kornia, r.kornia_equivalent))
+        cells = [r.name, speed.format_rate(r.synthiqa), speed.format_rate(r.albumentations),
+                 speed.format_ratio(r.ratio_albumentations, r.albumentations_equivalent),
+                 speed.format_rate(r.kornia), speed.format_ratio(r.ratio_kornia, r.kornia_equivalent)]
+        if peer_x:
+            cells += [speed.format_rate(r.albumentationsx),
+                      speed.format_ratio(r.ratio_albumentationsx, r.albumentationsx_equivalent)]
+        table.add_row(*cells)
         if r.albumentations_op or r.kornia_op:
             ops.add_row(r.name,
                         speed.peer_label(r.albumentations_op, speed.ALBUMENTATIONS_APPROXIMATE.get(r.name)),
