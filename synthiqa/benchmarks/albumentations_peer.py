@@ -69,7 +69,7 @@ def albumentations_ops() -> dict[str, tuple[str, Callable[[Params], Any]]]:
         "pixelate": ("Downscale(nearest/nearest)", lambda p: A.Downscale(
             scale_range=(_pixelate_scale(p),) * 2, interpolation_pair=nearest, p=1)),
         "quantization": ("Posterize(bits=round(log2 N))", lambda p: A.Posterize(
-            num_bits=max(1, round(math.log2(p["levels"]))), p=1)),
+            num_bits=(max(1, round(math.log2(p["levels"]))),) * 2, p=1)),
         "color_block": ("CoarseDropout(32x32, random_uniform)", lambda p: A.CoarseDropout(
             num_holes_range=(int(p["blocks"]),) * 2, hole_height_range=(32, 32), hole_width_range=(32, 32),
             fill="random_uniform", p=1)),
