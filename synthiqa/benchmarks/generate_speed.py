@@ -45,7 +45,7 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from synthiqa.errors import ConfigError
+from synthiqa.errors import ConfigError, DatasetError
 
 #: How both sides write PNG.
 PNG_NOTE = ("PNG on both sides, OpenCV's encoder at zlib level 1 with the RLE strategy (its defaults); "
@@ -183,7 +183,6 @@ def prepare_references(config: GenerateBenchConfig, folder: Path) -> int:
     import cv2
 
     from synthiqa.datasets.references import decode_reference, normalise_reference, scan_references
-    from synthiqa.errors import DatasetError
 
     folder.mkdir(parents=True, exist_ok=True)
     if config.ref_dir is None:

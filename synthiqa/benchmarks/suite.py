@@ -45,6 +45,7 @@ import hashlib
 import inspect
 import json
 import math
+import os
 import re
 import time
 import warnings
@@ -699,7 +700,6 @@ def _run_parallel(todo: Sequence[tuple[ModelSpec, Task, int, Path]], prototypes:
                   suite: Suite, out: Path, jobs: int, bar: Any, job: Any, done: Any) -> None:
     """Cells in ``jobs`` spawned processes (the CPU's threads shared out); the bar names those running."""
     import multiprocessing
-    import os
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
     threads = max(1, (os.cpu_count() or 1) // jobs)

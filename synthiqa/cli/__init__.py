@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import importlib
 import sys
+import warnings
 from typing import Optional
 
 from rich.markup import escape
@@ -27,7 +28,6 @@ def _warning_line(message, category, filename, lineno, file=None, line=None) -> 
 def main(argv: Optional[list[str]] = None) -> None:  # noqa: UP045 (typer needs Optional on 3.10)
     """Entry point: user mistakes print one line on stderr and exit with status 2; warnings print as
     one line each."""
-    import warnings
 
     warnings.showwarning = _warning_line
     try:

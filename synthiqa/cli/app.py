@@ -3,6 +3,8 @@ module shares."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import click
 import typer
 from rich.console import Console
@@ -17,8 +19,6 @@ class _Choices(dict):
 
     def __missing__(self, key: str) -> str:
         if key.startswith("accepts_"):  # the methods whose config has this field
-            import dataclasses
-
             from synthiqa.models.registry import MODELS
 
             field = key.removeprefix("accepts_")

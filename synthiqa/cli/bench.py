@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Optional
 
@@ -9,6 +10,7 @@ import typer
 from rich.console import Console
 
 from synthiqa.cli.app import ChoicesCommand, bench_app, console, err_console
+from synthiqa.errors import ConfigError
 from synthiqa.outputs import check_output_file, check_output_folder
 
 
@@ -118,12 +120,10 @@ def bench_run_command(
 
     With an experiments folder, each experiment is one CENIQA model (labelled with its name) trained and
     evaluated per split; finished experiments are skipped on a rerun, --limit N runs the next N."""
-    import dataclasses
 
     from rich.table import Table
 
     from synthiqa.benchmarks import suite as S
-    from synthiqa.errors import ConfigError
     from synthiqa.models.ceniqa.experiments import is_experiments_folder
 
     check_output_folder(out)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
+import json
 import typing
 from pathlib import Path
 from typing import Any, Optional
@@ -13,6 +14,7 @@ from typing import Any, Optional
 import typer
 
 from synthiqa.cli.app import ChoicesCommand, app, console, err_console
+from synthiqa.errors import ConfigError, DatasetError
 from synthiqa.outputs import OutputError, check_output_file, check_output_folder
 
 
@@ -118,9 +120,7 @@ def train_command(
 ) -> None:
     """Train a quality model (CENIQA by default) and write its checkpoints, log and test metrics.
     Also runs under ``torchrun --nproc-per-node N -m synthiqa train ...``."""
-    import json
 
-    from synthiqa.errors import ConfigError
     from synthiqa.models.registry import get_method, list_methods
     from synthiqa.models.training import distributed
     from synthiqa.models.training.launch import launch, torchrun_environment, train_in_process
@@ -161,7 +161,6 @@ def train_command(
 def _model_options(items: Optional[list[str]]) -> dict:  # noqa: UP045
     """``--option NAME=VALUE`` items as keyword arguments (values parsed as in dataset specs)."""
     from synthiqa.datasets.spec import option_value
-    from synthiqa.errors import ConfigError
 
     options = {}
     for item in items or []:
@@ -174,7 +173,6 @@ def _model_options(items: Optional[list[str]]) -> dict:  # noqa: UP045
 
 def _scorer(checkpoint: Optional[Path], model: Optional[str], options: Optional[list[str]],  # noqa: UP045
             device: str):
-    from synthiqa.errors import ConfigError
     from synthiqa.scoring import Scorer
 
     if (checkpoint is None) == (model is None):
@@ -280,14 +278,12 @@ def evaluate_command(
 ) -> None:
     """SRCC, KRCC, PLCC (raw and logistic-fitted) and RMSE of a model on a dataset, overall, per
     distortion type and per group (chains count towards each of their types)."""
-    import json
 
     from rich.table import Table
 
     from synthiqa.atomic import atomic_write_text
     from synthiqa.benchmarks.evaluation import evaluate_predictions
     from synthiqa.datasets.spec import load_data_spec
-    from synthiqa.errors import ConfigError, DatasetError
 
     if logistic not in ("4pl", "5pl", "none"):
         raise ConfigError(f"--logistic must be 4pl, 5pl or none, got {logistic!r}")
@@ -347,7 +343,6 @@ def experiments_command(
     ablations, plus index.yaml listing them (run them with synthiqa train --config)."""
     from collections import Counter
 
-    from synthiqa.errors import ConfigError
     from synthiqa.models.ceniqa.config import CENIQAConfig
     from synthiqa.models.ceniqa.experiments import ablation_experiments, write_experiments
     from synthiqa.models.ceniqa.method import preset_config

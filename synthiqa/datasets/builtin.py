@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import numpy as np
 
+from synthiqa.errors import DatasetError
+
 #: scikit-image sample names that ship inside the wheel, all RGB photographs.
 BUILTIN_NAMES: tuple[str, ...] = (
     "astronaut", "coffee", "chelsea", "rocket", "immunohistochemistry", "hubble_deep_field",
@@ -22,7 +24,5 @@ def builtin_reference(name: str = "astronaut") -> np.ndarray:
     from skimage import data
 
     if name not in BUILTIN_NAMES:
-        from synthiqa.errors import DatasetError
-
         raise DatasetError(f"unknown built-in image {name!r}; choose one of: {', '.join(BUILTIN_NAMES)}")
     return np.ascontiguousarray(getattr(data, name)()[..., :3])

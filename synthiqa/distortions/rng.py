@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from synthiqa.errors import DistortionInputError
+
 SEED_MASK = (1 << 63) - 1
 
 
@@ -43,8 +45,6 @@ def as_seed_tensor(seeds: Sequence[int] | torch.Tensor | int, n: int) -> torch.T
         return torch.tensor([derive_seed(seeds, i) for i in range(n)], dtype=torch.int64)
     out = torch.as_tensor(seeds, dtype=torch.int64).cpu().reshape(-1)
     if out.numel() != n:
-        from synthiqa.errors import DistortionInputError
-
         raise DistortionInputError(f"got {out.numel()} seeds for a batch of {n} images")
     return out
 
