@@ -376,3 +376,66 @@ def test_create_metric_scores_tensors_as_predict_scores_their_files(tiny_set, tr
     assert scores.tolist() == pytest.approx([by_name[p.name] for p in sorted(folder.iterdir())], abs=1e-5)
     with pytest.raises(ConfigError, match=f"a {method} checkpoint, not a ceniqa one"):
         synthiqa.create_metric("ceniqa", checkpoint=trained[method])
+
+
+def test_validation_alpha_is_the_best_val_srcc_of_a_train_only_fit():
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import Ridge
+
+    from synthiqa.models.components.ridge import validation_alpha
+
+    rng = np.random.default_rng(6)
+    n, d = 50, 20
+    signal = rng.normal(size=n)
+    x = rng.normal(size=(n, 3, d))
+    x[:, :, 0] += signal[:, None]
+    y = signal + 0.3 * rng.normal(size=n)
+    train, val = np.arange(35), np.arange(35, n)
+    alphas = np.geomspace(1e-3, 1e3, 9)
+    search = validation_alpha(x[train], y[train], x[val], y[val], alphas)
+    brute = []
+    for alpha in alphas:
+        ref = Ridge(alpha=alpha).fit(x[train].reshape(-1, d), np.repeat(y[train], 3))
+        brute.append(spearmanr(ref.predict(x[val].reshape(-1, d)).reshape(-1, 3).mean(1), y[val]).statistic)
+    np.testing.assert_allclose(search.median_srcc, brute, atol=1e-9)
+    assert search.alpha == alphas[int(np.argmax(brute))]
+
+
+@pytest.fixture()
+def scored_csv(tiny_set, tmp_path):
+    """A tiny ``image,mos`` CSV dataset over the tiny set's images (MOS 0-100, higher is better)."""
+    import pandas as pd
+
+    records = load_dataset("synthiqa", tiny_set).records
+    rng = np.random.default_rng(1)
+    table = pd.DataFrame({"image": [str(r.image.relative_to(tiny_set)) for r in records],
+                          "mos": 100 * np.clip(np.array([r.score_norm for r in records]) + 0.05
+                                               * rng.normal(size=len(records)), 0, 1)})
+    table.to_csv(tmp_path / "labels.csv", index=False)
+    return load_dataset("csv", tmp_path / "labels.csv", mos_range=(0, 100), lower_better=False,
+                        image_root=str(tiny_set))
+
+
+def test_frozen_arniqa_picks_alpha_on_val_and_extracts_each_image_once(trained, scored_csv, monkeypatch):
+    from synthiqa.benchmarks.protocols import ProtocolSpec, make_tasks
+    from synthiqa.models.arniqa import method as arniqa
+    from synthiqa.models.components.ridge import fit_ridge, validation_alpha
+    from synthiqa.models.registry import load_predictor
+
+    arniqa.FEATURE_CACHE.clear()
+    extracted = []
+    real = arniqa.extract_features
+    monkeypatch.setattr(arniqa, "extract_features",
+                        lambda model, paths, *a, **k: extracted.extend(paths) or real(model, paths, *a, **k))
+    prototype = load_predictor(trained["arniqa"])
+    tasks = make_tasks(ProtocolSpec("intra", n_splits=3), {"csv": scored_csv}, seed=0)
+    for task in tasks:
+        model = clone(prototype).fit(task.train, task.val)
+        x_train, x_val = model._features(task.train), model._features(task.val)
+        y = [np.array([r.score_norm for r in part]) for part in (task.train, task.val)]
+        alpha = validation_alpha(x_train, y[0], x_val, y[1]).alpha
+        assert model.ridge_.alpha == alpha  # chosen on this split's val part, fitted on its train part
+        np.testing.assert_allclose(model.ridge_.coef, fit_ridge(x_train, y[0], alpha).coef)
+        assert np.isfinite(model.predict(task.test)).all()
+    assert sorted(map(str, extracted)) == sorted({str(p) for p in extracted})  # each image once
+    assert len(extracted) <= len(scored_csv.records)

@@ -276,3 +276,53 @@ def test_cli_evaluate_ceniqa_reports_the_harness_metrics_and_per_image_scores(ru
     with open(tmp_path / "s.csv") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 7 and all(r["cluster"] != "" for r in rows)
+
+
+class _ConstantTask:
+    """A one-parameter task whose validation SRCC is fixed: the loop's view of a model that did or did
+    not learn."""
+
+    method = "toy"
+
+    def __init__(self, srcc: float):
+        self.model = torch.nn.Linear(1, 1)
+        self.srcc = srcc
+
+    def batches(self, epoch):
+        return [{"image": torch.ones(2, 1)}]
+
+    def phase(self, epoch):
+        return "train", 0, 1
+
+    def start_epoch(self, epoch):
+        return {}
+
+    def step(self, batch, epoch):
+        return self.model(batch["image"]).pow(2).mean(), {}
+
+    def validate(self, epoch):
+        return {"srcc": self.srcc}
+
+    def config_dict(self):
+        return {}
+
+    def extra_state(self):
+        return {}
+
+    def load_extra_state(self, state):
+        pass
+
+
+@pytest.mark.parametrize("srcc", [0.02, -0.3])
+def test_a_run_that_did_not_learn_warns_instead_of_keeping_its_best_silently(srcc, tmp_path):
+    import warnings
+
+    from synthiqa.models.training.loop import LoopSettings, NoLearningWarning, run_training
+
+    settings = LoopSettings(epochs=1, learning_rate=1e-3, device=torch.device("cpu"), progress=False)
+    with pytest.warns(NoLearningWarning, match="did not learn"):
+        result = run_training(_ConstantTask(srcc), settings, out_dir=tmp_path)
+    assert result.best_path.is_file() and result.best_srcc == pytest.approx(srcc)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", NoLearningWarning)
+        run_training(_ConstantTask(0.5), settings, out_dir=tmp_path / "learned")

@@ -48,11 +48,13 @@ from synthiqa.datasets.records import IQARecord
 from synthiqa.datasets.splits import canonical_protocol, scene_disjoint_folds
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.components.backbones import create_backbone
+from synthiqa.models.components.feature_cache import FeatureCache, file_key
 from synthiqa.models.components.ridge import (
     ALPHAS,
     RidgeModel,
     alpha_grid_search,
     fit_ridge,
+    validation_alpha,
 )
 from synthiqa.models.data import fit_min_side, read_rgb
 from synthiqa.models.estimator import MethodPredictor, check_fitted
@@ -306,20 +308,32 @@ def _scenes(records: Sequence[IQARecord]) -> list[str]:
     return [r.scene or str(r.reference or r.image) for r in records]
 
 
-def fit_quality_ridge(features: np.ndarray, records: Sequence[IQARecord], config: ARNIQAConfig
-                      ) -> tuple[RidgeModel, dict[str, Any]]:
-    """Ridge on the five-crop features of ``records`` (their normalised scores); the alpha is
-    ``config.alpha`` or the grid search over ``n_splits`` reference-disjoint folds. Returns the model and
-    a summary (alpha, median val SRCC of the chosen alpha)."""
+def _scored(features: np.ndarray, records: Sequence[IQARecord]) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """The features, scores and scenes of the records that have a score."""
     y = _scores(records)
     ok = np.isfinite(y)
-    if ok.sum() < 2:
+    return features[ok], y[ok], [s for s, keep in zip(_scenes(records), ok, strict=True) if keep]
+
+
+def fit_quality_ridge(features: np.ndarray, records: Sequence[IQARecord], config: ARNIQAConfig,
+                      val_features: np.ndarray | None = None, val_records: Sequence[IQARecord] = ()
+                      ) -> tuple[RidgeModel, dict[str, Any]]:
+    """Ridge on the five-crop features of ``records`` (their normalised scores). The alpha is
+    ``config.alpha``; else, with scored validation records, the one with the best SRCC on them (the
+    published protocol: alpha on each split's val part, ridge on its train part); else the grid search
+    over ``n_splits`` reference-disjoint folds of ``records``. Returns the model and a summary (alpha,
+    and the validation SRCC of the chosen alpha)."""
+    x, y, scenes = _scored(features, records)
+    if len(y) < 2:
         raise DatasetError("ARNIQA: fewer than two training images have a score")
-    x, y = features[ok], y[ok]
-    scenes = [s for s, keep in zip(_scenes(records), ok, strict=True) if keep]
     info: dict[str, Any] = {}
     alpha = config.alpha
-    if alpha is None:
+    xv, yv = (None, None) if val_features is None else _scored(val_features, val_records)[:2]
+    if alpha is None and yv is not None and len(yv) >= 2 and np.ptp(yv) > 0:
+        search = validation_alpha(x, y, xv, yv, ALPHAS)
+        alpha = search.alpha
+        info["alpha_val_srcc"] = search.best_srcc
+    elif alpha is None:
         if len(set(scenes)) >= 2:
             search = alpha_grid_search(x, y, scene_disjoint_folds(scenes, config.n_splits, seed=config.seed),
                                        ALPHAS)
@@ -530,6 +544,10 @@ def _metrics(pred: np.ndarray, records: Sequence[IQARecord]) -> dict[str, Any]:
 
 
 # ---------------------------------------------------------------------------------------- predictor
+#: Features of frozen checkpoint encoders, shared by every ARNIQA predictor of this process.
+FEATURE_CACHE = FeatureCache()
+
+
 class ARNIQAPredictor(MethodPredictor):
     """ARNIQA behind the ``QualityPredictor`` interface.
 
@@ -574,15 +592,27 @@ class ARNIQAPredictor(MethodPredictor):
             result = run_training(task, loop_settings(config, device, self.progress), out_dir=None)
             task.model.load_state_dict(result.best_state["model"])
             model = task.model.eval()
-        records = list(train) + list(val or [])
-        features = extract_features(model, [r.image for r in records], config, device)
-        self.ridge_, _ = fit_quality_ridge(features, records, config)
         self.config_, self.device_, self.model_ = config, device, model
+        val = list(val or [])
+        if val and config.alpha is None:
+            self.ridge_, _ = fit_quality_ridge(self._features(train), train, config, self._features(val), val)
+        else:
+            records = list(train) + val
+            self.ridge_, _ = fit_quality_ridge(self._features(records), records, config)
         return self
 
     def _features(self, records: Sequence[IQARecord]) -> np.ndarray:
+        """Five-crop features of ``records``; a frozen checkpoint's are extracted once per image file and
+        reused by every later split (``FEATURE_CACHE``)."""
         check_fitted(self, "ARNIQA")
-        return extract_features(self.model_, [r.image for r in records], self.config_, self.device_)
+        paths = [r.image for r in records]
+        c = self.config_
+        checkpoint = self.resolve()[0].encoder_checkpoint
+        if not checkpoint or not all(isinstance(p, (str, Path)) for p in paths):  # in-memory images
+            return extract_features(self.model_, paths, c, self.device_)
+        key = (file_key(checkpoint), c.crop_size, c.normalize_features)
+        return FEATURE_CACHE.features(key, paths, lambda todo: extract_features(self.model_, todo, c,
+                                                                                 self.device_))
 
     def predict(self, records: Sequence[IQARecord]) -> np.ndarray:
         check_fitted(self, "ARNIQA")

@@ -4,7 +4,8 @@ Each image carries several feature rows (crops); every crop is a training sample
 and an image's prediction is the mean over its crops. The alpha is the one of ``ALPHAS`` with the highest
 **median validation SRCC** over reference-disjoint splits. All alphas of a split are solved from one SVD
 of the centred training matrix, which gives exactly scikit-learn's ``Ridge(alpha, fit_intercept=True)``
-solution for each.
+solution for each. With a validation part (the ``intra`` protocol's split), ``validation_alpha`` picks
+the alpha with the highest SRCC on that split's validation images, as the published ridge protocol does.
 """
 
 from __future__ import annotations
@@ -101,3 +102,13 @@ def alpha_grid_search(features: np.ndarray, targets: np.ndarray,
     median = np.nanmedian(np.where(np.isnan(table).all(0, keepdims=True), -np.inf, table), axis=0)
     best = int(np.argmax(median))
     return AlphaSearch(float(alphas_arr[best]), alphas_arr, median)
+
+
+def validation_alpha(train_x: np.ndarray, train_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
+                     alphas: Sequence[float] = ALPHAS) -> AlphaSearch:
+    """The alpha whose ridge fitted on the training images has the highest SRCC on the validation images
+    (the smallest such alpha on ties); features ``[N, D]`` or ``[N, C, D]``."""
+    x = np.concatenate([np.asarray(train_x, dtype=np.float64), np.asarray(val_x, dtype=np.float64)])
+    y = np.concatenate([np.asarray(train_y, dtype=np.float64), np.asarray(val_y, dtype=np.float64)])
+    n = len(train_x)
+    return alpha_grid_search(x, y, [(np.arange(n), np.arange(n, len(x)))], alphas)

@@ -13,6 +13,9 @@ Checkpoints are plain dicts of tensors and primitive containers, loadable with
 ``torch.load(path, weights_only=True)``: ``method``, ``config``, ``model`` (state dict), ``epoch``
 (number of finished epochs), ``metrics``, ``best_srcc``, the task's ``extra_state()`` entries, and in
 ``last.pt`` only, ``optimizer`` (its state dict) for resuming.
+
+A run whose best validation SRCC stays under ``NO_LEARNING_SRCC`` still writes its checkpoints but warns
+(``NoLearningWarning``) that the model did not learn, so such a "best" is never kept silently.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import io
 import math
 import random
 import time
+import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,13 @@ from torch import nn
 from synthiqa.atomic import atomic_path, atomic_write_text
 from synthiqa.errors import SynthiqaError
 from synthiqa.models.training.distributed import barrier, is_distributed, is_main_process
+
+#: Best validation SRCC below which a run is reported as not having learned (chance is 0).
+NO_LEARNING_SRCC = 0.1
+
+
+class NoLearningWarning(UserWarning):
+    """A training run whose best validation SRCC stayed near zero or below."""
 
 
 def seed_everything(seed: int) -> None:
@@ -361,6 +372,12 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
                       "best_epoch": best_epoch, **task.extra_state()}
     if out is not None and writes and not (out / "best.pt").is_file():
         save_checkpoint(out / "best.pt", best_state)
+    if math.isfinite(best_srcc) and best_srcc < NO_LEARNING_SRCC and is_main_process():
+        where = f" ({out / 'best.pt'})" if out is not None else ""
+        warnings.warn(NoLearningWarning(
+            f"{task.method}: the model did not learn: best validation SRCC {best_srcc:.3f} (epoch "
+            f"{best_epoch}) is below {NO_LEARNING_SRCC}; its 'best' checkpoint{where} is no better than "
+            "chance"), stacklevel=2)
     barrier()  # the other ranks read what rank 0 wrote
     return TrainResult(
         best_path=out / "best.pt" if out is not None else None,
