@@ -386,3 +386,19 @@ def test_symlinked_image_folder_is_allowed(tmp_path):
     (root / "dmos.csv").write_bytes((elsewhere / "dmos.csv").read_bytes())
     ds = load_dataset("kadid10k", root)
     assert len(ds) == 10 and ds.records[0].image == root / "images" / "I01_01_01.png"
+
+
+def test_csv_half_keeps_a_fixed_half_by_the_file_name_digest(tmp_path):
+    import hashlib
+
+    names = [f"img{i}.png" for i in range(24)]
+    for name in names:
+        Image.new("RGB", (8, 8), (len(name), 0, 0)).save(tmp_path / name)
+    pd.DataFrame({"image": names, "mos": np.linspace(10, 90, len(names))}).to_csv(tmp_path / "s.csv",
+                                                                                  index=False)
+    halves = {h: {r.image.name for r in load_dataset("csv", tmp_path / "s.csv", mos_range=(0, 100),
+                                                     lower_better=False, half=h).records} for h in "ab"}
+    even = {n for n in names if int(hashlib.sha1(n.encode("utf-8")).hexdigest(), 16) % 2 == 0}
+    assert halves["a"] == even and halves["b"] == set(names) - even and even and set(names) - even
+    with pytest.raises(DatasetError, match="half must be one of a, b"):
+        load_dataset("csv", tmp_path / "s.csv", mos_range=(0, 100), lower_better=False, half="c")

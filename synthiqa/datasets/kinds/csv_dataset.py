@@ -5,10 +5,16 @@ range, so the loader refuses to guess: ``lower_better`` must always be given, an
 unless ``infer_range=True`` asks for the observed minimum and maximum (which makes ``score_norm``
 depend on the data, so it is off by default). An image listed on several rows is an error unless
 ``duplicates`` says how to merge its rows (``mean`` of the scores or the ``first`` row).
+
+``half`` keeps one of two fixed halves of the list, decided by each image's base file name alone (not by
+row order, folder or a seed), so design choices can be made on half ``a`` and numbers reported on half
+``b``: an image is in ``a`` when ``int(sha1(name.encode("utf-8")).hexdigest(), 16) % 2 == 0``, else in
+``b`` (``half_of``).
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import os
 from collections.abc import Sequence
@@ -38,6 +44,14 @@ _OPTIONAL_DEFAULTS = {"ref_col": "ref", "scene_col": "scene", "type_col": "dist_
 _ROOT_HINT = "set image_root=FOLDER (csv:PATH?image_root=FOLDER) to the folder the paths are relative to"
 #: What ``duplicates`` accepts: refuse, average the scores, or keep the first row.
 DUPLICATE_POLICIES = ("error", "mean", "first")
+#: The fixed halves ``half`` selects (see ``half_of``).
+HALVES = ("a", "b")
+
+
+def half_of(image: str | Path) -> str:
+    """``a`` when the SHA-1 of the image's base file name (UTF-8), read as an integer, is even, else ``b``."""
+    digest = hashlib.sha1(os.path.basename(str(image)).encode("utf-8")).hexdigest()
+    return HALVES[int(digest, 16) % 2]
 
 
 @register_dataset("csv", score_info=None)
@@ -46,7 +60,8 @@ def load_csv(root: Path, *, mos_range: Sequence[float] | None = None, lower_bett
              ref_col: str = "ref", scene_col: str = "scene", type_col: str = "dist_type",
              group_col: str = "dist_group", level_col: str = "level", image_root: str | None = None,
              score_name: str | None = None, name: str | None = None, sep: str = ",",
-             subset: Any = None, subset_col: str = "subset", duplicates: str = "error") -> IQADataset:
+             subset: Any = None, subset_col: str = "subset", duplicates: str = "error",
+             half: str | None = None) -> IQADataset:
     """A CSV of rated images with a declared score range and direction.
 
     Args:
@@ -68,6 +83,8 @@ def load_csv(root: Path, *, mos_range: Sequence[float] | None = None, lower_bett
         subset_col: the column ``subset`` filters on.
         duplicates: an image on several rows: ``error`` (default; the error names the lines), ``mean``
             (one record with the mean raw score, other columns from the first row) or ``first``.
+        half: ``a`` or ``b``: keep only that fixed half of the images (``half_of``; e.g.
+            ``csv:labels.csv?half=a`` to make choices, ``half=b`` to report).
 
     Without a reference or scene column every image is its own scene.
     """
@@ -81,6 +98,8 @@ def load_csv(root: Path, *, mos_range: Sequence[float] | None = None, lower_bett
     if duplicates not in DUPLICATE_POLICIES:
         raise DatasetError(f"{source}: duplicates must be one of {', '.join(DUPLICATE_POLICIES)}, "
                            f"got {duplicates!r}")
+    if half is not None and str(half) not in HALVES:
+        raise DatasetError(f"{source}: half must be one of {', '.join(HALVES)}, got {half!r}")
     required = [image_col, score_col] + [c for k, c in columns.items() if c != _OPTIONAL_DEFAULTS[k]]
     if subset is not None:
         required.append(subset_col)
@@ -88,6 +107,10 @@ def load_csv(root: Path, *, mos_range: Sequence[float] | None = None, lower_bett
     table.index = [f"line {i + 2}" for i in range(len(table))]
     if subset is not None:
         table = _keep_subset(table, subset_col, subset, source)
+    if half is not None:
+        table = table[[half_of(v) == str(half) for v in table[image_col].astype(str)]]
+        if table.empty:
+            raise DatasetError(f"{source}: no image is in half {half}")
     present = {k: c for k, c in columns.items() if c in table.columns}
     rows = list(table.index)
     scores = numeric_scores(table[score_col], source, rows)
