@@ -47,7 +47,7 @@ def test_train_throughput_reads_the_run(monkeypatch, tmp_path):
                                                                    "test": {"srcc": 0.5, "name": "x"}}))
             return tmp_path / "run" / "best.pt"
 
-    monkeypatch.setattr("synthiqa.models.registry.get_method", lambda name: Method())
+    monkeypatch.setattr("synthiqa.benchmarks.device_check.get_method", lambda name: Method())
     result = device_check.train_throughput("ceniqa", tmp_path / "run", "cpu", on_the_fly="refs",
                                            overrides={"epochs": "1"})
     assert result["train_images_per_s"] == 12.5 and result["test"] == {"srcc": 0.5}

@@ -22,6 +22,10 @@ import numpy as np
 import torch
 
 from synthiqa.atomic import atomic_write_text
+from synthiqa.benchmarks.speed import SpeedConfig, _inputs, _median_seconds, parse_size
+from synthiqa.distortions import ChainOp, apply_chains, list_distortions
+from synthiqa.distortions.base import NUM_LEVELS
+from synthiqa.models.registry import get_method
 
 #: Agreement of a deterministic float-path distortion between two devices: the 99.9th percentile of the
 #: per-pixel absolute difference in 8-bit steps (float32 differences between devices flip an occasional
@@ -43,9 +47,6 @@ def mix_throughput(device: str, size: tuple[int, int] = (512, 384), batch: int =
                    dtype: str = "float") -> dict[str, Any]:
     """Images/s of ``apply_chains`` on the whole kadid mix without JPEG2000 (one op per image, levels
     cycling 1..5), median of ``repeats`` runs after a warm-up; ``dtype`` ``float`` or ``uint8`` in/out."""
-    from synthiqa.benchmarks.speed import SpeedConfig, _inputs, _median_seconds
-    from synthiqa.distortions import ChainOp, apply_chains, list_distortions
-    from synthiqa.distortions.base import NUM_LEVELS
 
     dev = torch.device(device)
     x, u8 = _inputs(SpeedConfig(device=device, size=size, batch=batch), dev)
@@ -137,7 +138,6 @@ def train_throughput(method: str, out: str | Path, device: str, data: str | None
                      overrides: dict[str, Any] | None = None) -> dict[str, Any]:
     """Train ``method`` with its ``quick`` preset (plus ``overrides``) and report the training loop's
     images/s (from ``run.json``), the wall time and the peak GPU memory."""
-    from synthiqa.models.registry import get_method
 
     dev = torch.device(device)
     if dev.type == "cuda":
@@ -349,8 +349,6 @@ def main(argv: Sequence[str] | None = None) -> None:
     if a.step == "environment":
         environment(a.out)
     elif a.step == "mix":
-        from synthiqa.benchmarks.speed import parse_size
-
         _json(a.json_out, mix_throughput(a.device, parse_size(a.size), a.batch, a.repeats, a.input))
     elif a.step == "compare":
         result = compare_runs(a.test_dir, a.ref_dir)

@@ -19,6 +19,7 @@ import numpy as np
 
 from synthiqa.benchmarks.metrics import quality_metrics
 from synthiqa.datasets.records import IQARecord
+from synthiqa.models.inference import cluster_summary
 from synthiqa.stats import MIN_N, quality_summary, quality_table, type_members
 
 
@@ -54,8 +55,6 @@ def evaluate_predictions(records: Sequence[IQARecord], pred: np.ndarray, cluster
     if per_group:
         result["per_group"] = per_group
     if clusters is not None:
-        from synthiqa.models.inference import cluster_summary
-
         groups = [type_members(r.dist_group) for r in records]
         names = sorted({g[0] for g in groups if len(g) == 1})
         ids = np.array([names.index(g[0]) if len(g) == 1 else -1 for g in groups])

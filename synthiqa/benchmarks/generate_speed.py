@@ -45,6 +45,10 @@ import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from synthiqa.datasets.builtin import builtin_reference_images
+from synthiqa.datasets.generation import GenerateConfig, generate
+from synthiqa.datasets.references import decode_reference, normalise_reference, scan_references
+from synthiqa.distortions.registry import list_distortions
 from synthiqa.errors import ConfigError, DatasetError
 
 #: How both sides write PNG.
@@ -182,12 +186,9 @@ def prepare_references(config: GenerateBenchConfig, folder: Path) -> int:
     """Write the references, shrunk to ``max_side``, as PNG into ``folder``; returns their number."""
     import cv2
 
-    from synthiqa.datasets.references import decode_reference, normalise_reference, scan_references
 
     folder.mkdir(parents=True, exist_ok=True)
     if config.ref_dir is None:
-        from synthiqa.datasets.builtin import builtin_reference_images
-
         items = builtin_reference_images()
     else:
         refs = scan_references(config.ref_dir).references
@@ -250,7 +251,6 @@ def _child_synthiqa(ref_dir: str, per_image: int, workers: int, seed: int, out: 
 
     import torch
 
-    from synthiqa.datasets.generation import GenerateConfig, generate
 
     torch.set_num_threads(workers)
     # imports are not part of the job (the baseline imports Albumentations and OpenCV before its clock)
@@ -264,7 +264,6 @@ def _child_synthiqa(ref_dir: str, per_image: int, workers: int, seed: int, out: 
     import pyarrow.parquet  # noqa: F401
     from PIL import ImageFile, PngImagePlugin  # noqa: F401  (the reference scan)
 
-    from synthiqa.distortions.registry import list_distortions
 
     with contextlib.suppress(ImportError):
         import multiprocessing.popen_fork  # noqa: F401

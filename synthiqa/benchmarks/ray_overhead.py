@@ -24,6 +24,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from synthiqa.datasets.generation.config import GenerateConfig
+from synthiqa.datasets.generation.engines.ray import TASKS_PER_BLOCK, ChunkActor, connect
+
 
 class _Noop:
     """An actor that does nothing per row."""
@@ -55,8 +58,6 @@ def _wall(ray, rows: int, fn, workers: int, blocks: int, **kwargs) -> float:
 
 def measure(tasks: int = 2000, workers: int = 2, repeat: int = 3) -> RayOverhead:
     """Start a local Ray instance (if none is running) and measure; see the module docstring."""
-    from synthiqa.datasets.generation.config import GenerateConfig
-    from synthiqa.datasets.generation.engines.ray import TASKS_PER_BLOCK, ChunkActor, connect
 
     cfg = GenerateConfig(out="unused", workers=workers, engine="ray", labels=("level",)).resolved()
     connect(cfg)

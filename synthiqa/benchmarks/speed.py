@@ -41,6 +41,7 @@ from synthiqa.benchmarks.albumentations_peer import (
     _pixelate_scale,
     albumentations_ops,
 )
+from synthiqa.datasets.builtin import builtin_reference
 from synthiqa.devices import resolve_device
 from synthiqa.distortions import ChainOp, apply_chains, apply_distortion, get_distortion, list_distortions
 from synthiqa.distortions.base import NUM_LEVELS
@@ -245,7 +246,6 @@ def _median_seconds(fn: Callable[[], Any], repeats: int, device: torch.device) -
 
 def _inputs(config: SpeedConfig, device: torch.device) -> tuple[torch.Tensor, list[np.ndarray]]:
     """The built-in photograph resized to the configured size: float batch on device, uint8 HWC list."""
-    from synthiqa.datasets.builtin import builtin_reference
 
     w, h = config.size
     ref = torch.from_numpy(np.array(builtin_reference("astronaut"))).permute(2, 0, 1).float() / 255

@@ -21,7 +21,19 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthiqa.datasets.builtin import builtin_reference_images
+from synthiqa.datasets.degraded import resolve_references
+from synthiqa.datasets.references import normalise_reference
+from synthiqa.devices import resolve_device
 from synthiqa.errors import ConfigError
+from synthiqa.models.arniqa.method import ARNIQATask, pair_source
+from synthiqa.models.arniqa.method import preset_config as arniqa_preset
+from synthiqa.models.ceniqa.config import CENIQAConfig
+from synthiqa.models.ceniqa.method import CENIQATask, onthefly_bundle
+from synthiqa.models.sind.method import SIND_DEFAULTS
+from synthiqa.models.training.loop import to_device
+from synthiqa.models.trcnn.method import RegressionTask, training_stream
+from synthiqa.models.trcnn.method import preset_config as regression_preset
 
 METHODS = ("ceniqa", "arniqa", "trcnn", "sind")
 
@@ -65,8 +77,6 @@ def _reference_folder(config: TrainBenchConfig, tmp: Path) -> Path:
         return Path(config.ref_dir)
     import cv2
 
-    from synthiqa.datasets.builtin import builtin_reference_images
-    from synthiqa.datasets.references import normalise_reference
 
     root = tmp / "refs"
     root.mkdir()
@@ -79,25 +89,16 @@ def _reference_folder(config: TrainBenchConfig, tmp: Path) -> Path:
 def _task(method: str, refs: Path, device: torch.device, seed: int) -> tuple[Any, Any]:
     """The method's training task and its on-the-fly training stream, default configuration."""
     if method == "ceniqa":
-        from synthiqa.models.ceniqa.config import CENIQAConfig
-        from synthiqa.models.ceniqa.method import CENIQATask, onthefly_bundle
-
         config = CENIQAConfig(device=str(device), seed=seed)
         bundle = onthefly_bundle(str(refs), config, device)
         return CENIQATask(config, bundle, device), bundle.onthefly[0]
     if method == "arniqa":
-        from synthiqa.datasets.degraded import resolve_references
-        from synthiqa.models.arniqa.method import ARNIQATask, pair_source, preset_config
-
-        config = preset_config("default", device=str(device), seed=seed)
+        config = arniqa_preset("default", device=str(device), seed=seed)
         pairs = pair_source(resolve_references(refs, config.crop_size)[0], config, device)
         return ARNIQATask(config, [], [], device, pairs), pairs
-    from synthiqa.datasets.degraded import resolve_references
-    from synthiqa.models.sind.method import SIND_DEFAULTS
-    from synthiqa.models.trcnn.method import RegressionTask, preset_config, training_stream
 
-    config = preset_config("default", device=str(device), seed=seed,
-                           **(SIND_DEFAULTS if method == "sind" else {}))
+    config = regression_preset("default", device=str(device), seed=seed,
+                               **(SIND_DEFAULTS if method == "sind" else {}))
     stream = training_stream(resolve_references(refs, config.image_size)[0], config)
     return RegressionTask(method, config, [], [], device, stream=stream), stream
 
@@ -143,7 +144,6 @@ def _timed(task: Any, batches: Iterator[dict[str, Any]], steps: int, device: tor
            optimizer: torch.optim.Optimizer) -> dict[str, float]:
     """Run one warm-up step and ``steps`` timed ones; images/s and the share of time spent getting
     batches."""
-    from synthiqa.models.training.loop import to_device
 
     def sync() -> None:
         if device.type == "cuda":
@@ -170,7 +170,6 @@ def _timed(task: Any, batches: Iterator[dict[str, Any]], steps: int, device: tor
 def run_train_benchmark(config: TrainBenchConfig, log: Callable[[str], None] | None = None
                         ) -> list[TrainBenchRow]:
     """Time every method of ``config`` on both sides (see the module docstring)."""
-    from synthiqa.devices import resolve_device
 
     unknown = [m for m in config.methods if m not in METHODS]
     if unknown:

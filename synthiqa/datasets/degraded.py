@@ -29,7 +29,7 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, get_worker_in
 
 from synthiqa.datasets.labels import level_quality
 from synthiqa.datasets.records import IQARecord
-from synthiqa.datasets.references import ReferenceSkipped, probe_reference, scan_references
+from synthiqa.datasets.references import ReferenceSkipped, decode_reference, probe_reference, scan_references
 from synthiqa.distortions.base import MIN_SIDE
 from synthiqa.distortions.module import RandomDegradation
 from synthiqa.distortions.registry import get_distortion
@@ -185,8 +185,6 @@ class _Source:
         if isinstance(src, torch.Tensor):
             full = src
         else:
-            from synthiqa.datasets.references import ReferenceSkipped, decode_reference
-
             try:
                 full = torch.from_numpy(decode_reference(src).copy()).permute(2, 0, 1).contiguous()
             except ReferenceSkipped as exc:

@@ -23,6 +23,8 @@ from functools import lru_cache
 import numpy as np
 import torch
 
+from synthiqa.distortions.fastpath import scratch
+
 #: Linear sRGB -> XYZ (D65), rows X, Y, Z; the same matrix as Kornia's ``rgb_to_xyz``.
 RGB_TO_XYZ = (
     (0.412453, 0.357580, 0.180423),
@@ -111,7 +113,6 @@ def lab_of_uint8(image: np.ndarray, linear: np.ndarray) -> np.ndarray:
     is this thread's scratch array ``"lab"`` (see ``fastpath.scratch``)."""
     import cv2
 
-    from synthiqa.distortions.fastpath import scratch
 
     shape = image.shape
     xyz = cv2.transform(cv2.LUT(image, linear, dst=scratch("lab", shape)), _XYZ_OVER_WHITE,
@@ -129,7 +130,6 @@ def lab_to_rgb_array(lab: np.ndarray, clamp_negative_z: bool) -> np.ndarray:
     ``lab`` is overwritten then. The result is this thread's scratch array ``"rgb"``."""
     import cv2
 
-    from synthiqa.distortions.fastpath import scratch
 
     if clamp_negative_z:
         cap = np.add(lab[..., 0], np.float32(16.0), out=scratch("rgb.cap", lab.shape[:2]))
@@ -195,7 +195,6 @@ def linear_to_srgb_truncated(linear: np.ndarray, out: np.ndarray) -> np.ndarray:
     the uint8 ``out`` of its shape by ``srgb_truncation_table`` (the float path's values exactly for the
     same ``x``); returns the flat indices of the pixels with a value within ``SRGB_NEAR`` of a threshold,
     for the caller to recompute exactly. Work arrays are this thread's scratch arrays ``"srgb.*"``."""
-    from synthiqa.distortions.fastpath import scratch
 
     below, step = srgb_truncation_table()
     pos = np.multiply(linear, np.float32(SRGB_BINS), out=scratch("srgb.pos", linear.shape))
@@ -239,7 +238,6 @@ def lab_to_linear_array(lab: np.ndarray, clamp_negative_z: bool, ab_scale: float
     The result is this thread's scratch array ``"lin"``."""
     import cv2
 
-    from synthiqa.distortions.fastpath import scratch
 
     m = _LAB_TO_F.copy()
     m[:, 1:3] *= ab_scale

@@ -32,6 +32,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from synthiqa.distortions.base import upload
+
 EPS = float(np.finfo(np.float64).eps)
 BACKENDS = ("auto", "torch", "opencv")
 
@@ -225,7 +227,6 @@ def _device_bank(kernels: Sequence[np.ndarray], axis: str, device: torch.device,
     ``"2d"`` (2-D kernels), ``"rows"`` or ``"cols"`` (1-D kernels along that axis). Banks of the same
     read-only kernel objects (the cached ``fspecial`` kernels) are reused per device; a new bank travels
     with one non-blocking upload."""
-    from synthiqa.distortions.base import upload
 
     key = (tuple(id(k) for k in kernels), axis, str(device), dtype)
     hit = _BANKS.get(key)

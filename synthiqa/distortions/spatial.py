@@ -20,6 +20,7 @@ from synthiqa.distortions.base import Distortion, LevelTable, host_param, upload
 from synthiqa.distortions.fastpath import (
     UNIT_VALUES,
     apply_lut,
+    finish_unit,
     image_range,
     map_images,
     register_uint8_path,
@@ -27,6 +28,7 @@ from synthiqa.distortions.fastpath import (
     stretch,
     stretch_array,
     to_uint8_table,
+    unit_tables,
     unit_values,
 )
 from synthiqa.distortions.registry import register_distortion
@@ -695,7 +697,6 @@ def _jitter_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, tor
     snaps coordinates to its 1/32 px grid (before OpenCV 5) or images of 32767 px or more on a side."""
     import cv2
 
-    from synthiqa.distortions.fastpath import finish_unit, unit_tables
 
     b, h, w, _ = images.shape
     mode = dist.options.get("interpolation", "bilinear")

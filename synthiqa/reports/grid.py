@@ -16,10 +16,12 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from synthiqa.atomic import atomic_write_bytes
+from synthiqa.datasets.builtin import builtin_reference
 from synthiqa.datasets.generation.encoding import encode_image
 from synthiqa.datasets.references import read_image
 from synthiqa.distortions import apply_distortion, derive_seed, get_distortion, list_distortions
 from synthiqa.distortions.base import NUM_LEVELS
+from synthiqa.distortions.basic8 import level_to_severity, severity_to_level
 from synthiqa.errors import DistortionInputError
 
 #: Default columns: the five levels, or for ``basic8`` the guide's severities 0.25, 0.5, 0.75, 1.0.
@@ -35,8 +37,6 @@ ImageLike = str | os.PathLike | np.ndarray | torch.Tensor | None
 def default_levels(profile: str) -> list[float]:
     """The grid's default columns for a profile (levels in [1, 5])."""
     if profile == "basic8":
-        from synthiqa.distortions.basic8 import severity_to_level
-
         return [severity_to_level(s) for s in DEFAULT_BASIC8_SEVERITIES]
     return [float(i) for i in range(1, NUM_LEVELS + 1)]
 
@@ -45,8 +45,6 @@ def load_image(image: ImageLike) -> torch.Tensor:
     """An image as float ``[3,H,W]`` in [0, 1]: a file path, a uint8 ``HxWx3`` array, a ``[3,H,W]`` tensor,
     or None for the built-in reference photograph (scikit-image's astronaut)."""
     if image is None:
-        from synthiqa.datasets.builtin import builtin_reference
-
         image = builtin_reference("astronaut")
     if isinstance(image, (str, os.PathLike)):
         image = read_image(image)
@@ -81,8 +79,6 @@ def _font(size: int) -> ImageFont.ImageFont:
 def _column_label(profile: str, level: float) -> str:
     lv = f"{level:g}"
     if profile == "basic8":
-        from synthiqa.distortions.basic8 import level_to_severity
-
         return f"severity {level_to_severity(level):.2f} (level {lv})"
     return f"level {lv}"
 

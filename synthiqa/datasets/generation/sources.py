@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
+from synthiqa.datasets.builtin import builtin_reference_images
 from synthiqa.datasets.references import (
     MIN_SIDE,
     Reference,
@@ -32,8 +33,6 @@ def scan_sources(ref_dir: str | None, crop: tuple[int, int] | None, max_pixels: 
     """The references of a run: the built-ins when ``ref_dir`` is None, else the folder's usable images
     (``max_side`` / ``crop`` admit images over ``max_pixels``, which are shrunk while decoding)."""
     if ref_dir is None:
-        from synthiqa.datasets.builtin import builtin_reference_images
-
         arrays = dict(builtin_reference_images())
         return Sources([Reference(name, None, (a.shape[1], a.shape[0])) for name, a in arrays.items()], [],
                        arrays)

@@ -21,6 +21,7 @@ from typing import Any
 
 import pandas as pd
 
+from synthiqa.datasets.generation.shards import extract_images
 from synthiqa.datasets.loaders import (
     dataset_root,
     numeric_scores,
@@ -93,8 +94,6 @@ def load_generated(root: Path, *, label: str | None = None) -> IQADataset:
     scores = numeric_scores(table[score_info.name], source)
     names = table["image"].astype(str).tolist()
     if (info.get("files") or {}).get("shards"):
-        from synthiqa.datasets.generation.shards import extract_images
-
         extracted = extract_images(root, names, root / EXTRACTED_DIR)
         images = [extracted[n] for n in names]
     else:

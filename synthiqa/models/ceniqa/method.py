@@ -42,10 +42,11 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from synthiqa.datasets import apply_split, reference_disjoint_splits, stored_split
 from synthiqa.datasets.degraded import DegradedLoader, DegradedReferences
+from synthiqa.datasets.labels import level_quality
 from synthiqa.datasets.records import IQARecord
 from synthiqa.datasets.spec import load_data_spec
 from synthiqa.devices import resolve_device
-from synthiqa.distortions import get_distortion, list_distortions
+from synthiqa.distortions import ChainOp, get_distortion, list_distortions
 from synthiqa.errors import ConfigError, DatasetError, SynthiqaError
 from synthiqa.models.ceniqa.config import CENIQAConfig
 from synthiqa.models.components.backbones import create_backbone
@@ -406,9 +407,6 @@ def target_scale(bundle: DataBundle, config: CENIQAConfig) -> float:
                           dtype=float)
         weights = np.ones_like(values)
     else:
-        from synthiqa.datasets.labels import level_quality
-        from synthiqa.distortions import ChainOp
-
         profile = config.onthefly_profile
         per_ref = config.distortions_per_image
         values = np.array([level_quality((ChainOp(t, float(v)),), profile) / 100.0
@@ -573,9 +571,6 @@ class CENIQATask:
         On the fly: the level rule per (type, level), 1.0 for pristine."""
         n_classes = 1 + N_LEVELS * max(len(self.bundle.labels.types), 1)
         if self.bundle.onthefly is not None:
-            from synthiqa.datasets.labels import level_quality
-            from synthiqa.distortions import ChainOp
-
             names = self.bundle.labels.types
             types = torch.arange(len(names)).repeat_interleave(N_LEVELS)
             levels = torch.arange(1, N_LEVELS + 1).repeat(len(names))

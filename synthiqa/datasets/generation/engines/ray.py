@@ -28,6 +28,8 @@ from typing import Any
 import numpy as np
 import torch
 
+from synthiqa.datasets.builtin import builtin_reference_images
+from synthiqa.datasets.generation.chunk import ChunkRunner, run_tasks
 from synthiqa.datasets.generation.config import GenerateConfig
 from synthiqa.datasets.generation.plan import RefPlan, Task, WorkItem, chunks, plan_jobs
 from synthiqa.datasets.references import Reference
@@ -122,7 +124,6 @@ class ChunkActor:
     def __init__(self, cfg: GenerateConfig, out: str, device: str) -> None:
         import cv2
 
-        from synthiqa.datasets.generation.chunk import ChunkRunner
 
         torch.set_num_threads(1)
         if cv2.getNumThreads() != 1:  # Ray gives the actor one CPU
@@ -134,12 +135,8 @@ class ChunkActor:
         self.arrays: dict[str, np.ndarray] = {}
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        from synthiqa.datasets.generation.chunk import run_tasks
-
         tasks = [decode_task(bytes(b), self.cfg) for b in batch["task"]]
         if not self.arrays and any(i.plan.ref.path is None for t in tasks for i in t.items):
-            from synthiqa.datasets.builtin import builtin_reference_images
-
             self.arrays = dict(builtin_reference_images())
         written, skipped = run_tasks(tasks, self.cfg, self.device, self.out, self.arrays, 0, lambda n: None,
                                      runner=self.runner)
