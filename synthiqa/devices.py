@@ -1,6 +1,9 @@
-"""Turning a user's ``--device`` choice into a torch device, with a one-line error for a bad one."""
+"""Turning a user's ``--device`` choice into a torch device, with a one-line error for a bad one, and the
+CPU threads each of several worker processes may use."""
 
 from __future__ import annotations
+
+import os
 
 import torch
 
@@ -24,3 +27,16 @@ def resolve_device(name: str = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ConfigError(f"--device {name}: CUDA is not available on this machine")
     return device
+
+
+def available_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one, else all of them), >= 1."""
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return max(1, os.cpu_count() or 1)
+
+
+def threads_per_worker(workers: int) -> int:
+    """Intra-op threads (torch, OpenCV) for each of ``workers`` processes so that together they do not
+    oversubscribe the available cores: ``available_cores() // workers``, at least 1."""
+    return max(1, available_cores() // max(1, workers))

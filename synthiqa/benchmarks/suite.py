@@ -45,7 +45,6 @@ import hashlib
 import inspect
 import json
 import math
-import os
 import re
 import time
 import warnings
@@ -66,6 +65,7 @@ from synthiqa.datasets.generation.encoding import encode_image
 from synthiqa.datasets.labels import level_quality
 from synthiqa.datasets.loaders import load_dataset
 from synthiqa.datasets.records import IQADataset, IQARecord
+from synthiqa.devices import threads_per_worker
 from synthiqa.distortions import ChainOp, apply_distortion, derive_seed, get_distortion, list_distortions
 from synthiqa.errors import ConfigError, SynthiqaError
 from synthiqa.models.ceniqa.experiments import is_experiments_folder, read_experiments
@@ -689,10 +689,12 @@ def compute_cell(model: Any, spec: ModelSpec, task: Task, index: int, stem: Path
 
 def _cell_worker(prototype: Any, spec: ModelSpec, task: Task, index: int, stem: Path, suite: Suite,
                  out: Path, threads: int) -> str | None:
-    """``compute_cell`` in a worker process, with its own model and ``threads`` torch threads."""
+    """``compute_cell`` in a worker process, with its own model and ``threads`` torch and OpenCV threads."""
+    import cv2
     import torch
 
     torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
     return compute_cell(clone(prototype), spec, task, index, stem, suite, out)
 
 
@@ -702,7 +704,7 @@ def _run_parallel(todo: Sequence[tuple[ModelSpec, Task, int, Path]], prototypes:
     import multiprocessing
     from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
 
-    threads = max(1, (os.cpu_count() or 1) // jobs)
+    threads = threads_per_worker(jobs)
     pool = ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"))
     running: dict[Any, str] = {}
     queue = list(todo)
