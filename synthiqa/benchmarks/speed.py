@@ -24,6 +24,9 @@ import json
 import math
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
@@ -34,6 +37,7 @@ import numpy as np
 import torch
 
 from synthiqa.atomic import atomic_write_text
+from synthiqa.benchmarks import albumentations_peer
 from synthiqa.benchmarks.albumentations_peer import (
     Params,
     _gamma_for,
@@ -89,7 +93,9 @@ class SpeedRow:
 
     @property
     def albumentationsx_equivalent(self) -> bool:
-        return self.albumentations_equivalent
+        """AlbumentationsX runs Albumentations' ops, so the same ops are equivalent, whether or not
+        Albumentations itself is installed here."""
+        return self.albumentationsx is not None and self.name not in ALBUMENTATIONS_APPROXIMATE
 
     @property
     def ratio_albumentationsx(self) -> float | None:
@@ -358,12 +364,6 @@ def _run(config: SpeedConfig, progress: Callable[[str], None] | None = None) -> 
 def _peer_rates(config: SpeedConfig, image: np.ndarray, ops: dict[str, Params]) -> dict[str, Any]:
     """Run ``albumentations_peer.py`` with ``config.peer_python`` on the same image, batch, repeats and
     threads; its JSON answer (``version``, ``rates``), or a one-line error."""
-    import subprocess
-    import sys
-    import tempfile
-
-    from synthiqa.benchmarks import albumentations_peer
-
     with tempfile.TemporaryDirectory() as tmp:
         path = Path(tmp) / "image.npy"
         np.save(path, image)
