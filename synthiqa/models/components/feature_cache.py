@@ -36,11 +36,11 @@ class FeatureCache:
         if len(self._store) > self.max_encoders:
             del self._store[next(iter(self._store))]
         keys = [file_key(p) for p in paths]
-        missing = [p for p, k in zip(paths, keys, strict=True) if k not in store]
+        missing = [(p, k) for p, k in zip(paths, keys, strict=True) if k not in store]
         if missing:
-            rows = compute(list(missing))
-            for p, row in zip(missing, rows, strict=True):
-                store[file_key(p)] = row
+            rows = compute([p for p, _ in missing])
+            for (_, key), row in zip(missing, rows, strict=True):
+                store[key] = row
         return np.stack([store[k] for k in keys]) if keys else np.empty((0,))
 
     def clear(self) -> None:

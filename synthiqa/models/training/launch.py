@@ -14,6 +14,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+from synthiqa.devices import threads_per_worker
 from synthiqa.errors import ConfigError, SynthiqaError
 from synthiqa.models.registry import get_method
 from synthiqa.models.training import distributed
@@ -59,7 +60,7 @@ def launch(nproc: int, method: str, options: dict[str, Any], data: str | None, o
         path.write_text(json.dumps(spec))
         cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
                "-m", "synthiqa.models.training.launch", str(path)]
-        threads = os.environ.get("OMP_NUM_THREADS", str(max(1, (os.cpu_count() or 1) // nproc)))
+        threads = os.environ.get("OMP_NUM_THREADS", str(threads_per_worker(nproc)))
         # stderr is read here: the launcher's report of a failed process is a traceback, the process's own
         # one-line error is what the user needs
         done = subprocess.run(cmd, env={**os.environ, "OMP_NUM_THREADS": threads}, stderr=subprocess.PIPE,
