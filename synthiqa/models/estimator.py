@@ -67,7 +67,7 @@ class MethodPredictor(BaseEstimator):
     @classmethod
     def option_names(cls) -> tuple[str, ...]:
         """The config fields the constructor takes as keywords."""
-        return tuple(f.name for f in dataclasses.fields(cls.config_class))  # type: ignore[arg-type]
+        return config_field_names(cls.config_class)
 
     def resolve(self) -> tuple[Any, torch.device]:
         """The config ``fit`` trains with (``config`` or ``preset``, then ``defaults``, then every option
@@ -91,10 +91,15 @@ class MethodPredictor(BaseEstimator):
         return self
 
 
+def config_field_names(config_class: type) -> tuple[str, ...]:
+    """The field names of a method's config dataclass, in order: the options its predictor takes."""
+    return tuple(f.name for f in dataclasses.fields(config_class))
+
+
 def _method_init(config_class: type) -> Callable[..., None]:
     """A constructor that stores ``preset``, ``config``, ``progress`` and every field of
     ``config_class`` (keyword-only, default None), with that signature."""
-    names = tuple(f.name for f in dataclasses.fields(config_class))
+    names = config_field_names(config_class)
 
     def __init__(self: MethodPredictor, preset: str = "default", config: Any = None, progress: bool = False,
                  **options: Any) -> None:

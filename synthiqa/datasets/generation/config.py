@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -11,6 +10,7 @@ from typing import Any
 from synthiqa.datasets.generation.modes import get_mode, list_modes
 from synthiqa.datasets.labels import parse_label_families
 from synthiqa.datasets.references import DEFAULT_MAX_PIXELS, MIN_SIDE
+from synthiqa.devices import available_cores
 from synthiqa.distortions.chains import sample_chain
 from synthiqa.distortions.registry import get_profile, list_distortions
 from synthiqa.errors import ConfigError
@@ -61,7 +61,7 @@ class GenerateConfig:
         device: ``auto``, ``cpu``, ``cuda`` or ``cuda:N`` (where the distortions and FR metrics run).
         batch_size: images per chunk (one device batch); a resumed run keeps the first run's value.
         workers: local engine: CPU processes, or decode and write threads (each) on an accelerator;
-            Ray engine: actors.
+            Ray engine: actors. Default: the cores this process may run on (its affinity mask), at most 4.
         engine: ``local`` (this machine) or ``ray`` (Ray Data).
         pipeline: ``auto`` or ``device`` (the accelerator's single-process pipeline, even on the CPU;
             ``PIPELINES``); not part of the dataset's identity: both make the same records and labels.
@@ -86,7 +86,7 @@ class GenerateConfig:
     shard: tuple[int, int] | None = None
     device: str = "auto"
     batch_size: int = 16
-    workers: int = field(default_factory=lambda: max(1, min(4, os.cpu_count() or 1)))
+    workers: int = field(default_factory=lambda: min(4, available_cores()))
     engine: str = "local"
     pipeline: str = "auto"
     ray_address: str | None = None

@@ -15,6 +15,7 @@ import torch
 import torch.distributed as dist
 from torch.utils.data import Sampler
 
+from synthiqa.devices import available_cores
 from synthiqa.errors import ConfigError
 
 #: The variables torchrun sets for every process.
@@ -146,5 +147,6 @@ def uses_cuda(device: str) -> bool:
 
 
 def max_processes(device: str) -> int:
-    """How many training processes this machine takes: one per CUDA device on CUDA, else one per CPU core."""
-    return torch.cuda.device_count() if uses_cuda(device) else (os.cpu_count() or 1)
+    """How many training processes this machine takes: one per CUDA device on CUDA, else one per CPU core this
+    process may run on (its affinity mask)."""
+    return torch.cuda.device_count() if uses_cuda(device) else available_cores()
