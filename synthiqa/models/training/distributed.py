@@ -73,8 +73,13 @@ def init_from_env(device: str = "auto") -> torch.device:
     return target
 
 
-def shutdown() -> None:
+def shutdown(*, together: bool = True) -> None:
+    """Leave the process group. ``together``: every rank first waits for the others, so none tears its
+    connections down while a peer still has a collective in flight (gloo then aborts the process); a rank
+    leaving on an error does not wait (the others may never arrive)."""
     if is_distributed():
+        if together:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -36,11 +36,14 @@ def train_in_process(method: str, options: dict[str, Any], data: str | None, out
         warnings.simplefilter("ignore")
     overrides["device"] = str(device)
     try:
-        return get_method(method).train({**options, "overrides": overrides,
-                                         "progress": options.get("progress", True)
-                                         and distributed.is_main_process()}, data, out)
-    finally:
-        distributed.shutdown()
+        result = get_method(method).train({**options, "overrides": overrides,
+                                           "progress": options.get("progress", True)
+                                           and distributed.is_main_process()}, data, out)
+    except BaseException:
+        distributed.shutdown(together=False)
+        raise
+    distributed.shutdown()
+    return result
 
 
 def launch(nproc: int, method: str, options: dict[str, Any], data: str | None, out: str | Path) -> None:
