@@ -275,3 +275,16 @@ def test_truncated_srgb_table_is_the_float_path_value_for_value():
     assert np.array_equal(out, ref)
     on_edge = np.flatnonzero(np.isin(x, near).any(axis=1))
     assert np.isin(on_edge, flagged).all() and len(flagged) < 0.1 * len(x)
+
+
+@pytest.mark.parametrize("kind", ["scene", "noise"])
+def test_colour_diffusion_fast_path_is_the_rounded_float_path(kind):
+    """Its L*a*b* and blur are the float path's own values, so its truncations agree: the rounded float
+    output exactly, the wrap's output stretch included (a truncation flip would be amplified by it)."""
+    x = _images(kind)
+    for profile in ("kadid", "arniqa"):
+        for level in (1, 3.5, 5):
+            ref, _ = apply_distortion(x, "color_diffusion", level, SEEDS, profile)
+            fast, _ = apply_distortion(x, "color_diffusion", level, SEEDS, profile, out_dtype=torch.uint8)
+            assert torch.equal(fast, (ref * 255).round().to(torch.uint8)), (profile, level)
+

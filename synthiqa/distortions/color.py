@@ -20,6 +20,7 @@ from synthiqa.distortions.colorspace import (
     lab_of_uint8,
     lab_to_linear_array,
     lab_to_rgb,
+    linear_to_lab,
     linear_to_srgb_truncated,
     rgb_to_lab,
     srgb_to_linear,
@@ -619,5 +620,45 @@ def _saturation_lab_uint8(dist: Distortion, images: np.ndarray, params: Mapping[
             return exact_truncated_rgb(lambda x: dist.apply(x, {"factor": factors[i:i + 1]}), rgb)
 
         _finish_truncated(lab_to_linear_array(lab, clamp_z, float(factors[i])), exact, wrap, out[i])
+
+    map_images(images.shape[0], one)
+
+
+@register_uint8_path("color_diffusion")
+def _color_diffusion_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor],
+                           wrap: bool, out: np.ndarray) -> None:
+    """uint8 fast path: the float path's own L*a*b* (``linear_to_lab`` on the planes of the stretched
+    values' linear light, looked up in per-image tables), a* and b* blurred plane by plane with its kernel
+    by ``cv2.sepFilter2D`` (replicate border, as its OpenCV filter backend: the same values), scaled by
+    the amount inside ``lab_to_linear_array``'s colour transform, and ``_finish_truncated`` (the pixels
+    near a threshold through ``lab_to_rgb`` on their blurred, scaled L*a*b*)."""
+    import cv2
+
+    clamp_z = bool(dist.options.get("lab_clamp_negative_z", True))
+    amounts = params["amount"].to(torch.float32)  # the float path's values: float32 parameters
+    sigmas = (1.5 * amounts.to(torch.float64) + 2.0).tolist()
+    unit = unit_tables(images, wrap).numpy()
+    linear = srgb_to_linear(torch.from_numpy(unit)).numpy()
+
+    def to_rgb(lab: torch.Tensor) -> torch.Tensor:
+        return truncate_to_8bit(lab_to_rgb(lab, clamp_z))
+
+    def one(i: int) -> None:
+        h, w, _ = images[i].shape
+        planes = scratch("diffusion.linear", (3, h, w))
+        for c, plane in enumerate(cv2.split(images[i])):
+            cv2.LUT(plane, linear[i], dst=planes[c])
+        lab = linear_to_lab(torch.from_numpy(planes)[None])[0].numpy()  # [3,H,W]
+        k = gaussian_kernel1d(sigmas[i]).astype(np.float32)
+        ab = [cv2.sepFilter2D(lab[c], -1, k, k, borderType=cv2.BORDER_REPLICATE) for c in (1, 2)]
+        hwc = cv2.merge([lab[0], *ab], dst=scratch("diffusion.lab", (h, w, 3)))
+        amount = amounts[i:i + 1].numpy()
+
+        def exact(near: np.ndarray) -> np.ndarray:
+            values = hwc.reshape(-1, 3)[near]  # [N,3] a copy: L*, blurred a*, b*
+            values[:, 1:] *= amount  # as the float path scales them, in float32
+            return exact_truncated_rgb(to_rgb, values)
+
+        _finish_truncated(lab_to_linear_array(hwc, clamp_z, float(amounts[i])), exact, wrap, out[i])
 
     map_images(images.shape[0], one)

@@ -64,9 +64,14 @@ def linear_to_srgb(images: torch.Tensor) -> torch.Tensor:
 
 def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
     """sRGB ``[B,3,H,W]`` in [0, 1] to CIELAB (D65): L* in [0, 100], a*, b* unbounded (about +-128)."""
-    white = torch.tensor(WHITE_D65, dtype=images.dtype, device=images.device)
-    m = torch.tensor(RGB_TO_XYZ, dtype=images.dtype, device=images.device) / white[:, None]
-    xyz = _mix(m, srgb_to_linear(images))
+    return linear_to_lab(srgb_to_linear(images))
+
+
+def linear_to_lab(linear: torch.Tensor) -> torch.Tensor:
+    """Linear-light RGB ``[B,3,H,W]`` to CIELAB (D65): :func:`rgb_to_lab` after the transfer curve."""
+    white = torch.tensor(WHITE_D65, dtype=linear.dtype, device=linear.device)
+    m = torch.tensor(RGB_TO_XYZ, dtype=linear.dtype, device=linear.device) / white[:, None]
+    xyz = _mix(m, linear)
     f = torch.where(xyz > _EPSILON, xyz.clamp_min(_EPSILON).pow(1 / 3), _KAPPA * xyz + 4 / 29)
     fx, fy, fz = f[:, 0:1], f[:, 1:2], f[:, 2:3]
     return torch.cat([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)

@@ -27,7 +27,10 @@ How the wrap is folded in (``lo``, ``hi``: the image's min and max over all chan
 - CIELAB steps that truncate to the 8-bit grid (Lab saturation): the way back stops at linear light
   (``colorspace.lab_to_linear_array``) and ``colorspace.linear_to_srgb_truncated`` turns it into 8-bit
   values by a table of the float path's own thresholds; the few pixels within float32 rounding of a
-  threshold are recomputed by the distortion's torch operations, so truncation flips stay rare.
+  threshold are recomputed by the distortion's torch operations, so truncation flips stay rare. Colour
+  diffusion blurs a* and b*, so a flip cannot be recomputed per pixel: its L*a*b* are the float path's
+  own (``colorspace.linear_to_lab`` on the table's linear light) and its blur the float path's OpenCV
+  filter, so its truncations agree with the float path's.
 - noise (white, colour-component, impulse, multiplicative; ``noise.py``): the very per-sample torch
   fields the float path draws (same seeds, same stream, drawn into scratch arrays), the stretched input
   as a per-image float table, OpenCV arithmetic, one clamp, stretch and rounding at the end.
