@@ -5,6 +5,7 @@ import pytest
 import torch
 
 from synthiqa.distortions import (
+    ChainOp,
     Distortion,
     LevelTable,
     apply_chains,
@@ -14,7 +15,7 @@ from synthiqa.distortions import (
     register_distortion,
     unregister_distortion,
 )
-from synthiqa.distortions.fastpath import UINT8_PATHS, register_pointwise
+from synthiqa.distortions.fastpath import UINT8_PATHS, map_jobs, register_pointwise
 from synthiqa.errors import DistortionInputError
 
 list_distortions("kadid")  # import the built-in distortions, which register their paths
@@ -288,3 +289,35 @@ def test_colour_diffusion_fast_path_is_the_rounded_float_path(kind):
             fast, _ = apply_distortion(x, "color_diffusion", level, SEEDS, profile, out_dtype=torch.uint8)
             assert torch.equal(fast, (ref * 255).round().to(torch.uint8)), (profile, level)
 
+
+def test_mix_of_small_groups_runs_them_side_by_side_with_the_same_output(monkeypatch):
+    """A batch of many one- or two-image groups (every kadid distortion with a uint8 path, and one
+    without) runs its groups on the threads (``map_jobs``) and gives each image what it gets alone."""
+    from synthiqa.distortions import chains as chains_module
+
+    names = [n for n in FAST if "kadid" in _profiles(n)] + ["jpeg2000"]
+    base = _images("scene")
+    x = base[torch.arange(len(names) + 4) % 3]
+    chains = [(ChainOp(names[i % len(names)], float(1 + i % 5)),) for i in range(len(x) - 1)] + [()]
+    seeds = list(range(len(x)))
+    alone = [apply_chains(x[i:i + 1], chains[i:i + 1], seeds[i:i + 1], "kadid", torch.uint8)
+             for i in range(len(x))]
+    calls = []
+    monkeypatch.setattr(chains_module, "map_jobs", lambda jobs: calls.append(len(jobs)) or map_jobs(jobs))
+    torch.set_num_threads(2)  # the fixture restores the count
+    out, records = apply_chains(x, chains, seeds, "kadid", torch.uint8)
+    assert calls == [len(names)]
+    for i, (image, rec) in enumerate(alone):
+        assert torch.equal(out[i], image[0]) and records[i] == rec[0], chains[i]
+
+
+def test_map_jobs_runs_every_job_once_and_raises_the_first_error():
+    done = []
+    map_jobs([lambda i=i: done.append(i) for i in range(7)])
+    assert sorted(done) == list(range(7))
+
+    def fail():
+        raise ValueError("job failed")
+
+    with pytest.raises(ValueError, match="job failed"):
+        map_jobs([fail, lambda: None, lambda: None])

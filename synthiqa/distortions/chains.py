@@ -10,6 +10,7 @@ import math
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import numpy as np
@@ -24,7 +25,7 @@ from synthiqa.distortions.base import (
     params_to,
     upload,
 )
-from synthiqa.distortions.fastpath import FLAT_SPAN, apply_uint8_array, hwc_array
+from synthiqa.distortions.fastpath import FLAT_SPAN, apply_uint8_array, hwc_array, map_jobs
 from synthiqa.distortions.registry import distortion_groups, get_distortion, get_profile, resolve_name
 from synthiqa.distortions.rng import as_seed_tensor, derive_seed, derive_seeds
 from synthiqa.errors import DistortionInputError
@@ -208,14 +209,34 @@ def _float_fallback_uint8(dist: Distortion, images: np.ndarray, params: dict[str
         out[part] = _to_uint8_(_float_step(dist, planar, chunk_params, wrap)).permute(0, 2, 3, 1).numpy()
 
 
+def _uint8_group(dist: Distortion, hwc: np.ndarray, out: np.ndarray, idx_list: list[int],
+                 params: dict[str, torch.Tensor], wrap: bool) -> None:
+    """One distortion on the images ``idx_list`` (rising) of ``hwc`` into the same rows of ``out``: a run of
+    consecutive images is read and written in place (no gather or scatter), other groups are gathered
+    and scattered once."""
+    first, last = idx_list[0], idx_list[-1]
+    run = last - first + 1 == len(idx_list)  # indices rise, so this is a slice of the batch
+    if run:
+        sub, dst = hwc[first:last + 1], out[first:last + 1]
+    elif hwc.strides[0] == 0:  # one image expanded: the group is the same view
+        sub, dst = hwc[:len(idx_list)], np.empty((len(idx_list), *hwc.shape[1:]), np.uint8)
+    else:
+        sub, dst = hwc[idx_list], np.empty((len(idx_list), *hwc.shape[1:]), np.uint8)
+    if not apply_uint8_array(dist, sub, params, wrap, dst):
+        _float_fallback_uint8(dist, sub, params, wrap, dst)
+    if not run:
+        out[idx_list] = dst
+
+
 def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
                         seeds: torch.Tensor | Sequence[int] | int, profile: str,
                         ) -> tuple[torch.Tensor, list[list[dict[str, Any]]]]:
     """Chains of at most one step on a uint8 CPU batch, to uint8: the fast path where there is one, the
     float path (rounded) otherwise; the output is channels-last.
 
-    The batch is handled as NumPy ``[B,H,W,3]`` arrays: a group of consecutive images is read and
-    written in place (no gather or scatter), other groups are gathered and scattered once."""
+    The batch is handled as NumPy ``[B,H,W,3]`` arrays. Every group's parameters are drawn first; then
+    many small groups of about equal size run side by side on the threads (one group per thread at a
+    time), otherwise one group after another, each spreading its images over the threads."""
     if len(chains) != x.shape[0]:
         raise DistortionInputError(f"got {len(chains)} chains for a batch of {x.shape[0]} images")
     prof = get_profile(profile)
@@ -229,22 +250,18 @@ def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
             by_name.setdefault(chain[0].name, []).append(i)
         else:  # pristine: the image as it is
             out[i] = hwc[i]
+    jobs = []
     for name, idx_list in by_name.items():
         dist = get_distortion(name, profile)
         step_seeds, params = _draw_step(dist, chains, 0, idx_list, seed_t)
-        first, last = idx_list[0], idx_list[-1]
-        run = last - first + 1 == len(idx_list)  # indices rise, so this is a slice of the batch
-        if run:
-            sub, dst = hwc[first:last + 1], out[first:last + 1]
-        elif hwc.strides[0] == 0:  # one image expanded: the group is the same view
-            sub, dst = hwc[:len(idx_list)], np.empty((len(idx_list), *hwc.shape[1:]), np.uint8)
-        else:
-            sub, dst = hwc[idx_list], np.empty((len(idx_list), *hwc.shape[1:]), np.uint8)
-        if not apply_uint8_array(dist, sub, params, prof.minmax_wrap, dst):
-            _float_fallback_uint8(dist, sub, params, prof.minmax_wrap, dst)
-        if not run:
-            out[idx_list] = dst
         _record(records, dist, chains, 0, idx_list, step_seeds, params)
+        jobs.append(partial(_uint8_group, dist, hwc, out, idx_list, params, prof.minmax_wrap))
+    largest = max(map(len, by_name.values()), default=0)
+    if len(jobs) >= torch.get_num_threads() and largest * len(jobs) <= 2 * len(chains):
+        map_jobs(jobs)  # many small groups (a mix): the threads share out the groups
+    else:
+        for job in jobs:  # few or uneven groups: the threads share out each group's images
+            job()
     return torch.from_numpy(out).permute(0, 3, 1, 2), records
 
 

@@ -47,7 +47,7 @@ arrays come from ``scratch`` (a fresh multi-megabyte array costs a page fault pe
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import lru_cache
 from types import ModuleType
@@ -112,11 +112,14 @@ def _pool(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=workers, thread_name_prefix="synthiqa-uint8")
 
 
+_SERIAL = threading.local()
+
+
 def map_images(n: int, fn: Callable[[int], None]) -> None:
-    """Run ``fn(i)`` for i in 0..n-1 on ``torch.get_num_threads()`` threads (serially for one), one share
-    of the indices per thread, the calling thread taking the first (few hand-offs: per-image work can be
-    tens of microseconds)."""
-    workers = min(torch.get_num_threads(), n)
+    """Run ``fn(i)`` for i in 0..n-1 on ``torch.get_num_threads()`` threads (serially for one, or inside a
+    job of ``map_jobs``), one share of the indices per thread, the calling thread taking the first (few
+    hand-offs: per-image work can be tens of microseconds)."""
+    workers = 1 if getattr(_SERIAL, "active", False) else min(torch.get_num_threads(), n)
 
     def run(chunk: range) -> None:
         for i in chunk:
@@ -129,6 +132,42 @@ def map_images(n: int, fn: Callable[[int], None]) -> None:
     others = [pool.submit(run, range(w, n, workers)) for w in range(1, workers)]
     try:
         run(range(0, n, workers))
+    finally:
+        for f in others:
+            f.result()
+
+
+def map_jobs(jobs: Sequence[Callable[[], None]]) -> None:
+    """Run independent jobs (one distortion's group of images each) on ``torch.get_num_threads()``
+    threads, each thread taking the next job when it is done with one (the calling thread works too);
+    ``map_images`` runs serially inside a job, so the threads share out the jobs instead of the images
+    of each (a batch of many small groups, such as a mix of every distortion, uses every thread). The
+    first error is raised once every thread has stopped."""
+    workers = min(torch.get_num_threads(), len(jobs))
+    if workers <= 1:
+        for job in jobs:
+            job()
+        return
+    pending = iter(jobs)
+    lock = threading.Lock()
+
+    def run() -> None:
+        before = getattr(_SERIAL, "active", False)
+        _SERIAL.active = True
+        try:
+            while True:
+                with lock:
+                    job = next(pending, None)
+                if job is None:
+                    return
+                job()
+        finally:
+            _SERIAL.active = before
+
+    pool = _pool(workers - 1)
+    others = [pool.submit(run) for _ in range(1, workers)]
+    try:
+        run()
     finally:
         for f in others:
             f.result()
