@@ -17,6 +17,7 @@ from synthiqa.models.baselines import (
     ggd_fit,
     mscn,
     niqe_patch_features,
+    sharpness_patch_features,
 )
 from synthiqa.models.registry import create_model, list_models
 
@@ -134,6 +135,25 @@ def test_niqe_distance_grows_with_noise(tmp_path):
         folder.fit([])
     with pytest.raises(DatasetError, match="no references"):
         NIQE().fit([_record(refs[0])])
+
+
+def test_sharpness_features_fall_with_blur_and_niqe_with_them_ranks_blur(tmp_path):
+    gray = texture(5, 96).astype(float).mean(-1)
+    sharp = sharpness_patch_features(gray, patch=32)
+    blurred = sharpness_patch_features(gaussian_filter(gray, 2.0), patch=32)
+    assert sharp.shape == (9, 3) and np.all(blurred < sharp)
+    with pytest.raises(DatasetError, match="at least 128x128"):
+        sharpness_patch_features(gray, patch=128)
+    refs = [_save(tmp_path / f"ref{i}.png", texture(30 + i, 128)) for i in range(3)]
+    niqe = NIQE(patch_size=32, sharpness_features=True)
+    niqe.fit([_record(tmp_path / "x.png", r) for r in refs])
+    assert niqe.mu_.shape == (39,)
+    test_ref = texture(40, 128)
+    recs = [_record(_save(tmp_path / f"b{s}.png", np.round(gaussian_filter(test_ref.astype(float), (s, s, 0)))
+                          .astype(np.uint8))) for s in (0.01, 1.5, 3.0)]
+    scores = niqe.predict(recs)
+    assert scores[0] > scores[1] > scores[2]
+    assert niqe.embed(recs).shape == (3, 39)
 
 
 def test_brisque_svr_learns_noise_level_and_selects_on_val(tmp_path):

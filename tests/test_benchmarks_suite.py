@@ -248,3 +248,59 @@ def test_every_cell_fits_a_clone_of_one_unfitted_prototype(tmp_path, monkeypatch
     assert prototype is again and first is not second  # one prototype, a fresh model per cell
     assert not hasattr(prototype, "svr_") and hasattr(first, "svr_") and hasattr(second, "svr_")
     assert first.get_params() == second.get_params() == {"c_grid": [1], "gamma_grid": [0.1], "epsilon": 0.01}
+
+
+def test_model_options_from_the_command_line_and_the_reference_sweep(tmp_path, capsys):
+    from synthiqa.reports.html import build_report
+
+    make_generated_tree(tmp_path / "gen")
+    refs = tmp_path / "two_refs"
+    for r in range(2):
+        _save(refs / f"p{r}.png", texture(300 + r, size=64))
+    suite_file = tmp_path / "sweep.yaml"
+    suite_file.write_text(yaml.safe_dump({
+        "name": "sweep", "seed": 2, "n_boot": 40, "embeddings": False,
+        "models": [{"name": "niqe", "label": "niqe_2", "family": "niqe", "references": 2,
+                    "options": {"patch_size": 32, "reference_dir": str(tmp_path / "nowhere")}},
+                   {"name": "niqe", "label": "niqe_all", "family": "niqe", "references": 4,
+                    "options": {"patch_size": 32}}, "psnr"],
+        "datasets": [{"name": "gen", "kind": "synthiqa"}],
+        "protocols": [{"name": "intra", "n_splits": 2, "ratios": [0.5, 0.25, 0.25]}]}))
+    out = tmp_path / "res"
+    args = ["bench", "run", str(suite_file), "--out", str(out), "--synthetic", str(tmp_path / "gen")]
+    with pytest.raises(SystemExit) as done:
+        main([*args, "--set", f"niqe_2.reference_dir={refs}", "--set", "psnr.batch_size=4"])
+    assert done.value.code == 0
+    capsys.readouterr()
+    table = pd.read_parquet(out / "results.parquet")
+    assert set(table["model"]) == {"niqe_2", "niqe_all", "psnr"}  # niqe_2 found its folder from --set
+    suite = json.loads((out / "suite.json").read_text())
+    assert [m["options"].get("reference_dir") for m in suite["models"]][0] == str(refs)
+    md = (out / "results.md").read_text()
+    assert "## SRCC and PLCC with 95% bootstrap intervals" in md
+    sweep = md.split("## SRCC against the number of training references")[1]
+    rows = [line for line in sweep.splitlines() if line.startswith("| niqe |")]
+    assert [line.split(" | ")[3] for line in rows] == ["2", "4"]
+    assert all("[" in line and "]" in line for line in rows)  # each SRCC with its interval
+    html = build_report(out).read_text()
+    assert (out / "figures" / "reference_sweep.png").is_file()
+    assert "SRCC against the number of training references" in html and "SRCC [95% CI]" in html
+    for bad, message in ((["--set", "nobody.patch_size=32"], "has no model 'nobody'"),
+                         (["--set", "patch_size=32"], "expected MODEL.OPTION=VALUE")):
+        with pytest.raises(SystemExit) as done:
+            main([*args, *bad])
+        err = capsys.readouterr().err
+        assert done.value.code == 2 and message in err and len(err.strip().splitlines()) == 1
+    assert ModelSpec("psnr", references=3, family="f").numbers_key() == ModelSpec("psnr").numbers_key()
+    with pytest.raises(ConfigError, match="references must be a positive"):
+        ModelSpec.from_dict({"name": "psnr", "references": 0})
+
+
+def test_the_real_photographs_suite_names_its_models_and_sweeps_references():
+    suite = load_suite("real")
+    keys = {m.key for m in suite.models}
+    assert all(set(p.models) <= keys for p in suite.protocols)
+    sweep = {(m.family, m.references) for m in suite.models if m.references}
+    assert sweep == {(f, n) for f in ("niqe_sharp", "arniqa") for n in (24, 100, 500)}
+    assert {p.label for p in suite.protocols} == {"intra", "cross_from_synthetic"}
+    assert {d.name for d in suite.datasets} == {"real", "synthetic"}

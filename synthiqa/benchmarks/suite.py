@@ -55,6 +55,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
+import yaml
 from sklearn.base import clone
 
 from synthiqa.atomic import atomic_path, atomic_write_bytes, atomic_write_text
@@ -90,11 +91,23 @@ CELL_FORMAT = 3
 
 @dataclass
 class ModelSpec:
-    """A model of a suite: registry name, factory options and the label used in results."""
+    """A model of a suite: registry name, factory options and the label used in results.
+
+    ``references`` (the number of reference images the model was trained or fitted on) and ``family``
+    (default: the registry name) describe a training-set sweep: models of one family with different
+    ``references`` form the report's SRCC-against-references table and plot. Neither changes a number.
+    """
 
     name: str
     options: dict[str, Any] = field(default_factory=dict)
     label: str | None = None
+    references: int | None = None
+    family: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.references is not None and (isinstance(self.references, bool) or int(self.references) < 1):
+            raise ConfigError(f"suite model {self.key}: references must be a positive number of images, "
+                              f"got {self.references!r}")
 
     @property
     def key(self) -> str:
@@ -104,10 +117,17 @@ class ModelSpec:
     def from_dict(cls, data: Mapping[str, Any] | str) -> ModelSpec:
         if isinstance(data, str):
             return cls(name=data)
-        unknown = set(data) - {"name", "options", "label"}
+        unknown = set(data) - {"name", "options", "label", "references", "family"}
         if unknown or "name" not in data:
-            raise ConfigError(f"suite model {dict(data)!r}: needs 'name' (and optionally options, label)")
-        return cls(str(data["name"]), dict(data.get("options") or {}), data.get("label"))
+            raise ConfigError(f"suite model {dict(data)!r}: needs 'name' (and optionally options, label, "
+                              "references, family)")
+        refs = data.get("references")
+        return cls(str(data["name"]), dict(data.get("options") or {}), data.get("label"),
+                   None if refs is None else int(refs), data.get("family"))
+
+    def numbers_key(self) -> dict[str, Any]:
+        """What of the spec changes a cell's numbers (its digest): name, options and label."""
+        return {"name": self.name, "options": self.options, "label": self.label}
 
 
 @dataclass
@@ -292,6 +312,36 @@ def with_dataset_paths(suite: Suite, paths: Mapping[str, tuple]) -> Suite:
             datasets.append(DatasetSpec(name, kind, str(root), options, True))
     return Suite(suite.name, suite.models, datasets, suite.protocols, suite.seed, suite.logistic,
                  suite.n_boot, suite.embeddings, suite.builtin_data)
+
+
+def parse_model_options(items: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """``MODEL.OPTION=VALUE`` items (``bench run --set``) as ``{model: {option: value}}``; values are read
+    as YAML scalars (``true``, ``64``, ``[1, 10]``; anything else stays a string, e.g. a path)."""
+    out: dict[str, dict[str, Any]] = {}
+    for item in items:
+        target, sep, text = item.partition("=")
+        model, dot, option = target.strip().rpartition(".")
+        if not sep or not dot or not model or not option:
+            raise ConfigError(f"--set {item!r}: expected MODEL.OPTION=VALUE (e.g. "
+                              "arniqa.encoder_checkpoint=runs/arniqa/best.pt)")
+        try:
+            value = yaml.safe_load(text) if text.strip() else text
+        except yaml.YAMLError:
+            value = text
+        out.setdefault(model, {})[option] = value
+    return out
+
+
+def with_model_options(suite: Suite, overrides: Mapping[str, Mapping[str, Any]]) -> Suite:
+    """Set options of the suite's models from the command line: ``{model key: {option: value}}`` (a key
+    is a model's label, or its name when it has none); an unknown key is a one-line error."""
+    keys = [m.key for m in suite.models]
+    unknown = sorted(set(overrides) - set(keys))
+    if unknown:
+        raise ConfigError(f"--set {unknown[0]}.OPTION: suite {suite.name} has no model {unknown[0]!r}; its "
+                          f"models: {', '.join(keys)}")
+    models = [dataclasses.replace(m, options={**m.options, **overrides.get(m.key, {})}) for m in suite.models]
+    return dataclasses.replace(suite, models=models)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -742,7 +792,7 @@ def _cell_stem(out: Path, spec: ModelSpec, task: Task, suite: Suite) -> Path:
     its cells."""
     datasets = [(d.name, d.kind, {k: v for k, v in d.options.items() if k not in _LOCATION_OPTIONS})
                 for d in suite.datasets if d.name in (task.dataset, task.train_dataset)]
-    digest = _digest(CELL_FORMAT, asdict(spec), datasets, task.content_key, task.protocol, task.split,
+    digest = _digest(CELL_FORMAT, spec.numbers_key(), datasets, task.content_key, task.protocol, task.split,
                      suite.seed, suite.logistic, suite.n_boot)
     return (out / "cells" / _safe(spec.key) / _safe(task.dataset) / _safe(task.protocol)
             / f"{_safe(task.split)}.{digest}")
@@ -832,6 +882,54 @@ def summary_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
+#: The metrics given with their bootstrap intervals: (metric, mode, label).
+INTERVAL_METRICS = (("srcc", "raw", "SRCC"), ("plcc", "fit", "PLCC"))
+
+
+def interval_table(table: pd.DataFrame) -> pd.DataFrame:
+    """Per model x dataset x protocol, the test SRCC (raw) and PLCC (after the logistic fit) with their 95%
+    bootstrap intervals: the medians over splits of the value and of the interval's ends (one split:
+    its own interval); ``n`` is the median test size."""
+    test = table[(table["subset"] == "test") & (table["dist_type"] == "all")].copy()
+    test.loc[test["mode"].isin(["4pl", "5pl", "raw_fallback"]), "mode"] = "fit"
+    out = []
+    for (model, dataset, protocol), group in test.groupby(["model", "dataset", "protocol"], sort=True):
+        row: dict[str, Any] = {"model": model, "dataset": dataset, "protocol": protocol,
+                               "splits": group["split"].nunique()}
+        for metric, mode, label in INTERVAL_METRICS:
+            sel = group[(group["metric"] == metric) & (group["mode"] == mode)]
+            for col, suffix in (("value", ""), ("ci_low", " low"), ("ci_high", " high")):
+                vals = sel[col].to_numpy(dtype=float)
+                row[label + suffix] = float(np.nanmedian(vals)) if np.isfinite(vals).any() else math.nan
+        sizes = group["n"].to_numpy(dtype=float)
+        row["n"] = int(np.nanmedian(sizes)) if np.isfinite(sizes).any() else 0
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def references_table(table: pd.DataFrame, models: Sequence[ModelSpec]) -> pd.DataFrame:
+    """The training-set sweep: one row per model with ``references`` set (family, dataset, protocol,
+    references, model, SRCC with its interval, PLCC, splits), sorted by family and number of references;
+    empty when no model has ``references``."""
+    sweep = {m.key: m for m in models if m.references is not None}
+    intervals = interval_table(table)
+    if not sweep or intervals.empty:
+        return pd.DataFrame()
+    rows = intervals[intervals["model"].isin(sweep)].copy()
+    rows.insert(0, "family", [sweep[k].family or sweep[k].name for k in rows["model"]])
+    rows.insert(3, "references", [int(sweep[k].references) for k in rows["model"]])
+    return rows.sort_values(["family", "dataset", "protocol", "references"], ignore_index=True)
+
+
+def format_interval(value: float, low: float, high: float) -> str:
+    """``0.612 [0.551, 0.668]`` (the value and its 95% interval), ``-`` for a missing value."""
+    if value is None or not np.isfinite(value):
+        return "-"
+    if not (np.isfinite(low) and np.isfinite(high)):
+        return f"{value:.3f}"
+    return f"{value:.3f} [{low:.3f}, {high:.3f}]"
+
+
 def _fmt(value: float, sd: float | None = None) -> str:
     if value is None or not np.isfinite(value):
         return "-"
@@ -864,6 +962,23 @@ def results_markdown(table: pd.DataFrame, suite: Suite) -> str:
             for _, r in summary.iterrows()]
     text.append("## Summary\n")
     text.append(markdown_table(header, rows))
+    intervals = interval_table(table)
+    text.append("\n## SRCC and PLCC with 95% bootstrap intervals\n")
+    text.append(f"Test subsets; {suite.n_boot} bootstrap resamples of the test images per split; medians "
+                "over splits of the value and of the interval's ends; PLCC after the logistic fit.\n")
+    text.append(markdown_table(
+        ["model", "dataset", "protocol", "splits", "n", "SRCC [95% CI]", "PLCC [95% CI]"],
+        [[r["model"], r["dataset"], r["protocol"], r["splits"], r["n"],
+          format_interval(r["SRCC"], r["SRCC low"], r["SRCC high"]),
+          format_interval(r["PLCC"], r["PLCC low"], r["PLCC high"])] for _, r in intervals.iterrows()]))
+    sweep = references_table(table, suite.models)
+    if not sweep.empty:
+        text.append("\n## SRCC against the number of training references\n")
+        text.append(markdown_table(
+            ["family", "dataset", "protocol", "references", "model", "SRCC [95% CI]", "PLCC [95% CI]"],
+            [[r["family"], r["dataset"], r["protocol"], r["references"], r["model"],
+              format_interval(r["SRCC"], r["SRCC low"], r["SRCC high"]),
+              format_interval(r["PLCC"], r["PLCC low"], r["PLCC high"])] for _, r in sweep.iterrows()]))
     per_type = table[(table["subset"] == "test") & (table["metric"] == "srcc")
                      & (table["dist_type"] != "all") & (table["protocol"] == "intra")]
     if not per_type.empty:

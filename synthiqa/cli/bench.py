@@ -115,6 +115,9 @@ def bench_run_command(
     jobs: int = typer.Option(1, "--jobs", help="Cells computed at once, each in its own process."),
     splits: Optional[int] = typer.Option(None, "--splits", help="Experiments folders: reference-disjoint "  # noqa: UP045
                                          "splits per experiment (of 10; default 1)."),
+    set_: Optional[list[str]] = typer.Option(  # noqa: UP045
+        None, "--set", metavar="MODEL.OPTION=VALUE", help="An option of one of the suite's models (its "
+        "label, or its name), repeatable: --set arniqa.encoder_checkpoint=runs/arniqa/best.pt."),
 ) -> None:
     """Run a benchmark suite (models x datasets x protocols) and write results.parquet/csv/md.
 
@@ -148,6 +151,8 @@ def bench_run_command(
         kind, root, options = parse_data_spec(path if path.startswith("csv:") else f"csv:{path}")
         paths[name] = (kind, root, options)
     spec = S.with_dataset_paths(spec, paths)
+    if set_:
+        spec = S.with_model_options(spec, S.parse_model_options(set_))
     if seed is not None:
         spec = dataclasses.replace(spec, seed=seed)
     def log(msg: str) -> None:

@@ -6,6 +6,8 @@
 * ``plot_predicted_vs_true``: per dataset, one panel per model: prediction against true quality with the
   logistic curve fitted on the same test images (as the PLCC 'fit' numbers are computed).
 * ``plot_training_curves``: losses, validation SRCC/PLCC and active clusters per epoch from ``log.csv``.
+* ``plot_reference_sweep``: test SRCC (95% bootstrap intervals) against the number of training references,
+  one line per model family and protocol.
 * ``plot_distortion_grid``: the distortion types of the benchmark on one reference (``reports.grid``).
 
 Every figure states its model, dataset and split in the title, and the direction of quality axes.
@@ -255,6 +257,34 @@ def plot_training_curves(log_csv: str | Path, out: str | Path, title: str) -> Pa
                 ax.text(epoch.iloc[i] - 0.4, 1.0, phases[i], transform=ax.get_xaxis_transform(), fontsize=7,
                         va="bottom", color="grey")
     fig.suptitle(title, fontsize=12, y=1.04)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+def plot_reference_sweep(sweep: pd.DataFrame, out: str | Path, title: str) -> Path:
+    """Test SRCC with its 95% interval against the number of training references (log axis), one line per
+    family x protocol, one panel per dataset; ``sweep`` is ``benchmarks.suite.references_table``'s frame."""
+    if sweep.empty:
+        raise SynthiqaError("no model of this run has a number of training references")
+    plt = _plt()
+    datasets = sorted(sweep["dataset"].unique())
+    fig, axes = plt.subplots(1, len(datasets), figsize=(5.4 * len(datasets), 4.0), squeeze=False)
+    for ax, dataset in zip(axes[0], datasets, strict=True):
+        for (family, protocol), group in sweep[sweep["dataset"] == dataset].groupby(["family", "protocol"]):
+            group = group.sort_values("references")
+            x, y = group["references"].to_numpy(float), group["SRCC"].to_numpy(float)
+            low = np.nan_to_num(y - group["SRCC low"].to_numpy(float))
+            high = np.nan_to_num(group["SRCC high"].to_numpy(float) - y)
+            ax.errorbar(x, y, yerr=[low, high], marker="o", ms=4, capsize=3, label=f"{family} ({protocol})")
+        refs = sorted(sweep["references"].unique())
+        ax.set_xscale("log")
+        ax.set_xticks(refs, [str(r) for r in refs])
+        ax.set_xlabel("training references (images)")
+        ax.set_ylabel("test SRCC (higher is better)")
+        ax.set_title(dataset, fontsize=10)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, frameon=False)
+    fig.suptitle(title, fontsize=12, y=1.03)
     fig.tight_layout()
     return _save(fig, out)
 

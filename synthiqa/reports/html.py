@@ -18,7 +18,14 @@ import numpy as np
 import pandas as pd
 
 from synthiqa.atomic import atomic_write_text
-from synthiqa.benchmarks.suite import SUMMARY_METRICS, summary_table
+from synthiqa.benchmarks.suite import (
+    SUMMARY_METRICS,
+    ModelSpec,
+    format_interval,
+    interval_table,
+    references_table,
+    summary_table,
+)
 from synthiqa.errors import SynthiqaError
 from synthiqa.reports import figures
 
@@ -78,6 +85,17 @@ def _summary_frame(table: pd.DataFrame) -> pd.DataFrame:
     for _, _, label in SUMMARY_METRICS:
         out[label] = [figures_fmt(v, s) for v, s in zip(summary[label], summary[label + " sd"], strict=True)]
     out["fit failures"] = summary["fit failures"]
+    return out
+
+
+def _interval_frame(intervals: pd.DataFrame) -> pd.DataFrame:
+    """``interval_table`` (or ``references_table``) rows with each metric as 'value [low, high]'."""
+    keys = [c for c in ("family", "model", "dataset", "protocol", "references", "splits", "n")
+            if c in intervals]
+    out = intervals[keys].copy()
+    for label in ("SRCC", "PLCC"):
+        ends = zip(intervals[label], intervals[f"{label} low"], intervals[f"{label} high"], strict=True)
+        out[f"{label} [95% CI]"] = [format_interval(v, lo, hi) for v, lo, hi in ends]
     return out
 
 
@@ -175,6 +193,23 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
                            "towards each type they contain."))
         parts.append(_table_html(per_type_cells(per_type)))
     sections.append(("Results", parts))
+
+    # bootstrap intervals and the training-set sweep
+    intervals = interval_table(table)
+    resamples = f"{suite['n_boot']} bootstrap resamples" if "n_boot" in suite else "bootstrap resamples"
+    parts = [_note(f"Test subsets; {resamples} of the test images per split; medians over splits of each "
+                   f"value and of its interval's ends; PLCC after the {logistic or 'no'} logistic fit.")]
+    parts.append(_table_html(_interval_frame(intervals)) if not intervals.empty else _note("no results"))
+    sections.append(("SRCC and PLCC with 95% bootstrap intervals", parts))
+    specs = [ModelSpec.from_dict(m) for m in suite.get("models", [])]
+    sweep = references_table(table, specs)
+    if not sweep.empty:
+        png = figures.plot_reference_sweep(sweep, fig_dir / "reference_sweep.png",
+                                           "Test SRCC against the number of training references")
+        parts = [_img(png, "Median test SRCC with its 95% bootstrap interval against the number of reference "
+                           "images each model was trained or fitted on"),
+                 _table_html(_interval_frame(sweep))]
+        sections.append(("SRCC against the number of training references", parts))
 
     # predicted vs true
     parts = []
