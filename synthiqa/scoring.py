@@ -105,15 +105,16 @@ class Scorer:
         self.predictor.fit(load_data_spec(str(data))[1].records)
 
     def score(self, images: Sequence[Any], references: Sequence[Any] | None = None, batch_size: int = 32,
-              warn: Callable[[str], None] | None = None) -> list[Row]:
+              warn: Callable[[str], None] | None = None, progress: Callable[[int], None] | None = None
+              ) -> list[Row]:
         """(image, score, cluster or None) for every readable image (paths or ``DecodedImage`` s;
         ``references`` pairs each with its reference for full-reference metrics); unreadable ones are
-        reported through ``warn`` and left out."""
+        reported through ``warn`` and left out; ``progress`` gets the images done after each batch."""
         if self.needs_reference and (references is None or any(r is None for r in references)):
             raise ConfigError(f"{self.name} is full-reference: every image needs its reference "
                               "(a dataset with a reference column, or metric(x, ref))")
         if references is None:
-            return predict_paths(self.predictor, list(images), batch_size, warn=warn)
+            return predict_paths(self.predictor, list(images), batch_size, warn=warn, progress=progress)
         records = [IQARecord(image=i, score=math.nan, score_norm=math.nan, reference=r)
                    for i, r in zip(images, references, strict=True)]
         return [(r.image, float(s), None) for r, s in zip(records, self.predictor.predict(records),

@@ -304,3 +304,17 @@ def test_the_real_photographs_suite_names_its_models_and_sweeps_references():
     assert sweep == {(f, n) for f in ("niqe_sharp", "arniqa") for n in (24, 100, 500)}
     assert {p.label for p in suite.protocols} == {"intra", "cross_from_synthetic"}
     assert {d.name for d in suite.datasets} == {"real", "synthetic"}
+
+
+def test_bench_predict_times_each_model_on_files_of_the_size_asked(capsys):
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "predict", "--images", "3", "--size", "96x64", "--threads", "1"])
+    out = capsys.readouterr().out
+    assert done.value.code == 0 and "3 PNG images of 96x64 px" in out and "1 threads" in out
+    rows = {cells[0]: cells[1:] for line in out.splitlines()
+            if len(cells := [c.strip() for c in line.strip("│┃ ").split("│")]) == 5}
+    assert rows["niqe"][:2] == ["0", "3"]  # 64 px high: under NIQE's 96 px patch, counted as skipped
+    assert rows["brisque"][:2] == ["3", "0"] and float(rows["brisque"][3]) > 0
+    with pytest.raises(SystemExit) as done:
+        main(["bench", "predict", "--checkpoint", "missing.pt"])
+    assert done.value.code == 2 and "missing.pt: checkpoint not found" in capsys.readouterr().err

@@ -326,6 +326,10 @@ def test_niqe_and_brisque_without_a_checkpoint(capsys, tmp_path):
     assert code == 0, err
     with open(tmp_path / "n.csv") as f:
         cli_scores = [float(r["score"]) for r in csv.DictReader(f)]
+    assert "scored" not in err  # one batch: no progress lines
+    code, _, err = cli(capsys, "predict", str(tmp_path / "imgs"), "--model", "niqe", "--batch-size", "1")
+    assert code == 0 and [line.split(" in ")[0] for line in err.splitlines()] == [
+        "scored 1/2 images", "scored 2/2 images"]  # stderr is no terminal here: one line per batch
     niqe = synthiqa.create_metric("niqe")
     assert niqe.score_range == (-float("inf"), 0.0) and "niqe" in synthiqa.list_metrics()
     x = _batch([tmp_path / "imgs" / "a.png", tmp_path / "imgs" / "b.png"])

@@ -245,6 +245,45 @@ def bench_speed_command(
         console.print(f"wrote {json_out}")
 
 
+@bench_app.command("predict", cls=ChoicesCommand)
+def bench_predict_command(
+    model: Optional[list[str]] = typer.Option(None, "--model", help="A model that needs no checkpoint "  # noqa: UP045
+                                              "(repeatable; default: niqe and brisque)."),
+    checkpoint: Optional[list[Path]] = typer.Option(None, "--checkpoint", help="A trained model's "  # noqa: UP045
+                                                    "best.pt (repeatable)."),
+    size: str = typer.Option("512x384", help="Image size WIDTHxHEIGHT in px."),
+    images: int = typer.Option(32, help="Images timed per model (after one warm-up image)."),
+    batch_size: int = typer.Option(32, "--batch-size", help="Images per model call, as synthiqa predict's."),
+    device: str = typer.Option("cpu", help="cpu, cuda or auto."),
+    threads: Optional[int] = typer.Option(None, help="CPU threads for torch and OpenCV (default: the cores "  # noqa: UP045
+                                          "this process may run on)."),
+) -> None:
+    """Images/s of synthiqa predict for each model on PNG files of one size (decode, features, score)."""
+    from rich.table import Table
+
+    from synthiqa.benchmarks import speed
+    from synthiqa.benchmarks.predict_speed import DEFAULT_MODELS, PredictBenchConfig, run_predict_benchmark
+
+    for path in checkpoint or []:
+        if not path.is_file():
+            raise ConfigError(f"{path}: checkpoint not found")
+    names = tuple(model) if model else (() if checkpoint else DEFAULT_MODELS)
+    config = PredictBenchConfig(models=names, checkpoints=tuple(str(c) for c in checkpoint or []),
+                                size=speed.parse_size(size), images=images, batch_size=batch_size,
+                                device=device, threads=threads)
+    rows = run_predict_benchmark(config, log=lambda m: err_console.print(m, highlight=False))
+    w, h = config.size
+    table = Table()
+    for col in ("model", "images", "skipped", "seconds", "images/s"):
+        table.add_column(col, justify="left" if col == "model" else "right")
+    for r in rows:
+        table.add_row(r.model, str(r.images), str(r.skipped), f"{r.seconds:.2f}",
+                      f"{r.images_per_second:.1f}")
+    console.print(f"synthiqa predict: {images} PNG images of {w}x{h} px, batch {batch_size}, device "
+                  f"{device}, {rows[0].threads if rows else '-'} threads", highlight=False)
+    (console if console.is_terminal else Console(width=130)).print(table)  # a file gets the full width
+
+
 @bench_app.command("gmm", cls=ChoicesCommand)
 def bench_gmm_command(
     sizes: str = typer.Option("20000x32,20000x128,200000x32,200000x128", help="Data sizes NxD, comma list."),

@@ -3,11 +3,14 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import inspect
 import json
+import time
 import typing
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Optional
 
@@ -210,11 +213,13 @@ def predict_command(
     device: str = DEVICE_OPTION,
 ) -> None:
     """Score images, higher is better (trained models: quality in [0, 1]), and the mixture cluster of each
-    image (CENIQA). Unreadable images are reported one line each and skipped."""
+    image (CENIQA). Unreadable images are reported one line each and skipped. Torch and OpenCV use the
+    cores this process may run on (``devices.threads_per_worker(1)``); progress goes to stderr."""
     from synthiqa.models.inference import list_images, write_predictions
 
     if out is not None:
         check_output_file(out, example="predictions.csv")
+    _share_cores()
     scorer = _scorer(checkpoint, model, option, device)
     skipped: list[str] = []
 
@@ -223,13 +228,15 @@ def predict_command(
         err_console.print(f"warning: {line}", highlight=False, soft_wrap=True)
 
     if Path(target).exists() and Path(target).suffix.lower() != ".csv":
-        rows = scorer.score(list_images(target), None, batch_size, warn=warn)
+        images, refs = list_images(target), None
     else:
         from synthiqa.datasets.spec import load_data_spec
 
         records = load_data_spec(target)[1].records
+        images = [r.image for r in records]
         refs = [r.reference for r in records] if scorer.needs_reference else None
-        rows = scorer.score([r.image for r in records], refs, batch_size, warn=warn)
+    with _progress(len(images), batch_size) as progress:
+        rows = scorer.score(images, refs, batch_size, warn=warn, progress=progress)
     if out is not None:
         try:
             write_predictions(out, rows)
@@ -239,6 +246,41 @@ def predict_command(
         console.print(f"{out}: {len(rows)} images scored, {len(skipped)} skipped", highlight=False)
     else:
         _print_rows(rows)
+
+
+def _share_cores() -> None:
+    """Torch and OpenCV threads: the cores this process may run on (its affinity mask), not the
+    machine's count, so a pinned or shared CPU is not oversubscribed."""
+    import cv2
+    import torch
+
+    from synthiqa.devices import threads_per_worker
+
+    threads = threads_per_worker(1)
+    torch.set_num_threads(threads)
+    cv2.setNumThreads(threads)
+
+
+@contextlib.contextmanager
+def _progress(total: int, batch_size: int) -> Iterator[Callable[[int], None]]:
+    """A callback taking the images done: a bar on a terminal's stderr, else one stderr line per batch
+    (nothing when every image fits in one batch)."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    start = time.perf_counter()
+    if total <= batch_size:
+        yield lambda done: None
+        return
+    if not err_console.is_terminal:
+        def line(done: int) -> None:
+            err_console.print(f"scored {done}/{total} images in {time.perf_counter() - start:.1f} s",
+                              highlight=False)
+        yield line
+        return
+    columns = (TextColumn("scoring"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=err_console, transient=True) as bar:
+        task = bar.add_task("scoring", total=total)
+        yield lambda done: bar.update(task, completed=done)
 
 
 def _print_rows(rows: list) -> None:

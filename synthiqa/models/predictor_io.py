@@ -52,21 +52,24 @@ def _rows(predictor: QualityPredictor, paths: Sequence[Path]) -> list[tuple[Path
 
 
 def predict_paths(predictor: QualityPredictor, paths: Sequence[Path], batch_size: int = 32,
-                  warn: Callable[[str], None] | None = None) -> list[tuple[Path, float, int | None]]:
+                  warn: Callable[[str], None] | None = None, progress: Callable[[int], None] | None = None
+                  ) -> list[tuple[Path, float, int | None]]:
     """(path, score, cluster or None) for every readable image, in chunks of ``batch_size``; a chunk with
-    an unreadable image is redone image by image and each unreadable one reported through ``warn``."""
+    an unreadable image is redone image by image and each unreadable one reported through ``warn``;
+    ``progress`` gets the number of images done (scored or skipped) after each chunk."""
     rows: list[tuple[Path, float, int | None]] = []
-    for start in range(0, len(paths), max(1, batch_size)):
-        chunk = list(paths[start:start + max(1, batch_size)])
+    step = max(1, batch_size)
+    for start in range(0, len(paths), step):
+        chunk = list(paths[start:start + step])
         try:
             rows += _rows(predictor, chunk)
-            continue
         except DatasetError:
-            pass
-        for p in chunk:
-            try:
-                rows += _rows(predictor, [p])
-            except DatasetError as exc:
-                if warn is not None:
-                    warn(f"skipped {exc}")
+            for p in chunk:
+                try:
+                    rows += _rows(predictor, [p])
+                except DatasetError as exc:
+                    if warn is not None:
+                        warn(f"skipped {exc}")
+        if progress is not None:
+            progress(min(start + step, len(paths)))
     return rows
