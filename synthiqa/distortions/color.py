@@ -247,12 +247,18 @@ def wu_palette(image: np.ndarray, colors: int) -> np.ndarray:
     import cv2
 
     size = _WU_LEVELS + 1
-    planes = cv2.split(np.ascontiguousarray(image).reshape(-1, 1, 3))
-    flat = sum((_WU_INDEX[c][p.reshape(-1)] for c, p in enumerate(planes)), start=np.intp(0))
-    values = [p.reshape(-1).astype(np.float64) for p in planes]
-    squares = sum(_SQUARES[p.reshape(-1)] for p in planes)
-    m = np.stack([np.bincount(flat, weights=w, minlength=size**3) for w in (None, *values, squares)])
-    m = m.astype(np.float64).reshape(5, size, size, size).cumsum(1).cumsum(2).cumsum(3)
+    planes = [p.reshape(-1) for p in cv2.split(np.ascontiguousarray(image).reshape(-1, 1, 3))]
+    flat = _WU_INDEX[0][planes[0]]  # each sum in place: fresh multi-megabyte temporaries cost page faults
+    squares = _SQUARES[planes[0]]
+    for c in (1, 2):
+        flat += _WU_INDEX[c][planes[c]]
+        squares += _SQUARES[planes[c]]
+    m = np.empty((5, size**3))
+    for k, w in enumerate((None, *planes, squares)):
+        m[k] = np.bincount(flat, weights=w, minlength=size**3)
+    m = m.reshape(5, size, size, size)
+    for axis in (1, 2, 3):
+        np.cumsum(m, axis=axis, out=m)
 
     def split(box):
         cums, cuts = [], []  # per axis with room for a cut: the cumulative moments, (axis, first cut)
