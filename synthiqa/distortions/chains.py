@@ -209,11 +209,14 @@ def _float_fallback_uint8(dist: Distortion, images: np.ndarray, params: dict[str
         out[part] = _to_uint8_(_float_step(dist, planar, chunk_params, wrap)).permute(0, 2, 3, 1).numpy()
 
 
-def _uint8_group(dist: Distortion, hwc: np.ndarray, out: np.ndarray, idx_list: list[int],
-                 params: dict[str, torch.Tensor], wrap: bool) -> None:
-    """One distortion on the images ``idx_list`` (rising) of ``hwc`` into the same rows of ``out``: a run of
-    consecutive images is read and written in place (no gather or scatter), other groups are gathered
-    and scattered once."""
+def _uint8_group(dist: Distortion, chains: Sequence[Sequence[ChainOp]], idx_list: list[int],
+                 seed_t: torch.Tensor, hwc: np.ndarray, out: np.ndarray, wrap: bool,
+                 records: list[list[dict[str, Any]]]) -> None:
+    """Draw and record the single-step parameters of the images ``idx_list`` (rising), then apply ``dist``
+    to those images of ``hwc`` into the same rows of ``out``: a run of consecutive images is read and
+    written in place (no gather or scatter), other groups are gathered and scattered once."""
+    step_seeds, params = _draw_step(dist, chains, 0, idx_list, seed_t)
+    _record(records, dist, chains, 0, idx_list, step_seeds, params)
     first, last = idx_list[0], idx_list[-1]
     run = last - first + 1 == len(idx_list)  # indices rise, so this is a slice of the batch
     if run:
@@ -234,9 +237,10 @@ def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
     """Chains of at most one step on a uint8 CPU batch, to uint8: the fast path where there is one, the
     float path (rounded) otherwise; the output is channels-last.
 
-    The batch is handled as NumPy ``[B,H,W,3]`` arrays. Every group's parameters are drawn first; then
-    many small groups of about equal size run side by side on the threads (one group per thread at a
-    time), otherwise one group after another, each spreading its images over the threads."""
+    The batch is handled as NumPy ``[B,H,W,3]`` arrays, one group of images per distortion, each drawn
+    then applied. Many small groups of about equal size run side by side on the threads (one group per
+    thread at a time), otherwise one group after another, each spreading its images over the threads.
+    Draws depend on the seeds only and each image has one group, so the order never matters."""
     if len(chains) != x.shape[0]:
         raise DistortionInputError(f"got {len(chains)} chains for a batch of {x.shape[0]} images")
     prof = get_profile(profile)
@@ -250,12 +254,8 @@ def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
             by_name.setdefault(chain[0].name, []).append(i)
         else:  # pristine: the image as it is
             out[i] = hwc[i]
-    jobs = []
-    for name, idx_list in by_name.items():
-        dist = get_distortion(name, profile)
-        step_seeds, params = _draw_step(dist, chains, 0, idx_list, seed_t)
-        _record(records, dist, chains, 0, idx_list, step_seeds, params)
-        jobs.append(partial(_uint8_group, dist, hwc, out, idx_list, params, prof.minmax_wrap))
+    jobs = [partial(_uint8_group, get_distortion(name, profile), chains, idx_list, seed_t, hwc, out,
+                    prof.minmax_wrap, records) for name, idx_list in by_name.items()]
     largest = max(map(len, by_name.values()), default=0)
     if len(jobs) >= torch.get_num_threads() and largest * len(jobs) <= 2 * len(chains):
         map_jobs(jobs)  # many small groups (a mix): the threads share out the groups
