@@ -522,17 +522,22 @@ def _edge_stretch(e: np.ndarray, lo: float, hi: float) -> None:
         e /= max(span, np.float32(1e-12))
 
 
-def _percentile_array(flat: np.ndarray, p: float) -> float:
-    """``_percentile`` of one flat float32 array (the same two order statistics, by partition)."""
+def _percentiles_array(flat: np.ndarray, ps: tuple[float, ...]) -> list[float]:
+    """``_percentile`` of one flat float32 array at each of ``ps`` (the same two order statistics each, all
+    found by one partition)."""
     n = flat.size
-    pos = min(max(n * p / 100.0 + 0.5, 1.0), float(n)) - 1.0
-    lo = int(np.floor(pos))
-    hi = min(lo + 1, n - 1)
-    frac = pos - lo
-    part = np.partition(flat, (lo, hi))
-    v_lo = np.float32(part[lo])
-    v_hi = np.float32(part[hi]) if frac > 0 else v_lo
-    return float(v_lo * np.float32(1 - frac) + v_hi * np.float32(frac))
+    picks = []
+    for p in ps:
+        pos = min(max(n * p / 100.0 + 0.5, 1.0), float(n)) - 1.0
+        lo = int(np.floor(pos))
+        picks.append((lo, min(lo + 1, n - 1), pos - lo))
+    part = np.partition(flat, sorted({k for lo, hi, _ in picks for k in (lo, hi)}))
+    out = []
+    for lo, hi, frac in picks:
+        v_lo = np.float32(part[lo])
+        v_hi = np.float32(part[hi]) if frac > 0 else v_lo
+        out.append(float(v_lo * np.float32(1 - frac) + v_hi * np.float32(frac)))
+    return out
 
 
 def edge_weight_array(image: np.ndarray, clip_and_stretch: bool) -> np.ndarray:
@@ -553,8 +558,7 @@ def edge_weight_array(image: np.ndarray, clip_and_stretch: bool) -> np.ndarray:
     if clip_and_stretch:
         np.clip(e, np.float32(0.1), np.float32(1.0), out=e)
         flat = e.reshape(-1)
-        _edge_stretch(e, _percentile_array(flat, EDGE_PERCENTILE),
-                      _percentile_array(flat, 100 - EDGE_PERCENTILE))
+        _edge_stretch(e, *_percentiles_array(flat, (EDGE_PERCENTILE, 100 - EDGE_PERCENTILE)))
     return e
 
 
