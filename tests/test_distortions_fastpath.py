@@ -321,3 +321,17 @@ def test_map_jobs_runs_every_job_once_and_raises_the_first_error():
 
     with pytest.raises(ValueError, match="job failed"):
         map_jobs([fail, lambda: None, lambda: None])
+
+
+def test_mix_on_an_expanded_reference_reads_it_in_place():
+    """Groups of non-consecutive images on one image expanded (stride 0): each run of a group is read from
+    the broadcast view and written to its rows; the same output as on copies of the image."""
+    one = _images("scene")[0].permute(1, 2, 0).contiguous().permute(2, 0, 1)  # channels-last [3,H,W]
+    names = ["gaussian_blur", "jpeg2000", "darken", "white_noise"]
+    chains = [(ChainOp(names[i % len(names)], 3.0),) for i in range(10)]
+    expanded = one.unsqueeze(0).expand(len(chains), -1, -1, -1)
+    copies = expanded.contiguous(memory_format=torch.channels_last)
+    torch.set_num_threads(2)  # the fixture restores the count
+    ref, ref_rec = apply_chains(copies, chains, 5, "kadid", torch.uint8)
+    out, rec = apply_chains(expanded, chains, 5, "kadid", torch.uint8)
+    assert torch.equal(out, ref) and rec == ref_rec

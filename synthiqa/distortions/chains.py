@@ -203,8 +203,10 @@ def _float_fallback_uint8(dist: Distortion, images: np.ndarray, params: dict[str
     (outputs never depend on batch mates), rounded to uint8."""
     for start in range(0, images.shape[0], FALLBACK_CHUNK):
         part = slice(start, start + FALLBACK_CHUNK)
-        planar = check_images(torch.from_numpy(np.ascontiguousarray(images[part])).permute(0, 3, 1, 2)
-                              .contiguous())  # NCHW floats: the float path's own layout
+        chunk = np.ascontiguousarray(images[part])
+        if not chunk.flags.writeable:  # one image of an expanded batch: torch wants writable memory
+            chunk = chunk.copy()
+        planar = check_images(torch.from_numpy(chunk).permute(0, 3, 1, 2).contiguous())  # the float layout
         chunk_params = params_to({k: v[part] for k, v in params.items()}, "cpu")
         out[part] = _to_uint8_(_float_step(dist, planar, chunk_params, wrap)).permute(0, 2, 3, 1).numpy()
 
@@ -213,22 +215,19 @@ def _uint8_group(dist: Distortion, chains: Sequence[Sequence[ChainOp]], idx_list
                  seed_t: torch.Tensor, hwc: np.ndarray, out: np.ndarray, wrap: bool,
                  records: list[list[dict[str, Any]]]) -> None:
     """Draw and record the single-step parameters of the images ``idx_list`` (rising), then apply ``dist``
-    to those images of ``hwc`` into the same rows of ``out``: a run of consecutive images is read and
-    written in place (no gather or scatter), other groups are gathered and scattered once."""
+    to those images of ``hwc`` into the same rows of ``out``, one run of consecutive images at a time:
+    each run is read and written in place (no gather or scatter)."""
     step_seeds, params = _draw_step(dist, chains, 0, idx_list, seed_t)
     _record(records, dist, chains, 0, idx_list, step_seeds, params)
-    first, last = idx_list[0], idx_list[-1]
-    run = last - first + 1 == len(idx_list)  # indices rise, so this is a slice of the batch
-    if run:
-        sub, dst = hwc[first:last + 1], out[first:last + 1]
-    elif hwc.strides[0] == 0:  # one image expanded: the group is the same view
-        sub, dst = hwc[:len(idx_list)], np.empty((len(idx_list), *hwc.shape[1:]), np.uint8)
-    else:
-        sub, dst = hwc[idx_list], np.empty((len(idx_list), *hwc.shape[1:]), np.uint8)
-    if not apply_uint8_array(dist, sub, params, wrap, dst):
-        _float_fallback_uint8(dist, sub, params, wrap, dst)
-    if not run:
-        out[idx_list] = dst
+    start = 0  # position in the group of the current run's first image
+    for end in range(1, len(idx_list) + 1):
+        if end < len(idx_list) and idx_list[end] == idx_list[end - 1] + 1:
+            continue
+        rows = slice(idx_list[start], idx_list[end - 1] + 1)
+        part = params if end - start == len(idx_list) else {k: v[start:end] for k, v in params.items()}
+        if not apply_uint8_array(dist, hwc[rows], part, wrap, out[rows]):
+            _float_fallback_uint8(dist, hwc[rows], part, wrap, out[rows])
+        start = end
 
 
 def _apply_single_uint8(x: torch.Tensor, chains: Sequence[Sequence[ChainOp]],
