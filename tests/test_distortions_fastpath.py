@@ -335,3 +335,12 @@ def test_mix_on_an_expanded_reference_reads_it_in_place():
     ref, ref_rec = apply_chains(copies, chains, 5, "kadid", torch.uint8)
     out, rec = apply_chains(expanded, chains, 5, "kadid", torch.uint8)
     assert torch.equal(out, ref) and rec == ref_rec
+
+
+def test_linear_to_lab_into_scratch_is_bit_identical():
+    from synthiqa.distortions.colorspace import linear_to_lab, srgb_to_linear
+
+    g = torch.Generator().manual_seed(3)
+    for shape in ((1, 3, 40, 48), (2, 3, 37, 41)):
+        linear = srgb_to_linear(torch.rand(shape, generator=g) * 1.1 - 0.05)
+        assert torch.equal(linear_to_lab(linear, reuse=True), linear_to_lab(linear))

@@ -658,7 +658,7 @@ def _color_diffusion_uint8(dist: Distortion, images: np.ndarray, params: Mapping
         planes = scratch("diffusion.linear", (3, h, w))
         for c, plane in enumerate(cv2.split(images[i])):
             cv2.LUT(plane, linear[i], dst=planes[c])
-        lab = linear_to_lab(torch.from_numpy(planes)[None])[0].numpy()  # [3,H,W]
+        lab = linear_to_lab(torch.from_numpy(planes)[None], reuse=True)[0].numpy()  # [3,H,W]
         k = gaussian_kernel1d(sigmas[i]).astype(np.float32)
         ab = [cv2.sepFilter2D(lab[c], -1, k, k, borderType=cv2.BORDER_REPLICATE) for c in (1, 2)]
         hwc = cv2.merge([lab[0], *ab], dst=scratch("diffusion.lab", (h, w, 3)))

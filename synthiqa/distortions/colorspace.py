@@ -42,11 +42,12 @@ _EPSILON = 0.008856  # (6/29)^3
 _KAPPA = 7.787  # (29/6)^2 / 3
 
 
-def _mix(matrix: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+def _mix(matrix: torch.Tensor, images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
     """3x3 colour matrix times every pixel, as broadcast multiply-adds: unlike a BLAS call, every pixel is
-    computed the same way whatever the batch size, so results are bit-identical across batch mates."""
+    computed the same way whatever the batch size, so results are bit-identical across batch mates
+    (into ``out``, of the images' shape, when given)."""
     m = matrix.t().reshape(3, 1, 3, 1, 1)
-    out = images[:, 0:1] * m[0]
+    out = images[:, 0:1] * m[0] if out is None else torch.mul(images[:, 0:1], m[0], out=out)
     out.addcmul_(images[:, 1:2], m[1])
     return out.addcmul_(images[:, 2:3], m[2])
 
@@ -67,14 +68,33 @@ def rgb_to_lab(images: torch.Tensor) -> torch.Tensor:
     return linear_to_lab(srgb_to_linear(images))
 
 
-def linear_to_lab(linear: torch.Tensor) -> torch.Tensor:
-    """Linear-light RGB ``[B,3,H,W]`` to CIELAB (D65): :func:`rgb_to_lab` after the transfer curve."""
+def linear_to_lab(linear: torch.Tensor, reuse: bool = False) -> torch.Tensor:
+    """Linear-light RGB ``[B,3,H,W]`` to CIELAB (D65): :func:`rgb_to_lab` after the transfer curve.
+
+    ``reuse=True`` (CPU float32, for the uint8 fast path): the result and every intermediate are this
+    thread's scratch arrays (``fastpath.scratch``; the result is overwritten by the next call), the same
+    operations into reused memory instead of fresh multi-megabyte tensors (a page fault per 4 KiB)."""
+    shape = tuple(linear.shape)
+
+    def buffer(key: str, dtype: torch.dtype = linear.dtype) -> torch.Tensor:
+        if not reuse:
+            return torch.empty(shape, dtype=dtype, device=linear.device)
+        return torch.from_numpy(scratch(f"lab.torch.{key}", shape, np.bool_ if dtype == torch.bool
+                                        else np.float32))
+
     white = torch.tensor(WHITE_D65, dtype=linear.dtype, device=linear.device)
     m = torch.tensor(RGB_TO_XYZ, dtype=linear.dtype, device=linear.device) / white[:, None]
-    xyz = _mix(m, linear)
-    f = torch.where(xyz > _EPSILON, xyz.clamp_min(_EPSILON).pow(1 / 3), _KAPPA * xyz + 4 / 29)
+    xyz = _mix(m, linear, buffer("xyz"))
+    bright = torch.gt(xyz, _EPSILON, out=buffer("bright", torch.bool))
+    root = torch.clamp_min(xyz, _EPSILON, out=buffer("root")).pow_(1 / 3)
+    dark = torch.mul(xyz, _KAPPA, out=xyz).add_(4 / 29)  # the CIE linear segment
+    f = torch.where(bright, root, dark, out=buffer("f"))
     fx, fy, fz = f[:, 0:1], f[:, 1:2], f[:, 2:3]
-    return torch.cat([116.0 * fy - 16.0, 500.0 * (fx - fy), 200.0 * (fy - fz)], dim=1)
+    lab = buffer("lab")
+    torch.mul(fy, 116.0, out=lab[:, 0:1]).sub_(16.0)
+    torch.sub(fx, fy, out=lab[:, 1:2]).mul_(500.0)
+    torch.sub(fy, fz, out=lab[:, 2:3]).mul_(200.0)
+    return lab
 
 
 def lab_to_rgb(lab: torch.Tensor, clamp_negative_z: bool = True) -> torch.Tensor:
