@@ -206,7 +206,7 @@ def map_uint8_images(images: torch.Tensor, fn: Callable[[int, np.ndarray], np.nd
 _WU_LEVELS = 32
 #: Per channel, each 8-bit value's share of the flat index of its histogram cell (cell 0 is the zero border
 #: of the cumulative moments), and each value's square.
-_WU_INDEX = [((np.arange(256) >> 3) + 1) * (_WU_LEVELS + 1) ** (2 - c) for c in range(3)]
+_WU_INDEX = [(((np.arange(256) >> 3) + 1) * (_WU_LEVELS + 1) ** (2 - c)).astype(np.int32) for c in range(3)]
 _SQUARES = np.arange(256, dtype=np.float64) ** 2
 
 
@@ -247,15 +247,16 @@ def wu_palette(image: np.ndarray, colors: int) -> np.ndarray:
     import cv2
 
     size = _WU_LEVELS + 1
-    planes = [p.reshape(-1) for p in cv2.split(np.ascontiguousarray(image).reshape(-1, 1, 3))]
-    flat = _WU_INDEX[0][planes[0]]  # each sum in place: fresh multi-megabyte temporaries cost page faults
-    squares = _SQUARES[planes[0]]
+    planes = cv2.split(np.ascontiguousarray(image).reshape(-1, 1, 3))
+    flat = cv2.LUT(planes[0], _WU_INDEX[0])  # table lookups by OpenCV, sums in place
+    squares = cv2.LUT(planes[0], _SQUARES)
     for c in (1, 2):
-        flat += _WU_INDEX[c][planes[c]]
-        squares += _SQUARES[planes[c]]
+        cv2.add(flat, cv2.LUT(planes[c], _WU_INDEX[c]), dst=flat)
+        cv2.add(squares, cv2.LUT(planes[c], _SQUARES), dst=squares)
+    flat = flat.reshape(-1)
     m = np.empty((5, size**3))
     for k, w in enumerate((None, *planes, squares)):
-        m[k] = np.bincount(flat, weights=w, minlength=size**3)
+        m[k] = np.bincount(flat, weights=None if w is None else w.reshape(-1), minlength=size**3)
     m = m.reshape(5, size, size, size)
     for axis in (1, 2, 3):
         np.cumsum(m, axis=axis, out=m)
