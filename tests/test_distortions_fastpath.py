@@ -344,3 +344,20 @@ def test_linear_to_lab_into_scratch_is_bit_identical():
     for shape in ((1, 3, 40, 48), (2, 3, 37, 41)):
         linear = srgb_to_linear(torch.rand(shape, generator=g) * 1.1 - 0.05)
         assert torch.equal(linear_to_lab(linear, reuse=True), linear_to_lab(linear))
+
+
+def test_map_jobs_inside_a_job_runs_serially():
+    """A nested call (a job that applies another mix) must not wait on the pool its own thread is in."""
+    import threading
+
+    torch.set_num_threads(2)  # the fixture restores the count
+    done = []
+
+    def outer() -> None:
+        seen: list[int] = []
+        map_jobs([lambda: seen.append(threading.get_ident())] * 3)
+        assert seen == [threading.get_ident()] * 3
+        done.append(1)
+
+    map_jobs([outer] * 4)
+    assert len(done) == 4

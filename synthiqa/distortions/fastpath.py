@@ -141,9 +141,10 @@ def map_jobs(jobs: Sequence[Callable[[], None]]) -> None:
     """Run independent jobs (one distortion's group of images each) on ``torch.get_num_threads()``
     threads, each thread taking the next job when it is done with one (the calling thread works too);
     ``map_images`` runs serially inside a job, so the threads share out the jobs instead of the images
-    of each (a batch of many small groups, such as a mix of every distortion, uses every thread). The
-    first error is raised once every thread has stopped."""
-    workers = min(torch.get_num_threads(), len(jobs))
+    of each (a batch of many small groups, such as a mix of every distortion, uses every thread). Inside
+    a job (a nested call) the jobs run serially. The first error is raised once every thread has
+    stopped."""
+    workers = 1 if getattr(_SERIAL, "active", False) else min(torch.get_num_threads(), len(jobs))
     if workers <= 1:
         for job in jobs:
             job()
