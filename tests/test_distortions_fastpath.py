@@ -92,6 +92,16 @@ def test_jpeg_fast_path_is_the_rounded_float_path_exactly():
         assert torch.equal(fast, (ref * 255).round().to(torch.uint8))
 
 
+def test_mean_shift_tables_are_the_rounded_float_path_exactly():
+    flat = torch.full((1, 3, 40, 48), 77, dtype=torch.uint8)
+    x = torch.cat([_images("scene"), _images("noise"), flat])  # full range, 30..210, flat
+    for profile in ("kadid", "arniqa"):
+        for level in (1, 2, 3, 3.7, 5):  # kadid: +0.15 .. -0.15 through 0 at level 3
+            ref, _ = apply_distortion(x, "mean_shift", level, list(range(7)), profile)
+            fast, _ = apply_distortion(x, "mean_shift", level, list(range(7)), profile, out_dtype=torch.uint8)
+            assert torch.equal(fast, (ref * 255).round().to(torch.uint8)), (profile, level)
+
+
 def test_fast_path_is_batch_independent_and_leaves_the_input_alone():
     x = _images("scene")
     before = x.clone()

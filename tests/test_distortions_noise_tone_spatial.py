@@ -421,21 +421,21 @@ def test_noise_uint8_paths_are_registered_and_impulse_bounds_match_the_division(
             assert torch.equal(u / d32 >= target, u >= b_t), (d, target)
 
 
-def test_pixelate_uint8_plan_takes_both_ways_back_up_and_matches_the_float_path():
+def test_pixelate_uint8_matches_the_float_path_with_and_without_a_stretch_table():
     from synthiqa.distortions.chains import apply_distortion
-    from synthiqa.distortions.spatial import _pixelate_plan
+    from synthiqa.distortions.spatial import pick_lut
 
-    x = (textured(2, 40, 48) * 255).round().to(torch.uint8)
-    kinds = set()
-    for profile, rule in (("kadid", "matlab"), ("arniqa", "torch")):
-        strengths = get_distortion("pixelate", profile).table.params["strength"]
-        for level in (1, 2, 3, 4, 5):
-            z = Pixelate.scale(torch.tensor([strengths[level - 1]])).item()
-            kinds.add(isinstance(_pixelate_plan(z, 40, 48, rule)[1], int))
-            ref, _ = apply_distortion(x, "pixelate", level, [0, 1], profile)
-            fast, _ = apply_distortion(x, "pixelate", level, [0, 1], profile, out_dtype=torch.uint8)
-            assert torch.equal(fast, (ref * 255).round().to(torch.uint8)), (profile, level)
-    assert kinds == {True, False}  # an OpenCV resize and a remap back to full size were both used
+    full = (textured(2, 40, 48) * 255).round().to(torch.uint8)
+    full[:, :, 0, 0], full[:, :, -1, -1] = 0, 255  # a full range, its extremes picked at some levels only
+    narrow = (textured(2, 40, 48) * 150 + 60).round().to(torch.uint8)  # a range the wrap stretches
+    for x in (full, narrow):
+        for profile in ("kadid", "arniqa"):
+            for level in (1, 2, 3, 4, 5):
+                ref, _ = apply_distortion(x, "pixelate", level, [0, 1], profile)
+                fast, _ = apply_distortion(x, "pixelate", level, [0, 1], profile, out_dtype=torch.uint8)
+                assert torch.equal(fast, (ref * 255).round().to(torch.uint8)), (profile, level)
+    assert pick_lut(0, 255, 0, 255) is None
+    assert pick_lut(60, 210, 61, 209) is not None and pick_lut(60, 210, 61, 209)[61] == 0
 
 
 def test_multi_otsu_cpu_and_batched_torch_programmes_agree_bin_for_bin():

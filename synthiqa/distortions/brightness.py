@@ -8,6 +8,7 @@ it is evaluated in closed form and clipped to [0, 1].
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import lru_cache
 
 import numpy as np
 import torch
@@ -20,7 +21,18 @@ from synthiqa.distortions.colorspace import (
     rgb_to_lab,
     srgb_to_linear,
 )
-from synthiqa.distortions.fastpath import finish_unit, map_images, register_uint8_path, scratch, unit_tables
+from synthiqa.distortions.fastpath import (
+    UNIT_VALUES,
+    apply_lut,
+    finish_unit,
+    image_range,
+    map_images,
+    register_uint8_path,
+    scratch,
+    stretch_array,
+    to_uint8_table,
+    unit_tables,
+)
 from synthiqa.distortions.registry import register_distortion
 
 
@@ -156,3 +168,32 @@ class MeanShift(Distortion):
 
     def apply(self, images: torch.Tensor, params: Mapping[str, torch.Tensor]) -> torch.Tensor:
         return images.add(per_sample(params["offset"], images)).clamp_(0.0, 1.0)
+
+
+@lru_cache(maxsize=4096)
+def shift_lut(offset: float, lo: int, hi: int, wrap: bool) -> np.ndarray:
+    """uint8 table of mean shift by ``offset`` (a float32 value) on an image whose 8-bit values span
+    [lo, hi], with the float path's float32 operations: under the wrap, the values stretched by the
+    image's range, shifted and clamped, then stretched by the range of the result, which is the curve at
+    lo and hi (it rises with the value)."""
+    x = stretch_array(UNIT_VALUES, UNIT_VALUES[lo], UNIT_VALUES[hi]) if wrap else UNIT_VALUES
+    y = np.clip(x + np.float32(offset), np.float32(0.0), np.float32(1.0))
+    if wrap:
+        y = stretch_array(y, y[lo], y[hi])
+    lut = to_uint8_table(y)
+    lut.setflags(write=False)
+    return lut
+
+
+@register_uint8_path("mean_shift")
+def _mean_shift_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
+                      out: np.ndarray) -> None:
+    """One pass per image: its range (under the wrap), then its table (``shift_lut``) while the image is
+    still in cache."""
+    offsets = params["offset"].to(torch.float32).tolist()
+
+    def one(i: int) -> None:
+        lo, hi = image_range(images[i]) if wrap else (0, 255)
+        apply_lut(images[i], shift_lut(offsets[i], int(lo), int(hi), wrap), out[i])
+
+    map_images(images.shape[0], one)

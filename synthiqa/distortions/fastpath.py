@@ -465,4 +465,4 @@ def filter_uint8(images: np.ndarray, kernels: list[np.ndarray], separable: bool,
 
 #: Distortions whose ``apply`` is one curve per sample and channel (tone curves, offsets); each is
 #: checked against its float path in tests/test_distortions_fastpath.py.
-register_pointwise("mean_shift", "darken", "contrast_change", "nonlinear_contrast_change")
+register_pointwise("darken", "contrast_change", "nonlinear_contrast_change")

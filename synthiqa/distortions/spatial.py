@@ -472,47 +472,46 @@ def _nearest_map(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
     return cv2.convertMaps(map_x, map_y, cv2.CV_16SC2, nninterpolation=True)[0]
 
 
-#: OpenCV nearest-resize flags tried for the way up, in order of preference.
-_UP_FLAGS = ("INTER_NEAREST_EXACT", "INTER_NEAREST")
-
-
 @lru_cache(maxsize=4096)
-def _resize_index(small: int, size: int, flag: int) -> np.ndarray:
-    """The source index OpenCV's nearest resize ``flag`` picks for each of ``size`` outputs from ``small``
-    inputs along one axis (its nearest rule is separable: rows depend only on the heights, columns only
-    on the widths), read off a resized index ramp."""
-    import cv2
+def pick_lut(lo1: int, hi1: int, lo2: int, hi2: int) -> np.ndarray | None:
+    """The wrap of a step that only picks pixels, as one uint8 table (``_wrap_luts``): the image's 8-bit
+    range (lo1, hi1) fixes the input stretch, the picked pixels' 8-bit range (lo2, hi2) the output
+    stretch. None when it is the identity (an image spanning 0..255 whose extremes were picked)."""
+    inputs = _unit([(lo1, hi1)])
+    lut = _wrap_luts(inputs, stretch_array(_unit([(lo2, hi2)]), inputs[:, :1], inputs[:, 1:]))[0]
+    if np.array_equal(lut, np.arange(256)):
+        return None
+    lut.setflags(write=False)
+    return lut
 
-    ramp = np.arange(small, dtype=np.float32)[None, :]
-    return cv2.resize(ramp, (size, 1), interpolation=flag)[0].astype(np.int64)
+
+def _apply_pick_lut(source: np.ndarray, picked: np.ndarray) -> None:
+    """Under the wrap: ``picked`` (pixels of ``source`` only) through :func:`pick_lut`, in place."""
+    lut = pick_lut(*(int(v) for v in (*image_range(source), *image_range(picked))))
+    if lut is not None:
+        apply_lut(picked, lut, picked)
 
 
 @lru_cache(maxsize=32)
-def _pixelate_plan(z: float, h: int, w: int, rule: str) -> tuple[np.ndarray, int | np.ndarray]:
-    """Pixelate at scale ``z`` on ``h`` x ``w`` images as two 8-bit steps: remap maps that pick the distinct
-    source rows and columns into a small image, then the way back up: an OpenCV nearest-resize flag when
-    OpenCV's rule gives the very index maps (checked per axis, ``_resize_index``), else remap maps."""
-    import cv2
-
+def _pixelate_plan(z: float, h: int, w: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
+    """Pixelate at scale ``z`` on ``h`` x ``w`` images as two 8-bit steps: a remap map that picks, for each
+    distinct source row, the full-width row of the output (the column index map composed with the row
+    gather), and the output's row index into those rows (rows repeat: the way up only copies rows)."""
     zt = torch.tensor([z], dtype=torch.float64)
-    (src_r, up_r), (src_c, up_c) = (np.unique(_pixelate_maps(zt, n, rule)[0].numpy(), return_inverse=True)
-                                    for n in (h, w))
-    down = _nearest_map(src_c, src_r)
-    for name in _UP_FLAGS:
-        flag = getattr(cv2, name)
-        if (np.array_equal(_resize_index(len(src_r), h, flag), up_r)
-                and np.array_equal(_resize_index(len(src_c), w, flag), up_c)):
-            return down, flag
-    return down, _nearest_map(up_c, up_r)
+    src_r, up_r = np.unique(_pixelate_maps(zt, h, rule)[0].numpy(), return_inverse=True)
+    cols = _pixelate_maps(zt, w, rule)[0].numpy()
+    up_r = up_r.astype(np.intp)
+    up_r.setflags(write=False)
+    return _nearest_map(cols, src_r), up_r
 
 
 @register_uint8_path("pixelate")
 def _pixelate_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
                     out: np.ndarray) -> bool:
-    """The same nearest index maps, in two OpenCV steps (``_pixelate_plan``): the distinct picked pixels
-    into a small image (a scratch array), then back to full size; under the wrap, the small image's min
-    and max fix the output stretch and its table is applied to the small image. Declines images of 32767
-    px or more on a side (OpenCV's remap limit)."""
+    """The float path's index maps in two steps (``_pixelate_plan``): one remap picks the distinct output
+    rows (a scratch array), then each output row is a copy of one of them; under the wrap, the picked
+    rows' min and max fix the output stretch and its table is applied to them (``pick_lut``). Declines
+    images of 32767 px or more on a side (OpenCV's remap limit)."""
     import cv2
 
     b, h, w, _ = images.shape
@@ -522,18 +521,13 @@ def _pixelate_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, t
     plans = [_pixelate_plan(zi, h, w, rule) for zi in Pixelate.scale(params["strength"]).tolist()]
 
     def one(i: int) -> None:
-        down, up = plans[i]
-        shape = (*down.shape[:2], 3)
-        small = cv2.remap(images[i], down, None, cv2.INTER_NEAREST,
-                          dst=scratch(f"pixelate_small{shape}", shape, np.uint8))
+        rows_map, up_r = plans[i]
+        shape = (rows_map.shape[0], w, 3)
+        rows = cv2.remap(images[i], rows_map, None, cv2.INTER_NEAREST,
+                         dst=scratch(f"pixelate_rows{shape}", shape, np.uint8))
         if wrap:
-            inputs = _unit([image_range(images[i])])
-            outputs = stretch_array(_unit([image_range(small)]), inputs[:, :1], inputs[:, 1:])
-            apply_lut(small, _wrap_luts(inputs, outputs)[0], small)
-        if isinstance(up, int):
-            cv2.resize(small, (w, h), dst=out[i], interpolation=up)
-        else:
-            cv2.remap(small, up, None, cv2.INTER_NEAREST, dst=out[i])
+            _apply_pick_lut(images[i], rows)
+        np.take(rows, up_r, axis=0, out=out[i], mode="clip")
 
     map_images(b, one)
     return True
@@ -744,8 +738,6 @@ def _non_eccentricity_uint8(dist: Distortion, images: np.ndarray, params: Mappin
             rs, cs, rd, cd = src_r[i][k], src_c[i][k], dst_r[i][k], dst_c[i][k]
             image[rd:rd + PATCH, cd:cd + PATCH] = image[rs:rs + PATCH, cs:cs + PATCH].copy()
         if wrap:
-            inputs = _unit([image_range(images[i])])
-            outputs = stretch_array(_unit([image_range(image)]), inputs[:, :1], inputs[:, 1:])
-            apply_lut(image, _wrap_luts(inputs, outputs)[0], image)
+            _apply_pick_lut(images[i], image)
 
     map_images(b, one)
