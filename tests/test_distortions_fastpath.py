@@ -102,6 +102,20 @@ def test_mean_shift_tables_are_the_rounded_float_path_exactly():
             assert torch.equal(fast, (ref * 255).round().to(torch.uint8)), (profile, level)
 
 
+def test_noise_stretch_coefficients_give_the_float_path_values():
+    from synthiqa.distortions.fastpath import unit_tables
+    from synthiqa.distortions.noise import _stretch_coefficients
+
+    flat = np.full((1, 40, 48, 3), 77, dtype=np.uint8)
+    images = np.concatenate([_images("scene").permute(0, 2, 3, 1).numpy(),
+                             _images("noise").permute(0, 2, 3, 1).numpy(), flat])
+    v = np.arange(256, dtype=np.float64)
+    for wrap in (True, False):
+        tables = unit_tables(images, wrap).numpy()
+        for table, (scale, offset) in zip(tables, _stretch_coefficients(images, wrap), strict=True):
+            np.testing.assert_allclose(v * scale + offset, table, rtol=0, atol=1e-6)
+
+
 def test_fast_path_is_batch_independent_and_leaves_the_input_alone():
     x = _images("scene")
     before = x.clone()

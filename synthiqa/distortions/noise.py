@@ -18,6 +18,7 @@ from synthiqa.distortions.fastpath import (
     apply_lut,
     finish_unit,
     image_range,
+    image_ranges,
     map_images,
     register_uint8_path,
     scratch,
@@ -275,25 +276,39 @@ def _finish_planes(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
     cv2.merge([planes[c * h:(c + 1) * h] for c in range(3)], dst=out)
 
 
+def _stretch_coefficients(images: np.ndarray, wrap: bool) -> list[tuple[float, float]]:
+    """Per image (scale, offset) with ``v * scale + offset`` the float path's stretched value of the 8-bit
+    value v: ``v / 255``, min-max stretched under the wrap to (v - lo) / (hi - lo) (lo, hi: the image's
+    8-bit range; a flat image is left as it is), equal up to float32 rounding."""
+    if not wrap:
+        return [(1.0 / 255.0, 0.0)] * images.shape[0]
+    return [(1.0 / (hi - lo), -lo / (hi - lo)) if hi > lo else (1.0 / 255.0, 0.0)
+            for lo, hi in image_ranges(images).tolist()]
+
+
 def _scaled_noise_uint8(images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool, out: np.ndarray,
                         field: str, gains: list[tuple[float, float]], multiplicative: bool) -> None:
     """``x + a f`` (additive) or ``x + x (a f + c)`` (multiplicative) per element, f the sample's ``field``
-    (``normal`` or ``uniform``), (a, c) = ``gains[i]``; the float path's clamp and wrap."""
+    (``normal`` or ``uniform``), (a, c) = ``gains[i]``, x the stretched input (``_stretch_coefficients``,
+    from the 8-bit planes in the same OpenCV pass); the float path's clamp and wrap."""
     import cv2
 
     b, h, w, _ = images.shape
-    tables = unit_tables(images, wrap).numpy()
+    coefficients = _stretch_coefficients(images, wrap)
     seeds = params["field_seed"]
 
     def one(i: int) -> None:
         noise = _field_planes(field, seeds[i:i + 1], h, w)
-        x = cv2.LUT(_planes(images[i]), tables[i], dst=scratch("noise_unit", noise.shape))
-        a, c = gains[i]
-        if multiplicative:  # x + x (a f + c) = a (f x) + (1 + c) x
-            cv2.multiply(noise, x, dst=noise, scale=a)
-            cv2.scaleAdd(x, 1.0 + c, noise, dst=noise)
-        else:
-            cv2.scaleAdd(noise, a, x, dst=noise)
+        (scale, offset), (a, c) = coefficients[i], gains[i]
+        for k, plane in enumerate(cv2.split(images[i])):
+            f = noise[k * h:(k + 1) * h]
+            if multiplicative:  # x + x (a f + c) = a (f x) + (1 + c) x
+                x = cv2.addWeighted(plane, scale, plane, 0.0, offset, dtype=cv2.CV_32F,
+                                    dst=scratch("noise_unit", f.shape))
+                cv2.multiply(f, x, dst=f, scale=a)
+                cv2.scaleAdd(x, 1.0 + c, f, dst=f)
+            else:
+                cv2.addWeighted(f, a, plane, scale, offset, dtype=cv2.CV_32F, dst=f)
         _finish_planes(noise, wrap, out[i])
 
     map_images(b, one)
