@@ -266,6 +266,8 @@ def plot_reference_sweep(sweep: pd.DataFrame, out: str | Path, title: str) -> Pa
     family x protocol, one panel per dataset; ``sweep`` is ``benchmarks.suite.references_table``'s frame."""
     if sweep.empty:
         raise SynthiqaError("no model of this run has a number of training references")
+    from matplotlib.ticker import NullLocator
+
     plt = _plt()
     datasets = sorted(sweep["dataset"].unique())
     fig, axes = plt.subplots(1, len(datasets), figsize=(5.4 * len(datasets), 4.0), squeeze=False)
@@ -278,6 +280,7 @@ def plot_reference_sweep(sweep: pd.DataFrame, out: str | Path, title: str) -> Pa
             ax.errorbar(x, y, yerr=[low, high], marker="o", ms=4, capsize=3, label=f"{family} ({protocol})")
         refs = sorted(sweep["references"].unique())
         ax.set_xscale("log")
+        ax.xaxis.set_minor_locator(NullLocator())
         ax.set_xticks(refs, [str(r) for r in refs])
         ax.set_xlabel("training references (images)")
         ax.set_ylabel("test SRCC (higher is better)")
