@@ -148,6 +148,63 @@ def test_ridge_path_equals_scikit_learn():
         np.testing.assert_allclose(model.predict(x), ref.predict(x.reshape(-1, 6)).reshape(30, 5).mean(1))
 
 
+def test_a_ridge_on_standardised_columns_folds_into_one_on_the_raw_features():
+    from sklearn.linear_model import Ridge
+    from sklearn.preprocessing import StandardScaler
+
+    from synthiqa.models.components.ridge import ColumnScale
+
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(40, 3, 4)) * [1e-3, 1.0, 50.0, 0.0] + [0.0, 5.0, -20.0, 7.0]  # one constant column
+    y = x[:, :, 1].mean(1) + rng.normal(scale=0.1, size=40)
+    scale = ColumnScale.fit(x)
+    assert scale.std[3] == 1.0
+    model = scale.fold(fit_ridge(scale.apply(x), y, 2.0))
+    flat = x.reshape(-1, 4)
+    ref = Ridge(alpha=2.0).fit(StandardScaler().fit_transform(flat[:, :3]), np.repeat(y, 3))
+    expected = ref.predict(StandardScaler().fit(flat[:, :3]).transform(flat[:, :3])).reshape(40, 3).mean(1)
+    np.testing.assert_allclose(model.predict(x), expected, atol=1e-8)
+
+
+def _synthetic_references(n: int = 6, side: int = 80) -> list[torch.Tensor]:
+    """uint8 [3, side, side] images: a tint, a gradient and smoothed noise each."""
+    g = torch.Generator().manual_seed(0)
+    ramp = torch.linspace(0, 1, side)
+    refs = []
+    for _ in range(n):
+        grad = ramp[None, :, None] * 60 * torch.rand(1, generator=g) + ramp[None, None, :] * 60
+        texture = torch.nn.functional.avg_pool2d(torch.rand(1, 3, side, side, generator=g), 5, 1, 2)[0] * 80
+        refs.append((torch.rand(3, 1, 1, generator=g) * 128 + grad + texture).clamp(0, 255).to(torch.uint8))
+    return refs
+
+
+def test_arniqa_nt_xent_falls_below_chance_and_every_step_is_logged(tmp_path):
+    import pandas as pd
+
+    from synthiqa.models.arniqa.method import (
+        ARNIQATask,
+        loop_settings,
+        nt_xent_chance,
+        pair_source,
+        preset_config,
+    )
+    from synthiqa.models.training.loop import run_training
+
+    config = preset_config(encoder="compact", crop_size=32, batch_size=4, epochs=3, steps_per_epoch=20,
+                           val_samples=2, device="cpu")
+    cpu = torch.device("cpu")
+    task = ARNIQATask(config, [], [], cpu, pairs=pair_source(_synthetic_references(), config, cpu))
+    result = run_training(task, loop_settings(config, cpu, False), out_dir=tmp_path)
+    steps = pd.read_csv(tmp_path / "steps.csv")
+    assert list(steps["step"]) == list(range(1, 61))
+    assert list(steps["epoch"]) == [1] * 20 + [2] * 20 + [3] * 20
+    assert steps["lr"].iloc[0] == pytest.approx(config.learning_rate)
+    chance = nt_xent_chance(2 * config.batch_size)  # pairs: the full and half crops of each item
+    assert chance == pytest.approx(math.log(15)) and np.allclose(steps["nt_xent_chance"], chance)
+    assert steps["nt_xent"].tail(10).mean() < chance - 0.15
+    assert [r["nt_xent"] for r in result.step_rows] == pytest.approx(list(steps["nt_xent"]), rel=1e-5)
+
+
 def test_alpha_search_matches_a_brute_force_search_and_prefers_shrinkage_on_noise():
     from scipy.stats import spearmanr
     from sklearn.linear_model import Ridge
@@ -243,17 +300,19 @@ def test_one_epoch_run_saves_a_checkpoint_that_predicts(tiny_set, trained, metho
         np.testing.assert_allclose(refit.embed(records), predictor.embed(records), rtol=1e-4, atol=1e-5)
 
 
-def test_arniqa_trains_with_sgd_momentum_as_in_the_paper(trained):
+def test_arniqa_trains_with_adamw_by_default_and_the_paper_preset_with_sgd(trained):
     from synthiqa.models.arniqa.method import ARNIQAConfig, preset_config
 
     last = torch.load(trained["arniqa"].parent / "last.pt", map_location="cpu", weights_only=True)
     group = last["optimizer"]["param_groups"][0]
-    assert group["momentum"] == 0.9 and group["weight_decay"] == 1e-4 and "betas" not in group
+    assert group["weight_decay"] == 1e-4 and "betas" in group and "momentum" not in group
     config = ARNIQAConfig()
-    assert (config.optimizer, config.scheduler, config.temperature) == ("sgd", "warm_restarts", 0.1)
+    assert (config.optimizer, config.scheduler, config.learning_rate, config.temperature) == (
+        "adamw", "cosine", 1e-3, 0.1)
     paper = preset_config("paper")
     assert (paper.encoder, paper.crop_size, paper.batch_size) == ("resnet50", 224, 16)
-    assert paper.learning_rate == 1e-3
+    assert (paper.optimizer, paper.momentum, paper.scheduler, paper.learning_rate) == (
+        "sgd", 0.9, "warm_restarts", 1e-3)
 
 
 @pytest.mark.parametrize("method", ["trcnn", "arniqa"])
@@ -439,3 +498,23 @@ def test_frozen_arniqa_picks_alpha_on_val_and_extracts_each_image_once(trained, 
         assert np.isfinite(model.predict(task.test)).all()
     assert sorted(map(str, extracted)) == sorted({str(p) for p in extracted})  # each image once
     assert len(extracted) <= len(scored_csv.records)
+
+
+def test_hybrid_arniqa_appends_whole_image_statistics_and_fits_a_standardised_ridge(trained, scored_csv):
+    from synthiqa.models.arniqa.method import ARNIQAPredictor
+    from synthiqa.models.components.features import WholeImageFeatures
+    from synthiqa.models.data import read_rgb
+
+    records = scored_csv.records
+    plain = ARNIQAPredictor(encoder_checkpoint=str(trained["arniqa"]), device="cpu").fit(records[:12])
+    hybrid = ARNIQAPredictor(encoder_checkpoint=str(trained["arniqa"]), device="cpu",
+                             scene_statistics=True).fit(records[:12], records[12:16])
+    assert hybrid.config_.scene_statistics and not plain.config_.scene_statistics
+    x, x_plain = hybrid._features(records[:3]), plain._features(records[:3])
+    stats = np.stack([WholeImageFeatures().of_image(read_rgb(r.image)).numpy() for r in records[:3]])
+    width = x_plain.shape[-1]
+    assert x.shape == (3, 5, width + stats.shape[1])
+    np.testing.assert_allclose(x[..., :width], x_plain, rtol=1e-5, atol=1e-6)  # the encoder's, unchanged
+    np.testing.assert_allclose(x[..., width:], np.repeat(stats[:, None], 5, 1), rtol=1e-5, atol=1e-6)
+    pred = hybrid.predict(records[16:])
+    assert pred.shape == (len(records) - 16,) and np.isfinite(pred).all()

@@ -14,7 +14,7 @@ from sklearn.base import BaseEstimator
 from synthiqa.benchmarks.suite import Suite, run_suite
 from synthiqa.cli import main
 from synthiqa.models.registry import register_model
-from synthiqa.reports.figures import plot_training_curves
+from synthiqa.reports.figures import plot_step_losses, plot_training_curves
 from synthiqa.reports.html import build_report
 
 
@@ -135,3 +135,17 @@ def test_training_curves_from_a_log_file(tmp_path):
     log.write_text("epoch,lr\n1,0.1\n")
     with pytest.raises(Exception, match="no loss"):
         plot_training_curves(log, tmp_path / "c2.png", "run")
+
+
+def test_step_losses_draw_each_loss_and_its_chance_level(tmp_path):
+    steps = tmp_path / "run" / "steps.csv"
+    steps.parent.mkdir()
+    n = 60
+    log = pd.DataFrame({"epoch": np.repeat([1, 2], n // 2), "step": np.arange(1, n + 1), "lr": 1e-3,
+                        "nt_xent": np.linspace(3.4, 2.0, n), "nt_xent_chance": np.log(31)})
+    log.to_csv(steps, index=False)
+    png = plot_step_losses(steps, tmp_path / "steps.png", "run")
+    assert Image.open(png).size[0] > 500
+    steps.write_text("epoch,step,lr\n1,1,0.1\n")
+    with pytest.raises(Exception, match="no loss columns"):
+        plot_step_losses(steps, tmp_path / "s2.png", "run")

@@ -550,7 +550,7 @@ def test_train_flags_come_from_the_method_cards(capsys, tmp_path):
         assert "--toy-strength, --toy_strength" in text
         assert "how strong the toy is, 0..1. (default toy_method: 0.5)" in text
         assert "number of mixture components (the maximum when BIC selects). (default ceniqa: 8)" in text
-        assert "(default arniqa: 3; ceniqa: 8; sind, trcnn: 10; toy_method: 1)" in text  # --epochs
+        assert "(default arniqa: 4; ceniqa: 8; sind, trcnn: 10; toy_method: 1)" in text  # --epochs
         code, _, err = cli(capsys, "train", "--method", "arniqa", "--n-clusters", "3", "--data",
                            str(tmp_path), "--out", str(tmp_path / "r"))
         assert code == 2 and len(err.strip().splitlines()) == 1

@@ -158,6 +158,12 @@ def train_command(
         figures = " ".join(f"{k}={test[k]:.4f}" for k in ("srcc", "plcc", "rmse", "active_clusters", "purity")
                            if isinstance(test.get(k), float))
         console.print(f"test: {figures}", highlight=False)
+    steps = Path(out) / "steps.csv"
+    if steps.is_file():
+        from synthiqa.reports.figures import plot_step_losses
+
+        curve = plot_step_losses(steps, Path(out) / "loss_curve.png", f"{method} training run {out}")
+        console.print(f"loss curve: {curve}", highlight=False)
     console.print(f"best checkpoint: {best}", highlight=False)
 
 

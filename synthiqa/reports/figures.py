@@ -8,6 +8,8 @@
 * ``plot_training_curves``: losses, validation SRCC/PLCC and active clusters per epoch from ``log.csv``.
 * ``plot_reference_sweep``: test SRCC (95% bootstrap intervals) against the number of training references,
   one line per model family and protocol.
+* ``plot_step_losses``: every logged loss per training step from ``steps.csv`` (a moving mean over the
+  noisy steps), with the chance level of each loss that logs one (``NAME_chance``) drawn dashed.
 * ``plot_distortion_grid``: the distortion types of the benchmark on one reference (``reports.grid``).
 
 Every figure states its model, dataset and split in the title, and the direction of quality axes.
@@ -288,6 +290,52 @@ def plot_reference_sweep(sweep: pd.DataFrame, out: str | Path, title: str) -> Pa
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, frameon=False)
     fig.suptitle(title, fontsize=12, y=1.03)
+    fig.tight_layout()
+    return _save(fig, out)
+
+
+#: Steps of the moving mean drawn over the per-step losses (at most a tenth of the run).
+LOSS_SMOOTHING = 25
+
+
+def plot_step_losses(steps_csv: str | Path, out: str | Path, title: str) -> Path:
+    """Every loss column of a run's ``steps.csv`` against the step (thin: each step; thick: the moving
+    mean), with a dashed line at each loss's chance level (column ``NAME_chance``) and epoch boundaries
+    dotted."""
+    plt = _plt()
+    path = Path(steps_csv)
+    try:
+        log = pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise SynthiqaError(f"{path}: cannot read step log ({type(exc).__name__})") from None
+    if log.empty or "step" not in log:
+        raise SynthiqaError(f"{path}: step log has no rows or no 'step' column")
+    skip = {"epoch", "step", "lr"}
+    losses = [c for c in log.columns if c not in skip and not c.endswith("_chance")]
+    if not losses:
+        raise SynthiqaError(f"{path}: no loss columns to plot")
+    step = pd.to_numeric(log["step"], errors="coerce")
+    window = max(1, min(LOSS_SMOOTHING, len(log) // 10))
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    for i, c in enumerate(losses):
+        colour = f"C{i}"
+        values = pd.to_numeric(log[c], errors="coerce")
+        ax.plot(step, values, color=colour, lw=0.6, alpha=0.35)
+        ax.plot(step, values.rolling(window, min_periods=1).mean(), color=colour, lw=1.8,
+                label=f"{c} (mean of {window} steps)")
+        if f"{c}_chance" in log:
+            chance = pd.to_numeric(log[f"{c}_chance"], errors="coerce")
+            ax.plot(step, chance, color=colour, ls="--", lw=1.2, label=f"{c} at chance")
+    if "epoch" in log:
+        epoch = pd.to_numeric(log["epoch"], errors="coerce").to_numpy()
+        for i in range(1, len(epoch)):
+            if epoch[i] != epoch[i - 1]:
+                ax.axvline(step.iloc[i] - 0.5, color="grey", lw=0.6, ls=":")
+    ax.set_xlabel("training step")
+    ax.set_ylabel("loss (lower is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, frameon=False)
+    ax.set_title(title, fontsize=11)
     fig.tight_layout()
     return _save(fig, out)
 

@@ -264,6 +264,11 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
         png = figures.plot_training_curves(log, fig_dir / f"training_{i:02d}_{_slug(run.name)}.png",
                                            f"training run {label}")
         parts.append(_img(png, f"Training curves of {run}"))
+        if (log.parent / "steps.csv").is_file():
+            png = figures.plot_step_losses(log.parent / "steps.csv",
+                                           fig_dir / f"steps_{i:02d}_{_slug(run.name)}.png",
+                                           f"training run {label}: loss per step")
+            parts.append(_img(png, f"Loss per step of {run}"))
     sections.append(("Training curves", parts or [_note("no training run folder found; pass --run RUN_DIR")]))
 
     out_path = Path(out) if out is not None else results_dir / "report.html"

@@ -60,6 +60,30 @@ def ridge_path(features: np.ndarray, targets: np.ndarray, alphas: Sequence[float
     return models
 
 
+@dataclass
+class ColumnScale:
+    """Per-column standardisation ``(x - mean) / std`` learnt on training features (rows of ``[N, D]`` or
+    crops of ``[N, C, D]``); columns with no spread keep a std of 1."""
+
+    mean: np.ndarray
+    std: np.ndarray
+
+    @classmethod
+    def fit(cls, features: np.ndarray) -> ColumnScale:
+        x = np.asarray(features, dtype=np.float64)
+        x = x.reshape(-1, x.shape[-1])
+        std = x.std(0)
+        return cls(x.mean(0), np.where(std > 0, std, 1.0))
+
+    def apply(self, features: np.ndarray) -> np.ndarray:
+        return (np.asarray(features, dtype=np.float64) - self.mean) / self.std
+
+    def fold(self, model: RidgeModel) -> RidgeModel:
+        """The ridge fitted on standardised features as one on the raw features (same predictions)."""
+        coef = model.coef / self.std
+        return RidgeModel(coef, float(model.intercept - self.mean @ coef), model.alpha)
+
+
 def fit_ridge(features: np.ndarray, targets: np.ndarray, alpha: float) -> RidgeModel:
     """One ridge fit (see ``ridge_path``)."""
     return ridge_path(features, targets, [alpha])[0]

@@ -1,5 +1,7 @@
 """The training loop every trainable method reuses: device, seeding, mixed precision, learning-rate
-schedule, progress bar, a CSV log per epoch, checkpoints (best validation SRCC and last) and resume.
+schedule, progress bar, a CSV log per epoch (``log.csv``) and per step (``steps.csv``: the learning rate
+and every value the task's step logs, so a loss curve is drawn from it), checkpoints (best validation SRCC
+and last) and resume.
 
 A method contributes a ``TrainingTask``: its model, its batches, one step's losses, what to do at the
 start of an epoch (CENIQA refits its mixture) and its validation. The loop does the rest.
@@ -27,7 +29,7 @@ import random
 import time
 import warnings
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -138,8 +140,9 @@ class LoopSettings:
 @dataclass
 class TrainResult:
     """What a run produced: the checkpoints written (None when not writing files), the best validation
-    SRCC and its epoch, the per-epoch log rows, the last epoch's training throughput (images/s), and the
-    best checkpoint's dict (CPU tensors) for in-memory use."""
+    SRCC and its epoch, the per-epoch log rows, the per-step rows (``epoch``, ``step`` counted from 1 over
+    the run, ``lr`` and the step's logged values), the last epoch's training throughput (images/s), and
+    the best checkpoint's dict (CPU tensors) for in-memory use."""
 
     best_path: Path | None
     last_path: Path | None
@@ -148,6 +151,7 @@ class TrainResult:
     rows: list[dict[str, Any]]
     images_per_second: float
     best_state: dict[str, Any]
+    step_rows: list[dict[str, Any]] = field(default_factory=list)
 
 
 def to_device(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
@@ -244,7 +248,9 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
     """Train ``task`` for ``settings.epochs`` epochs.
 
     With ``out_dir``, writes ``log.csv`` (one row per epoch: phase, lr, mean losses, validation metrics,
-    throughput, seconds), ``last.pt`` after every epoch and ``best.pt`` whenever validation SRCC improves.
+    throughput, seconds), ``steps.csv`` (one row per step: epoch, step, lr, the step's values; rank 0's
+    under ``torch.distributed``), ``last.pt`` after every epoch and ``best.pt`` whenever validation SRCC
+    improves.
     ``resume`` (a ``last.pt``) restores model, optimizer, log and best score and continues with the next
     epoch.
     """
@@ -269,6 +275,7 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
     writes = is_main_process()
     out = Path(out_dir) if out_dir is not None else None
     rows: list[dict[str, Any]] = []
+    step_rows: list[dict[str, Any]] = []
     best_srcc, best_epoch, start = -math.inf, -1, 0
     best_state: dict[str, Any] = {}
     if resume is not None:
@@ -284,6 +291,7 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
         best_srcc = float(state.get("best_srcc", -math.inf))
         best_epoch = int(state.get("best_epoch", -1))
         rows = [dict(r) for r in state.get("log", [])]
+        step_rows = [dict(r) for r in state.get("steps", [])]
         best_file = Path(resume).with_name("best.pt")
         if best_file.is_file():
             best_state = load_checkpoint(best_file)
@@ -332,6 +340,8 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
                 scaler.update()
                 for k, v in parts.items():
                     sums[k] = sums.get(k, 0.0) + v
+                step_rows.append({"epoch": epoch + 1, "step": len(step_rows) + 1,
+                                  "lr": optimizer.param_groups[0]["lr"], **parts})
                 n_steps += 1
                 n_images += int(batch["image"].shape[0])
                 rate = n_images / max(time.perf_counter() - t_train, 1e-9)  # as train_images_per_s below
@@ -364,8 +374,10 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
                 if improved:
                     save_checkpoint(out / "best.pt", state)
                 save_checkpoint(out / "last.pt", {**state, "optimizer": optimizer.state_dict(),
-                                                  "log": [dict(r) for r in rows]})
+                                                  "log": [dict(r) for r in rows],
+                                                  "steps": [dict(r) for r in step_rows]})
                 _write_log(out / "log.csv", rows)
+                _write_log(out / "steps.csv", step_rows)
     if not best_state:  # no validation ran: the last epoch is the best we have
         best_state = {"method": task.method, "config": task.config_dict(), "model": _cpu_state(model),
                       "epoch": settings.epochs, "metrics": {}, "best_srcc": best_srcc,
@@ -383,5 +395,5 @@ def run_training(task: TrainingTask, settings: LoopSettings, out_dir: str | Path
         best_path=out / "best.pt" if out is not None else None,
         last_path=out / "last.pt" if out is not None else None,
         best_srcc=best_srcc, best_epoch=best_epoch, rows=rows, images_per_second=images_per_second,
-        best_state=best_state,
+        best_state=best_state, step_rows=step_rows,
     )
