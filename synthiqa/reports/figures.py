@@ -216,16 +216,21 @@ def _numeric(frame: pd.DataFrame, cols: Sequence[str]) -> pd.DataFrame:
     return frame[list(cols)].apply(pd.to_numeric, errors="coerce")
 
 
+def _read_log(path: Path, what: str) -> pd.DataFrame:
+    """A run's CSV log; a one-line error naming the file when it cannot be read."""
+    try:
+        return pd.read_csv(path)
+    except (OSError, ValueError, pd.errors.ParserError) as exc:
+        raise SynthiqaError(f"{path}: cannot read {what} ({type(exc).__name__})") from None
+
+
 def plot_training_curves(log_csv: str | Path, out: str | Path, title: str) -> Path:
     """Losses, validation correlations and active clusters per epoch from a run's ``log.csv``."""
     from matplotlib.ticker import MaxNLocator
 
     plt = _plt()
     path = Path(log_csv)
-    try:
-        log = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise SynthiqaError(f"{path}: cannot read training log ({type(exc).__name__})") from None
+    log = _read_log(path, "training log")
     if log.empty:
         raise SynthiqaError(f"{path}: training log has no rows")
     if "epoch" in log:
@@ -304,10 +309,7 @@ def plot_step_losses(steps_csv: str | Path, out: str | Path, title: str) -> Path
     dotted."""
     plt = _plt()
     path = Path(steps_csv)
-    try:
-        log = pd.read_csv(path)
-    except (OSError, ValueError, pd.errors.ParserError) as exc:
-        raise SynthiqaError(f"{path}: cannot read step log ({type(exc).__name__})") from None
+    log = _read_log(path, "step log")
     if log.empty or "step" not in log:
         raise SynthiqaError(f"{path}: step log has no rows or no 'step' column")
     skip = {"epoch", "step", "lr"}
