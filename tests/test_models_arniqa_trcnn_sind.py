@@ -12,7 +12,7 @@ from sklearn.base import clone
 from synthiqa.datasets import load_dataset
 from synthiqa.datasets.folds import experiment_splits
 from synthiqa.datasets.splits import scene_disjoint_folds
-from synthiqa.errors import ConfigError
+from synthiqa.errors import ConfigError, DatasetError
 from synthiqa.models.arniqa.method import nt_xent
 from synthiqa.models.components.losses import scale_shift_align, sind_loss
 from synthiqa.models.components.ridge import alpha_grid_search, fit_ridge, ridge_path
@@ -518,3 +518,22 @@ def test_hybrid_arniqa_appends_whole_image_statistics_and_fits_a_standardised_ri
     np.testing.assert_allclose(x[..., width:], np.repeat(stats[:, None], 5, 1), rtol=1e-5, atol=1e-6)
     pred = hybrid.predict(records[16:])
     assert pred.shape == (len(records) - 16,) and np.isfinite(pred).all()
+
+
+def test_ridge_path_falls_back_when_the_svd_does_not_converge(monkeypatch):
+    rng = np.random.default_rng(3)
+    x, y = rng.normal(size=(40, 6)), rng.normal(size=40)
+    expected = [m.coef for m in ridge_path(x, y, [0.1])]
+
+    def no_convergence(*args, **kwargs):
+        raise np.linalg.LinAlgError("SVD did not converge")
+
+    monkeypatch.setattr(np.linalg, "svd", no_convergence)
+    np.testing.assert_allclose(ridge_path(x, y, [0.1])[0].coef, expected[0], rtol=1e-8, atol=1e-10)
+
+
+def test_ridge_path_names_non_finite_features():
+    x = np.ones((5, 3))
+    x[2, 1] = np.nan
+    with pytest.raises(DatasetError, match="not finite"):
+        ridge_path(x, np.arange(5.0), [1.0])

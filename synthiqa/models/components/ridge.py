@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import scipy.linalg
 
 from synthiqa.errors import DatasetError
 
@@ -45,13 +46,24 @@ def _flatten(features: np.ndarray, targets: np.ndarray) -> tuple[np.ndarray, np.
     return x.reshape(-1, x.shape[-1]), np.repeat(y, x.shape[1])
 
 
+def _svd(x: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Thin SVD of a finite matrix: LAPACK's divide-and-conquer driver (``gesdd``, NumPy's), and where it
+    fails to converge, which it can on finite ill-conditioned matrices, the slower QR driver (``gesvd``)."""
+    try:
+        return np.linalg.svd(x, full_matrices=False)
+    except np.linalg.LinAlgError:
+        return scipy.linalg.svd(x, full_matrices=False, lapack_driver="gesvd")
+
+
 def ridge_path(features: np.ndarray, targets: np.ndarray, alphas: Sequence[float]) -> list[RidgeModel]:
     """Ridge fits (with intercept) for every alpha; ``features`` ``[N, D]`` or ``[N, C, D]`` (crops)."""
     x, y = _flatten(features, targets)
     if x.shape[0] < 2:
         raise DatasetError(f"ridge regression needs at least 2 samples, got {x.shape[0]}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise DatasetError("ridge regression: the features or scores are not finite (NaN or inf)")
     x_mean, y_mean = x.mean(0), y.mean()
-    u, s, vt = np.linalg.svd(x - x_mean, full_matrices=False)
+    u, s, vt = _svd(x - x_mean)
     uty = u.T @ (y - y_mean)
     models = []
     for alpha in alphas:
