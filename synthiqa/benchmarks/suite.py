@@ -907,12 +907,11 @@ def interval_table(table: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(out)
 
 
-def references_table(table: pd.DataFrame, models: Sequence[ModelSpec]) -> pd.DataFrame:
-    """The training-set sweep: one row per model with ``references`` set (family, dataset, protocol,
-    references, model, SRCC with its interval, PLCC, splits), sorted by family and number of references;
-    empty when no model has ``references``."""
+def references_table(intervals: pd.DataFrame, models: Sequence[ModelSpec]) -> pd.DataFrame:
+    """The training-set sweep from ``interval_table``'s frame: one row per model with ``references`` set
+    (family, dataset, protocol, references, model, SRCC with its interval, PLCC, splits), sorted by family
+    and number of references; empty when no model has ``references``."""
     sweep = {m.key: m for m in models if m.references is not None}
-    intervals = interval_table(table)
     if not sweep or intervals.empty:
         return pd.DataFrame()
     rows = intervals[intervals["model"].isin(sweep)].copy()
@@ -971,7 +970,7 @@ def results_markdown(table: pd.DataFrame, suite: Suite) -> str:
         [[r["model"], r["dataset"], r["protocol"], r["splits"], r["n"],
           format_interval(r["SRCC"], r["SRCC low"], r["SRCC high"]),
           format_interval(r["PLCC"], r["PLCC low"], r["PLCC high"])] for _, r in intervals.iterrows()]))
-    sweep = references_table(table, suite.models)
+    sweep = references_table(intervals, suite.models)
     if not sweep.empty:
         text.append("\n## SRCC against the number of training references\n")
         text.append(markdown_table(

@@ -202,7 +202,7 @@ def build_report(results_dir: str | Path, out: str | Path | None = None,
     parts.append(_table_html(_interval_frame(intervals)) if not intervals.empty else _note("no results"))
     sections.append(("SRCC and PLCC with 95% bootstrap intervals", parts))
     specs = [ModelSpec.from_dict(m) for m in suite.get("models", [])]
-    sweep = references_table(table, specs)
+    sweep = references_table(intervals, specs)
     if not sweep.empty:
         png = figures.plot_reference_sweep(sweep, fig_dir / "reference_sweep.png",
                                            "Test SRCC against the number of training references")
