@@ -423,18 +423,17 @@ def finish_unit(result: np.ndarray, wrap: bool, out: np.ndarray) -> None:
 DFT_TAPS = 130
 
 
-def filter2d_direct(image: np.ndarray, kernel: np.ndarray, dst: np.ndarray | None = None) -> np.ndarray:
-    """``cv2.filter2D`` of a float32 image with an odd float32 kernel (replicate border) by direct sums,
-    into ``dst`` (same shape and dtype, not ``image``) when given: a kernel of ``DFT_TAPS`` taps or more is
-    cut into bands of rows, each below OpenCV's DFT rule, run on the image padded by replication (each
-    band's window then never leaves the padded image) and added: the same sum in another order, so the
-    same values up to float32 rounding."""
+def filter2d_direct(image: np.ndarray, kernel: np.ndarray) -> np.ndarray:
+    """``cv2.filter2D`` of a float32 image with an odd float32 kernel (replicate border) by direct sums:
+    a kernel of ``DFT_TAPS`` taps or more is cut into bands of rows, each below OpenCV's DFT rule, run on
+    the image padded by replication (each band's window then never leaves the padded image) and added:
+    the same sum in another order, so the same values up to float32 rounding."""
     import cv2
 
     kh, kw = kernel.shape
     rows = max(1, (DFT_TAPS - 1) // kw)
     if kh * kw < DFT_TAPS:
-        return cv2.filter2D(image, -1, kernel, dst=dst, borderType=cv2.BORDER_REPLICATE)
+        return cv2.filter2D(image, -1, kernel, borderType=cv2.BORDER_REPLICATE)
     h, w = image.shape[:2]
     r, c = kh // 2, kw // 2
     padded = cv2.copyMakeBorder(image, r, r, c, c, cv2.BORDER_REPLICATE)
@@ -442,11 +441,7 @@ def filter2d_direct(image: np.ndarray, kernel: np.ndarray, dst: np.ndarray | Non
     for top in range(0, kh, rows):
         band = np.ascontiguousarray(kernel[top:top + rows])
         part = cv2.filter2D(padded, -1, band, anchor=(0, 0), borderType=cv2.BORDER_REPLICATE)[top:top + h, :w]
-        if out is None:
-            out = np.empty_like(part) if dst is None else dst
-            np.copyto(out, part)
-        else:
-            cv2.add(out, part, dst=out)
+        out = part.copy() if out is None else cv2.add(out, part, dst=out)
     return out
 
 
@@ -459,13 +454,10 @@ def filter_uint8(images: np.ndarray, kernels: list[np.ndarray], separable: bool,
 
     def one(i: int) -> None:
         k = np.asarray(kernels[i], dtype=np.float32)
-        result = scratch("filter_out", images[i].shape)  # work arrays: fresh ones cost page faults
         if separable:
-            f = cv2.sepFilter2D(images[i], cv2.CV_32F, k, k, dst=result, borderType=cv2.BORDER_REPLICATE)
+            f = cv2.sepFilter2D(images[i], cv2.CV_32F, k, k, borderType=cv2.BORDER_REPLICATE)
         else:  # float32 in: OpenCV's 8-bit-to-float 2-D filter is about 3x slower than converting first
-            source = scratch("filter_in", images[i].shape)
-            np.copyto(source, images[i])
-            f = filter2d_direct(source, k, result)
+            f = filter2d_direct(images[i].astype(np.float32), k)
         finish_float(images[i], f, wrap, out[i], clip=bool((k < 0).any()))
 
     map_images(images.shape[0], one)
