@@ -220,12 +220,14 @@ def predict_command(
 ) -> None:
     """Score images, higher is better (trained models: quality in [0, 1]), and the mixture cluster of each
     image (CENIQA). Unreadable images are reported one line each and skipped. Torch and OpenCV use the
-    cores this process may run on (``devices.threads_per_worker(1)``); progress goes to stderr."""
+    cores this process may run on less those other processes keep busy, looked at again after every
+    batch (``devices.threads_for_load``); progress goes to stderr."""
+    from synthiqa.devices import share_cores
     from synthiqa.models.inference import list_images, write_predictions
 
     if out is not None:
         check_output_file(out, example="predictions.csv")
-    _share_cores()
+    share_cores()
     scorer = _scorer(checkpoint, model, option, device)
     skipped: list[str] = []
 
@@ -242,7 +244,11 @@ def predict_command(
         images = [r.image for r in records]
         refs = [r.reference for r in records] if scorer.needs_reference else None
     with _progress(len(images), batch_size) as progress:
-        rows = scorer.score(images, refs, batch_size, warn=warn, progress=progress)
+        def batch_done(done: int) -> None:
+            progress(done)
+            share_cores()  # the load may have changed since the last batch
+
+        rows = scorer.score(images, refs, batch_size, warn=warn, progress=batch_done)
     if out is not None:
         try:
             write_predictions(out, rows)
@@ -252,19 +258,6 @@ def predict_command(
         console.print(f"{out}: {len(rows)} images scored, {len(skipped)} skipped", highlight=False)
     else:
         _print_rows(rows)
-
-
-def _share_cores() -> None:
-    """Torch and OpenCV threads: the cores this process may run on (its affinity mask), not the
-    machine's count, so a pinned or shared CPU is not oversubscribed."""
-    import cv2
-    import torch
-
-    from synthiqa.devices import threads_per_worker
-
-    threads = threads_per_worker(1)
-    torch.set_num_threads(threads)
-    cv2.setNumThreads(threads)
 
 
 @contextlib.contextmanager
