@@ -301,7 +301,11 @@ def test_the_real_photographs_suite_names_its_models_and_sweeps_references():
     keys = {m.key for m in suite.models}
     assert all(set(p.models) <= keys for p in suite.protocols)
     sweep = {(m.family, m.references) for m in suite.models if m.references}
-    assert sweep == {(f, n) for f in ("niqe_sharp", "arniqa") for n in (24, 100, 500)}
+    assert sweep == {(f, n) for f in ("niqe_sharp", "arniqa", "arniqa_hybrid") for n in (24, 100, 500)}
+    arniqa = {m.key: m.options for m in suite.models if m.name == "arniqa"}
+    assert {k: o["scene_statistics"] for k, o in arniqa.items()} == {
+        **{f"arniqa_{n}": False for n in (24, 100, 500)}, **{f"hybrid_{n}": True for n in (24, 100, 500)}}
+    assert all(o["encoder_checkpoint"].endswith("/last.pt") for o in arniqa.values())
     assert {p.label for p in suite.protocols} == {"intra", "cross_from_synthetic"}
     assert {d.name for d in suite.datasets} == {"real", "synthetic"}
 
