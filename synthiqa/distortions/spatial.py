@@ -536,10 +536,12 @@ def _pixelate_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, t
 @register_uint8_path("color_block")
 def _color_block_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
                        out: np.ndarray) -> None:
-    """Blocks pasted into the 8-bit image; under the wrap, the output range comes from the uncovered
-    pixels and the colours of the blocks still visible. Where the image's min and max pixels (the first
+    """Blocks drawn into the 8-bit image by OpenCV, one pass per image (its range, its table, then the
+    blocks, while the image is still in cache). Under the wrap, the output range comes from the uncovered
+    pixels and the colours of the blocks still visible: where the image's min and max pixels (the first
     of each) are uncovered, the uncovered pixels stretch to exactly 0 and 1 and no colour in [0, 1] can
-    widen that: one min/max pass; otherwise a masked min/max and the blocks' visibility decide."""
+    widen that, so the table is the input stretch alone (``pick_lut``) and the colours are kept;
+    otherwise a masked min/max and the blocks' visibility decide (``_covered_block_wrap``)."""
     import cv2
 
     b, h, w, _ = images.shape
@@ -548,54 +550,56 @@ def _color_block_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str
     cols = torch.floor(u[..., 1] * max(w - BLOCK, 0)).long().tolist()
     counts = round_count(params["blocks"]).tolist()
     colors = params["colors"].to(torch.float32).numpy().clip(0.0, 1.0)  # [B, MAX_BLOCKS, 3], stretched units
-    ranges = [(0.0, 0.0)] * b
-    uncovered = [(0.0, 0.0)] * b
-    visible = np.zeros(colors.shape[:2], dtype=bool)  # numpy: filled from worker threads
+    plain = to_uint8_table(colors).tolist()
 
-    def scan(i: int) -> None:
-        lo, hi, *extremes = cv2.minMaxLoc(images[i].reshape(h, -1))
-        ranges[i] = (lo, hi)
+    def one(i: int) -> None:
+        image, dst = images[i], out[i]
         blocks = list(zip(rows[i][:counts[i]], cols[i][:counts[i]], strict=True))
-        if hi > lo and not any(r <= y < r + BLOCK and c <= x // 3 < c + BLOCK
-                               for x, y in extremes for r, c in blocks):
-            uncovered[i] = (lo, hi)
-            return
-        mask = np.full((h, w * 3), 255, dtype=np.uint8)
-        top = np.full((h, w), -1, dtype=np.int16)  # the last block covering each pixel
-        for k in range(counts[i]):
-            r, c = rows[i][k], cols[i][k]
-            mask[r:r + BLOCK, 3 * c:3 * (c + BLOCK)] = 0
-            top[r:r + BLOCK, c:c + BLOCK] = k
-        for k in range(counts[i]):
-            r, c = rows[i][k], cols[i][k]
-            visible[i, k] = bool((top[r:r + BLOCK, c:c + BLOCK] == k).any())
-        if mask.any():
-            uncovered[i] = cv2.minMaxLoc(images[i].reshape(h, -1), mask=mask)[:2]
-        else:  # every pixel covered: only the block colours count
-            uncovered[i] = (255.0, 0.0)
-
-    if wrap:
-        map_images(b, scan)
-        inputs = _unit(ranges)
-        seen = stretch_array(_unit(uncovered), inputs[:, :1], inputs[:, 1:])  # [B, 2]
-        lo = np.where(visible[..., None], colors, np.inf).reshape(b, -1).min(1)
-        hi = np.where(visible[..., None], colors, -np.inf).reshape(b, -1).max(1)
-        outputs = np.stack([np.minimum(seen[:, 0], lo), np.maximum(seen[:, 1], hi)], 1)
-        luts = _wrap_luts(inputs, outputs)
-        fills = stretch_array(colors, outputs[:, :1, None], outputs[:, 1:, None])
-        fills = to_uint8_table(fills.clip(0.0, 1.0))
-    else:
-        fills = to_uint8_table(colors)
-
-    def paste(i: int) -> None:
+        fills, lut = plain[i], None
         if wrap:
-            apply_lut(images[i], luts[i], out[i])
+            lo, hi, *extremes = cv2.minMaxLoc(image.reshape(h, -1))
+            if hi > lo and not any(r <= y < r + BLOCK and c <= x // 3 < c + BLOCK
+                                   for x, y in extremes for r, c in blocks):
+                lut = pick_lut(int(lo), int(hi), int(lo), int(hi))
+            else:
+                lut, fills = _covered_block_wrap(image, blocks, colors[i], (lo, hi))
+        if lut is None:
+            np.copyto(dst, image)
         else:
-            np.copyto(out[i], images[i])
-        for k in range(counts[i]):
-            out[i, rows[i][k]:rows[i][k] + BLOCK, cols[i][k]:cols[i][k] + BLOCK] = fills[i, k]
+            apply_lut(image, lut, dst)
+        for (r, c), fill in zip(blocks, fills, strict=False):  # later blocks cover earlier ones
+            cv2.rectangle(dst, (c, r), (c + BLOCK - 1, r + BLOCK - 1), fill, thickness=-1)
 
-    map_images(b, paste)
+    map_images(b, one)
+
+
+def _covered_block_wrap(image: np.ndarray, blocks: list[tuple[int, int]], colors: np.ndarray,
+                        image_range: tuple[float, float]) -> tuple[np.ndarray, list[list[int]]]:
+    """Colour blocks under the wrap on one image whose extreme pixels may be covered (or which is flat):
+    the output range from the pixels no block covers and the colours of the blocks still visible; the
+    image's table and the blocks' 8-bit colours (``colors``: ``[MAX_BLOCKS, 3]`` in stretched units)."""
+    import cv2
+
+    h, w = image.shape[:2]
+    mask = np.full((h, w * 3), 255, dtype=np.uint8)
+    top = np.full((h, w), -1, dtype=np.int16)  # the last block covering each pixel
+    for k, (r, c) in enumerate(blocks):
+        mask[r:r + BLOCK, 3 * c:3 * (c + BLOCK)] = 0
+        top[r:r + BLOCK, c:c + BLOCK] = k
+    visible = np.zeros(colors.shape[0], dtype=bool)
+    for k, (r, c) in enumerate(blocks):
+        visible[k] = bool((top[r:r + BLOCK, c:c + BLOCK] == k).any())
+    if mask.any():
+        uncovered = cv2.minMaxLoc(image.reshape(h, -1), mask=mask)[:2]
+    else:  # every pixel covered: only the block colours count
+        uncovered = (255.0, 0.0)
+    inputs = _unit([image_range])
+    seen = stretch_array(_unit([uncovered]), inputs[:, :1], inputs[:, 1:])  # [1, 2]
+    lo = np.where(visible[:, None], colors, np.inf).min()
+    hi = np.where(visible[:, None], colors, -np.inf).max()
+    outputs = np.stack([np.minimum(seen[:, 0], lo), np.maximum(seen[:, 1], hi)], 1)
+    fills = stretch_array(colors, outputs[:, :1], outputs[:, 1:])
+    return _wrap_luts(inputs, outputs)[0], to_uint8_table(fills.clip(0.0, 1.0)).tolist()
 
 
 @register_uint8_path("quantization")
