@@ -385,3 +385,28 @@ def test_map_jobs_inside_a_job_runs_serially():
 
     map_jobs([outer] * 4)
     assert len(done) == 4
+
+
+def test_map_images_threads_take_the_next_index_so_a_held_thread_holds_up_nothing():
+    """The thread holding an index that waits until every other index is done: the other threads take
+    them all (a fixed share per thread would leave the held thread's share undone, so the wait ran out)."""
+    import threading
+
+    from synthiqa.distortions.fastpath import map_images
+
+    torch.set_num_threads(2)  # the fixture restores the count
+    n = 9
+    rest_done = threading.Event()
+    done, waited = [], []
+    lock = threading.Lock()
+
+    def fn(i: int) -> None:
+        if i == 0:
+            waited.append(rest_done.wait(timeout=20))
+        with lock:
+            done.append(i)
+            if len(done) == n - 1 and 0 not in done:
+                rest_done.set()
+
+    map_images(n, fn)
+    assert waited == [True] and sorted(done) == list(range(n))

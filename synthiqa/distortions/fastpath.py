@@ -116,40 +116,16 @@ _SERIAL = threading.local()
 
 
 def map_images(n: int, fn: Callable[[int], None]) -> None:
-    """Run ``fn(i)`` for i in 0..n-1 on ``torch.get_num_threads()`` threads (serially for one, or inside a
-    job of ``map_jobs``), one share of the indices per thread, the calling thread taking the first (few
-    hand-offs: per-image work can be tens of microseconds)."""
+    """Run ``fn(i)`` for i in 0..n-1 on ``torch.get_num_threads()`` threads, the calling thread included:
+    each thread takes the next index when it is done with one, so a thread the system holds back (a busy
+    machine) leaves its share to the others instead of holding up the call. Calls made inside ``fn``
+    (nested calls) run serially. The first error is raised once every thread has stopped."""
     workers = 1 if getattr(_SERIAL, "active", False) else min(torch.get_num_threads(), n)
-
-    def run(chunk: range) -> None:
-        for i in chunk:
+    if workers <= 1:
+        for i in range(n):
             fn(i)
-
-    if workers <= 1:
-        run(range(n))
         return
-    pool = _pool(workers - 1)
-    others = [pool.submit(run, range(w, n, workers)) for w in range(1, workers)]
-    try:
-        run(range(0, n, workers))
-    finally:
-        for f in others:
-            f.result()
-
-
-def map_jobs(jobs: Sequence[Callable[[], None]]) -> None:
-    """Run independent jobs (one distortion's group of images each) on ``torch.get_num_threads()``
-    threads, each thread taking the next job when it is done with one (the calling thread works too);
-    ``map_images`` runs serially inside a job, so the threads share out the jobs instead of the images
-    of each (a batch of many small groups, such as a mix of every distortion, uses every thread). Inside
-    a job (a nested call) the jobs run serially. The first error is raised once every thread has
-    stopped."""
-    workers = 1 if getattr(_SERIAL, "active", False) else min(torch.get_num_threads(), len(jobs))
-    if workers <= 1:
-        for job in jobs:
-            job()
-        return
-    pending = iter(jobs)
+    indices = iter(range(n))
     lock = threading.Lock()
 
     def run() -> None:
@@ -158,10 +134,10 @@ def map_jobs(jobs: Sequence[Callable[[], None]]) -> None:
         try:
             while True:
                 with lock:
-                    job = next(pending, None)
-                if job is None:
+                    i = next(indices, None)
+                if i is None:
                     return
-                job()
+                fn(i)
         finally:
             _SERIAL.active = before
 
@@ -172,6 +148,13 @@ def map_jobs(jobs: Sequence[Callable[[], None]]) -> None:
     finally:
         for f in others:
             f.result()
+
+
+def map_jobs(jobs: Sequence[Callable[[], None]]) -> None:
+    """Run independent jobs (one distortion's group of images each) as ``map_images`` runs its indices:
+    ``map_images`` runs serially inside a job, so the threads share out the jobs instead of the images
+    of each (a batch of many small groups, such as a mix of every distortion, uses every thread)."""
+    map_images(len(jobs), lambda i: jobs[i]())
 
 
 _SCRATCH = threading.local()
