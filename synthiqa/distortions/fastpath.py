@@ -370,16 +370,14 @@ def finish_float(image: np.ndarray, result: np.ndarray, wrap: bool, out: np.ndar
             np.clip(result, 0.0, 255.0, out=result)
         cv2.convertScaleAbs(result, dst=out)
         return
-    lo1, hi1 = image_range(image)
     if clip:
-        np.clip(result, lo1, hi1, out=result)
+        np.clip(result, *image_range(image), out=result)
     lo2, hi2 = cv2.minMaxLoc(result.reshape(result.shape[0], -1))[:2]
     if hi2 - lo2 > 255.0 * FLAT_SPAN:
         lo, span = lo2, hi2 - lo2
-    elif hi1 - lo1 > 255.0 * FLAT_SPAN:  # a flat result of a non-flat image: only the input stretch applies
-        lo, span = lo1, hi1 - lo1
-    else:
-        lo, span = 0.0, 255.0
+    else:  # a flat result: the input stretch alone, where the image is not flat
+        lo1, hi1 = image_range(image)
+        lo, span = (lo1, hi1 - lo1) if hi1 - lo1 > 255.0 * FLAT_SPAN else (0.0, 255.0)
     cv2.convertScaleAbs(result, dst=out, alpha=255.0 / span, beta=-lo * 255.0 / span)
 
 
