@@ -479,7 +479,7 @@ def test_fields_drawn_into_a_given_tensor_are_the_same_draws():
         assert torch.equal(buf, draw(seeds, (3, 8, 9), "cpu"))
 
 
-def test_pixelate_uint8_declines_images_beyond_opencv_remap():
+def test_pixelate_uint8_on_an_image_wider_than_opencv_remap_allows():
     from synthiqa.distortions.chains import apply_distortion
 
     g = torch.Generator().manual_seed(0)

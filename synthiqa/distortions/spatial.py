@@ -463,15 +463,6 @@ def _wrap_luts(inputs: np.ndarray, outputs: np.ndarray) -> np.ndarray:
     return to_uint8_table(stretch_array(ramp, outputs[:, :1], outputs[:, 1:]).clip(0.0, 1.0))
 
 
-def _nearest_map(xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
-    """An OpenCV fixed-point remap map that picks pixel (ys[r], xs[c]) into output pixel (r, c)."""
-    import cv2
-
-    map_x = np.broadcast_to(xs.astype(np.float32)[None, :], (len(ys), len(xs)))
-    map_y = np.broadcast_to(ys.astype(np.float32)[:, None], (len(ys), len(xs)))
-    return cv2.convertMaps(map_x, map_y, cv2.CV_16SC2, nninterpolation=True)[0]
-
-
 @lru_cache(maxsize=4096)
 def pick_lut(lo1: int, hi1: int, lo2: int, hi2: int) -> np.ndarray | None:
     """The wrap of a step that only picks pixels, as one uint8 table (``_wrap_luts``): the image's 8-bit
@@ -493,38 +484,43 @@ def _apply_pick_lut(source: np.ndarray, picked: np.ndarray) -> None:
 
 
 @lru_cache(maxsize=32)
-def _pixelate_plan(z: float, h: int, w: int, rule: str) -> tuple[np.ndarray, np.ndarray]:
-    """Pixelate at scale ``z`` on ``h`` x ``w`` images as two 8-bit steps: a remap map that picks, for each
-    distinct source row, the full-width row of the output (the column index map composed with the row
-    gather), and the output's row index into those rows (rows repeat: the way up only copies rows)."""
+def _pixelate_plan(z: float, h: int, w: int, rule: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixelate at scale ``z`` on ``h`` x ``w`` images as index gathers: the distinct source rows, the
+    column index map, and the output's row index into those rows (rows repeat: the way up only copies
+    rows), each an ``intp`` array."""
     zt = torch.tensor([z], dtype=torch.float64)
     src_r, up_r = np.unique(_pixelate_maps(zt, h, rule)[0].numpy(), return_inverse=True)
     cols = _pixelate_maps(zt, w, rule)[0].numpy()
-    up_r = up_r.astype(np.intp)
-    up_r.setflags(write=False)
-    return _nearest_map(cols, src_r), up_r
+    plan = tuple(np.ascontiguousarray(a, dtype=np.intp) for a in (src_r, cols, up_r))
+    for a in plan:
+        a.setflags(write=False)
+    return plan
 
 
 @register_uint8_path("pixelate")
 def _pixelate_uint8(dist: Distortion, images: np.ndarray, params: Mapping[str, torch.Tensor], wrap: bool,
                     out: np.ndarray) -> bool:
-    """The float path's index maps in two steps (``_pixelate_plan``): one remap picks the distinct output
-    rows (a scratch array), then each output row is a copy of one of them; under the wrap, the picked
-    rows' min and max fix the output stretch and its table is applied to them (``pick_lut``). Declines
-    images of 32767 px or more on a side (OpenCV's remap limit)."""
+    """The float path's index maps as gathers (``_pixelate_plan``): the distinct source rows are taken,
+    their pixels padded to 4 bytes (RGBA) so that the column gather moves one 32-bit word per pixel,
+    and converted back (the distinct output rows, a scratch array); then each output row is a copy of one
+    of them. Under the wrap, the picked rows' min and max fix the output stretch and its table is
+    applied to them (``pick_lut``). Pixels are only moved, so the output is the float path's exactly."""
     import cv2
 
     b, h, w, _ = images.shape
-    if max(h, w) >= np.iinfo(np.int16).max:  # beyond OpenCV's remap
-        return False
     rule = dist.options.get("resize", "torch")
-    plans = [_pixelate_plan(zi, h, w, rule) for zi in Pixelate.scale(params["strength"]).tolist()]
+    strength = params["strength"].to(torch.float32)  # as the float path gets it (params_to), so the same z
+    plans = [_pixelate_plan(zi, h, w, rule) for zi in Pixelate.scale(strength).tolist()]
 
     def one(i: int) -> None:
-        rows_map, up_r = plans[i]
-        shape = (rows_map.shape[0], w, 3)
-        rows = cv2.remap(images[i], rows_map, None, cv2.INTER_NEAREST,
-                         dst=scratch(f"pixelate_rows{shape}", shape, np.uint8))
+        src_r, cols, up_r = plans[i]
+        n = len(src_r)  # work arrays keyed by their height: a batch of mixed levels alternates them
+        picked = np.take(images[i], src_r, axis=0, mode="clip",
+                         out=scratch(f"pixelate_rows{n}", (n, w, 3), np.uint8))
+        rgba = cv2.cvtColor(picked, cv2.COLOR_RGB2RGBA, dst=scratch(f"pixelate_rgba{n}", (n, w, 4), np.uint8))
+        words = np.take(rgba.view(np.uint32).reshape(n, w), cols, axis=1, mode="clip",
+                        out=scratch(f"pixelate_words{n}", (n, w), np.uint32))
+        rows = cv2.cvtColor(words.view(np.uint8).reshape(n, w, 4), cv2.COLOR_RGBA2RGB, dst=picked)
         if wrap:
             _apply_pick_lut(images[i], rows)
         np.take(rows, up_r, axis=0, out=out[i], mode="clip")
