@@ -211,6 +211,23 @@ def test_scene_statistics_read_tone_curves_noise_and_colour_depth():
     assert f(posterised)[0][62] < out[62] - 1.0  # log share of distinct 6-bit colours
 
 
+def test_batched_statistics_are_each_images_own():
+    """A batch's quantiles (selected on the CPU, sorted elsewhere) and histograms (one bincount for the
+    batch) are each image's alone: the statistics of a batch of two are those of each image by itself."""
+    from synthiqa.models.components.features import _quantiles
+
+    g = torch.Generator().manual_seed(2)
+    values = torch.cat([torch.rand(3, 500, generator=g), torch.full((1, 500), 0.25)]).round(decimals=2)
+    qs = (0.0, 0.005, 0.1, 0.5, 0.9, 0.995, 1.0)
+    ranks = [round(q * 499) for q in qs]
+    torch.testing.assert_close(_quantiles(values, qs), values.sort(1).values[:, ranks], rtol=0, atol=0)
+    images = torch.stack([_photo_like().float() / 255, (_photo_like().float() * 0.5).round() / 255])
+    for f in (SceneStatisticsFeatures(), StatisticsFeatures()):
+        both = f(images)
+        for i in range(2):
+            torch.testing.assert_close(both[i], f(images[i:i + 1])[0], rtol=1e-5, atol=1e-5)
+
+
 def test_quantile_normalizer_maps_training_features_to_standard_normal():
     g = torch.Generator().manual_seed(0)
     train = torch.cat([torch.randn(2000, 1, generator=g).exp(), torch.rand(2000, 1, generator=g) * 10,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -132,10 +133,13 @@ _LOG_EPS = 1e-4
 
 
 def _quantiles(values: torch.Tensor, qs: tuple[float, ...]) -> torch.Tensor:
-    """Quantiles (nearest rank) of each row of ``values [B, N]``: ``[B, len(qs)]``."""
-    ordered = values.sort(1).values
-    idx = torch.tensor([round(q * (values.shape[1] - 1)) for q in qs], device=values.device)
-    return ordered[:, idx]
+    """Quantiles (nearest rank) of each row of ``values [B, N]``: ``[B, len(qs)]``. On the CPU the ranks
+    are selected (NumPy's introselect, no full sort), elsewhere the rows are sorted: the same values."""
+    ranks = [round(q * (values.shape[1] - 1)) for q in qs]
+    if values.device.type == "cpu":
+        picked = np.partition(values.detach().numpy(), ranks, axis=1)[:, ranks]
+        return torch.from_numpy(picked)
+    return values.sort(1).values[:, torch.tensor(ranks, device=values.device)]
 
 
 def _laplacian(channel: torch.Tensor) -> torch.Tensor:
@@ -242,13 +246,16 @@ class WholeImageFeatures(nn.Module):
     def views(self, images: torch.Tensor, tiles: int = 0) -> torch.Tensor:
         """Features of each ``[B,3,H,W]`` [0, 1] image and of the tiles of a ``tiles x tiles`` grid over
         it: ``[B, 1 + tiles**2, out_dim]``, view 0 the whole image, then the tiles row by row (each
-        ``H // tiles`` x ``W // tiles`` px; the remainder rows and columns are left out)."""
-        parts = [self(images)]
-        if tiles:
-            th, tw = images.shape[-2] // tiles, images.shape[-1] // tiles
-            parts += [self(images[..., i * th:(i + 1) * th, j * tw:(j + 1) * tw])
-                      for i in range(tiles) for j in range(tiles)]
-        return torch.stack(parts, 1)
+        ``H // tiles`` x ``W // tiles`` px; the remainder rows and columns are left out). The tiles, all of
+        one size, go through as one batch: each tile's features are its own (to float rounding)."""
+        whole = self(images)
+        if not tiles:
+            return whole[:, None]
+        th, tw = images.shape[-2] // tiles, images.shape[-1] // tiles
+        grid = torch.cat([images[..., i * th:(i + 1) * th, j * tw:(j + 1) * tw]
+                          for i in range(tiles) for j in range(tiles)])  # [tiles**2 * B, 3, th, tw]
+        parts = self(grid).view(tiles * tiles, images.shape[0], -1).transpose(0, 1)
+        return torch.cat([whole[:, None], parts], 1)
 
     def views_of_image(self, image: torch.Tensor, tiles: int = 0) -> torch.Tensor:
         """One uint8 ``[3,H,W]`` image -> float32 ``[1 + tiles**2, out_dim]`` on the CPU (``views``)."""
@@ -328,11 +335,11 @@ class SceneStatisticsFeatures(nn.Module):
         b = codes.shape[0]
         r, g, bl = codes.unbind(1)
         y = (0.299 * r + 0.587 * g + 0.114 * bl).round().long()
-        ones = torch.ones(b, r[0].numel(), device=codes.device)
         idx = torch.arange(256, device=codes.device)
+        offsets = torch.arange(b, device=codes.device)[:, None] * 256
         parts = []
-        for c in (r, g, bl, y):
-            hist = torch.zeros(b, 256, device=codes.device).scatter_add_(1, c.flatten(1), ones)
+        for c in (r, g, bl, y):  # one bincount per channel for the whole batch: image i's codes + 256 i
+            hist = torch.bincount((c.flatten(1) + offsets).flatten(), minlength=256 * b).view(b, 256).float()
             p = hist / hist.sum(1, keepdim=True)
             cdf = p.cumsum(1)
             lo, hi = (cdf < 0.01).sum(1), (cdf < 0.99).sum(1)
