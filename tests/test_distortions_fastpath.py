@@ -410,3 +410,24 @@ def test_map_images_threads_take_the_next_index_so_a_held_thread_holds_up_nothin
 
     map_images(n, fn)
     assert waited == [True] and sorted(done) == list(range(n))
+
+
+def test_map_images_one_torch_thread_runs_each_threads_torch_work_alone_and_restores_the_count():
+    """With ``one_torch_thread`` every thread doing an index runs torch on one thread (two threads
+    doing images side by side do not also split each operation over two); the caller's count comes back."""
+    import threading
+
+    from synthiqa.distortions.fastpath import map_images
+
+    torch.set_num_threads(2)  # the fixture restores the count
+    seen: dict[int, int] = {}
+    lock = threading.Lock()
+
+    def fn(i: int) -> None:
+        with lock:
+            seen[i] = torch.get_num_threads()
+
+    map_images(6, fn, one_torch_thread=True)
+    assert seen == dict.fromkeys(range(6), 1) and torch.get_num_threads() == 2
+    map_images(6, fn)
+    assert seen == dict.fromkeys(range(6), 2)  # without it the pool's threads keep torch's count

@@ -428,6 +428,40 @@ def test_record_images_repeat_crops_of_each_image(tmp_path):
     assert len({item["image"][k].numpy().tobytes() for k in range(3)}) > 1  # independent random crops
 
 
+def test_record_images_make_a_loaders_batch_side_by_side_as_one_by_one(tmp_path):
+    """A loader's batch (``__getitems__``: images decoded and whole-image features computed on torch's
+    threads) holds the items ``ds[i]`` gives, decoding each image once per item."""
+    import cv2
+    from torch.utils.data import DataLoader
+
+    from synthiqa.datasets.records import IQARecord
+    from synthiqa.models.components.features import WholeImageFeatures
+    from synthiqa.models.data import RecordImages, collate
+
+    records = []
+    for i in range(5):
+        path = tmp_path / f"im{i}.png"
+        cv2.imwrite(str(path), np.random.default_rng(i).integers(0, 256, (96, 120, 3), dtype=np.uint8))
+        records.append(IQARecord(image=path, score=0.1 * i, score_norm=0.1 * i, scene=f"s{i}"))
+    labels = LabelSpace.from_records(records)
+    features = WholeImageFeatures()
+    torch.set_num_threads(2)  # the fixture restores the count
+
+    def make() -> RecordImages:
+        return RecordImages(records, labels, 32, train=False, crops=2,
+                            context=lambda im: features.views_of_image(im, 2))
+
+    one_by_one = collate([make()[i] for i in range(5)])
+    ds = make()
+    reads = []
+    ds.image = lambda i, _image=ds.image: reads.append(i) or _image(i)  # count the decodes
+    batch = next(iter(DataLoader(ds, batch_size=5, collate_fn=collate)))
+    assert sorted(reads) == list(range(5)) and torch.get_num_threads() == 2
+    assert batch.keys() == one_by_one.keys()
+    for key in batch:
+        torch.testing.assert_close(batch[key], one_by_one[key], rtol=0, atol=0, equal_nan=True)
+
+
 def test_crop_origins_are_grid_aligned():
     origins = crop_origins(100, 90, 32, 4)
     assert len(set(origins)) == 4 and all(y % 8 == 0 and x % 8 == 0 for y, x in origins)

@@ -115,12 +115,18 @@ def _pool(workers: int) -> ThreadPoolExecutor:
 _SERIAL = threading.local()
 
 
-def map_images(n: int, fn: Callable[[int], None]) -> None:
+def map_images(n: int, fn: Callable[[int], None], one_torch_thread: bool = False) -> None:
     """Run ``fn(i)`` for i in 0..n-1 on ``torch.get_num_threads()`` threads, the calling thread included:
     each thread takes the next index when it is done with one, so a thread the system holds back (a busy
     machine) leaves its share to the others instead of holding up the call. Calls made inside ``fn``
-    (nested calls) run serially. The first error is raised once every thread has stopped."""
-    workers = 1 if getattr(_SERIAL, "active", False) else min(torch.get_num_threads(), n)
+    (nested calls) run serially. The first error is raised once every thread has stopped.
+
+    With ``one_torch_thread`` each thread runs torch's operations on itself alone, and the caller's
+    thread count is restored at the end: for work of many small torch operations per image, which torch
+    would otherwise split over its own threads too (threads x threads on the cores, each operation ending
+    in a wait for the others)."""
+    threads = torch.get_num_threads()
+    workers = 1 if getattr(_SERIAL, "active", False) else min(threads, n)
     if workers <= 1:
         for i in range(n):
             fn(i)
@@ -131,6 +137,8 @@ def map_images(n: int, fn: Callable[[int], None]) -> None:
     def run() -> None:
         before = getattr(_SERIAL, "active", False)
         _SERIAL.active = True
+        if one_torch_thread and torch.get_num_threads() != 1:
+            torch.set_num_threads(1)  # this thread's count (torch keeps one per thread under OpenMP)
         try:
             while True:
                 with lock:
@@ -148,6 +156,8 @@ def map_images(n: int, fn: Callable[[int], None]) -> None:
     finally:
         for f in others:
             f.result()
+        if one_torch_thread:
+            torch.set_num_threads(threads)
 
 
 def map_jobs(jobs: Sequence[Callable[[], None]]) -> None:

@@ -30,6 +30,7 @@ from torch.utils.data import Dataset, Sampler
 from synthiqa.datasets.degraded import fit_min_side
 from synthiqa.datasets.records import DecodedImage, IQARecord
 from synthiqa.datasets.references import read_image
+from synthiqa.distortions.fastpath import map_images
 from synthiqa.distortions.rng import derive_seed
 from synthiqa.errors import ConfigError, DatasetError
 
@@ -75,7 +76,10 @@ def read_rgb(path: str | Path | DecodedImage) -> torch.Tensor:
     ``DecodedImage``'s pixels as they are); ``DatasetError`` if unreadable."""
     if isinstance(path, DecodedImage):
         return path.pixels
-    return torch.from_numpy(read_image(path)).permute(2, 0, 1)
+    pixels = read_image(path)
+    if not pixels.flags.writeable:  # a view of PIL's buffer: torch wraps only memory it may write
+        pixels = pixels.copy()
+    return torch.from_numpy(pixels).permute(2, 0, 1)
 
 
 def crop_origins(h: int, w: int, size: int, n: int) -> list[tuple[int, int]]:
@@ -206,16 +210,29 @@ class RecordImages(Dataset):
         out = self.targets(i)
         out["image"] = crop
         if self.context is not None:
-            out["context"] = self.context_of(i)
+            out["context"] = self.context_of(i, image)
         return out
 
-    def context_of(self, i: int) -> torch.Tensor:
-        """The whole-image features of item ``i``'s image (computed once, then kept)."""
+    def __getitems__(self, indices: Sequence[int]) -> list[dict[str, Any]]:
+        """Items ``indices`` (a loader's batch), as ``__getitem__`` makes them, side by side on torch's
+        threads (``map_images``, each thread's torch operations on itself): decoding and the whole-image
+        features run one image per thread."""
+        items: list[dict[str, Any]] = [{} for _ in indices]
+
+        def make(k: int) -> None:
+            items[k] = self[indices[k]]
+
+        map_images(len(indices), make, one_torch_thread=True)
+        return items
+
+    def context_of(self, i: int, image: torch.Tensor | None = None) -> torch.Tensor:
+        """The whole-image features of item ``i``'s image (computed once, then kept); ``image``: its
+        decoded pixels where the caller has them."""
         if self.context is None:
             raise ValueError("this set computes no whole-image features (context=None)")
         key = i % len(self.records)
         if key not in self._contexts:
-            self._contexts[key] = self.context(self.image(key))
+            self._contexts[key] = self.context(self.image(key) if image is None else image)
         return self._contexts[key]
 
 
