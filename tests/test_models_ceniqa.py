@@ -71,6 +71,25 @@ def test_backbone_maps(name):
     assert [64 // m.shape[-1] for m in maps] == bb.reductions
 
 
+@pytest.mark.parametrize("name", ["compact", "resnet18"])
+def test_backbone_maps_on_channels_last_input_match_nchw(name):
+    """On the CPU the body gets the batch channels-last (without gradients; ours in training too): the
+    maps are those of NCHW input to float rounding."""
+    bb = create_backbone(name).eval()
+    x = torch.rand(2, 3, 64, 64)
+    with torch.no_grad():
+        plain = [m.contiguous() for m in bb.body((x - bb.mean) / bb.std)]
+    seen = []
+    bb.body.register_forward_pre_hook(
+        lambda m, a: seen.append(a[0].is_contiguous(memory_format=torch.channels_last)))
+    with torch.no_grad():
+        fast = bb(x)
+    bb(x)  # with gradients
+    assert seen == [True, name == "compact"]
+    for a, b in zip(fast, plain, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5)
+
+
 def test_backbone_pretrained_without_network_is_one_line(monkeypatch):
     import timm
 

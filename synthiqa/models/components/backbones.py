@@ -54,6 +54,10 @@ def list_backbones(include_timm: bool = False) -> list[str]:
 class Backbone(nn.Module):
     """Normalises [0, 1] RGB input and returns a list of NCHW feature maps, finest first.
 
+    On the CPU the batch goes to the body in channels-last memory (the maps' shapes and values are those
+    of NCHW, to float rounding) without gradients, and in training too where ``nhwc_training`` (ours:
+    their CPU training steps are faster so; timm's ResNets train slower so).
+
     Attributes:
         name: registry name.
         channels: channels of each returned map.
@@ -61,9 +65,10 @@ class Backbone(nn.Module):
     """
 
     def __init__(self, name: str, body: nn.Module, channels: list[int], reductions: list[int],
-                 pooled: bool = False, channels_last_output: bool = False,
+                 pooled: bool = False, channels_last_output: bool = False, nhwc_training: bool = False,
                  mean: tuple[float, ...] = IMAGENET_MEAN, std: tuple[float, ...] = IMAGENET_STD):
         super().__init__()
+        self.nhwc_training = nhwc_training
         self.name = name
         self.body = body
         self.channels = list(channels)
@@ -75,6 +80,8 @@ class Backbone(nn.Module):
 
     def forward(self, images: torch.Tensor) -> list[torch.Tensor]:
         x = (images - self.mean) / self.std
+        if x.device.type == "cpu" and x.dim() == 4 and (self.nhwc_training or not torch.is_grad_enabled()):
+            x = x.contiguous(memory_format=torch.channels_last)  # oneDNN's faster layout on the CPU
         out = self.body(x)
         if self.pooled:
             return [out.reshape(out.shape[0], -1, 1, 1)]
@@ -224,7 +231,7 @@ def create_backbone(name: str, pretrained: bool = False, checkpoint: str | Path 
         body = _BACKBONES[name](**kw)
         if ckpt is not None:
             _load_local_weights(body, ckpt, name)
-        return Backbone(name, body, body.channels, body.reductions)
+        return Backbone(name, body, body.channels, body.reductions, nhwc_training=True)
     import timm
 
     if not timm.is_model(name):
