@@ -1,11 +1,15 @@
 """The engine's core: registry, levels, seeds, chains and input checks, with a distortion defined here."""
 
+import math
+
+import numpy as np
 import pytest
 import torch
 
 from synthiqa.distortions import (
     Distortion,
     LevelTable,
+    RandomDegradation,
     SampleRNG,
     apply_chains,
     format_chain,
@@ -97,6 +101,20 @@ def test_kadid_profile_stretches_before_and_after():
 
 def test_level_probabilities_match_arniqa():
     assert level_probabilities() == pytest.approx([0.2929, 0.2704, 0.2127, 0.1426, 0.0814], abs=1e-4)
+
+
+def test_level_sigma_sets_the_chain_law_and_infinity_makes_levels_uniform():
+    assert level_probabilities(sigma=math.inf) == [0.2] * 5
+    draws = [op.level for s in range(3000) for op in sample_chain(s, "arniqa", 4, 0.0, level_sigma=math.inf)]
+    counts = np.bincount(np.array(draws, dtype=int), minlength=6)[1:] / len(draws)
+    assert np.allclose(counts, 0.2, atol=0.02)
+    mild = [op.level for s in range(3000) for op in sample_chain(s, "arniqa", 4, 0.0)]
+    assert np.mean(mild) < np.mean(draws) - 0.3  # the profile's half-Gaussian: mild levels likelier
+    assert sample_chain(7, "arniqa", level_sigma=2.5) == sample_chain(7, "arniqa")
+    degrade = RandomDegradation("arniqa", max_chain=7, pristine_prob=0.0, level_sigma=math.inf)
+    assert degrade.sample(11) == sample_chain(11, "arniqa", 7, 0.0, level_sigma=math.inf)
+    with pytest.raises(DistortionInputError, match="level_sigma must be > 0"):
+        RandomDegradation("arniqa", level_sigma=0.0)
 
 
 def test_sample_chain_rules():

@@ -301,7 +301,7 @@ def test_one_epoch_run_saves_a_checkpoint_that_predicts(tiny_set, trained, metho
 
 
 def test_arniqa_trains_with_adamw_by_default_and_the_paper_preset_with_sgd(trained):
-    from synthiqa.models.arniqa.method import ARNIQAConfig, preset_config
+    from synthiqa.models.arniqa.method import ARNIQAConfig, pair_source, preset_config
 
     last = torch.load(trained["arniqa"].parent / "last.pt", map_location="cpu", weights_only=True)
     group = last["optimizer"]["param_groups"][0]
@@ -311,6 +311,13 @@ def test_arniqa_trains_with_adamw_by_default_and_the_paper_preset_with_sgd(train
         "adamw", "cosine", 1e-3, 0.1)
     paper = preset_config("paper")
     assert (paper.encoder, paper.crop_size, paper.batch_size) == ("resnet50", 224, 16)
+    # pairs: up to 7 distortions at uniform levels by default; the paper's up to 4, mild levels likelier
+    assert (config.max_distortions, config.level_law, paper.max_distortions, paper.level_law) == (
+        7, "uniform", 4, "half_gaussian")
+    refs = [torch.zeros(3, 240, 240, dtype=torch.uint8)] * 2
+    degrader = pair_source(refs, config, "cpu").source.degrader
+    assert degrader.level_sigma == math.inf and degrader.max_chain == 7
+    assert pair_source(refs, paper, "cpu").source.degrader.level_sigma is None
     assert (paper.optimizer, paper.momentum, paper.scheduler, paper.learning_rate) == (
         "sgd", 0.9, "warm_restarts", 1e-3)
 

@@ -115,7 +115,7 @@ class _Source:
                  seed: int, labels: str | None, max_chain: int, law: str, pristine_prob: float | None,
                  versions: int, pristine: bool, pairs: bool, half_scale: bool, distort: str,
                  items: int | None, cache_mb: int, out_dtype: torch.dtype,
-                 scene_ids: Sequence[int] | None = None):
+                 scene_ids: Sequence[int] | None = None, level_sigma: float | None = None):
         if crop < MIN_SIDE:
             raise ConfigError(f"crop must be at least {MIN_SIDE} px, got {crop}")
         if per_reference < 1 or versions < 0 or (versions == 0 and not pristine):
@@ -128,7 +128,7 @@ class _Source:
         if items is not None and items < 1:
             raise ConfigError(f"items must be >= 1, got {items}")
         self.degrader = RandomDegradation(profile, max_chain=max_chain, law=law, pristine_prob=pristine_prob,
-                                          out_dtype=out_dtype)
+                                          out_dtype=out_dtype, level_sigma=level_sigma)
         self.sources, self.names = resolve_references(refs, crop)
         if pairs and len(self.sources) < 2:
             raise DatasetError("pairs need at least two usable references")
@@ -314,7 +314,7 @@ class DegradedReferences(_SourceView, IterableDataset):
             or uint8 ``[3,H,W]`` tensors. References smaller than ``crop`` are skipped with a warning.
         crop: crop side, px.
         per_reference: items per reference and epoch (``items`` overrides the epoch's item count).
-        profile, max_chain, law, pristine_prob: the ``RandomDegradation`` drawing the chains.
+        profile, max_chain, law, pristine_prob, level_sigma: the ``RandomDegradation`` drawing the chains.
         seed: the run's seed.
         labels: ``level`` (score by ``level_quality``, normalised to [0, 1]) or None.
         batch_size: items per batch; each item holds ``images_per_item`` images.
@@ -343,13 +343,14 @@ class DegradedReferences(_SourceView, IterableDataset):
                  versions: int = 1, pristine: bool = False, pairs: bool = False, half_scale: bool = False,
                  distort: str = "worker", rank: int | None = None, world_size: int | None = None,
                  drop_last: bool = False, items: int | None = None, cache_mb: int = 512,
-                 out_dtype: torch.dtype = torch.uint8, scene_ids: Sequence[int] | None = None):
+                 out_dtype: torch.dtype = torch.uint8, scene_ids: Sequence[int] | None = None,
+                 level_sigma: float | None = None):
         super().__init__()
         if batch_size < 1:
             raise ConfigError(f"batch_size must be >= 1, got {batch_size}")
         self.source = _Source(refs, crop, per_reference, profile, seed, labels, max_chain, law, pristine_prob,
                               versions, pristine, pairs, half_scale, distort, items, cache_mb, out_dtype,
-                              scene_ids)
+                              scene_ids, level_sigma)
         self.batch_size = batch_size
         self.drop_last = drop_last
         self.rank, self.world_size = _rank_world(rank, world_size)
@@ -425,10 +426,11 @@ class DegradedReferencesMap(_SourceView, Dataset):
                  law: str = "chain", pristine_prob: float | None = None, versions: int = 1,
                  pristine: bool = False, pairs: bool = False, half_scale: bool = False,
                  distort: str = "worker", items: int | None = None, cache_mb: int = 512,
-                 out_dtype: torch.dtype = torch.uint8, scene_ids: Sequence[int] | None = None):
+                 out_dtype: torch.dtype = torch.uint8, scene_ids: Sequence[int] | None = None,
+                 level_sigma: float | None = None):
         self.source = _Source(refs, crop, per_reference, profile, seed, labels, max_chain, law, pristine_prob,
                               versions, pristine, pairs, half_scale, distort, items, cache_mb, out_dtype,
-                              scene_ids)
+                              scene_ids, level_sigma)
 
     def __len__(self) -> int:
         return self.source.items

@@ -76,7 +76,8 @@ def parse_chain(text: str, profile: str = "kadid") -> Chain:
 
 
 def level_probabilities(num_levels: int = NUM_LEVELS, sigma: float = 2.5) -> list[float]:
-    """ARNIQA's half-Gaussian level law: P(level i+1) ~ exp(-i^2 / (2 sigma^2)), i = 0..num_levels-1."""
+    """ARNIQA's half-Gaussian level law: P(level i+1) ~ exp(-i^2 / (2 sigma^2)), i = 0..num_levels-1;
+    ``sigma=math.inf`` gives uniform levels."""
     w = [math.exp(-(i**2) / (2 * sigma**2)) for i in range(num_levels)]
     total = sum(w)
     return [x / total for x in w]
@@ -84,12 +85,13 @@ def level_probabilities(num_levels: int = NUM_LEVELS, sigma: float = 2.5) -> lis
 
 def sample_chain(seed: int, profile: str = "arniqa", max_distortions: int | None = None,
                  pristine_prob: float | None = None, num_levels: int = NUM_LEVELS,
-                 include_extra: bool = False) -> Chain:
+                 include_extra: bool = False, level_sigma: float | None = None) -> Chain:
     """One chain by ARNIQA's rules, from one sample's seed.
 
     The length is uniform in 1..max_distortions; that many distinct groups are drawn in random order
     (the application order), one type uniformly within each group, and each level independently from
-    the half-Gaussian law. With probability ``pristine_prob`` the chain is empty.
+    the half-Gaussian law of width ``level_sigma`` (None: the profile's; ``math.inf``: uniform levels).
+    With probability ``pristine_prob`` the chain is empty.
     """
     prof = get_profile(profile)
     max_d = prof.max_distortions if max_distortions is None else max_distortions
@@ -99,11 +101,14 @@ def sample_chain(seed: int, profile: str = "arniqa", max_distortions: int | None
         raise DistortionInputError(f"max_distortions must lie in 1..{len(groups)} for profile {profile!r}")
     if not 1 <= num_levels <= NUM_LEVELS:
         raise DistortionInputError(f"num_levels must lie in 1..{NUM_LEVELS}")
+    sigma = prof.level_sigma if level_sigma is None else level_sigma
+    if not sigma > 0:
+        raise DistortionInputError(f"level_sigma must be > 0 (math.inf: uniform levels), got {sigma}")
     rng = random.Random(derive_seed(seed, "chain"))
     if rng.random() < p0:
         return ()
     n = rng.randint(1, max_d)
-    probs = level_probabilities(num_levels, prof.level_sigma)
+    probs = level_probabilities(num_levels, sigma)
     chain = []
     for group in rng.sample(sorted(groups), n):
         name = rng.choice(groups[group])

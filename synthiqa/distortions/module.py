@@ -55,6 +55,8 @@ class RandomDegradation(nn.Module):
         pristine_prob: probability in [0, 1] that a chain is empty (None: the profile's, ``chain`` law;
             0 for ``single``).
         num_levels: levels drawn from 1..num_levels (at most 5).
+        level_sigma: width of the ``chain`` law's half-Gaussian level law (None: the profile's, ARNIQA's
+            2.5; ``math.inf``: uniform levels).
         include_extra: also draw the ``extra`` group (rain, fog, lens distortion, chromatic aberration).
         out_dtype: ``torch.float32`` (in [0, 1]) or ``torch.uint8`` (rounded, as files would hold; on the
             CPU single-step chains then take the OpenCV fast path, within 1/255 of the float path).
@@ -67,7 +69,8 @@ class RandomDegradation(nn.Module):
 
     def __init__(self, profile: str = "arniqa", max_chain: int = 4, law: str = "chain",
                  pristine_prob: float | None = None, num_levels: int = NUM_LEVELS,
-                 include_extra: bool = False, out_dtype: torch.dtype = torch.float32):
+                 include_extra: bool = False, out_dtype: torch.dtype = torch.float32,
+                 level_sigma: float | None = None):
         super().__init__()
         if law not in LAWS:
             raise DistortionInputError(f"law must be one of {', '.join(LAWS)}, got {law!r}")
@@ -85,21 +88,24 @@ class RandomDegradation(nn.Module):
         self.num_levels = num_levels
         self.include_extra = include_extra
         self.out_dtype = out_dtype
+        self.level_sigma = level_sigma
         self.types = list_distortions(profile, include_extra)
         if not self.types:
             raise DistortionInputError(f"profile {profile!r} has no distortions")
         if law == "chain":
-            sample_chain(0, profile, max_chain, pristine_prob, num_levels, include_extra)  # checks max_chain
+            sample_chain(0, profile, max_chain, pristine_prob, num_levels, include_extra,
+                         level_sigma)  # checks max_chain and level_sigma
 
     def extra_repr(self) -> str:
         return (f"profile={self.profile!r}, law={self.law!r}, max_chain={self.max_chain}, "
-                f"pristine_prob={self.pristine_prob}, out_dtype={self.out_dtype}")
+                f"pristine_prob={self.pristine_prob}, level_sigma={self.level_sigma}, "
+                f"out_dtype={self.out_dtype}")
 
     def sample(self, seed: int) -> Chain:
         """The chain of one seed (a pure function of the seed and the module's settings)."""
         if self.law == "chain":
             return sample_chain(int(seed), self.profile, self.max_chain, self.pristine_prob, self.num_levels,
-                                self.include_extra)
+                                self.include_extra, self.level_sigma)
         rng = random.Random(derive_seed(int(seed), "single-chain"))
         if rng.random() < (self.pristine_prob or 0.0):
             return ()
